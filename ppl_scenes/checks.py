@@ -1,0 +1,76 @@
+"""Input validation shared by every public entry point.
+
+Each check raises ``ValueError`` with a message that names the problem, so users never see a shape
+error from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def check_images(
+    images: Tensor,
+    *,
+    name: str = "images",
+    channels: int | tuple[int, ...] | None = None,
+    min_size: int | tuple[int, int] | None = None,
+    check_range: bool = True,
+) -> Tensor:
+    """Validate a batch of images ``[B, C, H, W]`` (float32, values in [0, 1], C = 1 or 3).
+
+    Args:
+        images: the batch to check.
+        name: how the argument is called in error messages.
+        channels: allowed channel counts (default 1 or 3).
+        min_size: smallest allowed (H, W), e.g. one grid cell of a model.
+        check_range: whether to require values in [0, 1].
+
+    Returns:
+        ``images`` unchanged, so the call can be used inline.
+
+    Raises:
+        ValueError: naming the first problem found (type, rank, empty batch, channels, dtype, size,
+            NaN/Inf, range).
+    """
+    if not isinstance(images, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape [B, C, H, W], got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"{name} must have rank 4 [B, C, H, W], got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (B = 0)")
+    allowed = (1, 3) if channels is None else ((channels,) if isinstance(channels, int) else tuple(channels))
+    if images.shape[1] not in allowed:
+        raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} channels, got {images.shape[1]}")
+    if images.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32 with values in [0, 1], got dtype {images.dtype}")
+    if min_size is not None:
+        mh, mw = (min_size, min_size) if isinstance(min_size, int) else min_size
+        if images.shape[2] < mh or images.shape[3] < mw:
+            raise ValueError(
+                f"{name} of size {images.shape[2]}x{images.shape[3]} are too small: at least {mh}x{mw} needed"
+            )
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} contain NaN or Inf values")
+    if check_range and (images.min() < 0 or images.max() > 1):
+        raise ValueError(
+            f"{name} must have values in [0, 1], got range [{images.min().item():.3g}, {images.max().item():.3g}]"
+        )
+    return images
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an int, raising ``ValueError`` unless it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_positive(value: object, name: str) -> float:
+    """Return ``value`` as a float, raising ``ValueError`` unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)

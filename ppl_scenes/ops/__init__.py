@@ -1,0 +1,32 @@
+"""Pure tensor functions shared by the models: boxes, spatial transformer, compositing."""
+
+from ppl_scenes.ops.boxes import (
+    box_convert,
+    box_iou,
+    clip_boxes,
+    cxcywh_to_xyxy,
+    grid_cell_origins,
+    nms,
+    spair_where_to_cxcywh,
+    xyxy_to_cxcywh,
+)
+from ppl_scenes.ops.compositing import blend, composite, composite_windows, depth_weights, fold_windows
+from ppl_scenes.ops.transformer import crop, paste
+
+__all__ = [
+    "blend",
+    "box_convert",
+    "box_iou",
+    "clip_boxes",
+    "composite",
+    "composite_windows",
+    "crop",
+    "cxcywh_to_xyxy",
+    "depth_weights",
+    "fold_windows",
+    "grid_cell_origins",
+    "nms",
+    "paste",
+    "spair_where_to_cxcywh",
+    "xyxy_to_cxcywh",
+]

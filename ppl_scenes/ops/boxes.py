@@ -1,0 +1,75 @@
+"""Box conversions between latent parameterisations and absolute-pixel xyxy boxes.
+
+Pixel convention (used by every op in the package): pixel ``i`` covers the interval ``[i, i + 1)``,
+so an ``H x W`` image spans ``[0, W] x [0, H]`` and a box is ``(x1, y1, x2, y2)`` in those units, as
+``torchvision.ops`` expects.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_convert, box_iou, nms
+
+__all__ = [
+    "box_convert",
+    "box_iou",
+    "nms",
+    "cxcywh_to_xyxy",
+    "xyxy_to_cxcywh",
+    "grid_cell_origins",
+    "spair_where_to_cxcywh",
+    "clip_boxes",
+]
+
+
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """Convert ``[..., 4]`` boxes (centre x, centre y, width, height) to ``(x1, y1, x2, y2)``."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+
+
+def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    """Convert ``[..., 4]`` boxes ``(x1, y1, x2, y2)`` to (centre x, centre y, width, height)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
+
+
+def grid_cell_origins(grid: tuple[int, int], cell: tuple[int, int], device=None, dtype=None) -> Tensor:
+    """Top-left pixel ``(x, y)`` of every cell of an ``H x W`` grid, raster order: ``[H * W, 2]``."""
+    gh, gw = grid
+    ys = torch.arange(gh, device=device, dtype=dtype or torch.float32) * cell[0]
+    xs = torch.arange(gw, device=device, dtype=dtype or torch.float32) * cell[1]
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((xx.reshape(-1), yy.reshape(-1)), dim=-1)
+
+
+def spair_where_to_cxcywh(
+    z_where: Tensor,
+    grid: tuple[int, int],
+    cell: tuple[int, int],
+    anchor: tuple[float, float],
+    bounds: tuple[float, float] = (-0.5, 1.5),
+) -> Tensor:
+    """SPAIR's box parameterisation (Crawford & Pineau 2019, eqs. 2-6) to pixel (cx, cy, w, h).
+
+    ``z_where[..., c, :] = (z_y, z_x, z_h, z_w)`` for cell ``c`` in raster order of the ``grid``.
+    The centre offset within the cell is ``sigmoid(z) * (b_max - b_min) + b_min`` in cell units, so
+    a centre may leave its cell by half a cell on the top/left and one cell on the bottom/right;
+    sizes are ``sigmoid(z_h) * a_h`` and ``sigmoid(z_w) * a_w`` for the anchor ``(a_h, a_w)``.
+    """
+    b_min, b_max = bounds
+    zy, zx, zh, zw = z_where.unbind(-1)
+    origins = grid_cell_origins(grid, cell, device=z_where.device, dtype=z_where.dtype)
+    cy = origins[:, 1] + (torch.sigmoid(zy) * (b_max - b_min) + b_min) * cell[0]
+    cx = origins[:, 0] + (torch.sigmoid(zx) * (b_max - b_min) + b_min) * cell[1]
+    h = torch.sigmoid(zh) * anchor[0]
+    w = torch.sigmoid(zw) * anchor[1]
+    return torch.stack((cx, cy, w, h), dim=-1)
+
+
+def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """Clip xyxy boxes to an image of ``size = (H, W)``."""
+    h, w = size
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((x1.clamp(0, w), y1.clamp(0, h), x2.clamp(0, w), y2.clamp(0, h)), dim=-1)

@@ -1,0 +1,65 @@
+import torch
+
+from ppl_scenes.ops import composite, composite_windows, fold_windows, spair_where_to_cxcywh
+
+
+def test_single_opaque_object_replaces_background():
+    app = torch.zeros(1, 1, 1, 4, 4)
+    app[..., 1:3, 1:3] = 0.7
+    alpha = (app > 0).float()
+    out = composite(app, alpha, torch.zeros(1, 1), background=0.2)
+    expected = torch.full((1, 1, 4, 4), 0.2)
+    expected[..., 1:3, 1:3] = 0.7
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_deeper_object_dominates_overlap_and_output_is_convex():
+    app = torch.stack([torch.full((1, 2, 2), 1.0), torch.full((1, 2, 2), 0.0)])[None]
+    alpha = torch.ones(1, 2, 1, 2, 2)
+    front = composite(app, alpha, torch.tensor([[5.0, -5.0]]), background=0.5)
+    back = composite(app, alpha, torch.tensor([[-5.0, 5.0]]), background=0.5)
+    assert front.min() > 0.99 and back.max() < 0.01
+    even = composite(app, alpha, torch.zeros(1, 2), background=0.5)
+    torch.testing.assert_close(even, torch.full_like(even, 0.5))
+
+
+def test_zero_alpha_objects_leave_the_background():
+    app = torch.rand(2, 3, 3, 5, 5)
+    out = composite(app, torch.zeros(2, 3, 1, 5, 5), torch.randn(2, 3), background=torch.tensor([0.1, 0.2, 0.3])[:, None, None])
+    torch.testing.assert_close(out, torch.tensor([0.1, 0.2, 0.3])[None, :, None, None].expand(2, 3, 5, 5))
+
+
+def test_fold_windows_places_each_window_at_its_cell():
+    grid, cell, pad = (2, 3), (2, 2), 1
+    k = (2 * pad + 1) * 2
+    windows = torch.zeros(1, 6, 1, k, k)
+    windows[0, 4, 0, 2:4, 2:4] = 1.0  # the cell's own pixels: cell (1, 1) -> rows 2:4, cols 2:4
+    windows[0, 0, 0, 0, 0] = 5.0  # outside the canvas: dropped
+    out = fold_windows(windows, grid, cell, pad)
+    expected = torch.zeros(1, 1, 4, 6)
+    expected[0, 0, 2:4, 2:4] = 1.0
+    torch.testing.assert_close(out, expected)
+
+
+def test_windowed_compositing_equals_full_canvas_compositing():
+    from ppl_scenes.ops import paste
+
+    torch.manual_seed(1)
+    grid, cell, anchor, pad = (3, 4), (6, 6), (10.0, 10.0), 2
+    b, n = 2, 12
+    z_where = torch.randn(b, n, 4)
+    boxes = spair_where_to_cxcywh(z_where, grid, cell, anchor)
+    glimpse = torch.rand(b, n, 2, 5, 5)
+    depth = torch.randn(b, n)
+    canvas = (grid[0] * cell[0], grid[1] * cell[1])
+    full = paste(glimpse, boxes, canvas)
+    ref = composite(full[:, :, :1], full[:, :, 1:], depth, 0.3)
+    k = (2 * pad + 1) * cell[0]
+    origins = torch.stack(
+        [(torch.arange(n) % grid[1] - pad) * cell[1], (torch.arange(n) // grid[1] - pad) * cell[0]], -1
+    ).float()
+    local = boxes.clone()
+    local[..., :2] -= origins
+    win = paste(glimpse, local, (k, k))
+    out = composite_windows(win[:, :, :1], win[:, :, 1:], depth, 0.3, grid, cell, pad)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)

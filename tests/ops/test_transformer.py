@@ -1,0 +1,43 @@
+import torch
+
+from ppl_scenes.ops import crop, cxcywh_to_xyxy, paste, xyxy_to_cxcywh
+
+
+def test_crop_reads_the_box_exactly_when_sizes_match():
+    img = torch.rand(2, 3, 20, 24)
+    box = torch.tensor([[[4.0, 6.0, 12.0, 16.0]], [[0.0, 0.0, 8.0, 10.0]]])  # xyxy, pixel aligned
+    g = crop(img, xyxy_to_cxcywh(box), (10, 8))
+    assert g.shape == (2, 1, 3, 10, 8)
+    torch.testing.assert_close(g[0, 0], img[0, :, 6:16, 4:12])
+    torch.testing.assert_close(g[1, 0], img[1, :, 0:10, 0:8])
+
+
+def test_paste_of_crop_recovers_box_content_and_is_zero_outside():
+    img = torch.rand(1, 1, 16, 16)
+    box = xyxy_to_cxcywh(torch.tensor([[[3.0, 5.0, 11.0, 9.0]]]))
+    back = paste(crop(img, box, (4, 8)), box, (16, 16))[:, 0]
+    torch.testing.assert_close(back[..., 5:9, 3:11], img[..., 5:9, 3:11])
+    mask = torch.ones(16, 16, dtype=torch.bool)
+    mask[5:9, 3:11] = False
+    assert back[0, 0][mask].abs().max() < 1e-5
+
+
+def test_crop_of_larger_glimpse_upsamples_and_outside_reads_zero():
+    img = torch.ones(1, 1, 8, 8)
+    box = xyxy_to_cxcywh(torch.tensor([[[-8.0, 0.0, 8.0, 8.0]]]))  # left half outside the image
+    g = crop(img, box, (8, 16))[0, 0, 0]
+    assert g[:, :7].abs().max() == 0
+    assert torch.allclose(g[:, 9:], torch.ones(8, 7))
+
+
+def test_box_conversions_round_trip():
+    b = torch.rand(5, 4) * 10
+    b[:, 2:] += b[:, :2]
+    torch.testing.assert_close(cxcywh_to_xyxy(xyxy_to_cxcywh(b)), b)
+
+
+def test_crop_and_paste_are_differentiable_in_boxes():
+    img = torch.rand(1, 1, 12, 12)
+    box = torch.tensor([[[6.0, 6.0, 5.0, 5.0]]], requires_grad=True)
+    (crop(img, box, (5, 5)).sum() + paste(torch.rand(1, 1, 1, 5, 5), box, (12, 12)).sum()).backward()
+    assert torch.isfinite(box.grad).all() and box.grad.abs().sum() > 0
