@@ -57,7 +57,8 @@ def check_images(
         raise ValueError(f"{name} contain NaN or Inf values")
     if check_range and (images.min() < 0 or images.max() > 1):
         raise ValueError(
-            f"{name} must have values in [0, 1], got range [{images.min().item():.3g}, {images.max().item():.3g}]"
+            f"{name} must have values in [0, 1], got range "
+            f"[{images.min().item():.3g}, {images.max().item():.3g}]"
         )
     return images
 
@@ -71,6 +72,11 @@ def check_positive_int(value: object, name: str) -> int:
 
 def check_positive(value: object, name: str) -> float:
     """Return ``value`` as a float, raising ``ValueError`` unless it is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)

@@ -119,7 +119,9 @@ class CountPrior(TorchDistribution):
     arg_constraints = {"success_prob": constraints.interval(0.0, 1.0)}
     support = constraints.independent(constraints.unit_interval, 1)
 
-    def __init__(self, success_prob: Tensor | float, num_cells: int, batch_shape=torch.Size(), validate_args=None):
+    def __init__(
+        self, success_prob: Tensor | float, num_cells: int, batch_shape=torch.Size(), validate_args=None
+    ):
         self.success_prob = torch.as_tensor(success_prob, dtype=torch.get_default_dtype())
         self.num_cells = int(num_cells)
         super().__init__(torch.Size(batch_shape), torch.Size([self.num_cells]), validate_args=validate_args)
@@ -144,12 +146,16 @@ class CountPrior(TorchDistribution):
         remaining_objects = c - k[..., None]  # [..., N, N+1]
         feasible = (remaining_objects >= 0) & (remaining_objects <= remaining_cells)
         r = remaining_objects.clamp(min=0)
-        log_binom_rest = torch.lgamma(remaining_cells + 1) - torch.lgamma(r + 1) - torch.lgamma(
-            (remaining_cells - r).clamp(min=0) + 1
+        log_binom_rest = (
+            torch.lgamma(remaining_cells + 1)
+            - torch.lgamma(r + 1)
+            - torch.lgamma((remaining_cells - r).clamp(min=0) + 1)
         )
-        log_binom_all = torch.lgamma(torch.tensor(n + 1.0, dtype=value.dtype, device=value.device)) - torch.lgamma(
-            c + 1
-        ) - torch.lgamma(n - c + 1)
+        log_binom_all = (
+            torch.lgamma(torch.tensor(n + 1.0, dtype=value.dtype, device=value.device))
+            - torch.lgamma(c + 1)
+            - torch.lgamma(n - c + 1)
+        )
         log_post = self.count_log_probs().to(value) + log_binom_rest - log_binom_all
         log_post = torch.where(feasible, log_post, torch.full_like(log_post, -float("inf")))
         post = torch.softmax(log_post, -1)
@@ -203,4 +209,3 @@ class Presampled(TorchDistribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         return self.base.log_prob(value)
-

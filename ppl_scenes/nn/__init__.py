@@ -1,0 +1,5 @@
+"""Reusable networks shared by the models."""
+
+from ppl_scenes.nn.blocks import GlimpseDecoder, GlimpseEncoder, GridBackbone, mlp, positive, stride_factors
+
+__all__ = ["GlimpseDecoder", "GlimpseEncoder", "GridBackbone", "mlp", "positive", "stride_factors"]

@@ -50,10 +50,12 @@ def spair_where_to_cxcywh(
     cell: tuple[int, int],
     anchor: tuple[float, float],
     bounds: tuple[float, float] = (-0.5, 1.5),
+    cells: Tensor | None = None,
 ) -> Tensor:
     """SPAIR's box parameterisation (Crawford & Pineau 2019, eqs. 2-6) to pixel (cx, cy, w, h).
 
-    ``z_where[..., c, :] = (z_y, z_x, z_h, z_w)`` for cell ``c`` in raster order of the ``grid``.
+    ``z_where[..., c, :] = (z_y, z_x, z_h, z_w)`` for cell ``c`` in raster order of the ``grid``
+    (or for the cells listed in ``cells``, when only some are given).
     The centre offset within the cell is ``sigmoid(z) * (b_max - b_min) + b_min`` in cell units, so
     a centre may leave its cell by half a cell on the top/left and one cell on the bottom/right;
     sizes are ``sigmoid(z_h) * a_h`` and ``sigmoid(z_w) * a_w`` for the anchor ``(a_h, a_w)``.
@@ -61,6 +63,8 @@ def spair_where_to_cxcywh(
     b_min, b_max = bounds
     zy, zx, zh, zw = z_where.unbind(-1)
     origins = grid_cell_origins(grid, cell, device=z_where.device, dtype=z_where.dtype)
+    if cells is not None:
+        origins = origins[cells]
     cy = origins[:, 1] + (torch.sigmoid(zy) * (b_max - b_min) + b_min) * cell[0]
     cx = origins[:, 0] + (torch.sigmoid(zx) * (b_max - b_min) + b_min) * cell[1]
     h = torch.sigmoid(zh) * anchor[0]

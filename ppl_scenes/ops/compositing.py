@@ -58,14 +58,17 @@ def composite(appearance: Tensor, alpha: Tensor, depth: Tensor, background: Tens
     return blend((w * alpha * appearance).sum(1), (w * alpha).sum(1), w.sum(1), _as_tensor(background, alpha))
 
 
-def fold_windows(windows: Tensor, grid: tuple[int, int], cell: tuple[int, int], pad_cells: int) -> Tensor:
+def fold_windows(
+    windows: Tensor, grid: tuple[int, int], cell: tuple[int, int], pad: tuple[int, int]
+) -> Tensor:
     """Sum per-cell windows back onto the canvas.
 
-    Cell ``(i, j)`` of an ``H x W`` grid owns a window of ``(2 * pad_cells + 1)`` cells whose top-left
-    pixel is ``((i - pad_cells) * c_h, (j - pad_cells) * c_w)``; parts outside the canvas are dropped.
+    Cell ``(i, j)`` of an ``H x W`` grid owns a window of ``(c_h + 2 p_h) x (c_w + 2 p_w)`` pixels --
+    its own cell widened by ``pad = (p_h, p_w)`` pixels on every side -- whose top-left pixel is
+    ``(i c_h - p_h, j c_w - p_w)``; parts outside the canvas are dropped.
 
     Args:
-        windows: ``[B, H * W, C, k_h, k_w]`` with ``k = (2 * pad_cells + 1) * cell``.
+        windows: ``[B, H * W, C, c_h + 2 p_h, c_w + 2 p_w]`` in raster order of the cells.
 
     Returns:
         ``[B, C, H * c_h, W * c_w]``.
@@ -73,9 +76,11 @@ def fold_windows(windows: Tensor, grid: tuple[int, int], cell: tuple[int, int], 
     b, n, c, kh, kw = windows.shape
     gh, gw = grid
     ch, cw = cell
+    if (kh, kw) != (ch + 2 * pad[0], cw + 2 * pad[1]):
+        raise ValueError(f"windows of {kh}x{kw} do not match cell {cell} padded by {pad}")
     cols = windows.permute(0, 2, 3, 4, 1).reshape(b, c * kh * kw, n)
     return F.fold(
-        cols, output_size=(gh * ch, gw * cw), kernel_size=(kh, kw), stride=(ch, cw), padding=(pad_cells * ch, pad_cells * cw)
+        cols, output_size=(gh * ch, gw * cw), kernel_size=(kh, kw), stride=(ch, cw), padding=tuple(pad)
     )
 
 
@@ -86,7 +91,7 @@ def composite_windows(
     background: Tensor | float,
     grid: tuple[int, int],
     cell: tuple[int, int],
-    pad_cells: int,
+    pad: tuple[int, int],
 ) -> Tensor:
     """Composite one object per grid cell, each drawn only inside its cell's window.
 
@@ -99,7 +104,7 @@ def composite_windows(
     w = depth_weights(alpha, depth)
     c = appearance.shape[2]
     stacked = torch.cat((w * alpha * appearance, w * alpha, w), dim=2)
-    sums = fold_windows(stacked, grid, cell, pad_cells)
+    sums = fold_windows(stacked, grid, cell, pad)
     return blend(sums[:, :c], sums[:, c : c + 1], sums[:, c + 1 :], _as_tensor(background, alpha))
 
 

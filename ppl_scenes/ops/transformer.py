@@ -14,23 +14,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _box_to_affine(boxes_cxcywh: Tensor, size: tuple[int, int]) -> Tensor:
-    """Affine maps ``[..., 2, 3]`` from glimpse-normalised to image-normalised coordinates."""
-    h, w = size
-    cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
-    zeros = torch.zeros_like(cx)
-    row_x = torch.stack((bw / w, zeros, 2 * cx / w - 1), dim=-1)
-    row_y = torch.stack((zeros, bh / h, 2 * cy / h - 1), dim=-1)
-    return torch.stack((row_x, row_y), dim=-2)
+def _axis_coords(center: Tensor, size: Tensor, extent: int, samples: int) -> Tensor:
+    """Image-normalised coordinates of ``samples`` evenly spaced pixel centres across a box side.
 
-
-def _unit_grid(out_size: tuple[int, int], device, dtype) -> Tensor:
-    """Pixel-centre coordinates of an ``h x w`` grid in [-1, 1] (align_corners=False): ``[h, w, 2]``."""
-    oh, ow = out_size
-    ys = (torch.arange(oh, device=device, dtype=dtype) + 0.5) / oh * 2 - 1
-    xs = (torch.arange(ow, device=device, dtype=dtype) + 0.5) / ow * 2 - 1
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((xx, yy), dim=-1)
+    Boxes are axis-aligned, so a glimpse's sampling grid is separable: x depends only on the column
+    and y only on the row, which is far cheaper than a general affine grid.
+    """
+    t = (
+        torch.arange(samples, device=center.device, dtype=center.dtype) + 0.5
+    ) / samples - 0.5  # in (-0.5, 0.5)
+    return (2 * (center[..., None] + t * size[..., None]) / extent) - 1
 
 
 def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Tensor:
@@ -47,16 +40,19 @@ def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Ten
     b, c, hh, ww = images.shape
     n = boxes_cxcywh.shape[1]
     oh, ow = out_size
-    theta = _box_to_affine(boxes_cxcywh, (hh, ww))  # [B, N, 2, 3]
-    base = _unit_grid(out_size, images.device, images.dtype)  # [oh, ow, 2]
+    cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
+    gx = _axis_coords(cx, bw, ww, ow)[:, :, None, :].expand(b, n, oh, ow)
+    gy = _axis_coords(cy, bh, hh, oh)[:, :, :, None].expand(b, n, oh, ow)
     # All N glimpses of an image share one grid_sample call: stacking them along the grid's height
     # avoids repeating the image N times in memory.
-    grid = torch.einsum("bnij,hwj->bnhwi", theta[..., :2], base) + theta[..., 2][:, :, None, None, :]
-    out = F.grid_sample(images, grid.reshape(b, n * oh, ow, 2), mode="bilinear", align_corners=False)
+    grid = torch.stack((gx, gy), -1).reshape(b, n * oh, ow, 2)
+    out = F.grid_sample(images, grid, mode="bilinear", align_corners=False)
     return out.reshape(b, c, n, oh, ow).permute(0, 2, 1, 3, 4)
 
 
-def paste(glimpses: Tensor, boxes_cxcywh: Tensor, canvas_size: tuple[int, int], min_size: float = 1e-3) -> Tensor:
+def paste(
+    glimpses: Tensor, boxes_cxcywh: Tensor, canvas_size: tuple[int, int], min_size: float = 1e-3
+) -> Tensor:
     """Place each glimpse at its box on an otherwise empty canvas (the inverse of :func:`crop`).
 
     Args:
@@ -71,13 +67,11 @@ def paste(glimpses: Tensor, boxes_cxcywh: Tensor, canvas_size: tuple[int, int], 
     b, n, c, gh, gw = glimpses.shape
     hh, ww = canvas_size
     cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
-    bw = bw.clamp(min=min_size)
-    bh = bh.clamp(min=min_size)
-    zeros = torch.zeros_like(cx)
-    # Inverse of crop's affine map: canvas-normalised -> glimpse-normalised coordinates.
-    row_x = torch.stack((ww / bw, zeros, (ww - 2 * cx) / bw), dim=-1)
-    row_y = torch.stack((zeros, hh / bh, (hh - 2 * cy) / bh), dim=-1)
-    theta = torch.stack((row_x, row_y), dim=-2).reshape(b * n, 2, 3)
-    grid = F.affine_grid(theta, [b * n, c, hh, ww], align_corners=False)
+    # Canvas pixel centres expressed in the glimpse's normalised coordinates.
+    px = torch.arange(ww, device=cx.device, dtype=cx.dtype) + 0.5
+    py = torch.arange(hh, device=cy.device, dtype=cy.dtype) + 0.5
+    gx = (2 * (px - cx[..., None]) / bw.clamp(min=min_size)[..., None])[:, :, None, :].expand(b, n, hh, ww)
+    gy = (2 * (py - cy[..., None]) / bh.clamp(min=min_size)[..., None])[:, :, :, None].expand(b, n, hh, ww)
+    grid = torch.stack((gx, gy), -1).reshape(b * n, hh, ww, 2)
     out = F.grid_sample(glimpses.reshape(b * n, c, gh, gw), grid, mode="bilinear", align_corners=False)
     return out.reshape(b, n, c, hh, ww)

@@ -52,7 +52,9 @@ def test_count_prior_accepts_relaxed_values_and_is_differentiable():
     assert torch.isfinite(z.grad).all()
     # A relaxed vector is scored like the hard one it rounds to when it is near-binary.
     hard = torch.tensor([[1.0, 0, 0, 1, 0, 0]])
-    torch.testing.assert_close(prior.log_prob(hard.clamp(1e-4, 1 - 1e-4))[:1], CountPrior(0.3, 6).log_prob(hard), atol=2e-3, rtol=0)
+    torch.testing.assert_close(
+        prior.log_prob(hard.clamp(1e-4, 1 - 1e-4))[:1], CountPrior(0.3, 6).log_prob(hard), atol=2e-3, rtol=0
+    )
 
 
 def test_independent_prior_matches_bernoulli():

@@ -25,15 +25,19 @@ def test_deeper_object_dominates_overlap_and_output_is_convex():
 
 def test_zero_alpha_objects_leave_the_background():
     app = torch.rand(2, 3, 3, 5, 5)
-    out = composite(app, torch.zeros(2, 3, 1, 5, 5), torch.randn(2, 3), background=torch.tensor([0.1, 0.2, 0.3])[:, None, None])
+    out = composite(
+        app,
+        torch.zeros(2, 3, 1, 5, 5),
+        torch.randn(2, 3),
+        background=torch.tensor([0.1, 0.2, 0.3])[:, None, None],
+    )
     torch.testing.assert_close(out, torch.tensor([0.1, 0.2, 0.3])[None, :, None, None].expand(2, 3, 5, 5))
 
 
 def test_fold_windows_places_each_window_at_its_cell():
-    grid, cell, pad = (2, 3), (2, 2), 1
-    k = (2 * pad + 1) * 2
-    windows = torch.zeros(1, 6, 1, k, k)
-    windows[0, 4, 0, 2:4, 2:4] = 1.0  # the cell's own pixels: cell (1, 1) -> rows 2:4, cols 2:4
+    grid, cell, pad = (2, 3), (2, 2), (2, 1)
+    windows = torch.zeros(1, 6, 1, 6, 4)
+    windows[0, 4, 0, 2:4, 1:3] = 1.0  # the cell's own pixels: cell (1, 1) -> rows 2:4, cols 2:4
     windows[0, 0, 0, 0, 0] = 5.0  # outside the canvas: dropped
     out = fold_windows(windows, grid, cell, pad)
     expected = torch.zeros(1, 1, 4, 6)
@@ -45,7 +49,7 @@ def test_windowed_compositing_equals_full_canvas_compositing():
     from ppl_scenes.ops import paste
 
     torch.manual_seed(1)
-    grid, cell, anchor, pad = (3, 4), (6, 6), (10.0, 10.0), 2
+    grid, cell, anchor, pad = (3, 4), (6, 6), (10.0, 10.0), (8, 8)
     b, n = 2, 12
     z_where = torch.randn(b, n, 4)
     boxes = spair_where_to_cxcywh(z_where, grid, cell, anchor)
@@ -54,9 +58,9 @@ def test_windowed_compositing_equals_full_canvas_compositing():
     canvas = (grid[0] * cell[0], grid[1] * cell[1])
     full = paste(glimpse, boxes, canvas)
     ref = composite(full[:, :, :1], full[:, :, 1:], depth, 0.3)
-    k = (2 * pad + 1) * cell[0]
+    k = cell[0] + 2 * pad[0]
     origins = torch.stack(
-        [(torch.arange(n) % grid[1] - pad) * cell[1], (torch.arange(n) // grid[1] - pad) * cell[0]], -1
+        [(torch.arange(n) % grid[1]) * cell[1] - pad[1], (torch.arange(n) // grid[1]) * cell[0] - pad[0]], -1
     ).float()
     local = boxes.clone()
     local[..., :2] -= origins

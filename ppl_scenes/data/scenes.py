@@ -1,0 +1,331 @@
+"""What every scene generator shares: the Dataset contract, parameter checks, placement and compositing.
+
+Contract of every generator (a :class:`SceneDataset`):
+
+* ``dataset[i]`` returns ``(image, target)``: ``image`` float32 ``[C, H, W]`` in [0, 1]; ``target`` a dict
+  with ``"boxes"`` float32 ``[N, 4]`` (absolute pixels, xyxy, pixel ``i`` covers ``[i, i + 1)``),
+  ``"labels"`` int64 ``[N]``, ``"count"`` int64 scalar, plus generator-specific keys.
+* Item ``i`` is a pure function of ``(seed, split, i)`` and the parameters: its random stream is
+  ``numpy.random.default_rng([seed, split_id, generator_id, i])``, so access order, workers and
+  restarts do not matter, and two generators given the same seed do not draw the same digits.
+* Truth boxes are the tight boxes of each object's ink (pixels above :data:`INK_THRESHOLD`);
+  ``"patch_boxes"`` are the full pasted squares. Digits are composited with a pixel-wise max.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .digits import INK_THRESHOLD, SPLITS, DigitBank, digit_bank
+
+__all__ = [
+    "INK_THRESHOLD",
+    "DigitSceneDataset",
+    "PlacementError",
+    "SceneDataset",
+    "collate_scenes",
+]
+
+SPLIT_IDS = {"train": 0, "test": 1}
+
+Target = dict[str, Tensor]
+
+
+class PlacementError(ValueError):
+    """The objects of a scene could not be placed under the generator's rules (too many for the canvas)."""
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, or ValueError unless it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_range(value: object, name: str, minimum: int = 1) -> tuple[int, int]:
+    """An int or an inclusive ``(lo, hi)`` pair as ``(lo, hi)``, with ``minimum <= lo <= hi``."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        lo = hi = check_int(value, name, minimum)
+        return lo, hi
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        lo = check_int(value[0], f"{name}[0]", minimum)
+        hi = check_int(value[1], f"{name}[1]", minimum)
+        if lo > hi:
+            raise ValueError(
+                f"{name} must be an inclusive range (lo, hi) with lo <= hi, got {tuple(value)!r}"
+            )
+        return lo, hi
+    raise ValueError(f"{name} must be an int or an inclusive (lo, hi) pair of ints, got {value!r}")
+
+
+def check_size(value: object, name: str) -> tuple[int, int]:
+    """An int side or an ``(H, W)`` pair as ``(H, W)``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or an (H, W) pair, got {value!r}")
+        return check_int(value[0], f"{name}[0]"), check_int(value[1], f"{name}[1]")
+    side = check_int(value, name)
+    return side, side
+
+
+def check_fits(side: int, image_size: tuple[int, int], name: str) -> None:
+    """ValueError unless a square of ``side`` pixels fits on a canvas of ``image_size`` (H, W)."""
+    if side > min(image_size):
+        raise ValueError(f"{name} {side} does not fit on a canvas of {image_size[0]}x{image_size[1]}")
+
+
+def check_fraction(value: object, name: str) -> float:
+    """``value`` as a float in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_split(split: object) -> str:
+    """``split`` if it is ``"train"`` or ``"test"``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return str(split)
+
+
+# -------------------------------------------------------------------------------------- base classes
+
+
+class SceneDataset(Dataset[tuple[Tensor, Target]]):
+    """Base of every generator: length, index checks and the per-item random stream.
+
+    Subclasses implement ``_generate(rng)``. ``object_keys`` names the target entries with one row per
+    object (what :class:`~ppl_scenes.data.RandomCrops` filters when it drops objects); ``channels`` is
+    C of the images and ``image_size`` their ``(H, W)``.
+    """
+
+    object_keys: ClassVar[tuple[str, ...]] = ("boxes", "labels", "patch_boxes")
+    channels: ClassVar[int] = 1
+
+    def __init__(self, num_scenes: int, split: str, seed: int, image_size: tuple[int, int]) -> None:
+        self.num_scenes = check_int(num_scenes, "num_scenes")
+        self.split = check_split(split)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.image_size = image_size
+        self._stream = zlib.crc32(type(self).__name__.encode())
+
+    def __len__(self) -> int:
+        return self.num_scenes
+
+    def _check_index(self, index: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise TypeError(f"scene index must be an integer, got {type(index).__name__}")
+        i = int(index)
+        if i < 0:
+            i += self.num_scenes
+        if not 0 <= i < self.num_scenes:
+            raise IndexError(f"scene index {index} out of range for a dataset of {self.num_scenes} scenes")
+        return i
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The random stream of scene ``index``: a pure function of (seed, split, generator, index)."""
+        return np.random.default_rng(
+            [self.seed, SPLIT_IDS[self.split], self._stream, self._check_index(index)]
+        )
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        return self._generate(self.rng(index))
+
+    def _generate(self, rng: np.random.Generator) -> tuple[Tensor, Target]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        name = type(self).__name__
+        return f"{name}(num_scenes={self.num_scenes}, split={self.split!r}, seed={self.seed}, {h}x{w})"
+
+
+class DigitSceneDataset(SceneDataset):
+    """A generator pasting digits from one split's :class:`~ppl_scenes.data.digits.DigitBank`.
+
+    The bank is loaded (and the fallback warning given) at construction, so a missing digit source
+    shows up at once; it is not pickled, so DataLoader workers reload it from their process cache.
+    """
+
+    def __init__(
+        self,
+        num_scenes: int,
+        split: str,
+        seed: int,
+        image_size: tuple[int, int],
+        digit_side: int,
+        root: str | None,
+        download: bool,
+    ) -> None:
+        super().__init__(num_scenes, split, seed, image_size)
+        self.root = root
+        self.download = bool(download)
+        self.digit_side = check_int(digit_side, "digit_size")
+        self._bank: DigitBank | None = None
+        _ = self.bank
+
+    @property
+    def bank(self) -> DigitBank:
+        """The digits of this dataset's split, at ``digit_side`` pixels."""
+        if self._bank is None:
+            self._bank = digit_bank(self.split, self.digit_side, self.root, self.download)
+        return self._bank
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_bank"] = None
+        return state
+
+
+# ----------------------------------------------------------------------------- placement, compositing
+
+
+def draw_count(rng: np.random.Generator, count_range: tuple[int, int]) -> int:
+    """A count drawn uniformly from the inclusive range."""
+    lo, hi = count_range
+    return lo if lo == hi else int(rng.integers(lo, hi + 1))
+
+
+def place_squares(
+    rng: np.random.Generator,
+    sides: np.ndarray,
+    image_size: tuple[int, int],
+    max_overlap: float = 1.0,
+    min_distance: float = 0.0,
+    *,
+    tries: int = 300,
+    restarts: int = 50,
+    what: str = "objects",
+) -> np.ndarray:
+    """Top-left corners ``[n, 2]`` (x, y) of squares of the given sides, uniform inside the canvas.
+
+    Rejection sampling, one square after another: a position is accepted when its square overlaps every
+    square placed before by at most ``max_overlap`` of the smaller square's area and when the top-left
+    corners are at least ``min_distance`` apart (dart throwing, i.e. Poisson-disk sampling). When a
+    square finds no place in ``tries`` candidates the scene starts over, at most ``restarts`` times:
+    early squares can block every place for a later one (two disjoint 28-pixel digits on a 60-pixel
+    canvas fail half the time after a central first digit), and a fresh start is cheaper than
+    searching harder.
+
+    Raises:
+        PlacementError: a square is larger than the canvas, or the rules could not be met (too many or
+            too large objects for the canvas).
+    """
+    sides = np.asarray(sides, dtype=np.int64)
+    n = len(sides)
+    height, width = image_size
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if sides.max() > min(height, width):
+        raise PlacementError(f"{what} of side {int(sides.max())} do not fit on a {height}x{width} canvas")
+    # Scenes hold a handful of objects, so plain Python arithmetic on pre-drawn uniforms is several
+    # times faster here than numpy calls, whose fixed cost dominates at this size.
+    side_list = sides.tolist()
+    check_overlap = max_overlap < 1.0
+    min_d2 = float(min_distance) ** 2
+    uniforms: list[float] = []
+    cursor = 0
+    for _attempt in range(restarts):
+        placed: list[tuple[int, int, int]] = []
+        for s in side_list:
+            span_x, span_y = width - s + 1, height - s + 1
+            for _try in range(tries):
+                if cursor + 2 > len(uniforms):
+                    uniforms, cursor = rng.random(64).tolist(), 0
+                x, y = int(uniforms[cursor] * span_x), int(uniforms[cursor + 1] * span_y)
+                cursor += 2
+                ok = True
+                for px, py, ps in placed:
+                    if check_overlap:
+                        ix = min(x + s, px + ps) - max(x, px)
+                        iy = min(y + s, py + ps) - max(y, py)
+                        if ix > 0 and iy > 0 and ix * iy > max_overlap * min(s, ps) ** 2 + 1e-9:
+                            ok = False
+                            break
+                    if min_d2 > 0.0 and (x - px) ** 2 + (y - py) ** 2 < min_d2:
+                        ok = False
+                        break
+                if ok:
+                    placed.append((x, y, s))
+                    break
+            else:
+                break
+        if len(placed) == n:
+            return np.array([(x, y) for x, y, _ in placed], dtype=np.int64)
+    rule = []
+    if check_overlap:
+        rule.append(f"overlap <= {max_overlap:g} of a patch")
+    if min_d2 > 0.0:
+        rule.append(f"distance >= {min_distance:g} px")
+    raise PlacementError(
+        f"could not place {n} {what} of side {int(sides.min())}-{int(sides.max())} on a {height}x{width} "
+        f"canvas with {' and '.join(rule)} after {restarts} attempts; use fewer or smaller {what}, a larger "
+        "canvas or a looser rule"
+    )
+
+
+def paste_max(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """Composite ``patch`` onto ``canvas[..., y:, x:]`` in place with a pixel-wise max (fully inside)."""
+    h, w = patch.shape[-2:]
+    region = canvas[..., y : y + h, x : x + w]
+    np.maximum(region, patch, out=region)
+
+
+def to_image(canvas: np.ndarray) -> Tensor:
+    """A uint8 ``[H, W]`` or float ``[C, H, W]`` canvas as a float32 ``[C, H, W]`` tensor in [0, 1]."""
+    if canvas.dtype == np.uint8:
+        return torch.from_numpy(canvas).to(torch.float32).div_(255.0).unsqueeze(0)
+    image = torch.from_numpy(np.ascontiguousarray(canvas, dtype=np.float32))
+    return image.unsqueeze(0) if image.dim() == 2 else image
+
+
+def make_target(boxes: np.ndarray, labels: np.ndarray, **extras: np.ndarray | Tensor | float) -> Target:
+    """A target dict: float32 ``boxes [N, 4]``, int64 ``labels [N]``, int64 scalar ``count``, extras.
+
+    Integer numpy extras become int64 tensors and floating ones float32.
+    """
+    target: Target = {
+        "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
+        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
+        "count": torch.tensor(len(labels), dtype=torch.int64),
+    }
+    for key, value in extras.items():
+        if isinstance(value, Tensor):
+            target[key] = value
+            continue
+        array = np.asarray(value)
+        dtype = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32
+        target[key] = torch.as_tensor(array.astype(dtype, copy=False))
+    return target
+
+
+def square_boxes(xy: np.ndarray, sides: np.ndarray | int) -> np.ndarray:
+    """float32 xyxy boxes ``[n, 4]`` of squares with top-left corners ``xy`` and the given sides."""
+    xy = np.asarray(xy, dtype=np.float32).reshape(-1, 2)
+    s = np.asarray(sides, dtype=np.float32).reshape(-1, 1)
+    return np.concatenate([xy, xy + s], axis=1)
+
+
+def collate_scenes(batch: Sequence[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
+    """DataLoader ``collate_fn``: stack the images ``[B, C, H, W]`` and keep the targets as a list.
+
+    Raises:
+        ValueError: the batch is empty or its images differ in shape.
+    """
+    if len(batch) == 0:
+        raise ValueError("cannot collate an empty batch")
+    images = [item[0] for item in batch]
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"cannot stack images of different shapes {sorted(shapes)}")
+    return torch.stack(images), [item[1] for item in batch]

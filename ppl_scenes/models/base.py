@@ -1,0 +1,183 @@
+"""The one surface every scene model shares: ``SceneModel`` and its output, ``SceneParse``.
+
+A model is a ``PyroModule`` with ``model(x)``, ``guide(x)`` and ``parse(x)`` and a ``config``
+dataclass (Pyro's AIR and ``CompartmentalModel`` are the pattern). Models register themselves by name
+so that ``ppl_scenes.load(run_dir)`` and the CLI can rebuild any of them from a run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pyro.nn import PyroModule
+from torch import Tensor
+
+from ppl_scenes.checks import check_images
+
+MODELS: dict[str, type[SceneModel]] = {}
+
+
+@dataclass
+class SceneParse:
+    """What ``model.parse(images)`` returns: the guide's modes, per image.
+
+    Attributes:
+        boxes: per image ``[N_i, 4]`` absolute-pixel xyxy boxes of the objects judged present.
+        scores: per image ``[N_i]`` presence probability or detection score.
+        what: per image ``[N_i, A]`` appearance codes, or None.
+        labels: per image ``[N_i]`` cluster (GMAIR) or class (MIST classifier), or None.
+        image_labels: ``[B, ...]`` image-level prediction (saccades: classes or sum), or None.
+        reconstruction: ``[B, C, H, W]`` rendered image, or None.
+    """
+
+    boxes: list[Tensor]
+    scores: list[Tensor]
+    what: list[Tensor] | None = None
+    labels: list[Tensor] | None = None
+    image_labels: Tensor | None = None
+    reconstruction: Tensor | None = None
+
+    @property
+    def counts(self) -> Tensor:
+        """Number of objects found in each image: ``[B]``."""
+        return torch.tensor([len(b) for b in self.boxes])
+
+
+class SceneModel(PyroModule):
+    """Base class of all scene models.
+
+    Subclasses set ``name`` (the CLI/registry name), ``config_class`` (a dataclass whose every field
+    has a default), ``default_dataset`` and optionally ``default_data_kwargs`` and ``default_train``
+    (overrides of :class:`ppl_scenes.infer.svi.TrainConfig` fields), and implement ``model``, ``guide``
+    and ``parse``.
+
+    Args:
+        config: the model's config dataclass; defaults when None.
+        **overrides: individual config fields to override.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    default_dataset: ClassVar[str] = ""
+    default_data_kwargs: ClassVar[dict[str, Any]] = {}
+    default_train: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            MODELS[cls.name] = cls
+
+    def __init__(self, config=None, **overrides):
+        super().__init__()
+        if config is None:
+            config = self.config_class()
+        elif not isinstance(config, self.config_class):
+            raise ValueError(
+                f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.config = replace_config(config, overrides) if overrides else config
+        self.step = 0
+
+    # -- the model's surface -------------------------------------------------------------------
+    def model(self, x: Tensor) -> Any:
+        """The generative model ``p(x, z)``; observes ``x`` when given."""
+        raise NotImplementedError
+
+    def guide(self, x: Tensor) -> Any:
+        """The amortised posterior ``q(z | x)``."""
+        raise NotImplementedError
+
+    def parse(self, x: Tensor) -> SceneParse:
+        """Objects found in ``x`` (no gradient, eval mode, the guide's modes)."""
+        raise NotImplementedError
+
+    def min_image_size(self) -> tuple[int, int]:
+        """Smallest ``(H, W)`` the model accepts."""
+        return (1, 1)
+
+    def check_input(self, x: Tensor, name: str = "images") -> Tensor:
+        """Validate a batch of images for this model (see :func:`ppl_scenes.checks.check_images`)."""
+        return check_images(
+            x, name=name, channels=getattr(self.config, "channels", None), min_size=self.min_image_size()
+        )
+
+    def set_step(self, step: int) -> dict[str, float]:
+        """Tell the model the training step, so annealed quantities follow their schedules.
+
+        Returns:
+            the annealed values at this step (logged by the trainer).
+        """
+        self.step = int(step)
+        return {}
+
+    def loss_terms(self) -> dict[str, float]:
+        """Named parts of the last training loss worth logging (empty by default)."""
+        return {}
+
+    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None) -> dict[str, float]:
+        """Score the model on a dataset of ``(image, target)`` pairs; detection metrics by default."""
+        from ppl_scenes.infer.evaluate import evaluate_detection
+
+        return evaluate_detection(self, dataset, batch_size=batch_size, max_scenes=max_scenes)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+def config_to_dict(config) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def replace_config(config, overrides: dict[str, Any]):
+    """A copy of ``config`` with ``overrides`` applied, each converted to the field's type.
+
+    Raises:
+        ValueError: for an unknown key (naming the valid ones) or a value of the wrong kind.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    converted = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ValueError(
+                f"unknown config key {key!r} for {type(config).__name__}; "
+                f"valid keys: {', '.join(sorted(fields))}"
+            )
+        converted[key] = coerce_value(getattr(config, key), value, key)
+    return dataclasses.replace(config, **converted)
+
+
+def coerce_value(default: Any, value: Any, key: str) -> Any:
+    """Convert ``value`` to the type of ``default`` (used for config overrides and JSON configs)."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if isinstance(default, int) and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            items = value if isinstance(value, list | tuple) else [value]
+            if default and len(items) != len(default):
+                raise ValueError
+            return tuple(coerce_value(d, v, key) for d, v in zip(default, items)) if default else tuple(items)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ValueError(f"config key {key!r} expects a value like {default!r}, got {value!r}") from None
+    return value

@@ -1,0 +1,543 @@
+"""SPAIR: Spatially Invariant Attend, Infer, Repeat.
+
+Crawford & Pineau, *Spatially Invariant Unsupervised Object Detection with Convolutional Neural
+Networks*, AAAI 2019.
+
+Generative story (§4.1-4.4). The image is divided into an ``H x W`` grid of ``c_h x c_w``-pixel
+cells. Each cell holds at most one object:
+
+* ``z_pres ∈ {0, 1}^{HW}`` -- presence, with the **count prior**: the number of objects
+  ``C ~ Geometric(p)`` truncated to ``{0..HW}``, then ``z_pres`` uniform among vectors with ``C`` ones
+  (:class:`~ppl_scenes.distributions.CountPrior`; independent Bernoullis are the swappable alternative);
+* ``z_where ∈ R^4 ~ N(μ, σ)`` -- the box: centre ``(cell index + b̃) c`` with
+  ``b̃ = σ(z)(b_max - b_min) + b_min`` and size ``σ(z_h) a_h, σ(z_w) a_w`` for the anchor ``a``;
+* ``z_depth ∈ R ~ N(μ, σ)`` -- relative depth; ``z_what ∈ R^A ~ N(0, I)`` -- appearance.
+
+An object decoder maps ``z_what`` to an appearance and an opacity glimpse; opacity is multiplied by
+``z_pres``; a spatial transformer places each glimpse at its box -- only inside the window of cells
+its box can reach, so cost grows with objects x window, not objects x canvas -- and objects are mixed
+by depth-weighted convex combination over a background (:mod:`ppl_scenes.ops.compositing`). Pixels
+are Bernoulli (the paper's likelihood; gray levels make this a pseudo-likelihood, so the site has
+``validate_args=False``), or Continuous-Bernoulli / fixed-σ Normal as documented options.
+
+Guide (§4.3, :class:`SPAIRGuide`). A convolutional backbone gives one feature vector per cell. A
+lateral MLP produces ``q(z_where)``, ``q(z_depth)`` and the presence probability of a cell from its
+feature and the already-sampled latents of its neighbours ``(i-1, j-1), (i-1, j), (i-1, j+1),
+(i, j-1)`` (a learned vector stands in outside the grid); a glimpse at the sampled box gives
+``q(z_what)``. Since cells with equal ``2i + j`` depend on none of each other, each such
+anti-diagonal is one batched call (*wavefront*): ``2H + W - 2`` sequential steps instead of ``HW``.
+Presence is a Concrete (relaxed Bernoulli) sample scored with the Bernoulli log-mass, so
+``log p(z_pres) - log q(z_pres)`` estimates SPAIR's Bernoulli KL (§4.5 and supplement).
+
+Training maximises the ELBO with ``Trace_ELBO`` through the relaxed samples; ``parse`` uses the
+guide's modes with presence rounded at 0.5 (§4.5). The network is fully convolutional: train on crops,
+parse larger images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ppl_scenes.distributions import ConcreteBernoulli, CountPrior, IndependentBernoulliPrior, Presampled
+from ppl_scenes.infer.schedules import exponential_schedule
+from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, mlp, positive
+from ppl_scenes.ops import clip_boxes, composite_windows, crop, cxcywh_to_xyxy, grid_cell_origins, paste
+from ppl_scenes.ops import spair_where_to_cxcywh as where_to_cxcywh
+
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "normal")
+ORDERS = ("wavefront", "raster")
+PRES_PRIORS = ("count", "bernoulli")
+
+
+@dataclass
+class SPAIRConfig:
+    """SPAIR's settings (defaults: the paper's scattered-MNIST experiment at CPU scale).
+
+    Attributes:
+        channels: image channels (1 or 3).
+        cell_size: ``(c_h, c_w)`` grid cell in pixels (products of 2s and 3s).
+        anchor: ``(a_h, a_w)`` anchor box in pixels; boxes are at most this large.
+        center_bounds: ``(b_min, b_max)`` of the centre offset in cell units.
+        what_dim: ``A``, the size of ``z_what``.
+        object_size: decoded object glimpse ``(H_obj, W_obj)``.
+        glimpse_size: encoder glimpse size.
+        feature_dim: backbone features per cell.
+        backbone_width: channels of the backbone's first layer.
+        hidden_dim: hidden units of the MLPs.
+        lateral: lateral connections in the guide (False: a mean-field guide over cells).
+        lateral_what: neighbours pass their ``z_what`` too, not only where/depth/pres.
+        order: ``wavefront`` (batched anti-diagonals) or ``raster`` (one cell at a time; same result).
+        pres_prior: ``count`` (SPAIR's count prior) or ``bernoulli`` (independent cells).
+        pres_prob_start / pres_prob_end / pres_anneal_steps: the prior's success probability ``p``,
+            annealed geometrically from start to end over the first steps.
+        pres_temperature: Concrete temperature of ``z_pres`` in the guide.
+        where_prior_loc / where_prior_scale: Normal prior of ``(z_y, z_x, z_h, z_w)``.
+        depth_prior_scale / what_prior_scale: Normal prior scales (means 0).
+        likelihood: ``bernoulli`` (paper), ``continuous_bernoulli`` or ``normal``.
+        obs_scale: σ of the ``normal`` likelihood.
+        background: ``fixed`` (``background_value``) or ``learned`` (one learned colour).
+        background_value: the fixed background colour.
+        score_threshold: presence probability above which ``parse`` reports an object.
+    """
+
+    channels: int = 1
+    cell_size: tuple[int, int] = (12, 12)
+    anchor: tuple[float, float] = (24.0, 24.0)
+    center_bounds: tuple[float, float] = (-0.5, 1.5)
+    what_dim: int = 50
+    object_size: tuple[int, int] = (14, 14)
+    glimpse_size: tuple[int, int] = (14, 14)
+    feature_dim: int = 128
+    backbone_width: int = 16
+    hidden_dim: int = 256
+    lateral: bool = True
+    lateral_what: bool = True
+    order: str = "wavefront"
+    pres_prior: str = "count"
+    pres_prob_start: float = 0.99
+    pres_prob_end: float = 1e-4
+    pres_anneal_steps: int = 1000
+    pres_temperature: float = 1.0
+    where_prior_loc: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    where_prior_scale: float = 1.0
+    depth_prior_scale: float = 1.0
+    what_prior_scale: float = 1.0
+    likelihood: str = "bernoulli"
+    obs_scale: float = 0.1
+    background: str = "fixed"
+    background_value: float = 0.0
+    score_threshold: float = 0.5
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        for name, options in (("likelihood", LIKELIHOODS), ("order", ORDERS), ("pres_prior", PRES_PRIORS)):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
+        if self.background not in ("fixed", "learned"):
+            raise ValueError(f"background must be 'fixed' or 'learned', got {self.background!r}")
+        if not (0 < self.pres_prob_end < 1 and 0 < self.pres_prob_start < 1):
+            raise ValueError("pres_prob_start and pres_prob_end must lie in (0, 1)")
+        if self.center_bounds[0] >= self.center_bounds[1]:
+            raise ValueError("center_bounds must be (b_min, b_max) with b_min < b_max")
+        if min(self.anchor) <= 0 or self.what_dim <= 0 or self.pres_temperature <= 0:
+            raise ValueError("anchor, what_dim and pres_temperature must be positive")
+
+
+@dataclass
+class CellLatents:
+    """Per-cell latents of a batch (raster order), with the guide's distribution parameters."""
+
+    where: Tensor  # [B, N, 4]
+    depth: Tensor  # [B, N, 1]
+    pres: Tensor  # [B, N]
+    what: Tensor  # [B, N, A]
+    where_loc: Tensor
+    where_scale: Tensor
+    depth_loc: Tensor
+    depth_scale: Tensor
+    pres_logits: Tensor
+    what_loc: Tensor
+    what_scale: Tensor
+
+
+class SPAIRGuide(nn.Module):
+    """SPAIR's amortised guide: backbone, lateral MLP over cells, glimpse encoder for ``z_what``.
+
+    Call it with an image batch inside a Pyro context to register ``z_pres``, ``z_where``,
+    ``z_depth`` and ``z_what``; :meth:`encode` gives the latents directly (e.g. the modes).
+
+    Args:
+        config: the model's :class:`SPAIRConfig` (its ``lateral``, ``lateral_what`` and ``order``
+            decide the guide's structure).
+    """
+
+    def __init__(self, config: SPAIRConfig):
+        super().__init__()
+        c = config
+        self.config = c
+        self.backbone = GridBackbone(c.channels, c.cell_size, c.feature_dim, c.backbone_width)
+        self.latent_dim = 6 + (c.what_dim if c.lateral_what else 0)
+        lateral_in = c.feature_dim + (4 * self.latent_dim if c.lateral else 0)
+        self.lateral_mlp = mlp([lateral_in, c.hidden_dim, c.hidden_dim, 4 + 4 + 1 + 1 + 1])
+        self.outside = nn.Parameter(torch.zeros(self.latent_dim))
+        self.what_encoder = GlimpseEncoder(c.channels, c.glimpse_size, c.what_dim, c.hidden_dim)
+        # Start with objects on: early reconstruction pressure is what teaches the decoder objects.
+        with torch.no_grad():
+            self.lateral_mlp[-1].bias[-1].fill_(2.0)
+
+    def forward(self, x: Tensor) -> CellLatents:
+        b = x.shape[0]
+        n = self.grid_cells(x)
+        noise = self.draw_noise(b, n, x)
+        lat = self.encode(x, noise)
+        c = self.config
+        with pyro.plate("data", b, dim=-2):
+            pres_q = ConcreteBernoulli(lat.pres_logits.unsqueeze(1), c.pres_temperature).to_event(1)
+            pyro.sample("z_pres", Presampled(pres_q, lat.pres.unsqueeze(1)))
+            with pyro.plate("cells", n, dim=-1):
+                pyro.sample(
+                    "z_where", Presampled(dist.Normal(lat.where_loc, lat.where_scale).to_event(1), lat.where)
+                )
+                pyro.sample(
+                    "z_depth", Presampled(dist.Normal(lat.depth_loc, lat.depth_scale).to_event(1), lat.depth)
+                )
+                pyro.sample(
+                    "z_what", Presampled(dist.Normal(lat.what_loc, lat.what_scale).to_event(1), lat.what)
+                )
+        return lat
+
+    def grid_cells(self, x: Tensor) -> int:
+        gh, gw = grid_shape(x, self.config.cell_size)
+        return gh * gw
+
+    def draw_noise(self, b: int, n: int, like: Tensor) -> dict[str, Tensor]:
+        """All randomness of one guide pass, drawn up front (so any cell order gives the same sample)."""
+        a = self.config.what_dim
+        return {
+            "where": torch.randn(b, n, 4, device=like.device),
+            "depth": torch.randn(b, n, 1, device=like.device),
+            "pres": torch.rand(b, n, device=like.device),
+            "what": torch.randn(b, n, a, device=like.device),
+        }
+
+    def encode(self, x: Tensor, noise: dict[str, Tensor] | None, order: str | None = None) -> CellLatents:
+        """Latents of every cell; ``noise=None`` gives the modes (presence rounded at 0.5).
+
+        Args:
+            x: images ``[B, C, H, W]``.
+            noise: from :meth:`draw_noise`, or None for the deterministic modes.
+            order: ``wavefront`` or ``raster`` (default: the config's); both give identical results.
+        """
+        c = self.config
+        grid = grid_shape(x, c.cell_size)
+        gh, gw = grid
+        feats = self.backbone(pad_to_grid(x, c.cell_size)).flatten(2).transpose(1, 2)  # [B, N, F]
+        groups = cell_groups(grid, order or c.order) if c.lateral else [torch.arange(gh * gw)]
+        b, n = feats.shape[:2]
+        # Latents of processed cells live in a padded grid (one row above, one column each side) whose
+        # border holds the learned `outside` vector; neighbours are read from it by index.
+        state = self.outside.expand(b, gh + 1, gw + 2, self.latent_dim).clone()
+        outputs: list[tuple[Tensor, dict[str, Tensor]]] = []
+        for cells in groups:
+            cells = cells.to(x.device)
+            rows, cols = cells // gw, cells % gw
+            inputs = [feats[:, cells]]
+            if c.lateral:
+                nb_rows = torch.stack((rows, rows, rows, rows + 1), -1)  # padded coordinates of the
+                nb_cols = torch.stack((cols, cols + 1, cols + 2, cols), -1)  # four earlier neighbours
+                inputs.append(state[:, nb_rows, nb_cols].flatten(2))
+            out = self._sample_cells(x, torch.cat(inputs, -1), cells, grid, noise)
+            outputs.append((cells, out))
+            if c.lateral:
+                state[:, rows + 1, cols + 1] = out["lateral"]
+        cells = torch.cat([g for g, _ in outputs]).to(x.device)
+        inverse = torch.empty_like(cells)
+        inverse[cells] = torch.arange(len(cells), device=x.device)
+        merged = {
+            k: torch.cat([o[k] for _, o in outputs], 1)[:, inverse] for k in outputs[0][1] if k != "lateral"
+        }
+        if not c.lateral_what:
+            merged.update(
+                self._sample_what(x, merged["where"], torch.arange(n, device=x.device), grid, noise)
+            )
+        return CellLatents(**{k: merged[k] for k in CellLatents.__dataclass_fields__})
+
+    def _sample_cells(self, x, inputs, cells, grid, noise) -> dict[str, Tensor]:
+        c = self.config
+        h = self.lateral_mlp(inputs)
+        where_loc, where_scale = h[..., :4], positive(h[..., 4:8])
+        depth_loc, depth_scale = h[..., 8:9], positive(h[..., 9:10])
+        pres_logits = h[..., 10]
+        if noise is None:
+            where, depth, pres = where_loc, depth_loc, (pres_logits > 0).to(x.dtype)
+        else:
+            where = where_loc + where_scale * noise["where"][:, cells]
+            depth = depth_loc + depth_scale * noise["depth"][:, cells]
+            pres = ConcreteBernoulli(pres_logits, c.pres_temperature).relax(noise["pres"][:, cells])
+        out = dict(
+            where=where,
+            depth=depth,
+            pres=pres,
+            where_loc=where_loc,
+            where_scale=where_scale,
+            depth_loc=depth_loc,
+            depth_scale=depth_scale,
+            pres_logits=pres_logits,
+        )
+        lateral = [where, depth, pres.unsqueeze(-1)]
+        if c.lateral_what:
+            out.update(self._sample_what(x, where, cells, grid, noise))
+            lateral.append(out["what"])
+        out["lateral"] = torch.cat(lateral, -1)
+        return out
+
+    def _sample_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
+        c = self.config
+        boxes = where_to_cxcywh(where, grid, c.cell_size, c.anchor, c.center_bounds, cells=cells)
+        what_loc, what_scale = self.what_encoder(crop(x, boxes, c.glimpse_size))
+        what = what_loc if noise is None else what_loc + what_scale * noise["what"][:, cells]
+        return {"what": what, "what_loc": what_loc, "what_scale": what_scale}
+
+
+class SPAIR(SceneModel):
+    """SPAIR as a Pyro model/guide pair (see the module docstring for the generative story).
+
+    Args:
+        config: :class:`SPAIRConfig` (defaults: scattered MNIST, 12-pixel cells, A = 50).
+        pres_prior: optional ``fn(success_prob, num_cells) -> distribution`` over the presence vector,
+            replacing the config's choice (default :class:`~ppl_scenes.distributions.CountPrior`;
+            ``pres_prior="bernoulli"`` in the config gives independent Bernoullis).
+        what_prior: optional ``fn(batch_shape) -> distribution`` with event shape ``[A]`` for
+            ``z_what`` (default ``Normal(0, what_prior_scale)``); GMAIR's mixture plugs in here.
+        guide: optional module or callable ``guide(x)`` replacing :class:`SPAIRGuide`.
+        **overrides: config fields.
+    """
+
+    name = "spair"
+    config_class = SPAIRConfig
+    default_dataset = "scattered"
+    default_data_kwargs = {"num_digits": 5}
+    default_train = {"batch_size": 32, "lr": 1e-3, "steps": 5000}
+
+    def __init__(
+        self,
+        config: SPAIRConfig | None = None,
+        pres_prior: Callable | None = None,
+        what_prior: Callable | None = None,
+        guide: Callable | None = None,
+        **overrides,
+    ):
+        super().__init__(config, **overrides)
+        c = self.config
+        self.encoder = guide if guide is not None else SPAIRGuide(c)
+        self.object_decoder = GlimpseDecoder(c.what_dim, c.channels, c.object_size, c.hidden_dim)
+        self.background = Background(c.channels, c.background_value, learned=c.background == "learned")
+        self._pres_prior = pres_prior
+        self._what_prior = what_prior
+        self.pres_schedule = exponential_schedule(c.pres_prob_start, c.pres_prob_end, c.pres_anneal_steps)
+        self.pres_prob = c.pres_prob_start
+
+    # -- schedules -----------------------------------------------------------------------------
+    def set_step(self, step: int) -> dict[str, float]:
+        self.step = int(step)
+        self.pres_prob = float(self.pres_schedule(step))
+        return {"pres_prob": self.pres_prob}
+
+    def min_image_size(self) -> tuple[int, int]:
+        return self.config.cell_size
+
+    # -- priors --------------------------------------------------------------------------------
+    def pres_prior(self, num_cells: int):
+        """The prior over the presence vector at the current annealing step."""
+        if self._pres_prior is not None:
+            return self._pres_prior(self.pres_prob, num_cells)
+        if self.config.pres_prior == "count":
+            return CountPrior(self.pres_prob, num_cells)
+        return IndependentBernoulliPrior(self.pres_prob, num_cells)
+
+    def what_prior(self, batch_shape: tuple[int, ...]):
+        """The prior over ``z_what`` with the given batch shape (event shape ``[A]``)."""
+        if self._what_prior is not None:
+            return self._what_prior(batch_shape)
+        c = self.config
+        return dist.Normal(0.0, c.what_prior_scale).expand([*batch_shape, c.what_dim]).to_event(1)
+
+    # -- model ---------------------------------------------------------------------------------
+    def model(
+        self, x: Tensor | None = None, batch_size: int = 1, image_size: tuple[int, int] | None = None
+    ) -> Tensor:
+        """``p(x, z)``: observes ``x`` if given, else generates ``batch_size`` images of ``image_size``.
+
+        Returns:
+            the rendered canvas ``[B, C, H, W]`` (the likelihood's mean).
+        """
+        c = self.config
+        if x is not None:
+            self.check_input(x)
+            b, size = x.shape[0], tuple(x.shape[-2:])
+        else:
+            b, size = batch_size, image_size or (4 * c.cell_size[0], 4 * c.cell_size[1])
+        grid = grid_shape(size, c.cell_size)
+        n = grid[0] * grid[1]
+        dev = self.device
+        with pyro.plate("data", b, dim=-2):
+            z_pres = pyro.sample("z_pres", self.pres_prior(n).expand([b, 1]))
+            with pyro.plate("cells", n, dim=-1):
+                loc = torch.tensor(c.where_prior_loc, device=dev)
+                z_where = pyro.sample(
+                    "z_where", dist.Normal(loc, c.where_prior_scale).expand([b, n, 4]).to_event(1)
+                )
+                z_depth = pyro.sample(
+                    "z_depth",
+                    dist.Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
+                    .expand([b, n, 1])
+                    .to_event(1),
+                )
+                z_what = pyro.sample("z_what", self.what_prior((b, n)))
+            canvas = self.render(z_pres.squeeze(-2), z_where, z_depth, z_what, size)
+            pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=None if x is None else x.unsqueeze(1))
+        return canvas
+
+    def likelihood(self, canvas: Tensor):
+        """Per-pixel observation distribution around the rendered ``canvas`` (event dims C, H, W)."""
+        c = self.config
+        mean = canvas.clamp(1e-4, 1 - 1e-4)
+        if c.likelihood == "bernoulli":
+            # Gray-level pixels are not binary: the paper's Bernoulli is a pseudo-likelihood here.
+            return dist.Bernoulli(probs=mean, validate_args=False).to_event(3)
+        if c.likelihood == "continuous_bernoulli":
+            return dist.ContinuousBernoulli(probs=mean).to_event(3)
+        return dist.Normal(canvas, c.obs_scale).to_event(3)
+
+    def render(self, z_pres: Tensor, z_where: Tensor, z_depth: Tensor, z_what: Tensor, image_size) -> Tensor:
+        """Draw the objects of every cell over the background: ``[B, C, H, W]``.
+
+        Args:
+            z_pres: ``[B, N]`` presence (relaxed or 0/1); z_where ``[B, N, 4]``; z_depth ``[B, N, 1]``;
+            z_what ``[B, N, A]``; image_size: ``(H, W)`` of the output.
+        """
+        c = self.config
+        grid = grid_shape(image_size, c.cell_size)
+        appearance, alpha = self.object_decoder(z_what)
+        alpha = alpha * z_pres[..., None, None, None]
+        pad = window_pad(c)
+        window = (c.cell_size[0] + 2 * pad[0], c.cell_size[1] + 2 * pad[1])
+        boxes = where_to_cxcywh(z_where, grid, c.cell_size, c.anchor, c.center_bounds)
+        origins = grid_cell_origins(grid, c.cell_size, device=boxes.device)
+        shift = torch.tensor([pad[1], pad[0]], device=boxes.device, dtype=boxes.dtype)
+        local = torch.cat((boxes[..., :2] - origins + shift, boxes[..., 2:]), -1)
+        drawn = paste(torch.cat((appearance, alpha), 2), local, window)
+        background = self.background()[:, None, None]
+        canvas = composite_windows(
+            drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0], background, grid, c.cell_size, pad
+        )
+        return canvas[..., : image_size[0], : image_size[1]]
+
+    # -- guide and parse -----------------------------------------------------------------------
+    def guide(self, x: Tensor):
+        """``q(z | x)``: the guide module (by default :class:`SPAIRGuide`)."""
+        self.check_input(x)
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def parse(self, x: Tensor, score_threshold: float | None = None) -> SceneParse:
+        """Boxes, presence scores, ``z_what`` and the reconstruction from the guide's modes.
+
+        Args:
+            x: images ``[B, C, H, W]`` (any size that is at least one cell).
+            score_threshold: report cells whose presence probability is at least this
+                (default ``config.score_threshold`` = 0.5; a lower value gives ranked candidates
+                for average precision -- the latents themselves are always rounded at 0.5).
+        """
+        self.check_input(x)
+        was_training = self.training
+        self.eval()
+        threshold = self.config.score_threshold if score_threshold is None else score_threshold
+        lat = self.posterior_modes(x)
+        size = tuple(x.shape[-2:])
+        recon = self.render(lat.pres, lat.where, lat.depth, lat.what, size)
+        grid = grid_shape(size, self.config.cell_size)
+        boxes = clip_boxes(
+            cxcywh_to_xyxy(
+                where_to_cxcywh(
+                    lat.where, grid, self.config.cell_size, self.config.anchor, self.config.center_bounds
+                )
+            ),
+            size,
+        )
+        scores = torch.sigmoid(lat.pres_logits)
+        keep = scores >= threshold
+        self.train(was_training)
+        return SceneParse(
+            boxes=[boxes[i][keep[i]] for i in range(len(x))],
+            scores=[scores[i][keep[i]] for i in range(len(x))],
+            what=[lat.what[i][keep[i]] for i in range(len(x))],
+            reconstruction=recon,
+        )
+
+    def posterior_modes(self, x: Tensor) -> CellLatents:
+        """The guide's modes for every cell (a swapped-in guide is traced once instead)."""
+        if isinstance(self.encoder, SPAIRGuide):
+            return self.encoder.encode(x, None)
+        trace = poutine.trace(self.encoder).get_trace(x)
+        values = {k: trace.nodes[k]["value"] for k in ("z_pres", "z_where", "z_depth", "z_what")}
+        pres = values["z_pres"].squeeze(-2)
+        return CellLatents(
+            where=values["z_where"],
+            depth=values["z_depth"],
+            pres=(pres > 0.5).to(pres),
+            what=values["z_what"],
+            where_loc=values["z_where"],
+            where_scale=torch.zeros_like(values["z_where"]),
+            depth_loc=values["z_depth"],
+            depth_scale=torch.zeros_like(values["z_depth"]),
+            pres_logits=torch.logit(pres.clamp(1e-6, 1 - 1e-6)),
+            what_loc=values["z_what"],
+            what_scale=torch.zeros_like(values["z_what"]),
+        )
+
+
+class Background(nn.Module):
+    """A solid background colour, fixed or learned (SPAIR §4.4 uses monochrome backgrounds)."""
+
+    def __init__(self, channels: int, value: float, learned: bool):
+        super().__init__()
+        self.logit = nn.Parameter(torch.full((channels,), _logit(value)), requires_grad=learned)
+
+    def forward(self) -> Tensor:
+        return torch.sigmoid(self.logit)
+
+
+def grid_shape(x_or_size, cell: tuple[int, int]) -> tuple[int, int]:
+    """``(H, W) = (ceil(H_img / c_h), ceil(W_img / c_w))`` for an image batch or an ``(H, W)`` size."""
+    h, w = x_or_size.shape[-2:] if isinstance(x_or_size, Tensor) else x_or_size
+    return math.ceil(h / cell[0]), math.ceil(w / cell[1])
+
+
+def pad_to_grid(x: Tensor, cell: tuple[int, int]) -> Tensor:
+    """Zero-pad images on the bottom/right to a whole number of cells."""
+    gh, gw = grid_shape(x, cell)
+    return F.pad(x, (0, gw * cell[1] - x.shape[-1], 0, gh * cell[0] - x.shape[-2]))
+
+
+def window_pad(c: SPAIRConfig) -> tuple[int, int]:
+    """Pixels beyond its own cell that a cell's box can reach, per axis (centre bounds + half anchor).
+
+    The window is symmetric about the cell, so the larger of the two sides decides.
+    """
+    b_min, b_max = c.center_bounds
+    pads = []
+    for cell, anchor in zip(c.cell_size, c.anchor):
+        before = -b_min * cell + anchor / 2
+        after = b_max * cell + anchor / 2 - cell
+        pads.append(max(0, math.ceil(max(before, after))))
+    return pads[0], pads[1]
+
+
+def cell_groups(grid: tuple[int, int], order: str) -> list[Tensor]:
+    """Cells (raster indices) in the order the lateral guide visits them.
+
+    ``wavefront``: one group per anti-diagonal ``2i + j``; ``raster``: one cell per group.
+    """
+    gh, gw = grid
+    idx = torch.arange(gh * gw)
+    if order == "raster":
+        return [idx[k : k + 1] for k in range(gh * gw)]
+    key = 2 * (idx // gw) + idx % gw
+    return [idx[key == d] for d in range(int(key.max()) + 1)]
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))

@@ -1,0 +1,105 @@
+"""Reusable networks: MLPs, a fully convolutional grid backbone, glimpse encoders and decoders."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def mlp(
+    sizes: list[int], activation: type[nn.Module] = nn.ReLU, final_activation: bool = False
+) -> nn.Sequential:
+    """A multi-layer perceptron with ``len(sizes) - 1`` linear layers."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def positive(raw: Tensor, floor: float = 1e-3) -> Tensor:
+    """Map an unconstrained network output to a positive scale (softplus plus a floor)."""
+    return F.softplus(raw) + floor
+
+
+def stride_factors(stride: int) -> list[int]:
+    """Factor a total stride into 2s and 3s, largest factors last (e.g. 12 -> [2, 2, 3])."""
+    factors, rest = [], stride
+    for f in (2, 3):
+        while rest % f == 0:
+            factors.append(f)
+            rest //= f
+    if rest != 1:
+        raise ValueError(f"cell size {stride} must be a product of 2s and 3s (e.g. 8, 12, 16, 24)")
+    return sorted(factors)
+
+
+class GridBackbone(nn.Module):
+    """Fully convolutional map from an image to a feature volume with one vector per grid cell.
+
+    The total stride equals the cell size (per axis), so an ``H_img x W_img`` image gives an
+    ``H_img / c_h x W_img / c_w`` volume; a 3x3 convolution at cell resolution widens the receptive
+    field (41 pixels for 12-pixel cells) so each cell sees the objects that can be centred on it.
+
+    Args:
+        in_channels: image channels.
+        cell_size: ``(c_h, c_w)`` in pixels (products of 2s and 3s).
+        out_features: feature size per cell.
+        width: channels of the first layer (doubled at each downsampling, capped at 4x).
+    """
+
+    def __init__(
+        self, in_channels: int, cell_size: tuple[int, int], out_features: int = 128, width: int = 16
+    ):
+        super().__init__()
+        fh, fw = stride_factors(cell_size[0]), stride_factors(cell_size[1])
+        n = max(len(fh), len(fw))
+        fh, fw = [1] * (n - len(fh)) + fh, [1] * (n - len(fw)) + fw
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
+        ch = width
+        for sh, sw in zip(fh, fw):
+            out = min(ch * 2, width * 8)
+            kernel = (3, 3)
+            pad = ((3 - sh + 1) // 2, (3 - sw + 1) // 2)
+            layers += [nn.Conv2d(ch, out, kernel, stride=(sh, sw), padding=pad), nn.ReLU()]
+            ch = out
+        layers += [
+            nn.Conv2d(ch, out_features, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(out_features, out_features, 1),
+        ]
+        self.net = nn.Sequential(*layers)
+        self.cell_size = cell_size
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+
+class GlimpseEncoder(nn.Module):
+    """Glimpses ``[..., C, h, w]`` to the loc and scale of a Gaussian code ``[..., dim]``."""
+
+    def __init__(self, channels: int, size: tuple[int, int], dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = mlp([channels * size[0] * size[1], hidden, hidden, 2 * dim])
+        self.dim = dim
+
+    def forward(self, glimpses: Tensor) -> tuple[Tensor, Tensor]:
+        lead = glimpses.shape[:-3]
+        out = self.net(glimpses.reshape(*lead, -1))
+        return out[..., : self.dim], positive(out[..., self.dim :])
+
+
+class GlimpseDecoder(nn.Module):
+    """Codes ``[..., dim]`` to appearance ``[..., C, h, w]`` and opacity ``[..., 1, h, w]`` in [0, 1]."""
+
+    def __init__(self, dim: int, channels: int, size: tuple[int, int], hidden: int = 256):
+        super().__init__()
+        self.net = mlp([dim, hidden, hidden, (channels + 1) * size[0] * size[1]])
+        self.channels, self.size = channels, size
+
+    def forward(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        lead = codes.shape[:-1]
+        out = torch.sigmoid(self.net(codes)).reshape(*lead, self.channels + 1, *self.size)
+        return out[..., : self.channels, :, :], out[..., self.channels :, :, :]
