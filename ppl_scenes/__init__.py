@@ -1,3 +1,81 @@
-"""ppl_scenes: generative, object-centric scene models in Pyro."""
+"""ppl_scenes: generative, object-centric scene models in Pyro.
+
+Everything a user needs is importable from here, one level deep::
+
+    from ppl_scenes import SPAIR, fit, make_dataset, load
+
+Models
+    ``SPAIR``, ``SPAIRConfig``, ``SPAIRGuide`` -- Crawford & Pineau (AAAI 2019);
+    ``SceneModel`` -- the base class every model shares; ``SceneParse`` -- what ``model.parse``
+    returns; ``MODELS`` -- the registry of models by CLI name (``{"spair": SPAIR, ...}``).
+Training and run directories
+    ``fit`` -- train any model with its own trainer (SVI for the variational models);
+    ``TrainConfig`` -- the training settings; ``TrainingDiverged`` -- raised when training blows up;
+    ``load`` -- restore a trained model from its run directory; ``RunDirError`` -- a missing or
+    corrupt run directory.
+Data
+    ``make_dataset`` -- build a scene generator by name; ``DATASETS`` -- the registry of generators
+    (``{"scattered": ScatteredDigits, ...}``); the generators ``ScatteredDigits``,
+    ``LargeScatteredDigits``, ``MultiMNIST``, ``MultiScaleDigits``, ``ClutteredDigits``,
+    ``MISTDigits``, ``GaborNoise``, ``Shapes`` and the ``RandomCrops`` wrapper; their base class
+    ``SceneDataset``; ``collate_scenes`` (a DataLoader ``collate_fn``); ``load_digits`` (MNIST or
+    the offline fallback); ``DigitFallbackWarning`` -- warned once when MNIST is unavailable.
+
+``__version__`` is the package version. Figures live in :mod:`ppl_scenes.viz`, metrics in
+:mod:`ppl_scenes.metrics`, the command line (``ppl-scenes``) in :mod:`ppl_scenes.cli`.
+"""
 
 __version__ = "0.1.0"
+
+# __version__ comes first: the trainer imports it from here to stamp run directories.
+from ppl_scenes.data import (  # noqa: E402
+    DATASETS,
+    ClutteredDigits,
+    DigitFallbackWarning,
+    GaborNoise,
+    LargeScatteredDigits,
+    MISTDigits,
+    MultiMNIST,
+    MultiScaleDigits,
+    RandomCrops,
+    ScatteredDigits,
+    SceneDataset,
+    Shapes,
+    collate_scenes,
+    load_digits,
+    make_dataset,
+)
+from ppl_scenes.infer.svi import fit  # noqa: E402
+from ppl_scenes.infer.trainer import TrainConfig, TrainingDiverged  # noqa: E402
+from ppl_scenes.models import MODELS, SPAIR, SceneModel, SceneParse, SPAIRConfig, SPAIRGuide  # noqa: E402
+from ppl_scenes.runs import RunDirError, load  # noqa: E402
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "SPAIR",
+    "ClutteredDigits",
+    "DigitFallbackWarning",
+    "GaborNoise",
+    "LargeScatteredDigits",
+    "MISTDigits",
+    "MultiMNIST",
+    "MultiScaleDigits",
+    "RandomCrops",
+    "RunDirError",
+    "SPAIRConfig",
+    "SPAIRGuide",
+    "ScatteredDigits",
+    "SceneDataset",
+    "SceneModel",
+    "SceneParse",
+    "Shapes",
+    "TrainConfig",
+    "TrainingDiverged",
+    "__version__",
+    "collate_scenes",
+    "fit",
+    "load",
+    "load_digits",
+    "make_dataset",
+]

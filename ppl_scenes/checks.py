@@ -7,7 +7,9 @@ error from deep inside torch.
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -63,20 +65,30 @@ def check_images(
     return images
 
 
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` as an int, raising ``ValueError`` unless it is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value <= 0:
+    """Return ``value`` as an int, raising ``ValueError`` unless it is a positive integer.
+
+    Whole-number floats (``3.0``) and numpy integers are accepted; bools, NaN and infinities are not.
+    """
+    if not _is_real(value) or not math.isfinite(value) or value != int(value) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def check_positive(value: object, name: str) -> float:
     """Return ``value`` as a float, raising ``ValueError`` unless it is a finite number > 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
+
+
+def check_non_negative(value: object, name: str, integer: bool = False) -> float | int:
+    """Return ``value`` (as an int when ``integer``), raising ``ValueError`` unless it is finite and >= 0."""
+    if not _is_real(value) or not math.isfinite(value) or value < 0 or (integer and value != int(value)):
+        kind = "a non-negative integer" if integer else "a finite number >= 0"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value) if integer else float(value)

@@ -6,9 +6,10 @@ atomically (temporary file, then rename), so an interrupted write never leaves a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,23 @@ class RunDirError(ValueError):
 
 
 def atomic_write_bytes(path: Path, write) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temporary file beside it, then rename."""
+    """Write a file atomically: ``write(fileobj)`` into a temporary file beside it, then rename.
+
+    A failure at any point leaves the old file (if any) as it was and no temporary file behind. The
+    new file gets the usual permissions (umask), not the private ones of :func:`tempfile.mkstemp`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
 
 
@@ -61,10 +66,12 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunDirError(f"{str(run_dir)!r} is not a run directory: it has no {CONFIG_FILE}")
     try:
         config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunDirError(f"{path} is corrupt: {err}") from None
-    if not isinstance(config, dict) or "model" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
         raise RunDirError(f"{path} is corrupt: it names no model")
+    if not isinstance(config.get("model_config", {}), dict):
+        raise RunDirError(f"{path} is corrupt: its model_config is not a JSON object")
     return config
 
 
@@ -77,7 +84,7 @@ def read_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many kinds of errors for damaged files
         raise RunDirError(f"{path} is corrupt: {err}") from None
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise RunDirError(f"{path} is corrupt: no model weights in it")
     return state
 
@@ -108,7 +115,7 @@ def load(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu"):
     state = read_checkpoint(run_dir, map_location)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, KeyError, AttributeError) as err:
         raise RunDirError(f"checkpoint in {run_dir} does not fit its model config: {err}") from None
     model.step = int(state.get("step", 0))
     model.set_step(model.step)
@@ -116,11 +123,29 @@ def load(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu"):
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of ``metrics.jsonl`` (empty when the run logged nothing yet)."""
+    """All records of ``metrics.jsonl`` (empty when the run logged nothing yet).
+
+    A half-written last line (a run interrupted mid-write, or still writing) is ignored.
+
+    Raises:
+        RunDirError: when a line before the last one is not a JSON object.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            if i == len(lines) - 1:
+                break
+            raise RunDirError(f"{path} is corrupt at line {i + 1}: {line[:80]!r}")
+        records.append(record)
+    return records
 
 
 def _jsonable(obj):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -53,7 +54,14 @@ class SVITrainer(Trainer):
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         opt = self.optimizers["adam"]
         opt.zero_grad(set_to_none=True)
-        loss = self.loss(batch)
+        try:
+            loss = self.loss(batch)
+        except ValueError as err:
+            # With argument validation on (torch's default), a NaN or Inf reaching a distribution
+            # surfaces as "... but found invalid values: tensor([nan, ...])" rather than as a NaN loss.
+            if _is_non_finite_validation_error(err):
+                raise NonFiniteStep(f"non-finite distribution parameter: {err}") from err
+            raise
         if not torch.isfinite(loss):
             raise NonFiniteStep("non-finite loss")
         loss.backward()
@@ -83,11 +91,22 @@ def fit(
         out: optional run directory for config, checkpoints and metrics.
         resume: continue from ``out``'s checkpoint.
         eval_fn: optional ``eval_fn(model) -> dict`` for periodic and final evaluation.
+        progress: show a progress bar.
+        run_info: extra entries for the run's ``config.json`` (e.g. the data it was trained on).
         **train_kwargs: any other :class:`TrainConfig` field.
 
     Returns:
         the trained model (eval mode).
+
+    Raises:
+        ValueError: on an unknown or invalid training setting, or bad data.
+        ppl_scenes.runs.RunDirError: when ``out`` cannot be used (not empty without ``resume``, ...).
+        ppl_scenes.infer.trainer.TrainingDiverged: after ``max_bad_steps`` non-finite steps in a row.
     """
+    valid = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(train_kwargs) - valid)
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {unknown}; valid settings: {', '.join(sorted(valid))}")
     settings = {**getattr(model, "default_train", {}), **train_kwargs}
     if steps is not None:
         settings["steps"] = steps
@@ -99,3 +118,11 @@ def fit(
     trainer = trainer_class(model, config, out=out, eval_fn=eval_fn, progress=progress, run_info=run_info)
     trainer.fit(data, resume=resume)
     return model
+
+
+def _is_non_finite_validation_error(err: ValueError) -> bool:
+    text = str(err)
+    if "found invalid values" not in text:
+        return False
+    values = text.rsplit("found invalid values", 1)[1].lower()
+    return "nan" in values or "inf" in values

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,13 +25,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ppl_scenes import __version__
-from ppl_scenes.checks import check_images, check_positive, check_positive_int
+from ppl_scenes.checks import check_images, check_non_negative, check_positive, check_positive_int
 from ppl_scenes.runs import (
     CONFIG_FILE,
     EVAL_FILE,
     METRICS_FILE,
     RunDirError,
+    atomic_write_bytes,
     read_checkpoint,
+    read_config,
+    read_metrics,
     save_checkpoint,
     write_json,
 )
@@ -42,16 +46,22 @@ class TrainConfig:
 
     Attributes:
         steps: number of optimisation steps (upper bound when ``minutes`` is set too).
-        minutes: wall-clock budget; training stops after the step that crosses it (0 = none).
+        minutes: wall-clock budget of the run (a resumed run counts the time spent before it);
+            training stops after the step that crosses it (0 = none).
         batch_size: images per step.
         lr: Adam learning rate of every parameter not named in ``lr_per_module``.
-        lr_per_module: learning rates by parameter-name prefix, e.g. ``{"guide.backbone": 1e-4}``.
+        lr_per_module: learning rates by module path, e.g. ``{"encoder.backbone": 1e-4}``: a key applies
+            to the parameters of that module and its submodules (``"encoder"`` does not match
+            ``"encoder2.weight"``); the longest matching key wins; a key matching no parameter is an
+            error.
         clip_norm: gradient norm clipping (0 = off).
         num_particles: ELBO particles per step.
         log_every: steps between ``metrics.jsonl`` records.
-        checkpoint_every: steps between checkpoints (one is always written at the end).
+        checkpoint_every: steps between checkpoints (one is always written at the end; none is
+            written at a step that was skipped as non-finite).
         eval_every: steps between evaluations (0 = only at the end).
-        max_bad_steps: consecutive non-finite steps after which training stops with an error.
+        max_bad_steps: consecutive non-finite steps after which training stops with
+            :class:`TrainingDiverged`.
         seed: seeds the model's randomness and the batch order.
         device: ``cpu`` or ``cuda``.
         tensorboard: also write TensorBoard scalars under ``RUN_DIR/tb`` (needs ``tensorboard``).
@@ -73,19 +83,38 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self):
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive(self.lr, "lr")
-        check_positive_int(self.log_every, "log_every")
-        check_positive_int(self.checkpoint_every, "checkpoint_every")
-        check_positive_int(self.max_bad_steps, "max_bad_steps")
-        check_positive_int(self.num_particles, "num_particles")
-        if self.minutes < 0 or self.eval_every < 0 or self.clip_norm < 0:
-            raise ValueError("minutes, eval_every and clip_norm must be >= 0")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but CUDA is not available on this machine")
+        self.steps = check_positive_int(self.steps, "steps")
+        self.batch_size = check_positive_int(self.batch_size, "batch_size")
+        self.lr = check_positive(self.lr, "lr")
+        self.log_every = check_positive_int(self.log_every, "log_every")
+        self.checkpoint_every = check_positive_int(self.checkpoint_every, "checkpoint_every")
+        self.max_bad_steps = check_positive_int(self.max_bad_steps, "max_bad_steps")
+        self.num_particles = check_positive_int(self.num_particles, "num_particles")
+        self.minutes = check_non_negative(self.minutes, "minutes")
+        self.clip_norm = check_non_negative(self.clip_norm, "clip_norm")
+        self.eval_every = check_non_negative(self.eval_every, "eval_every", integer=True)
+        self.seed = check_non_negative(self.seed, "seed", integer=True)
+        if not isinstance(self.lr_per_module, dict):
+            raise ValueError(f"lr_per_module must be a dict of prefix -> lr, got {self.lr_per_module!r}")
+        for prefix, lr in self.lr_per_module.items():
+            if not isinstance(prefix, str) or not prefix:
+                raise ValueError(f"lr_per_module keys must be parameter-name prefixes, got {prefix!r}")
+            check_positive(lr, f"lr_per_module[{prefix!r}]")
+        if not isinstance(self.tensorboard, bool):
+            raise ValueError(f"tensorboard must be True or False, got {self.tensorboard!r}")
+        if not isinstance(self.device, str) or not (
+            self.device in ("cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)
+        ):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ValueError("device 'cuda' was asked for but CUDA is not available on this machine")
+            index = int(self.device.partition(":")[2] or 0)
+            if index >= torch.cuda.device_count():
+                raise ValueError(
+                    f"device {self.device!r} was asked for but this machine has "
+                    f"{torch.cuda.device_count()} CUDA device(s)"
+                )
 
 
 class NonFiniteStep(Exception):
@@ -96,21 +125,53 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite steps; the last good checkpoint is left intact."""
 
 
-def materialize(data, desc: str = "scenes") -> Tensor:
+def materialize(data, desc: str = "scenes", progress: bool = True) -> Tensor:
     """Images of a dataset of ``(image, target)`` pairs (or a tensor) as one ``[N, C, H, W]`` tensor."""
     if isinstance(data, Tensor):
         return check_images(data, name="training images")
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise ValueError(
+            f"training data must be an image tensor or a dataset of (image, target) pairs, "
+            f"got {type(data).__name__}"
+        )
     if len(data) == 0:
         raise ValueError("the training dataset is empty")
+    disable = not progress or len(data) < 2000
     images = [
-        data[i][0]
-        for i in tqdm(range(len(data)), desc=f"generating {desc}", leave=False, disable=len(data) < 2000)
+        data[i][0] for i in tqdm(range(len(data)), desc=f"generating {desc}", leave=False, disable=disable)
     ]
-    return check_images(torch.stack(images), name="training images")
+    if not all(isinstance(im, Tensor) for im in images):
+        raise ValueError("training data must yield (image, target) pairs whose image is a tensor [C, H, W]")
+    try:
+        stacked = torch.stack(images)
+    except RuntimeError as err:
+        raise ValueError(f"training images differ in shape: {err}") from None
+    return check_images(stacked, name="training images")
+
+
+def _fork_rng(device: torch.device):
+    """Fork the RNGs a computation on ``device`` may draw from (CPU always; the CUDA device if used)."""
+    if device.type != "cuda":
+        return torch.random.fork_rng(devices=[])
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.random.fork_rng(devices=[index], device_type="cuda")
+
+
+def _module_prefix_matches(name: str, prefix: str) -> bool:
+    """Whether parameter ``name`` lies in module ``prefix`` (``.`` or Pyro's ``$$$`` separate levels)."""
+    if name == prefix or prefix.endswith((".", "$")):
+        return name.startswith(prefix)
+    return name.startswith(prefix + ".") or name.startswith(prefix + "$$$")
 
 
 class Trainer:
     """Runs a training loop with logging, evaluation, checkpoints and resume.
+
+    Every ``log_every`` steps (and at the last step) a record ``{"step", "loss", ...}`` is appended to
+    ``RUN_DIR/metrics.jsonl``; evaluations (every ``eval_every`` steps and at the end) add their
+    results to the record of their step, prefixed ``eval/``, and the final one is written to
+    ``eval.json``. A step whose loss or gradient is not finite changes nothing and is counted in
+    ``skipped_steps``; ``max_bad_steps`` of them in a row raise :class:`TrainingDiverged`.
 
     Args:
         model: a :class:`ppl_scenes.models.base.SceneModel`.
@@ -130,6 +191,12 @@ class Trainer:
         run_info: dict[str, Any] | None = None,
         progress: bool = True,
     ):
+        if config is not None and not isinstance(config, TrainConfig):
+            raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if eval_fn is not None and not callable(eval_fn):
+            raise ValueError(f"eval_fn must be callable, got {type(eval_fn).__name__}")
+        if run_info is not None and not isinstance(run_info, dict):
+            raise ValueError(f"run_info must be a dict, got {type(run_info).__name__}")
         self.model = model
         self.config = config or TrainConfig()
         self.out = Path(out) if out is not None else None
@@ -141,6 +208,8 @@ class Trainer:
         self.bad_steps = 0
         self.skipped_steps = 0
         self.elapsed = 0.0
+        self.last_checkpoint_step: int | None = None
+        self._matched_prefixes: set[str] = set()
         self._writer = None
 
     # -- what subclasses provide ---------------------------------------------------------------
@@ -149,25 +218,43 @@ class Trainer:
         raise NotImplementedError
 
     def train_step(self, batch: Tensor) -> dict[str, float]:
-        """One optimisation step; returns at least ``{"loss": ...}``; raises :class:`NonFiniteStep`."""
+        """One optimisation step; returns at least ``{"loss": ...}``; raises :class:`NonFiniteStep`.
+
+        A step that raises :class:`NonFiniteStep` must not have changed any parameter.
+        """
         raise NotImplementedError
 
     # -- shared machinery ----------------------------------------------------------------------
     def make_optimizer(
         self, params: list[torch.nn.Parameter], names: dict[int, str], lr: float | None = None
     ):
-        """Adam over ``params``, with per-module learning rates from ``config.lr_per_module``."""
+        """Adam over ``params``, with per-module learning rates from ``config.lr_per_module``.
+
+        Args:
+            params: the parameters to optimise.
+            names: ``id(param) -> name`` (e.g. from ``model.named_parameters()``), for the prefixes.
+            lr: learning rate of the parameters no prefix matches (default ``config.lr``).
+        """
         base_lr = lr if lr is not None else self.config.lr
         groups: dict[float, list] = {}
         for p in params:
             name = names.get(id(p), "")
-            matches = [k for k in self.config.lr_per_module if name.startswith(k)]
-            group_lr = self.config.lr_per_module[max(matches, key=len)] if matches else base_lr
+            matches = [k for k in self.config.lr_per_module if _module_prefix_matches(name, k)]
+            if matches:
+                key = max(matches, key=len)
+                self._matched_prefixes.add(key)
+                group_lr = self.config.lr_per_module[key]
+            else:
+                group_lr = base_lr
             groups.setdefault(group_lr, []).append(p)
         return torch.optim.Adam([{"params": ps, "lr": g} for g, ps in groups.items()])
 
     def clip_and_check(self, params) -> float:
-        """Clip gradients (if configured) and raise :class:`NonFiniteStep` on a non-finite gradient."""
+        """Clip gradients (if configured) and raise :class:`NonFiniteStep` on a non-finite gradient.
+
+        Returns:
+            the total gradient norm before clipping.
+        """
         params = [p for p in params if p.grad is not None]
         max_norm = self.config.clip_norm if self.config.clip_norm > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -183,29 +270,46 @@ class Trainer:
     def fit(self, data, resume: bool = False) -> list[dict[str, Any]]:
         """Train on ``data`` (a dataset of ``(image, target)`` pairs or an image tensor).
 
+        Nothing is written to the run directory before the data, the model and the directory have
+        been checked (a failed start leaves no half-made run behind).
+
         Returns:
             the logged records of this call.
+
+        Raises:
+            ValueError: on bad data; :class:`RunDirError` on a run directory that cannot be used.
+            TrainingDiverged: after ``max_bad_steps`` consecutive non-finite steps.
         """
         cfg = self.config
         device = torch.device(cfg.device)
-        self._prepare_run_dir(resume)
-        images = materialize(data)
+        if resume and self.out is None:
+            raise ValueError("resume needs a run directory (out)")
+        images = materialize(data, progress=self.progress)
         self.model.check_input(images[:1], name="training images")
+        self._check_run_dir(resume)
         pyro.set_rng_seed(cfg.seed)
         self.model.to(device).train()
-        with torch.random.fork_rng(devices=[]):
+        self._matched_prefixes = set()
+        with _fork_rng(device):
             self.setup(images[: cfg.batch_size].to(device))
+        unmatched = sorted(set(cfg.lr_per_module) - self._matched_prefixes)
+        if unmatched:
+            raise ValueError(
+                f"lr_per_module names {unmatched} but no parameter lies in such a module; parameter names "
+                f"look like {[n for n, _ in list(self.model.named_parameters())[:3]]}"
+            )
         if resume:
             self._restore()
+        else:
+            self._write_config()
         records: list[dict[str, Any]] = []
         start_step, start_time = self.step, time.perf_counter() - self.elapsed
+        budget = cfg.minutes * 60 if cfg.minutes else math.inf
         bar = tqdm(
             total=cfg.steps, initial=start_step, desc=f"training {self.model.name}", disable=not self.progress
         )
         try:
-            while self.step < cfg.steps:
-                if cfg.minutes and time.perf_counter() - start_time > cfg.minutes * 60:
-                    break
+            while self.step < cfg.steps and self.elapsed < budget:
                 step = self.step + 1
                 annealed = self.model.set_step(step)
                 batch = images[self.batch_indices(step, len(images))].to(device)
@@ -218,56 +322,84 @@ class Trainer:
                     for opt in self.optimizers.values():
                         opt.zero_grad(set_to_none=True)
                     if self.bad_steps >= cfg.max_bad_steps:
-                        raise TrainingDiverged(
-                            f"{self.bad_steps} consecutive steps had a non-finite loss or gradient "
-                            f"(at step {step}); "
-                            f"stopping. The last good checkpoint is left as it was."
-                        ) from None
+                        self._diverged(step)
                     stats = {"loss": float("nan")}
                 self.step = step
                 self.elapsed = time.perf_counter() - start_time
+                last = step >= cfg.steps or self.elapsed >= budget
                 bar.update(1)
                 if math.isfinite(stats["loss"]):
                     bar.set_postfix(loss=f"{stats['loss']:.4g}")
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                eval_due = self.eval_fn is not None and (
+                    last or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
+                )
+                if step % cfg.log_every == 0 or last or eval_due:
                     rec = {"step": step, **stats, **self.model.loss_terms(), **annealed}
                     rec.update(skipped_steps=self.skipped_steps, seconds=round(self.elapsed, 3))
+                    if eval_due:
+                        rec.update({f"eval/{k}": v for k, v in self._evaluate(final=last).items()})
                     records.append(rec)
                     self._log(rec)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.steps:
-                    self._evaluate(final=False)
-                if step % cfg.checkpoint_every == 0:
+                # A checkpoint holds the state after a good step; the end is always saved.
+                if (step % cfg.checkpoint_every == 0 and self.bad_steps == 0) or last:
                     self._checkpoint()
+            if self.step == start_step and self.eval_fn is not None:
+                self._evaluate(final=True)  # nothing left to train (resumed run): evaluate all the same
         finally:
             bar.close()
-        if self.step > start_step or not resume:
-            self._checkpoint()
-        self._evaluate(final=True)
-        if self._writer is not None:
-            self._writer.close()
-        self.model.eval()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self.model.eval()
         return records
 
-    # -- run directory -------------------------------------------------------------------------
-    def _prepare_run_dir(self, resume: bool) -> None:
+    def _diverged(self, step: int):
+        cfg = self.config
+        first = step - self.bad_steps + 1
+        self._log({"step": step, "loss": float("nan"), "skipped_steps": self.skipped_steps, "diverged": True})
         if self.out is None:
-            if resume:
-                raise ValueError("resume needs a run directory (out)")
+            kept = "nothing was saved (no run directory)"
+        elif self.last_checkpoint_step is None:
+            kept = f"no checkpoint was written before (checkpoint_every={cfg.checkpoint_every})"
+        else:
+            kept = (
+                f"the last good checkpoint (step {self.last_checkpoint_step}) in {str(self.out)!r} "
+                "is left as it was"
+            )
+        raise TrainingDiverged(
+            f"training diverged: {self.bad_steps} consecutive steps ({first} to {step}) had a non-finite "
+            f"loss or gradient (max_bad_steps={cfg.max_bad_steps}); {kept}. "
+            "A lower lr or a clip_norm may help."
+        )
+
+    # -- run directory -------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool) -> None:
+        """Refuse an unusable run directory before anything is written."""
+        if self.out is None:
             return
-        config_path = self.out / CONFIG_FILE
         if resume:
-            if not config_path.is_file():
-                raise RunDirError(f"cannot resume: {str(self.out)!r} is not a run directory")
+            stored = read_config(self.out)
+            if stored["model"] != self.model.name:
+                raise RunDirError(
+                    f"cannot resume: {str(self.out)!r} holds a {stored['model']!r} run, "
+                    f"not {self.model.name!r}"
+                )
             read_checkpoint(self.out)  # fail early on a missing or corrupt checkpoint
             return
-        if self.out.exists() and any(self.out.iterdir()):
+        if self.out.exists() and not self.out.is_dir():
+            raise RunDirError(f"{str(self.out)!r} exists and is not a directory")
+        if self.out.is_dir() and any(self.out.iterdir()):
             raise RunDirError(
                 f"run directory {str(self.out)!r} already exists and is not empty; use resume or another path"
             )
+
+    def _write_config(self) -> None:
+        if self.out is None:
+            return
         from ppl_scenes.models.base import config_to_dict
 
         write_json(
-            config_path,
+            self.out / CONFIG_FILE,
             {
                 "model": self.model.name,
                 "model_config": config_to_dict(self.model.config),
@@ -293,30 +425,37 @@ class Trainer:
         }
 
     def _checkpoint(self) -> None:
-        if self.out is not None:
+        if self.out is not None and self.last_checkpoint_step != self.step:
             save_checkpoint(self.out, self._state())
+            self.last_checkpoint_step = self.step
 
     def _restore(self) -> None:
         state = read_checkpoint(self.out, map_location=self.config.device)
-        self.model.load_state_dict(state["model"])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        pyro.get_param_store().set_state(state["param_store"])
-        self.step, self.skipped_steps, self.elapsed = state["step"], state["skipped_steps"], state["elapsed"]
-        torch.set_rng_state(state["rng"]["torch"])
+        try:
+            self.model.load_state_dict(state["model"])
+            _restore_param_store(state.get("param_store"))
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            self.step, self.skipped_steps = int(state["step"]), int(state.get("skipped_steps", 0))
+            self.elapsed = float(state.get("elapsed", 0.0))
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise RunDirError(
+                f"cannot resume from {self.out / 'checkpoint.pt'}: it does not fit this model "
+                f"and trainer ({type(err).__name__}: {err})"
+            ) from None
+        self.last_checkpoint_step = self.step
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            cuda_states = [s.cpu() for s in state["rng"]["cuda"]]
+            if len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
         # Records logged after the checkpoint are replayed by the resumed run: drop them.
         path = self.out / METRICS_FILE
         if path.is_file():
-            kept = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= self.step
-            ]
-            path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [json.dumps(r) for r in read_metrics(self.out) if r.get("step", 0) <= self.step]
+            atomic_write_bytes(path, lambda f: f.write("".join(ln + "\n" for ln in kept).encode()))
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.out is None:
@@ -333,17 +472,44 @@ class Trainer:
                     ) from None
                 self._writer = SummaryWriter(str(self.out / "tb"))
             for k, v in record.items():
-                if k != "step" and isinstance(v, int | float):
+                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
                     self._writer.add_scalar(k, v, record["step"])
 
-    def _evaluate(self, final: bool) -> None:
+    def _evaluate(self, final: bool) -> dict[str, Any]:
+        """Run ``eval_fn`` (eval mode, no gradient, RNG untouched); the final results go to eval.json."""
         if self.eval_fn is None:
-            return
+            return {}
         self.model.eval()
         # Evaluation must not disturb the training run's random stream (resume exactness).
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            results = self.eval_fn(self.model)
-        self.model.train()
-        self._log({"step": self.step, **{f"eval/{k}": v for k, v in results.items()}})
+        try:
+            with torch.no_grad(), _fork_rng(torch.device(self.config.device)):
+                results = self.eval_fn(self.model)
+        finally:
+            self.model.train()
+        if not isinstance(results, dict):
+            raise ValueError(f"eval_fn must return a dict of metrics, got {type(results).__name__}")
         if final and self.out is not None:
             write_json(self.out / EVAL_FILE, {"step": self.step, **results})
+        return results
+
+
+def _restore_param_store(saved: dict[str, Any] | None) -> None:
+    """Put saved ``pyro.param`` values into the param store *in place*.
+
+    ``ParamStoreDict.set_state`` would swap in new tensors, leaving the optimiser (built by
+    ``setup``) stepping the old ones: parameters of a ``pyro.param`` guide would silently freeze.
+    """
+    if not saved or not saved.get("params"):
+        return
+    store = pyro.get_param_store()
+    current = dict(store.named_parameters())
+    new = {}
+    for name, value in saved["params"].items():
+        if name in current and current[name].shape == value.shape:
+            with torch.no_grad():
+                current[name].copy_(value)
+        else:
+            new[name] = value
+    if new:
+        constraints = {k: v for k, v in saved.get("constraints", {}).items() if k in new}
+        store.set_state({"params": new, "constraints": constraints})

@@ -8,6 +8,9 @@ so that ``ppl_scenes.load(run_dir)`` and the CLI can rebuild any of them from a 
 from __future__ import annotations
 
 import dataclasses
+import json
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -131,15 +134,30 @@ class SceneModel(PyroModule):
 
 def config_to_dict(config) -> dict[str, Any]:
     """A JSON-friendly dict of a config dataclass (tuples become lists)."""
-    return dataclasses.asdict(config)
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise ValueError(f"expected a config dataclass instance, got {type(config).__name__}")
+    return _listify(dataclasses.asdict(config))
 
 
-def replace_config(config, overrides: dict[str, Any]):
+def _listify(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _listify(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_listify(v) for v in obj]
+    return obj
+
+
+def replace_config(config, overrides: Mapping[str, Any]):
     """A copy of ``config`` with ``overrides`` applied, each converted to the field's type.
 
     Raises:
-        ValueError: for an unknown key (naming the valid ones) or a value of the wrong kind.
+        ValueError: for an unknown key (naming the valid ones) or a value of the wrong kind (and
+            whatever the config's own ``__post_init__`` rejects).
     """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise ValueError(f"expected a config dataclass instance, got {type(config).__name__}")
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"config overrides must be a mapping of field names, got {type(overrides).__name__}")
     fields = {f.name: f for f in dataclasses.fields(config)}
     converted = {}
     for key, value in overrides.items():
@@ -152,32 +170,67 @@ def replace_config(config, overrides: dict[str, Any]):
     return dataclasses.replace(config, **converted)
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def coerce_value(default: Any, value: Any, key: str) -> Any:
-    """Convert ``value`` to the type of ``default`` (used for config overrides and JSON configs)."""
+    """Convert ``value`` to the type of ``default`` (used for config overrides and JSON configs).
+
+    Strings are parsed (``"3"`` for an int, ``"yes"``/``"off"`` for a bool, ``"12,12"`` or ``"[12, 12]"``
+    for a tuple); a bool is never taken for a number, nor a fractional number for an int.
+
+    Raises:
+        ValueError: naming ``key`` and the kind of value it expects.
+    """
     try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
+        return _coerce(default, value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"config key {key!r} expects a value like {default!r}, got {value!r}") from None
+
+
+def _coerce(default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        if isinstance(value, numbers.Integral) and value in (0, 1):
             return bool(value)
-        if isinstance(default, int) and not isinstance(value, bool):
+        raise ValueError
+    if isinstance(default, int | float):
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = int(text)
+            except ValueError:
+                value = float(text)
+        if not isinstance(value, numbers.Real):
+            raise ValueError
+        if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            items = value if isinstance(value, list | tuple) else [value]
-            if default and len(items) != len(default):
-                raise ValueError
-            return tuple(coerce_value(d, v, key) for d, v in zip(default, items)) if default else tuple(items)
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        raise ValueError(f"config key {key!r} expects a value like {default!r}, got {value!r}") from None
+        return float(value)
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            text = value.strip()
+            if text[:1] + text[-1:] in ("()", "[]"):
+                text = text[1:-1]
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        if default and len(items) != len(default):
+            raise ValueError
+        return tuple(_coerce(d, v) for d, v in zip(default, items)) if default else tuple(items)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    if isinstance(default, dict | list):
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, type(default)):
+            raise ValueError
+        return value
     return value

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from ppl_scenes.distributions import ConcreteBernoulli, CountPrior, IndependentBernoulliPrior, Presampled
 from ppl_scenes.infer.schedules import exponential_schedule
 from ppl_scenes.models.base import SceneModel, SceneParse
-from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, mlp, positive
+from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, inverse_positive, mlp, positive
 from ppl_scenes.ops import clip_boxes, composite_windows, crop, cxcywh_to_xyxy, grid_cell_origins, paste
 from ppl_scenes.ops import spair_where_to_cxcywh as where_to_cxcywh
 
@@ -81,7 +81,12 @@ class SPAIRConfig:
         pres_prob_start / pres_prob_end / pres_anneal_steps: the prior's success probability ``p``,
             annealed geometrically from start to end over the first steps.
         pres_temperature: Concrete temperature of ``z_pres`` in the guide.
-        where_prior_loc / where_prior_scale: Normal prior of ``(z_y, z_x, z_h, z_w)``.
+        where_prior_loc / where_prior_scale: Normal prior of ``(z_y, z_x, z_h, z_w)``. The size prior
+            is what makes boxes tight: the box may only grow as far as the reconstruction pays for.
+        mask_absent: weight the ELBO terms of a cell's where/depth/what by its presence (see
+            :func:`object_scale`).
+        init_scale: the scale of ``q(z_where)`` and ``q(z_depth)`` in the untrained guide (small:
+            jittering glimpses early on would teach the decoder blurred blobs).
         depth_prior_scale / what_prior_scale: Normal prior scales (means 0).
         likelihood: ``bernoulli`` (paper), ``continuous_bernoulli`` or ``normal``.
         obs_scale: σ of the ``normal`` likelihood.
@@ -92,7 +97,7 @@ class SPAIRConfig:
 
     channels: int = 1
     cell_size: tuple[int, int] = (12, 12)
-    anchor: tuple[float, float] = (24.0, 24.0)
+    anchor: tuple[float, float] = (16.0, 16.0)
     center_bounds: tuple[float, float] = (-0.5, 1.5)
     what_dim: int = 50
     object_size: tuple[int, int] = (14, 14)
@@ -109,7 +114,9 @@ class SPAIRConfig:
     pres_anneal_steps: int = 1000
     pres_temperature: float = 1.0
     where_prior_loc: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    where_prior_scale: float = 1.0
+    where_prior_scale: tuple[float, float, float, float] = (1.0, 1.0, 0.5, 0.5)
+    init_scale: float = 0.1
+    mask_absent: bool = True
     depth_prior_scale: float = 1.0
     what_prior_scale: float = 1.0
     likelihood: str = "bernoulli"
@@ -132,6 +139,8 @@ class SPAIRConfig:
             raise ValueError("center_bounds must be (b_min, b_max) with b_min < b_max")
         if min(self.anchor) <= 0 or self.what_dim <= 0 or self.pres_temperature <= 0:
             raise ValueError("anchor, what_dim and pres_temperature must be positive")
+        if min(self.where_prior_scale) <= 0 or self.init_scale <= 0:
+            raise ValueError("where_prior_scale and init_scale must be positive")
 
 
 @dataclass
@@ -172,9 +181,12 @@ class SPAIRGuide(nn.Module):
         self.lateral_mlp = mlp([lateral_in, c.hidden_dim, c.hidden_dim, 4 + 4 + 1 + 1 + 1])
         self.outside = nn.Parameter(torch.zeros(self.latent_dim))
         self.what_encoder = GlimpseEncoder(c.channels, c.glimpse_size, c.what_dim, c.hidden_dim)
-        # Start with objects on: early reconstruction pressure is what teaches the decoder objects.
         with torch.no_grad():
+            # Start with objects on: early reconstruction pressure is what teaches the decoder objects.
             self.lateral_mlp[-1].bias[-1].fill_(2.0)
+            # Start with precise boxes: jittering glimpses would teach the decoder blurred blobs.
+            self.lateral_mlp[-1].bias[4:8].fill_(inverse_positive(c.init_scale))
+            self.lateral_mlp[-1].bias[9].fill_(inverse_positive(c.init_scale))
 
     def forward(self, x: Tensor) -> CellLatents:
         b = x.shape[0]
@@ -185,7 +197,7 @@ class SPAIRGuide(nn.Module):
         with pyro.plate("data", b, dim=-2):
             pres_q = ConcreteBernoulli(lat.pres_logits.unsqueeze(1), c.pres_temperature).to_event(1)
             pyro.sample("z_pres", Presampled(pres_q, lat.pres.unsqueeze(1)))
-            with pyro.plate("cells", n, dim=-1):
+            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=object_scale(lat.pres, c)):
                 pyro.sample(
                     "z_where", Presampled(dist.Normal(lat.where_loc, lat.where_scale).to_event(1), lat.where)
                 )
@@ -296,8 +308,9 @@ class SPAIR(SceneModel):
     Args:
         config: :class:`SPAIRConfig` (defaults: scattered MNIST, 12-pixel cells, A = 50).
         pres_prior: optional ``fn(success_prob, num_cells) -> distribution`` over the presence vector,
-            replacing the config's choice (default :class:`~ppl_scenes.distributions.CountPrior`;
-            ``pres_prior="bernoulli"`` in the config gives independent Bernoullis).
+            replacing the config's choice (default :class:`~ppl_scenes.distributions.CountPrior`).
+            A string names the config's choice instead: ``pres_prior="bernoulli"`` gives
+            independent Bernoullis.
         what_prior: optional ``fn(batch_shape) -> distribution`` with event shape ``[A]`` for
             ``z_what`` (default ``Normal(0, what_prior_scale)``); GMAIR's mixture plugs in here.
         guide: optional module or callable ``guide(x)`` replacing :class:`SPAIRGuide`.
@@ -318,6 +331,8 @@ class SPAIR(SceneModel):
         guide: Callable | None = None,
         **overrides,
     ):
+        if isinstance(pres_prior, str):  # the config's choice by name, e.g. SPAIR(pres_prior="bernoulli")
+            overrides["pres_prior"], pres_prior = pres_prior, None
         super().__init__(config, **overrides)
         c = self.config
         self.encoder = guide if guide is not None else SPAIRGuide(c)
@@ -373,11 +388,10 @@ class SPAIR(SceneModel):
         dev = self.device
         with pyro.plate("data", b, dim=-2):
             z_pres = pyro.sample("z_pres", self.pres_prior(n).expand([b, 1]))
-            with pyro.plate("cells", n, dim=-1):
+            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=object_scale(z_pres.squeeze(-2), c)):
                 loc = torch.tensor(c.where_prior_loc, device=dev)
-                z_where = pyro.sample(
-                    "z_where", dist.Normal(loc, c.where_prior_scale).expand([b, n, 4]).to_event(1)
-                )
+                scale = torch.tensor(c.where_prior_scale, device=dev)
+                z_where = pyro.sample("z_where", dist.Normal(loc, scale).expand([b, n, 4]).to_event(1))
                 z_depth = pyro.sample(
                     "z_depth",
                     dist.Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
@@ -497,6 +511,18 @@ class Background(nn.Module):
 
     def forward(self) -> Tensor:
         return torch.sigmoid(self.logit)
+
+
+def object_scale(pres: Tensor, config: SPAIRConfig) -> Tensor | float:
+    """Weight of a cell's object-level sites (where, depth, what) in the ELBO: its presence.
+
+    An absent object has no box, depth or appearance, so with ``mask_absent`` its latents cost
+    nothing (model and guide are scaled alike; as in SPACE, Lin et al. 2020). Otherwise every
+    cell pays the KL of all its latents, which on many-cell grids drives ``z_what`` to the prior.
+    """
+    if not config.mask_absent:
+        return 1.0
+    return pres.clamp(min=1e-6)  # Pyro requires positive scales; hard zeros come from prior samples
 
 
 def grid_shape(x_or_size, cell: tuple[int, int]) -> tuple[int, int]:

@@ -1,5 +1,21 @@
 """Reusable networks shared by the models."""
 
-from ppl_scenes.nn.blocks import GlimpseDecoder, GlimpseEncoder, GridBackbone, mlp, positive, stride_factors
+from ppl_scenes.nn.blocks import (
+    GlimpseDecoder,
+    GlimpseEncoder,
+    GridBackbone,
+    inverse_positive,
+    mlp,
+    positive,
+    stride_factors,
+)
 
-__all__ = ["GlimpseDecoder", "GlimpseEncoder", "GridBackbone", "mlp", "positive", "stride_factors"]
+__all__ = [
+    "GlimpseDecoder",
+    "GlimpseEncoder",
+    "GridBackbone",
+    "inverse_positive",
+    "mlp",
+    "positive",
+    "stride_factors",
+]

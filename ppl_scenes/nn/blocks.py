@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +24,11 @@ def mlp(
 def positive(raw: Tensor, floor: float = 1e-3) -> Tensor:
     """Map an unconstrained network output to a positive scale (softplus plus a floor)."""
     return F.softplus(raw) + floor
+
+
+def inverse_positive(scale: float, floor: float = 1e-3) -> float:
+    """The raw value that :func:`positive` maps to ``scale`` (for initialising output biases)."""
+    return math.log(math.expm1(scale - floor))
 
 
 def stride_factors(stride: int) -> list[int]:
@@ -78,12 +85,20 @@ class GridBackbone(nn.Module):
 
 
 class GlimpseEncoder(nn.Module):
-    """Glimpses ``[..., C, h, w]`` to the loc and scale of a Gaussian code ``[..., dim]``."""
+    """Glimpses ``[..., C, h, w]`` to the loc and scale of a Gaussian code ``[..., dim]``.
 
-    def __init__(self, channels: int, size: tuple[int, int], dim: int, hidden: int = 256):
+    ``init_scale`` sets the scale the untrained encoder outputs: a small start keeps early codes
+    informative, so the decoder learns to use them before the KL term can pull them to the prior.
+    """
+
+    def __init__(
+        self, channels: int, size: tuple[int, int], dim: int, hidden: int = 256, init_scale: float = 0.5
+    ):
         super().__init__()
         self.net = mlp([channels * size[0] * size[1], hidden, hidden, 2 * dim])
         self.dim = dim
+        with torch.no_grad():
+            self.net[-1].bias[dim:].fill_(inverse_positive(init_scale))
 
     def forward(self, glimpses: Tensor) -> tuple[Tensor, Tensor]:
         lead = glimpses.shape[:-3]

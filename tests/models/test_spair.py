@@ -1,0 +1,246 @@
+"""SPAIR: the standard model test over variants, wavefront = raster, Predictive, prior swaps."""
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Predictive
+
+from ppl_scenes.distributions import IndependentBernoulliPrior
+from ppl_scenes.infer.svi import fit
+from ppl_scenes.models import SPAIR, SPAIRConfig
+from ppl_scenes.models.spair import cell_groups, window_pad
+from ppl_scenes.runs import load
+
+TINY = dict(
+    what_dim=4, feature_dim=16, backbone_width=4, hidden_dim=16, object_size=(6, 6), glimpse_size=(6, 6)
+)
+
+
+def tiny(**overrides) -> SPAIR:
+    return SPAIR(cell_size=(6, 6), anchor=(8.0, 8.0), **{**TINY, **overrides})
+
+
+def images(b=2, c=1, h=12, w=18, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(b, c, h, w)
+    x[..., 2:6, 3:7] = torch.rand(b, c, 4, 4, generator=g)  # one bright blob per image
+    x[..., 7:11, 10:14] = 1.0
+    return x
+
+
+VARIANTS = {
+    "default": {},
+    "no_lateral": {"lateral": False},
+    "lateral_without_what": {"lateral_what": False},
+    "raster": {"order": "raster"},
+    "bernoulli_prior": {"pres_prior": "bernoulli"},
+    "continuous_bernoulli": {"likelihood": "continuous_bernoulli"},
+    "normal_likelihood": {"likelihood": "normal"},
+    "learned_background": {"background": "learned", "background_value": 0.2},
+    "rgb": {"channels": 3},
+    "unmasked": {"mask_absent": False},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_standard_model_test(variant, tmp_path):
+    overrides = VARIANTS[variant]
+    model = tiny(**overrides)
+    c = overrides.get("channels", 1)
+    # prior sample: the model generates images of the requested size
+    with torch.no_grad():
+        trace = poutine.trace(model.model).get_trace(batch_size=2, image_size=(12, 18))
+    assert trace.nodes["x"]["value"].shape == (2, 1, c, 12, 18)
+    assert trace.nodes["z_pres"]["value"].shape == (2, 1, 6)  # 2 x 3 cells
+    assert trace.nodes["z_where"]["value"].shape == (2, 6, 4)
+    assert trace.nodes["z_what"]["value"].shape == (2, 6, 4)
+    canvas = trace.nodes["_RETURN"]["value"]
+    assert canvas.shape == (2, c, 12, 18) and 0 <= canvas.min() and canvas.max() <= 1
+    # two training steps into a run dir
+    x = images(c=c)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    fit(model, x, steps=2, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    # parse: per-image boxes inside the image, one score per box, reconstruction of the input's shape
+    parse = model.parse(x, score_threshold=0.0)
+    assert len(parse.boxes) == 2 and parse.reconstruction.shape == x.shape
+    for boxes, scores, what in zip(parse.boxes, parse.scores, parse.what):
+        assert boxes.shape == (6, 4) and scores.shape == (6,) and what.shape == (6, 4)
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 18).all() and (boxes[:, 3] <= 12).all()
+        assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+    # save/load round trip through the run dir
+    restored = load(tmp_path / "run")
+    assert isinstance(restored, SPAIR) and restored.config == model.config
+    again = restored.parse(x, score_threshold=0.0)
+    for a, b in zip(parse.boxes, again.boxes):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(parse.reconstruction, again.reconstruction)
+
+
+def test_wavefront_groups_cover_each_cell_once_with_neighbours_earlier():
+    grid = (3, 4)
+    groups = cell_groups(grid, "wavefront")
+    assert len(groups) == 2 * 3 + 4 - 2
+    seen = torch.cat(groups).sort().values
+    assert torch.equal(seen, torch.arange(12))
+    position = {int(c): k for k, g in enumerate(groups) for c in g}
+    for cell, k in position.items():
+        i, j = divmod(cell, 4)
+        for di, dj in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):
+            if 0 <= i + di < 3 and 0 <= j + dj < 4:
+                assert position[(i + di) * 4 + j + dj] < k
+
+
+def test_wavefront_equals_raster_under_the_same_noise():
+    model = tiny()
+    x = images(h=18, w=24)
+    guide = model.encoder
+    noise = guide.draw_noise(2, guide.grid_cells(x), x)
+    wave = guide.encode(x, noise, order="wavefront")
+    raster = guide.encode(x, noise, order="raster")
+    for name in ("where", "depth", "pres", "what", "pres_logits", "what_scale"):
+        torch.testing.assert_close(getattr(wave, name), getattr(raster, name), rtol=1e-5, atol=1e-6)
+    # and the traced guide has the same log-probabilities under the same seed
+    log_probs = {}
+    for order in ("wavefront", "raster"):
+        model.config.order = order
+        pyro.set_rng_seed(3)
+        tr = poutine.trace(model.guide).get_trace(x)
+        tr.compute_log_prob()
+        log_probs[order] = {
+            k: tr.nodes[k]["log_prob_sum"] for k in ("z_pres", "z_where", "z_what", "z_depth")
+        }
+    for k, v in log_probs["wavefront"].items():
+        torch.testing.assert_close(v, log_probs["raster"][k], rtol=1e-5, atol=1e-4)
+
+
+def test_lateral_guide_uses_neighbour_latents():
+    model = tiny()
+    x = images(h=18, w=24)
+    guide = model.encoder
+    noise = guide.draw_noise(2, guide.grid_cells(x), x)
+    base = guide.encode(x, noise)
+    changed = {k: v.clone() for k, v in noise.items()}
+    changed["where"][:, 0] += 1.0  # the first cell's sample changes, its features do not
+    other = guide.encode(x, changed)
+    assert not torch.allclose(base.where_loc[:, 1], other.where_loc[:, 1])  # right neighbour sees it
+    torch.testing.assert_close(base.where_loc[:, 0], other.where_loc[:, 0])
+
+
+def test_predictive_runs_on_model_and_guide():
+    model = tiny()
+    x = images()
+    prior = Predictive(model.model, num_samples=3, return_sites=["z_pres", "z_where", "x"])
+    samples = prior(batch_size=2, image_size=(12, 18))
+    assert samples["x"].shape == (3, 2, 1, 1, 12, 18)
+    posterior = Predictive(model.model, guide=model.guide, num_samples=3, return_sites=["z_pres", "z_what"])
+    post = posterior(x)
+    assert post["z_pres"].shape == (3, 2, 1, 6) and post["z_what"].shape == (3, 2, 6, 4)
+    assert ((post["z_pres"] >= 0) & (post["z_pres"] <= 1)).all()
+
+
+def test_independent_bernoulli_prior_trains():
+    torch.manual_seed(0)
+    model = tiny(pres_prior="bernoulli")
+    assert isinstance(model.pres_prior(6), IndependentBernoulliPrior)
+    x = images(b=8)
+    losses = []
+    fit(model, x, steps=40, batch_size=8, progress=False, lr=3e-3)
+    elbo = pyro.infer.Trace_ELBO(num_particles=8, vectorize_particles=False)
+    with torch.no_grad():
+        losses.append(elbo.loss(model.model, model.guide, x))
+    fresh = tiny(pres_prior="bernoulli")
+    with torch.no_grad():
+        losses.append(elbo.loss(fresh.model, fresh.guide, x))
+    assert losses[0] < losses[1]
+
+
+def test_prior_and_guide_are_swappable():
+    calls = []
+
+    def pres_prior(p, n):
+        calls.append((p, n))
+        return IndependentBernoulliPrior(0.5, n)
+
+    model = tiny(pres_prior=pres_prior)
+    with torch.no_grad():
+        poutine.trace(model.model).get_trace(images())
+    assert calls and calls[-1][1] == 6
+
+    # any callable with the model's signature may replace the guide
+    reference = tiny()
+
+    def guide(x):
+        return reference.encoder(x)
+
+    swapped = SPAIR(reference.config, guide=guide)
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(swapped.model, swapped.guide, images())
+    assert torch.isfinite(loss)
+    parse = swapped.parse(images(), score_threshold=0.0)
+    assert parse.boxes[0].shape == (6, 4)
+
+
+def test_absent_objects_cost_nothing_when_masked():
+    model = tiny()
+    x = images()
+    tr = poutine.trace(model.guide).get_trace(x)
+    pres = tr.nodes["z_pres"]["value"].squeeze(-2)
+    torch.testing.assert_close(tr.nodes["z_what"]["scale"], pres.clamp(min=1e-6))
+    unmasked = tiny(mask_absent=False)
+    assert poutine.trace(unmasked.guide).get_trace(x).nodes["z_what"]["scale"] == 1.0
+
+
+def test_parse_is_fully_convolutional_and_deterministic():
+    model = tiny()
+    small = model.parse(images(h=12, w=12))
+    large = model.parse(images(h=30, w=42))
+    assert small.reconstruction.shape[-2:] == (12, 12) and large.reconstruction.shape[-2:] == (30, 42)
+    again = model.parse(images(h=30, w=42))
+    for a, b in zip(large.boxes, again.boxes):
+        torch.testing.assert_close(a, b)
+    assert model.training  # parse restores the training mode
+
+
+def test_window_covers_every_reachable_box():
+    c = SPAIRConfig()
+    pad = window_pad(c)
+    # centre up to b_max cells away plus half the anchor must stay inside the window
+    reach = c.center_bounds[1] * c.cell_size[0] + c.anchor[0] / 2 - c.cell_size[0]
+    assert pad[0] >= reach and pad[0] >= -c.center_bounds[0] * c.cell_size[0] + c.anchor[0] / 2
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.rand(2, 12, 12), "rank"),
+        (torch.rand(2, 3, 12, 12), "channel"),
+        (torch.full((2, 1, 12, 12), float("nan")), "NaN"),
+        (torch.rand(2, 1, 12, 12) * 3, r"\[0, 1\]"),
+        (torch.rand(0, 1, 12, 12), "empty"),
+        (torch.rand(2, 1, 4, 4), "small"),
+        (torch.rand(2, 1, 12, 12).double(), "float"),
+    ],
+)
+def test_bad_images_are_rejected_clearly(bad, message):
+    model = tiny()
+    with pytest.raises(ValueError, match=message):
+        model.parse(bad)
+    with pytest.raises(ValueError, match=message):
+        model.guide(bad)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"likelihood": "poisson"},
+        {"order": "zigzag"},
+        {"channels": 2},
+        {"pres_prob_end": 0.0},
+        {"anchor": (0, 4)},
+    ],
+)
+def test_bad_configs_are_rejected(overrides):
+    with pytest.raises(ValueError):
+        SPAIR(**overrides)

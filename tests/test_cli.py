@@ -1,0 +1,283 @@
+"""The ``ppl-scenes`` command line, run in-process on tiny models and datasets.
+
+One tiny SPAIR run is trained once per module (2 steps, 8 training scenes of 24x24 pixels, 4 test
+scenes); the other tests evaluate, sample, resume and break copies of it.
+"""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppl_scenes import cli
+from ppl_scenes.cli import main, parse_value
+
+# Small enough that a training step takes milliseconds; download=false keeps CI offline (fallback
+# digits with a warning when $PPL_SCENES_DATA has no MNIST).
+TINY_MODEL = [
+    "what_dim=4",
+    "feature_dim=8",
+    "backbone_width=4",
+    "hidden_dim=16",
+    "object_size=6,6",
+    "glimpse_size=6,6",
+]
+TINY_DATA = ["data.num_scenes=8", "data.canvas_size=24", "data.num_digits=1,2", "data.download=false"]
+TINY = [*TINY_MODEL, "train.batch_size=4", *TINY_DATA]
+
+
+def train_args(out, *extra):
+    return ["train", "spair", "--out", str(out), "--num-test", "4", "--no-progress", *extra]
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[str, int]]:
+    """Name -> (content hash, mtime_ns) of every file under ``run_dir``."""
+    return {
+        str(p.relative_to(run_dir)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step tiny SPAIR run directory (train once; tests copy it before changing it)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(train_args(out, "--steps", "2", *TINY)) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(trained, dst)
+    return dst
+
+
+def assert_clean_error(capsys, code, expected_status=2, *needles):
+    err = capsys.readouterr().err
+    assert code == expected_status, err
+    assert "Traceback" not in err
+    assert "error" in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+# -- the happy path ------------------------------------------------------------------------------
+def test_train_writes_a_run_directory(trained):
+    assert {p.name for p in trained.iterdir()} >= {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.jsonl",
+        "eval.json",
+    }
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"] == "spair"
+    assert config["model_config"]["what_dim"] == 4
+    assert config["model_config"]["object_size"] == [6, 6]
+    assert config["train_config"]["batch_size"] == 4 and config["train_config"]["steps"] == 2
+    assert config["data"]["name"] == "scattered"
+    assert config["data"]["kwargs"]["num_scenes"] == 8 and config["data"]["kwargs"]["num_digits"] == [1, 2]
+    assert config["data"]["num_test"] == 4
+    evaluation = json.loads((trained / "eval.json").read_text())
+    assert evaluation["step"] == 2 and evaluation["num_scenes"] == 4
+    assert {"ap50", "count_accuracy", "rmse"} <= set(evaluation)
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("step") == 2 and "loss" in r for r in records)
+
+
+def test_eval_json_prints_only_json(trained, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--json"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(out)  # nothing but the object on stdout
+    assert {"ap50", "count_accuracy", "count_mae", "step"} <= set(metrics)
+    assert metrics["num_scenes"] == 4 and metrics["dataset"] == "scattered"
+
+
+def test_eval_on_another_dataset_writes_its_own_file(run_copy, capsys):
+    before = (run_copy / "eval.json").read_text()
+    args = ["eval", str(run_copy), "--dataset", "large-scattered", "--num-test", "2", "--json"]
+    assert main(args) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["dataset"] == "large-scattered" and metrics["num_scenes"] == 2
+    assert json.loads((run_copy / "eval-large-scattered.json").read_text()) == metrics
+    assert (run_copy / "eval.json").read_text() == before
+    code = main(["eval", str(run_copy), "--dataset", "shapes", "--num-test", "2"])  # RGB, model is grey
+    assert_clean_error(capsys, code, 2, "channels")
+
+
+def test_sample_writes_figures(run_copy, capsys, tmp_path):
+    assert main(["sample", str(run_copy), "--num-samples", "2"]) == 0
+    assert (run_copy / "samples.png").stat().st_size > 0
+    assert (run_copy / "samples-prior.png").stat().st_size > 0  # SPAIR can sample its prior
+    target = tmp_path / "figs" / "parse.png"
+    assert main(["sample", str(run_copy), "--num-samples", "1", "--out", str(target)]) == 0
+    assert target.is_file()
+    assert str(target) in capsys.readouterr().out
+
+
+def test_resume_continues_to_more_steps(run_copy):
+    assert main(train_args(run_copy, "--resume", "--steps", "3")) == 0
+    records = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 3]
+    assert json.loads((run_copy / "eval.json").read_text())["step"] == 3
+
+
+def test_overrides_may_sit_between_options(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "spair", *TINY[:3], "--out", str(out), *TINY[3:], "--steps", "1", "--num-test", "2"]
+    assert main([*args, "--no-progress", "train.lr=0.01"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_config"]["hidden_dim"] == 16 and config["train_config"]["lr"] == 0.01
+
+
+def test_demo_never_overwrites(tmp_path, monkeypatch, capsys):
+    from ppl_scenes import SPAIR
+
+    # The demo's own model and budget, on tiny data.
+    monkeypatch.setattr(SPAIR, "default_data_kwargs", {"num_scenes": 4, "num_digits": 2, "download": False})
+    monkeypatch.setattr(cli, "DEFAULT_NUM_TEST", 2)
+    monkeypatch.chdir(tmp_path)
+    taken = tmp_path / "runs" / "demo"
+    taken.mkdir(parents=True)
+    (taken / "keep.txt").write_text("mine")
+    assert main(["demo", "--steps", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    demo = Path("runs") / "demo-2"
+    assert {"demo.png", "eval.json", "loss.png", "config.json", "checkpoint.pt"} <= {
+        p.name for p in demo.iterdir()
+    }
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+    assert "count accuracy" in out and str(demo / "demo.png") in out
+
+
+def test_parse_value():
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("1e-3") == 1e-3
+    assert parse_value("1,5") == (1, 5) and parse_value("[1, 5]") == (1, 5) and parse_value("(2,3)") == (2, 3)
+    assert parse_value("true") is True and parse_value("none") is None
+    assert parse_value("wavefront") == "wavefront" and parse_value("a,b") == ("a", "b")
+
+
+# -- bad input: exit status 2, one line on stderr, no traceback ---------------------------------
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "nosuchmodel", "--steps", "1"], "unknown model 'nosuchmodel'"),
+        (["train", "spair", "--steps", "1", "--dataset", "nosuchdata"], "unknown dataset 'nosuchdata'"),
+        (["train", "spair", "--steps", "1", "what_dim"], "malformed override 'what_dim'"),
+        (["train", "spair", "--steps", "1", "=4"], "malformed override"),
+        (["train", "spair", "--steps", "1", "nosuchkey=1"], "unknown model config key 'nosuchkey'"),
+        (["train", "spair", "--steps", "1", "train.nosuchkey=1"], "unknown training key 'nosuchkey'"),
+        (["train", "spair", "--steps", "1", "data.nosuchkey=1"], "unknown option 'nosuchkey'"),
+        (["train", "spair", "--steps", "1", "what_dim=abc"], "what_dim"),
+        (["train", "spair", "--steps", "1", "what_dim=2.5"], "what_dim"),
+        (["train", "spair", "--steps", "1", "cell_size=12"], "cell_size"),
+        (["train", "spair", "--steps", "1", "lateral=maybe"], "lateral"),
+        (["train", "spair", "--steps", "1", "order=sideways"], "order"),
+        (["train", "spair", "--steps", "1", "train.batch_size=0"], "batch_size"),
+        (["train", "spair", "--steps", "1", "train.lr_per_module=3"], "lr_per_module"),
+        (["train", "spair", "--steps", "1", "data.num_scenes=many"], "num_scenes"),
+        (["train", "spair", "--steps", "1", "what_dim=4", "what_dim=5"], "second time"),
+        (["train", "spair", "--steps", "0"], "--steps: must be a positive integer"),
+        (["train", "spair", "--steps", "-3"], "--steps"),
+        (["train", "spair", "--minutes", "0"], "--minutes: must be a positive number"),
+        (["train", "spair", "--minutes", "nan"], "--minutes"),
+        (["train", "spair", "--steps", "2", "--minutes", "1"], "not allowed with argument"),
+        (["train", "spair", "--steps", "1", "--bogus"], "unrecognized arguments: --bogus"),
+        (["demo", "--steps", "0"], "--steps"),
+        (["demo", "--minutes", "-1"], "--minutes"),
+        (["nosuchverb"], "invalid choice"),
+    ],
+)
+def test_bad_train_input(args, needle, tmp_path, capsys):
+    out = tmp_path / "run"
+    if args[0] == "train":
+        args = [*args[:2], "--out", str(out), *args[2:]]
+    assert_clean_error(capsys, main(args), 2, needle)
+    assert not out.exists()  # nothing was written
+
+
+def test_train_onto_existing_run_leaves_it_untouched(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert_clean_error(capsys, main(train_args(run_copy, "--steps", "1", *TINY)), 2, "not empty", "--resume")
+    assert snapshot(run_copy) == before
+
+
+def test_train_onto_a_file(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert_clean_error(capsys, main(train_args(target, "--steps", "1")), 2, "not a directory")
+    assert target.read_text() == "x"
+
+
+def test_resume_needs_a_run_and_keeps_its_model(run_copy, tmp_path, capsys):
+    assert_clean_error(
+        capsys, main(train_args(tmp_path / "none", "--resume", "--steps", "3")), 2, "does not exist"
+    )
+    before = snapshot(run_copy)
+    assert_clean_error(
+        capsys, main(train_args(run_copy, "--resume", "--steps", "3", "what_dim=8")), 2, "drop"
+    )
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("verb", [["eval"], ["eval", "--json"], ["sample"]])
+def test_missing_run_dir(verb, tmp_path, capsys):
+    capsys.readouterr()
+    code = main([verb[0], str(tmp_path / "nowhere"), *verb[1:]])
+    captured = capsys.readouterr()
+    assert code == 2 and "does not exist" in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda d: (d / "config.json").write_text("{not json"), "corrupt"),
+        (lambda d: (d / "config.json").write_text('{"model": "nosuchmodel"}'), "unknown model"),
+        (lambda d: (d / "config.json").write_text('{"model": "spair", "model_config": {"zzz": 1}}'), "zzz"),
+        (lambda d: (d / "config.json").unlink(), "config.json"),
+        (lambda d: (d / "checkpoint.pt").write_bytes(b"garbage"), "corrupt"),
+        (lambda d: (d / "checkpoint.pt").unlink(), "checkpoint.pt"),
+    ],
+)
+@pytest.mark.parametrize("verb", ["eval", "sample"])
+def test_corrupt_run_dir(run_copy, damage, needle, verb, capsys):
+    damage(run_copy)
+    assert_clean_error(capsys, main([verb, str(run_copy)]), 2, needle)
+
+
+def test_corrupt_checkpoint_on_resume(run_copy, capsys):
+    (run_copy / "checkpoint.pt").write_bytes(b"garbage")
+    assert_clean_error(capsys, main(train_args(run_copy, "--resume", "--steps", "3")), 2, "corrupt")
+
+
+def test_sample_rejects_non_positive_count(trained, capsys):
+    assert_clean_error(capsys, main(["sample", str(trained), "--num-samples", "0"]), 2, "--num-samples")
+
+
+def test_diverged_training_exits_1(tmp_path, monkeypatch, capsys):
+    from ppl_scenes.infer.svi import SVITrainer
+    from ppl_scenes.infer.trainer import NonFiniteStep
+
+    def blow_up(self, batch):
+        raise NonFiniteStep("non-finite loss")
+
+    monkeypatch.setattr(SVITrainer, "train_step", blow_up)
+    code = main(train_args(tmp_path / "run", "--steps", "5", *TINY, "train.max_bad_steps=2"))
+    assert_clean_error(capsys, code, 1, "non-finite")
+
+
+def test_help_runs_as_a_program():
+    exe = Path(sys.executable).with_name("ppl-scenes")
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "ppl_scenes.cli"]
+    result = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for verb in ("train", "eval", "sample", "demo"):
+        assert verb in result.stdout
