@@ -37,6 +37,7 @@ __all__ = [
     "plot_count_posterior",
     "plot_curves",
     "plot_metric_by_count",
+    "plot_metrics_by_count",
     "plot_scenes",
 ]
 
@@ -291,6 +292,31 @@ def _as_series(values: Mapping, name: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
+def _count_series(results: Mapping, name: str = "results") -> dict[str | None, tuple[list, list]]:
+    """``{count: value}`` (one unnamed series) or ``{name: {count: value}}`` as ``{name: (xs, ys)}``."""
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError(f"{name} must be a non-empty dict {{count: value}} or {{name: {{count: value}}}}")
+    nested = [isinstance(v, Mapping) for v in results.values()]
+    if all(nested):
+        return {str(k): _as_series(vals, f"{name}[{k!r}]") for k, vals in results.items()}
+    if not any(nested):
+        return {None: _as_series(results, name)}
+    raise ValueError(f"{name} mixes numbers and named series")
+
+
+def _draw_count_axes(ax: Axes, series: Mapping, ylabel: str, xlabel: str, title: str | None) -> None:
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", ms=3, lw=1.2, label=name)
+    ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if None not in series:
+        ax.legend(fontsize=8)
+
+
 def plot_metric_by_count(
     results: Mapping[int, float] | Mapping[str, Mapping[int, float]],
     ylabel: str,
@@ -314,28 +340,59 @@ def plot_metric_by_count(
     Raises:
         ValueError: on empty results, or values that are neither all numbers nor all mappings.
     """
-    if not isinstance(results, Mapping) or not results:
-        raise ValueError("results must be a non-empty dict {count: value} or {name: {count: value}}")
-    nested = [isinstance(v, Mapping) for v in results.values()]
-    if all(nested):
-        series = {str(name): _as_series(vals, f"results[{name!r}]") for name, vals in results.items()}
-    elif not any(nested):
-        series = {None: _as_series(results, "results")}
-    else:
-        raise ValueError("results mixes numbers and named series")
-
+    series = _count_series(results)
     fig = Figure(figsize=(5.0, 3.2), layout="constrained")
-    ax = fig.subplots()
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", ms=3, lw=1.2, label=name)
-    ax.set_xlabel(xlabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
+    _draw_count_axes(fig.subplots(), series, ylabel, xlabel, title)
+    return _finish(fig, path)
+
+
+def plot_metrics_by_count(
+    results: Mapping[str, Mapping[int, Mapping[str, float]]],
+    metrics: Mapping[str, str],
+    path: PathLike | None = None,
+    xlabel: str = "number of objects",
+    title: str | None = None,
+) -> Figure:
+    """Several metrics against the number of objects, one panel per metric (SPAIR Fig. 3 and 7).
+
+    Args:
+        results: ``{name: {count: {metric: value}}}``, one entry per model or condition -- e.g.
+            ``{"SPAIR": evaluate_by_count(model, data)["by_count"]}``; ``nan`` or ``None`` values
+            and missing metrics leave gaps.
+        metrics: ``{metric key: axis label}`` in panel order, e.g. ``{"ap_spair": "AP"}``.
+        path: where to save the figure; not saved when ``None``.
+        xlabel: label of the count axes.
+        title: optional title over all panels.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: on empty ``results`` or ``metrics``, a series that is not ``{count: {metric:
+            value}}``, or a metric that no series has.
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("results must be a non-empty dict {name: {count: {metric: value}}}")
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise ValueError("metrics must be a non-empty dict {metric key: axis label}")
+    for name, by_count in results.items():
+        if not isinstance(by_count, Mapping) or not by_count:
+            raise ValueError(f"results[{name!r}] must be a non-empty dict {{count: {{metric: value}}}}")
+        if not all(isinstance(v, Mapping) for v in by_count.values()):
+            raise ValueError(f"results[{name!r}] must map each count to a dict of metrics")
+    fig = Figure(figsize=(4.2 * len(metrics), 3.2), layout="constrained")
+    axes = np.asarray(fig.subplots(1, len(metrics), squeeze=False))[0]
+    for ax, (key, ylabel) in zip(axes, metrics.items()):
+        per_series = {
+            name: {c: (math.nan if m.get(key) is None else m[key]) for c, m in by_count.items() if key in m}
+            for name, by_count in results.items()
+        }
+        per_series = {name: vals for name, vals in per_series.items() if vals}
+        if not per_series:
+            raise ValueError(f"no series has the metric {key!r}")
+        _draw_count_axes(ax, _count_series(per_series, "results"), ylabel, xlabel, None)
     if title:
-        ax.set_title(title)
-    if None not in series:
-        ax.legend(fontsize=8)
+        fig.suptitle(title)
     return _finish(fig, path)
 
 

@@ -109,6 +109,28 @@ def test_plot_metric_by_count(tmp_path):
         viz.plot_metric_by_count({1: "high"}, ylabel="AP")
 
 
+def test_plot_metrics_by_count(tmp_path):
+    results = {
+        "SPAIR": {1: {"ap_spair": 0.9, "count_mae": 0.0}, 2: {"ap_spair": float("nan"), "count_mae": 0.5}},
+        "ConnComp": {1: {"ap_spair": 1.0, "count_mae": None}, 3: {"ap_spair": 0.4}},
+    }
+    fig = viz.plot_metrics_by_count(
+        results, {"ap_spair": "AP", "count_mae": "count MAE"}, title="t", path=tmp_path / "m.png"
+    )
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert [ax.get_ylabel() for ax in fig.axes] == ["AP", "count MAE"]
+    assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+    assert _is_png(tmp_path / "m.png")
+    with pytest.raises(ValueError, match="non-empty"):
+        viz.plot_metrics_by_count({}, {"ap50": "AP"})
+    with pytest.raises(ValueError, match="metrics"):
+        viz.plot_metrics_by_count(results, {})
+    with pytest.raises(ValueError, match="no series has"):
+        viz.plot_metrics_by_count(results, {"ap50": "AP"})
+    with pytest.raises(ValueError, match="dict of metrics"):
+        viz.plot_metrics_by_count({"SPAIR": {1: 0.5}}, {"ap50": "AP"})
+
+
 def test_plot_count_posterior(tmp_path):
     probs = torch.softmax(torch.randn(6, 5), dim=-1)
     fig = viz.plot_count_posterior(

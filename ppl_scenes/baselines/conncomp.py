@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ppl_scenes.checks import check_images, check_positive_int
 
-__all__ = ["conncomp_detect"]
+__all__ = ["ConnComp", "conncomp_detect"]
 
 _STRUCTURES = {
     4: ndimage.generate_binary_structure(2, 1),  # edge neighbours only
@@ -121,3 +121,64 @@ def conncomp_detect(
         all_boxes.append(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4).to(images.device))
         all_scores.append(torch.tensor(scores, dtype=torch.float32).to(images.device))
     return all_boxes, all_scores
+
+
+class ConnComp:
+    """:func:`conncomp_detect` behind the scene models' ``parse`` surface, for the same evaluation.
+
+    ``ConnComp().parse(images)`` returns a :class:`~ppl_scenes.models.base.SceneParse` holding every
+    component found (boxes and scores; no codes, no reconstruction), so
+    :func:`ppl_scenes.infer.evaluate.evaluate_detection` and
+    :func:`~ppl_scenes.infer.evaluate.evaluate_by_count` score it exactly as they score a model: its
+    count is the number of components.
+
+    Args:
+        threshold, background, min_area, connectivity, score: as :func:`conncomp_detect` (same
+            defaults).
+
+    Raises:
+        ValueError: from ``parse``, on invalid images or arguments (checked by :func:`conncomp_detect`).
+    """
+
+    name = "conncomp"
+    device = torch.device("cpu")
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        background: float | Sequence[float] | Tensor = 0.0,
+        min_area: int = 1,
+        connectivity: Literal[4, 8] = 8,
+        score: Literal["area", "constant"] = "area",
+    ):
+        self.threshold = threshold
+        self.background = background
+        self.min_area = min_area
+        self.connectivity = connectivity
+        self.score = score
+
+    def parse(self, images: Tensor):
+        """Connected components of ``images`` ``[B, C, H, W]`` as a ``SceneParse``."""
+        from ppl_scenes.models.base import SceneParse
+
+        boxes, scores = conncomp_detect(
+            images,
+            threshold=self.threshold,
+            background=self.background,
+            min_area=self.min_area,
+            connectivity=self.connectivity,
+            score=self.score,
+        )
+        return SceneParse(boxes=boxes, scores=scores)
+
+    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None) -> dict[str, float]:
+        """Detection and counting scores on ``dataset`` (see ``evaluate_detection``)."""
+        from ppl_scenes.infer.evaluate import evaluate_detection
+
+        return evaluate_detection(self, dataset, batch_size=batch_size, max_scenes=max_scenes)
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnComp(threshold={self.threshold}, background={self.background!r}, "
+            f"min_area={self.min_area}, connectivity={self.connectivity}, score={self.score!r})"
+        )

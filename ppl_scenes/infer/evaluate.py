@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
+from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ppl_scenes.checks import check_positive, check_positive_int
@@ -59,13 +62,75 @@ def parse_dataset(
     return parses, targets, torch.cat(images)
 
 
+def detection_scores(
+    boxes: Sequence[Tensor],
+    scores: Sequence[Tensor],
+    gt_boxes: Sequence[Tensor],
+    pred_counts: Sequence[int] | Tensor,
+    true_counts: Sequence[int] | Tensor,
+) -> dict[str, float]:
+    """Detection and counting scores of per-image detections against the truth.
+
+    Args:
+        boxes: per image, detected boxes ``[N_i, 4]`` xyxy pixels (low-score candidates included:
+            average precision ranks them by score).
+        scores: per image, detection scores ``[N_i]``.
+        gt_boxes: per image, true boxes ``[M_i, 4]``.
+        pred_counts: predicted number of objects per image.
+        true_counts: true number of objects per image.
+
+    Returns:
+        ``ap50``, ``ap_spair`` (mean over IoU 0.1:0.1:0.9), ``ap_coco`` (mean over 0.5:0.05:0.95) --
+        NaN when the images hold no object at all -- ``count_accuracy``, ``count_mae`` and
+        ``num_scenes``.
+
+    Raises:
+        ValueError: on lists of different lengths, malformed boxes or invalid counts.
+    """
+    spair = average_precision_range(boxes, scores, gt_boxes, SPAIR_IOU_THRESHOLDS)
+    coco = average_precision_range(boxes, scores, gt_boxes, COCO_IOU_THRESHOLDS)
+    return {
+        "ap50": spair["per_threshold"][0.5],
+        "ap_spair": spair["mean"],
+        "ap_coco": coco["mean"],
+        "count_accuracy": count_accuracy(pred_counts, true_counts),
+        "count_mae": count_mae(pred_counts, true_counts),
+        "num_scenes": len(gt_boxes),
+    }
+
+
+def _detections(model, dataset, batch_size: int, max_scenes: int | None, progress: bool) -> dict[str, Any]:
+    """Parse ``dataset`` and gather what the scores need: boxes, scores, counts, truth, images."""
+    parses, targets, images = parse_dataset(model, dataset, batch_size, max_scenes, progress=progress)
+    boxes = [b.cpu() for p in parses for b in p.boxes]
+    scores = [s.cpu() for p in parses for s in p.scores]
+    if _accepts_score_threshold(model):  # the parses hold low-score candidates too
+        threshold = getattr(getattr(model, "config", None), "score_threshold", 0.5)
+        pred_counts = torch.tensor([int((s >= threshold).sum()) for s in scores])
+    else:  # the parses hold the objects the model judged present
+        pred_counts = torch.tensor([len(b) for b in boxes])
+    recon = None
+    if all(p.reconstruction is not None for p in parses):
+        recon = torch.cat([p.reconstruction.cpu() for p in parses])
+    return {
+        "boxes": boxes,
+        "scores": scores,
+        "gt_boxes": [t["boxes"] for t in targets],
+        "pred_counts": pred_counts,
+        "true_counts": torch.tensor([int(t["count"]) for t in targets]),
+        "images": images,
+        "reconstruction": recon,
+    }
+
+
 def evaluate_detection(
     model, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
 ) -> dict[str, float]:
     """Detection, counting and reconstruction scores of ``model`` on ``dataset``.
 
     Args:
-        model: a scene model with ``parse``.
+        model: a scene model with ``parse`` (or any object with ``parse(images) -> SceneParse`` and a
+            ``device``, such as :class:`ppl_scenes.baselines.ConnComp`).
         dataset: ``(image, target)`` pairs whose targets hold ``boxes`` (xyxy pixels) and ``count``.
         batch_size: scenes per ``parse`` call.
         max_scenes: evaluate on the first ``max_scenes`` scenes only.
@@ -79,27 +144,43 @@ def evaluate_detection(
         ``config.score_threshold`` (0.5 when it has none) when ``parse`` takes a ``score_threshold``,
         else all the objects ``parse`` reports.
     """
-    parses, targets, images = parse_dataset(model, dataset, batch_size, max_scenes, progress=progress)
-    boxes = [b.cpu() for p in parses for b in p.boxes]
-    scores = [s.cpu() for p in parses for s in p.scores]
-    gt = [t["boxes"] for t in targets]
-    if _accepts_score_threshold(model):  # the parses hold low-score candidates too
-        threshold = getattr(model.config, "score_threshold", 0.5)
-        pred_counts = torch.tensor([int((s >= threshold).sum()) for s in scores])
-    else:  # the parses hold the objects the model judged present
-        pred_counts = torch.tensor([len(b) for b in boxes])
-    true_counts = torch.tensor([int(t["count"]) for t in targets])
-    spair = average_precision_range(boxes, scores, gt, SPAIR_IOU_THRESHOLDS)
-    coco = average_precision_range(boxes, scores, gt, COCO_IOU_THRESHOLDS)
-    results = {
-        "ap50": spair["per_threshold"][0.5],
-        "ap_spair": spair["mean"],
-        "ap_coco": coco["mean"],
-        "count_accuracy": count_accuracy(pred_counts, true_counts),
-        "count_mae": count_mae(pred_counts, true_counts),
-        "num_scenes": len(targets),
-    }
-    if all(p.reconstruction is not None for p in parses):
-        recon = torch.cat([p.reconstruction.cpu() for p in parses])
-        results["rmse"] = rmse(images, recon)
+    d = _detections(model, dataset, batch_size, max_scenes, progress)
+    results = detection_scores(d["boxes"], d["scores"], d["gt_boxes"], d["pred_counts"], d["true_counts"])
+    if d["reconstruction"] is not None:
+        results["rmse"] = rmse(d["images"], d["reconstruction"])
     return results
+
+
+def evaluate_by_count(
+    model, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Detection and counting scores per true number of objects (SPAIR Fig. 3 and Fig. 7).
+
+    The dataset is parsed once; the scores of :func:`detection_scores` are then computed over all
+    scenes and, separately, over the scenes holding each number of objects.
+
+    Args:
+        model, dataset, batch_size, max_scenes, progress: as :func:`evaluate_detection`.
+
+    Returns:
+        ``{"overall": {...}, "by_count": {count: {...}}}``: ``overall`` is what
+        :func:`evaluate_detection` returns; ``by_count`` maps each true count that occurs (ascending)
+        to ``ap50``, ``ap_spair``, ``ap_coco``, ``count_accuracy``, ``count_mae`` and ``num_scenes``
+        of the scenes with that many objects (AP is NaN for scenes without objects).
+    """
+    d = _detections(model, dataset, batch_size, max_scenes, progress)
+    overall = detection_scores(d["boxes"], d["scores"], d["gt_boxes"], d["pred_counts"], d["true_counts"])
+    if d["reconstruction"] is not None:
+        overall["rmse"] = rmse(d["images"], d["reconstruction"])
+    by_count: dict[int, dict[str, float]] = {}
+    true_counts = d["true_counts"]
+    for count in sorted(set(true_counts.tolist())):
+        idx = [i for i, c in enumerate(true_counts.tolist()) if c == count]
+        by_count[int(count)] = detection_scores(
+            [d["boxes"][i] for i in idx],
+            [d["scores"][i] for i in idx],
+            [d["gt_boxes"][i] for i in idx],
+            d["pred_counts"][idx],
+            true_counts[idx],
+        )
+    return {"overall": overall, "by_count": by_count}

@@ -50,10 +50,24 @@ def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Ten
     return out.reshape(b, c, n, oh, ow).permute(0, 2, 1, 3, 4)
 
 
+def _tent(coords: Tensor, size: int) -> Tensor:
+    """Bilinear weights ``max(0, 1 - |u - k|)`` of source index ``k < size`` for each coordinate ``u``.
+
+    Row ``p`` of the result holds the weights with which output ``p`` reads the source pixels: the
+    same weights as ``grid_sample(..., mode="bilinear", padding_mode="zeros")``.
+    """
+    k = torch.arange(size, device=coords.device, dtype=coords.dtype)
+    return (1 - (coords[..., None] - k).abs()).clamp(min=0)
+
+
 def paste(
     glimpses: Tensor, boxes_cxcywh: Tensor, canvas_size: tuple[int, int], min_size: float = 1e-3
 ) -> Tensor:
     """Place each glimpse at its box on an otherwise empty canvas (the inverse of :func:`crop`).
+
+    Boxes are axis-aligned, so bilinear resampling is separable: ``canvas = W_y @ glimpse @ W_x^T``
+    with ``[H, h]`` and ``[W, w]`` interpolation matrices -- the same values and gradients as
+    ``grid_sample`` with the convention of this module, at a fraction of its cost.
 
     Args:
         glimpses: ``[B, N, C, h, w]``.
@@ -64,14 +78,13 @@ def paste(
     Returns:
         ``[B, N, C, H, W]``, zero outside each box.
     """
-    b, n, c, gh, gw = glimpses.shape
+    gh, gw = glimpses.shape[-2:]
     hh, ww = canvas_size
     cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
-    # Canvas pixel centres expressed in the glimpse's normalised coordinates.
+    # Canvas pixel centres in the glimpse's pixel-index coordinates (centre of glimpse pixel k is k).
     px = torch.arange(ww, device=cx.device, dtype=cx.dtype) + 0.5
     py = torch.arange(hh, device=cy.device, dtype=cy.dtype) + 0.5
-    gx = (2 * (px - cx[..., None]) / bw.clamp(min=min_size)[..., None])[:, :, None, :].expand(b, n, hh, ww)
-    gy = (2 * (py - cy[..., None]) / bh.clamp(min=min_size)[..., None])[:, :, :, None].expand(b, n, hh, ww)
-    grid = torch.stack((gx, gy), -1).reshape(b * n, hh, ww, 2)
-    out = F.grid_sample(glimpses.reshape(b * n, c, gh, gw), grid, mode="bilinear", align_corners=False)
-    return out.reshape(b, n, c, hh, ww)
+    u = (px - cx[..., None]) / bw.clamp(min=min_size)[..., None] * gw + (gw - 1) / 2
+    v = (py - cy[..., None]) / bh.clamp(min=min_size)[..., None] * gh + (gh - 1) / 2
+    wx, wy = _tent(u, gw), _tent(v, gh)  # [B, N, W, w], [B, N, H, h]
+    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ppl_scenes.baselines import conncomp_detect
+from ppl_scenes.baselines import ConnComp, conncomp_detect
 from ppl_scenes.metrics import average_precision
 
 
@@ -87,3 +87,18 @@ def test_empty_image_gives_empty_tensors():
 def test_bad_inputs(images, kwargs, match):
     with pytest.raises(ValueError, match=match):
         conncomp_detect(images, **kwargs)
+
+
+def test_conncomp_parse_surface():
+    detector = ConnComp(threshold=0.2)
+    parse = detector.parse(_two_blobs())
+    boxes, scores = conncomp_detect(_two_blobs(), threshold=0.2)
+    assert parse.boxes[0].tolist() == boxes[0].tolist() and parse.scores[0].tolist() == scores[0].tolist()
+    assert parse.reconstruction is None and parse.counts.tolist() == [3]  # the speck counts at tau 0.2
+    assert ConnComp(threshold=0.2, min_area=2).parse(_two_blobs()).counts.tolist() == [2]
+    assert detector.device == torch.device("cpu") and "threshold=0.2" in repr(detector)
+    scene = (_two_blobs()[0], {"boxes": torch.tensor([[1.0, 2, 4, 5], [9, 6, 15, 11]]), "count": 2})
+    scores = ConnComp().evaluate([scene])
+    assert scores["ap50"] == 1.0 and scores["count_accuracy"] == 1.0 and "rmse" not in scores
+    with pytest.raises(ValueError, match="threshold"):
+        ConnComp(threshold=2.0).parse(_two_blobs())

@@ -1,0 +1,526 @@
+"""What the SPAIR experiment scripts share: flags, training runs, the machine record, JSON and tables.
+
+Not part of the library: each script imports it from its own folder (``python experiments/NAME.py``
+puts ``experiments/`` first on ``sys.path``). What is useful beyond these scripts lives in the library
+instead (:func:`ppl_scenes.infer.evaluate.evaluate_by_count`, :class:`ppl_scenes.baselines.ConnComp`,
+:func:`ppl_scenes.viz.plot_metrics_by_count`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+import ppl_scenes
+from ppl_scenes import SPAIR, SPAIRConfig, TrainConfig, fit
+from ppl_scenes.data import make_dataset
+from ppl_scenes.data.digits import INK_THRESHOLD
+from ppl_scenes.models.base import config_to_dict
+from ppl_scenes.runs import read_metrics
+from ppl_scenes.runs import write_json as write_run_json
+
+#: The metrics of ``evaluate_detection`` / ``evaluate_by_count`` a summary shows, with short headers.
+SUMMARY_METRICS = {
+    "ap_spair": "AP.1:.9",
+    "ap50": "AP@.5",
+    "count_accuracy": "count acc",
+    "count_mae": "count MAE",
+}
+
+
+# -- flags ---------------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has one (None and False mean "the library's")."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def make_parser(
+    doc: str, name: str, digits: bool = True, num_train: int | None = None, num_train_help: str | None = None
+) -> argparse.ArgumentParser:
+    """A parser with the flags every experiment has: budget, data sizes, seed, output, progress.
+
+    Training settings left out stay the library's (``SPAIR.default_train``, ``TrainConfig``).
+    ``digits``: the experiment uses MNIST digits (adds ``--data-root`` and ``--no-download``);
+    ``num_train``/``num_train_help``: default and help of ``--num-train`` (default: the generator's).
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python experiments/{name}.py",
+        description=doc.split("\n\n")[0].replace("\n", " "),
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--out", default=f"benchmarks/{name}", metavar="DIR", help="where JSON and figures go"
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        metavar="N",
+        help=f"SVI steps per trained model (default: SPAIR's, {SPAIR.default_train.get('steps')})",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=positive_float,
+        metavar="M",
+        help="wall-clock training budget per trained model; the step count stays an upper bound",
+    )
+    parser.add_argument(
+        "--num-train",
+        type=positive_int,
+        default=num_train,
+        metavar="N",
+        help=num_train_help or "training scenes (default: the generator's)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="B",
+        help=f"images per step (default: SPAIR's, {SPAIR.default_train.get('batch_size')})",
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, batches and data")
+    if digits:
+        parser.add_argument("--data-root", metavar="DIR", help="MNIST root (default: $PPL_SCENES_DATA)")
+        parser.add_argument(
+            "--no-download",
+            action="store_true",
+            help="never download MNIST (when it is missing, scikit-learn's digits stand in, with a warning)",
+        )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="training device (default: cpu)")
+    parser.add_argument(
+        "--threads", type=positive_int, metavar="T", help="torch intra-op threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the training runs under OUT/runs from their checkpoints (finished runs are only "
+        "evaluated again); without it, existing runs there are an error",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def add_conncomp_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--conncomp-threshold",
+        type=fraction,
+        default=INK_THRESHOLD,
+        metavar="TAU",
+        help=f"ConnComp's tau (default: {INK_THRESHOLD}, the ink threshold of the generators' true boxes)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """``--threads``: torch's intra-op threads in this process."""
+    if getattr(args, "threads", None) is not None:
+        torch.set_num_threads(args.threads)
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", f"experiments/{script}.py", *args])
+
+
+# -- runs ----------------------------------------------------------------------------------------
+def check_run_dirs(parser: argparse.ArgumentParser, run_dirs: Sequence[Path], resume: bool) -> None:
+    """Refuse (exit status 2) to train into a run directory that holds a run, unless resuming."""
+    if resume:
+        return
+    taken = [str(d) for d in run_dirs if d.is_dir() and any(d.iterdir())]
+    if taken:
+        parser.error(
+            f"run director{'ies' if len(taken) > 1 else 'y'} {', '.join(taken)} already exist: "
+            "pass --resume to continue them, or choose another --out"
+        )
+
+
+def train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``fit`` keyword arguments the flags override (nothing else: the library's defaults hold)."""
+    settings: dict[str, Any] = {"seed": args.seed}
+    if args.minutes is not None:
+        settings["minutes"] = args.minutes
+    if args.batch_size is not None:
+        settings["batch_size"] = args.batch_size
+    if args.device is not None:
+        settings["device"] = args.device
+    return settings
+
+
+def train_spair(
+    train_set,
+    run_dir: Path,
+    args: argparse.Namespace,
+    data: Mapping[str, Any],
+    command: str,
+    progress: bool,
+    **overrides: Any,
+) -> tuple[SPAIR, dict[str, Any]]:
+    """Train ``SPAIR(**overrides)`` into ``run_dir``; returns the model and what the run cost.
+
+    ``data`` (``name`` and generator ``kwargs``) goes to the run's ``config.json``, so the run can be
+    scored again with ``ppl-scenes eval``. The cost record holds the steps run, the training
+    seconds (the trainer's clock, summed over resumes) and the torch threads used.
+    """
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)  # the initial weights
+    model = SPAIR(**overrides)
+    resume = args.resume and (run_dir / "checkpoint.pt").is_file()
+    run_info = {"data": {**data, "root": getattr(args, "data_root", None)}, "command": command}
+    fit(
+        model,
+        train_set,
+        steps=args.steps,
+        out=run_dir,
+        resume=resume,
+        progress=progress,
+        run_info=run_info,
+        **train_settings(args),
+    )
+    last = read_metrics(run_dir)[-1]
+    cost = {
+        "steps": int(last["step"]),
+        "train_seconds": round(float(last["seconds"]), 1),
+        "torch_threads": torch.get_num_threads(),
+        "run_dir": str(run_dir),
+    }
+    return model, cost
+
+
+def write_eval(run_dir: Path, step: int, metrics: Mapping[str, Any]) -> None:
+    """The run's ``eval.json``, as ``ppl-scenes train`` leaves it."""
+    write_run_json(run_dir / "eval.json", {"step": step, **finite(metrics)})
+
+
+# -- records -------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """Where the numbers were measured."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "ppl_scenes": ppl_scenes.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def model_record(**overrides: Any) -> dict[str, Any]:
+    """SPAIR's config and training defaults as used (the flags' overrides are in ``settings``)."""
+    config = dataclasses.replace(SPAIRConfig(), **overrides)
+    return {"config": config_to_dict(config), "default_train": dict(SPAIR.default_train)}
+
+
+def settings_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags, less those that do not change the numbers."""
+    return {k: v for k, v in vars(args).items() if k not in ("no_progress", "resume", "no_download")}
+
+
+def train_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings in force: the library's defaults with the flags' overrides."""
+    settings = {**SPAIR.default_train, **train_settings(args)}
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    settings.pop("device", None)  # validated against this machine by TrainConfig; recorded apart
+    record = dataclasses.asdict(TrainConfig(**settings))
+    record["device"] = args.device or TrainConfig.device
+    return record
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with NaN/Inf floats as ``None`` and keys as strings, so the JSON is strict."""
+    if isinstance(obj, Mapping):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, torch.Tensor):
+        return finite(obj.tolist())
+    return obj
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite(record), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+    """A plain-text table: ``columns`` maps row keys to headers; floats get 3 decimals."""
+
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return str(value)
+
+    cells = [[cell(row.get(k)) for k in columns] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(columns.values())]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(columns.values(), widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+# -- the crops -> large images experiments (SPAIR §5.2 and §5.5) ---------------------------------
+def count_test_set(counts: Sequence[int], per_count: int, seed: int, root: str | None, download: bool = True):
+    """Full 84x84 test scenes (MNIST test digits), ``per_count`` of each count, counts ascending."""
+    from torch.utils.data import ConcatDataset
+
+    parts = [
+        make_dataset(
+            "large-scattered",
+            "test",
+            num_scenes=per_count,
+            num_digits=c,
+            seed=seed + c,
+            root=root,
+            download=download,
+        )
+        for c in counts
+    ]
+    return ConcatDataset(parts)
+
+
+def example_indices(counts: Sequence[int], per_count: int, n: int = 8) -> list[int]:
+    """Indices into :func:`count_test_set` of ``n`` scenes spread over the counts (first of each)."""
+    n = min(n, len(counts))
+    picks = sorted({round(i * (len(counts) - 1) / max(1, n - 1)) for i in range(n)})
+    return [k * per_count for k in picks]
+
+
+def mean_over_counts(by_count: Mapping[int, Mapping[str, float]], key: str, lo: int, hi: int) -> float | None:
+    """Mean of a per-scene metric over the scenes with ``lo..hi`` objects (weighted by scene counts)."""
+    chosen = [m for c, m in by_count.items() if lo <= int(c) <= hi]
+    n = sum(m["num_scenes"] for m in chosen)
+    if n == 0:
+        return None
+    return sum(m[key] * m["num_scenes"] for m in chosen) / n
+
+
+def add_crops_args(parser: argparse.ArgumentParser, train_digits: tuple[int, int] | None) -> None:
+    """Flags of the crops -> large images experiments (training digits, test counts)."""
+    parser.add_argument(
+        "--train-digits",
+        type=positive_int,
+        nargs=2,
+        default=train_digits,
+        metavar=("LO", "HI"),
+        help="digits per 84x84 training scene, inclusive range"
+        + ("" if train_digits else " (default: the scattered-crops generator's, 6 10)"),
+    )
+    parser.add_argument("--max-count", type=positive_int, default=20, help="test scenes hold 1..MAX digits")
+    parser.add_argument(
+        "--test-per-count",
+        "--num-test",
+        dest="test_per_count",
+        type=positive_int,
+        default=50,
+        metavar="N",
+        help="84x84 test scenes per digit count",
+    )
+    add_conncomp_arg(parser)
+
+
+def example_title(true_count: int, found: int) -> str:
+    return f"{true_count} digit{'' if true_count == 1 else 's'}, {found} found"
+
+
+def slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in label.lower()).strip("-")
+
+
+def crops_experiment(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    script: str,
+    command: str,
+    variants: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Train SPAIR variants on 48x48 crops of 84x84 scenes; score them on full scenes of 1..20 digits.
+
+    SPAIR §5.2 (Fig. 3) and §5.5 (Fig. 7). Every variant (``{label: SPAIR config overrides}``) is
+    trained on the same crops with the same seed and scored per true count on the same full 84x84
+    test scenes as ConnComp. Writes ``by_count.png`` (AP, absolute count error and 0-1 count error
+    against the number of digits, Fig. 3's panels), ``examples_<label>.png`` and ``<script>.json``
+    under ``args.out``; returns the JSON record.
+    """
+    from ppl_scenes.baselines import ConnComp
+    from ppl_scenes.infer.evaluate import evaluate_by_count
+    from ppl_scenes.infer.trainer import materialize
+    from ppl_scenes.viz import plot_metrics_by_count, plot_scenes
+
+    apply_threads(args)
+    out = Path(args.out)
+    progress = not args.no_progress
+    run_dirs = {label: out / "runs" / slug(label) for label in variants}
+    check_run_dirs(parser, list(run_dirs.values()), args.resume)
+
+    train_kwargs: dict[str, Any] = {"seed": args.seed}
+    if args.train_digits is not None:
+        lo, hi = args.train_digits
+        if lo > hi:
+            parser.error(f"--train-digits LO HI needs LO <= HI, got {lo} {hi}")
+        train_kwargs["num_digits"] = [lo, hi]
+    if args.num_train is not None:
+        train_kwargs["num_scenes"] = args.num_train
+    train_set = make_dataset(
+        "scattered-crops", "train", root=args.data_root, download=not args.no_download, **train_kwargs
+    )
+    train_digits = list(train_set.dataset.num_digits)
+    counts = list(range(1, args.max_count + 1))
+    test_set = count_test_set(counts, args.test_per_count, args.seed, args.data_root, not args.no_download)
+    examples = example_indices(counts, args.test_per_count)
+    example_images = torch.stack([test_set[i][0] for i in examples])
+    example_truth = [test_set[i][1] for i in examples]
+    # The crops are generated once and shared by every variant.
+    images = materialize(train_set, desc="training crops", progress=progress)
+    data = {"name": "scattered-crops", "kwargs": train_kwargs, "num_test": args.test_per_count}
+
+    variants_out: dict[str, Any] = {}
+    figures: dict[str, str] = {}
+    for label, overrides in variants.items():
+        if progress:
+            print(f"{script}: training SPAIR ({label}) on {len(images)} crops", file=sys.stderr)
+        model, cost = train_spair(images, run_dirs[label], args, data, command, progress, **overrides)
+        scores = evaluate_by_count(model, test_set, progress=progress)
+        write_eval(run_dirs[label], cost["steps"], scores["overall"])
+        variants_out[label] = {
+            "overrides": dict(overrides),
+            **cost,
+            **scores,
+            "count_mae_11_20": mean_over_counts(scores["by_count"], "count_mae", 11, 20),
+        }
+        parse = model.parse(example_images.to(model.device))
+        path = out / f"examples_{slug(label)}.png"
+        fig = plot_scenes(
+            example_images,
+            [b.cpu() for b in parse.boxes],
+            gt_boxes=[t["boxes"] for t in example_truth],
+            reconstructions=parse.reconstruction.cpu(),
+            titles=[example_title(int(t["count"]), len(b)) for t, b in zip(example_truth, parse.boxes)],
+            path=path,
+        )
+        del fig
+        figures[f"examples_{slug(label)}"] = str(path)
+
+    conncomp = ConnComp(threshold=args.conncomp_threshold)
+    cc = evaluate_by_count(conncomp, test_set)
+    cc["count_mae_11_20"] = mean_over_counts(cc["by_count"], "count_mae", 11, 20)
+
+    curves = {label: v["by_count"] for label, v in variants_out.items()} | {"ConnComp": cc["by_count"]}
+    curves = {
+        name: {c: {**m, "count_error": 1.0 - m["count_accuracy"]} for c, m in by_count.items()}
+        for name, by_count in curves.items()
+    }
+    path = out / "by_count.png"
+    plot_metrics_by_count(
+        curves,
+        {
+            "ap_spair": "AP (IoU 0.1:0.1:0.9)",
+            "count_mae": "absolute count error",
+            "count_error": "0-1 count error",
+        },
+        xlabel="number of digits",
+        title=f"trained on 48x48 crops of 84x84 scenes with {train_digits[0]}-{train_digits[1]} digits",
+        path=path,
+    )
+    figures["by_count"] = str(path)
+
+    record = {
+        "experiment": script,
+        "command": command,
+        "machine": machine(),
+        "settings": {
+            **settings_record(args),
+            "train_digits": train_digits,
+            "train_crop": list(train_set.crop_size),
+            "test_image_size": [84, 84],
+            "test_counts": counts,
+        },
+        "train": train_record(args),
+        "model": {label: model_record(**overrides) for label, overrides in variants.items()},
+        "variants": variants_out,
+        "conncomp": {"threshold": args.conncomp_threshold, **cc},
+        "figures": figures,
+    }
+    write_record(out / f"{script}.json", record)
+
+    rows = [
+        {
+            "name": label,
+            **v["overall"],
+            "mae_11_20": v["count_mae_11_20"],
+            "steps": v["steps"],
+            "minutes": v["train_seconds"] / 60,
+        }
+        for label, v in variants_out.items()
+    ] + [{"name": "ConnComp", **cc["overall"], "mae_11_20": cc["count_mae_11_20"]}]
+    columns = {
+        "name": "",
+        **SUMMARY_METRICS,
+        "mae_11_20": "MAE 11-20",
+        "steps": "steps",
+        "minutes": "train min",
+    }
+    print(f"{script}: {len(test_set)} full 84x84 test scenes, 1..{args.max_count} digits")
+    print(table(rows, columns))
+    print(f"{script}: wrote {out / (script + '.json')} and figures in {out}")
+    return record

@@ -1,0 +1,73 @@
+"""Scoring parses against the truth: overall and per true object count."""
+
+import math
+
+import pytest
+import torch
+
+from ppl_scenes.baselines import ConnComp
+from ppl_scenes.infer.evaluate import detection_scores, evaluate_by_count, evaluate_detection
+from ppl_scenes.metrics import count_metrics_by_true_count
+
+
+def _scene(blobs, extra_truth=()):
+    """A 1x16x16 image with a white square per ``(x1, y1, x2, y2)`` and its target.
+
+    ``extra_truth``: true boxes with no ink (objects the detector cannot see).
+    """
+    image = torch.zeros(1, 16, 16)
+    for x1, y1, x2, y2 in blobs:
+        image[:, y1:y2, x1:x2] = 1.0
+    boxes = torch.tensor([*blobs, *extra_truth], dtype=torch.float32).reshape(-1, 4)
+    return image, {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64), "count": len(boxes)}
+
+
+A, B, C = (1, 1, 4, 4), (8, 8, 12, 12), (1, 10, 4, 14)
+SCENES = [
+    _scene([A]),
+    _scene([B]),
+    _scene([A, B]),
+    _scene([A, C]),
+    _scene([A, B], extra_truth=[(12, 1, 15, 4)]),  # 3 true objects, 2 visible
+]
+
+
+def test_evaluate_by_count_splits_by_true_count():
+    result = evaluate_by_count(ConnComp(), SCENES, batch_size=2)
+    assert set(result) == {"overall", "by_count"}
+    assert result["overall"] == evaluate_detection(ConnComp(), SCENES)
+    by_count = result["by_count"]
+    assert list(by_count) == [1, 2, 3]
+    assert [m["num_scenes"] for m in by_count.values()] == [2, 2, 1]
+    for count in (1, 2):  # every object is a separate blob: perfect detections and counts
+        assert by_count[count]["ap50"] == pytest.approx(1.0)
+        assert by_count[count]["ap_spair"] == pytest.approx(1.0)
+        assert by_count[count]["count_accuracy"] == 1.0 and by_count[count]["count_mae"] == 0.0
+    assert by_count[3]["count_accuracy"] == 0.0 and by_count[3]["count_mae"] == 1.0
+    assert by_count[3]["ap50"] == pytest.approx(2 / 3)  # two of three found, no false positive
+    # The per-count counting scores agree with the metric that groups counts directly.
+    direct = count_metrics_by_true_count([1, 1, 2, 2, 2], [1, 1, 2, 2, 3])
+    for count, metrics in direct.items():
+        assert by_count[count]["count_accuracy"] == metrics["accuracy"]
+        assert by_count[count]["count_mae"] == metrics["mae"]
+    assert result["overall"]["count_mae"] == pytest.approx(0.2)
+
+
+def test_evaluate_by_count_max_scenes_and_empty_scenes():
+    empty = _scene([])
+    result = evaluate_by_count(ConnComp(), [empty, *SCENES], max_scenes=3)
+    assert result["overall"]["num_scenes"] == 3
+    assert list(result["by_count"]) == [0, 1]
+    assert math.isnan(result["by_count"][0]["ap50"])  # no object to find: AP is undefined
+    assert result["by_count"][0]["count_accuracy"] == 1.0
+
+
+def test_detection_scores_validates():
+    boxes = [torch.tensor([[0.0, 0, 2, 2]])]
+    scores = [torch.tensor([0.9])]
+    out = detection_scores(boxes, scores, boxes, [1], [1])
+    assert out["ap50"] == pytest.approx(1.0) and out["num_scenes"] == 1
+    with pytest.raises(ValueError):
+        detection_scores(boxes, scores, boxes, [1, 2], [1])
+    with pytest.raises(ValueError):
+        detection_scores(boxes, scores, [], [1], [1])

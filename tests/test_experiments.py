@@ -1,0 +1,201 @@
+"""Smoke runs of the experiment scripts (DESIGN.md habit 8): each ``main([...])`` with tiny flags.
+
+Every script is imported from ``experiments/`` by path and run in-process on a few scenes and two
+SVI steps; the tests check the JSON record (keys, values in range, strict JSON) and that the figures
+exist. Digits come from ``$PPL_SCENES_DATA`` when it holds MNIST, else from scikit-learn's fallback
+(never downloaded).
+"""
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppl_scenes import SPAIR, load
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+METRICS = ("ap50", "ap_spair", "ap_coco", "count_accuracy", "count_mae", "num_scenes")
+TINY = ["--steps", "2", "--num-train", "8", "--batch-size", "4", "--threads", "1", "--no-progress"]
+
+pytestmark = pytest.mark.filterwarnings("ignore::ppl_scenes.data.DigitFallbackWarning")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest, and immune to busy CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """Flags for the digit source: CI's MNIST copy, else an empty root (offline fallback digits)."""
+    root = os.environ.get("PPL_SCENES_DATA")
+    if not root or not os.path.isdir(os.path.join(root, "MNIST", "raw")):
+        root = str(tmp_path_factory.mktemp("no_mnist"))
+    return ["--data-root", root, "--no-download"]
+
+
+@pytest.fixture
+def script(monkeypatch):
+    """``script(name)`` imports ``experiments/name.py`` as module ``name`` (its helpers importable)."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))  # the scripts import _common from their folder
+
+    def load_script(name):
+        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)  # spawned workers unpickle by module name
+        spec.loader.exec_module(module)
+        return module
+
+    return load_script
+
+
+def read_record(path: Path) -> dict:
+    """The JSON file, refusing NaN/Infinity (the records must be strict JSON)."""
+
+    def refuse(constant):
+        raise AssertionError(f"{path} holds the non-JSON constant {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def check_metrics(metrics: dict, num_scenes: int) -> None:
+    assert set(METRICS) <= set(metrics)
+    assert metrics["num_scenes"] == num_scenes
+    for key in ("ap50", "ap_spair", "ap_coco", "count_accuracy"):
+        assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
+    assert metrics["count_mae"] >= 0.0
+
+
+def check_common(record: dict, name: str, out: Path) -> None:
+    assert record["experiment"] == name
+    assert record["command"].startswith(f"python experiments/{name}.py")
+    assert {"platform", "processor", "cpus", "torch_threads", "torch"} <= set(record["machine"])
+    assert record["train"]["steps"] == 2 and record["train"]["batch_size"] == 4
+    assert read_record(out / f"{name}.json") == json.loads(json.dumps(record, default=str))
+    for path in record["figures"].values():
+        assert Path(path).is_file() and Path(path).suffix == ".png" and Path(path).stat().st_size > 0
+
+
+def test_spair_scaling(script, digits, tmp_path):
+    scaling = script("spair_scaling")
+    out = tmp_path / "scaling"
+    args = [*TINY, *digits, "--counts", "3", "1", "--num-test", "4", "--out", str(out)]
+    record = scaling.main(args)
+    check_common(record, "spair_scaling", out)
+    assert record["settings"]["counts"] == [1, 3]
+    assert [c["num_digits"] for c in record["conditions"]] == [1, 3]
+    for c in record["conditions"]:
+        check_metrics(c["spair"], 4)
+        check_metrics(c["conncomp"], 4)
+        assert c["steps"] == 2 and c["torch_threads"] == 1
+        assert c["train_seconds"] >= 0 and c["seconds"] >= c["train_seconds"]
+        assert "rmse" in c["spair"] and "rmse" not in c["conncomp"]
+        assert (out / f"examples_{c['num_digits']}digits.png").is_file()
+        run = Path(c["run_dir"])
+        assert read_record(run / "eval.json")["step"] == 2
+        assert isinstance(load(run), SPAIR)  # the run directory restores
+    assert (out / "ap_by_digits.png").is_file()
+
+    # An existing run is never overwritten; --resume continues it.
+    with pytest.raises(SystemExit) as err:
+        scaling.main(args)
+    assert err.value.code == 2
+    resumed = scaling.main([*args[2:], "--steps", "3", "--counts", "1", "--resume"])
+    assert resumed["conditions"][0]["steps"] == 3
+
+
+@pytest.mark.slow  # spawns two fresh Python processes (torch and Pyro imported in each)
+def test_spair_scaling_jobs_match_sequential(script, digits, tmp_path):
+    scaling = script("spair_scaling")
+    args = [*TINY, *digits, "--counts", "1", "2", "--num-test", "4"]
+    seq = scaling.main([*args, "--out", str(tmp_path / "seq")])
+    par = scaling.main([*args, "--out", str(tmp_path / "par"), "--jobs", "2"])
+    for a, b in zip(seq["conditions"], par["conditions"]):
+        assert a["num_digits"] == b["num_digits"] and b["torch_threads"] == 1
+        assert a["spair"] == pytest.approx(b["spair"], nan_ok=True)
+
+
+def test_spair_generalization(script, digits, tmp_path):
+    out = tmp_path / "generalization"
+    record = script("spair_generalization").main(
+        [*TINY, *digits, "--max-count", "12", "--test-per-count", "1", "--out", str(out)]
+    )
+    check_common(record, "spair_generalization", out)
+    assert record["settings"]["train_digits"] == [6, 10]  # the scattered-crops generator's default
+    assert record["settings"]["test_counts"] == list(range(1, 13))
+    spair, conncomp = record["variants"]["SPAIR"], record["conncomp"]
+    assert spair["steps"] == 2
+    for result in (spair, conncomp):
+        check_metrics(result["overall"], 12)
+        assert list(result["by_count"]) == list(range(1, 13))
+        for metrics in result["by_count"].values():
+            check_metrics(metrics, 1)
+        # Headline: mean absolute count error over the scenes with 11-20 digits (here 11 and 12).
+        expected = (result["by_count"][11]["count_mae"] + result["by_count"][12]["count_mae"]) / 2
+        assert result["count_mae_11_20"] == pytest.approx(expected)
+    assert {"by_count", "examples_spair"} <= set(record["figures"])
+    assert Path(spair["run_dir"], "checkpoint.pt").is_file()
+
+
+def test_spair_lateral_ablation(script, digits, tmp_path):
+    out = tmp_path / "lateral"
+    record = script("spair_lateral_ablation").main(
+        [*TINY, *digits, "--max-count", "2", "--test-per-count", "1", "--out", str(out)]
+    )
+    check_common(record, "spair_lateral_ablation", out)
+    assert record["settings"]["train_digits"] == [11, 15]
+    assert set(record["variants"]) == {"lateral", "no lateral"}
+    assert record["model"]["lateral"]["config"]["lateral"] is True
+    assert record["model"]["no lateral"]["config"]["lateral"] is False
+    for variant in record["variants"].values():
+        check_metrics(variant["overall"], 2)
+        assert list(variant["by_count"]) == [1, 2]
+        assert variant["count_mae_11_20"] is None  # no test scene has 11 or more digits
+    assert {"by_count", "examples_lateral", "examples_no-lateral"} <= set(record["figures"])
+    assert load(record["variants"]["no lateral"]["run_dir"]).config.lateral is False
+
+
+def test_spair_atari(script, tmp_path):
+    pytest.importorskip("ale_py")
+    out = tmp_path / "atari"
+    args = [*TINY, "--num-frames", "3", "--frame-every", "2", "--num-test", "2", "--out", str(out)]
+    record = script("spair_atari").main(args)
+    check_common(record, "spair_atari", out)
+    assert record["frame_size"] == [210, 160]
+    assert record["model"]["config"]["channels"] == 3
+    assert record["steps"] == 2
+    assert isinstance(record["ale_py"], str) and record["ale_py"]
+    counts = record["objects_per_frame"]
+    assert len(counts["spair"]) == len(counts["conncomp"]) == 2
+    assert counts["spair_mean"] == pytest.approx(sum(counts["spair"]) / 2)
+    assert {"parses", "crops"} <= set(record["figures"])
+
+
+def test_spair_atari_without_ale_py(script, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # import ale_py now raises ImportError
+    with pytest.raises(SystemExit) as err:
+        script("spair_atari").main([*TINY, "--out", str(tmp_path / "atari")])
+    assert err.value.code == 2
+    assert "pip install 'ppl_scenes[atari]'" in capsys.readouterr().err
+    assert not (tmp_path / "atari").exists()
+
+
+@pytest.mark.parametrize("name", ["spair_scaling", "spair_generalization", "spair_lateral_ablation"])
+def test_bad_flags_exit_2(script, name, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        script(name).main(["--steps", "0", "--out", str(tmp_path)])
+    assert err.value.code == 2
+
+
+def test_docstrings_give_the_command(script):
+    for name in ("spair_scaling", "spair_generalization", "spair_lateral_ablation", "spair_atari"):
+        doc = script(name).__doc__
+        assert f"python experiments/{name}.py" in doc
