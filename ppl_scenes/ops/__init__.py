@@ -8,6 +8,7 @@ from ppl_scenes.ops.boxes import (
     grid_cell_origins,
     nms,
     spair_where_to_cxcywh,
+    tighten_boxes,
     xyxy_to_cxcywh,
 )
 from ppl_scenes.ops.compositing import blend, composite, composite_windows, depth_weights, fold_windows
@@ -28,5 +29,6 @@ __all__ = [
     "nms",
     "paste",
     "spair_where_to_cxcywh",
+    "tighten_boxes",
     "xyxy_to_cxcywh",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "grid_cell_origins",
     "spair_where_to_cxcywh",
     "clip_boxes",
+    "tighten_boxes",
 ]
 
 
@@ -77,3 +78,39 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     h, w = size
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack((x1.clamp(0, w), y1.clamp(0, h), x2.clamp(0, w), y2.clamp(0, h)), dim=-1)
+
+
+def tighten_boxes(boxes: Tensor, alpha: Tensor, threshold: float = 0.1) -> Tensor:
+    """Shrink xyxy boxes to the part of their glimpse that is actually drawn (GMAIR, Appendix B.3).
+
+    A model may find an object but enclose it in a box with empty margins; the rows and columns of
+    the decoded opacity glimpse whose largest value exceeds ``threshold`` give the object's real
+    extent inside the box. A glimpse with nothing above the threshold keeps its box.
+
+    Args:
+        boxes: ``[..., 4]`` xyxy boxes, each the area its glimpse is pasted into.
+        alpha: ``[..., h, w]`` (or ``[..., 1, h, w]``) opacity glimpses in [0, 1], one per box.
+        threshold: opacity above which a glimpse pixel counts as drawn.
+
+    Returns:
+        ``[..., 4]`` boxes inside the given ones.
+    """
+    if alpha.dim() == boxes.dim() + 2:
+        alpha = alpha.squeeze(-3)
+    gh, gw = alpha.shape[-2:]
+    drawn = alpha > threshold
+    rows, cols = drawn.any(-1), drawn.any(-2)  # [..., h], [..., w]
+
+    def extent(mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        first = mask.float().argmax(-1)
+        last = size - 1 - mask.flip(-1).float().argmax(-1)
+        empty = ~mask.any(-1)
+        return torch.where(empty, 0, first).to(boxes.dtype), torch.where(empty, size - 1, last).to(
+            boxes.dtype
+        )
+
+    c0, c1 = extent(cols, gw)
+    r0, r1 = extent(rows, gh)
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    bw, bh = (x2 - x1) / gw, (y2 - y1) / gh
+    return torch.stack((x1 + c0 * bw, y1 + r0 * bh, x1 + (c1 + 1) * bw, y1 + (r1 + 1) * bh), dim=-1)

@@ -40,6 +40,7 @@ VARIANTS = {
     "learned_background": {"background": "learned", "background_value": 0.2},
     "rgb": {"channels": 3},
     "unmasked": {"mask_absent": False},
+    "tight_boxes": {"tight_boxes": True},
 }
 
 
@@ -244,3 +245,25 @@ def test_bad_images_are_rejected_clearly(bad, message):
 def test_bad_configs_are_rejected(overrides):
     with pytest.raises(ValueError):
         SPAIR(**overrides)
+
+
+def test_tight_boxes_lie_inside_the_where_boxes():
+    model = tiny()
+    x = images()
+    loose = model.parse(x, score_threshold=0.0).boxes
+    decode = model.object_decoder.forward
+
+    def centre_only(codes):  # objects drawn only in the middle third of their glimpse
+        appearance, alpha = decode(codes)
+        mask = torch.zeros_like(alpha)
+        mask[..., 2:4, 2:4] = 1.0
+        return appearance, alpha * mask
+
+    model.object_decoder.forward = centre_only
+    model.config.tight_boxes = True
+    tight = model.parse(x, score_threshold=0.0).boxes
+    for a, b in zip(loose, tight):
+        assert (b[:, :2] >= a[:, :2] - 1e-4).all() and (b[:, 2:] <= a[:, 2:] + 1e-4).all()
+        widths = (b[:, 2] - b[:, 0]) / (a[:, 2] - a[:, 0]).clamp(min=1e-6)
+        inside = (a[:, 0] > 0) & (a[:, 2] < 18)  # boxes not clipped by the image edge
+        torch.testing.assert_close(widths[inside], torch.full_like(widths[inside], 1 / 3))
