@@ -52,10 +52,11 @@ from ppl_scenes.infer.schedules import exponential_schedule
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, inverse_positive, mlp, positive
 from ppl_scenes.ops import (
+    blend_windows,
     clip_boxes,
-    composite_windows,
     crop,
     cxcywh_to_xyxy,
+    depth_weighted_layers,
     grid_cell_origins,
     paste,
     tighten_boxes,
@@ -447,11 +448,9 @@ class SPAIR(SceneModel):
         origins = grid_cell_origins(grid, c.cell_size, device=boxes.device)
         shift = torch.tensor([pad[1], pad[0]], device=boxes.device, dtype=boxes.dtype)
         local = torch.cat((boxes[..., :2] - origins + shift, boxes[..., 2:]), -1)
-        drawn = paste(torch.cat((appearance, alpha), 2), local, window)
-        background = self.background()[:, None, None]
-        canvas = composite_windows(
-            drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0], background, grid, c.cell_size, pad
-        )
+        # Depth weights are applied to the small glimpses before pasting (premultiplied layers).
+        layers = paste(depth_weighted_layers(appearance, alpha, z_depth[..., 0]), local, window)
+        canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, pad)
         return canvas[..., : image_size[0], : image_size[1]]
 
     # -- guide and parse -----------------------------------------------------------------------

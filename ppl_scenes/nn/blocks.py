@@ -51,14 +51,16 @@ class GridBackbone(nn.Module):
     """Fully convolutional map from an image to a feature volume with one vector per grid cell.
 
     The total stride equals the cell size (per axis), so an ``H_img x W_img`` image gives an
-    ``H_img / c_h x W_img / c_w`` volume; a 3x3 convolution at cell resolution widens the receptive
-    field (41 pixels for 12-pixel cells) so each cell sees the objects that can be centred on it.
+    ``H_img / c_h x W_img / c_w`` volume. Every layer but the last two downsamples (no convolution at
+    full resolution: that is where a CPU step spends its time); a 3x3 convolution at cell resolution
+    then widens the receptive field (39 pixels for 12-pixel cells) so each cell sees the objects that
+    can be centred on it.
 
     Args:
         in_channels: image channels.
         cell_size: ``(c_h, c_w)`` in pixels (products of 2s and 3s).
         out_features: feature size per cell.
-        width: channels of the first layer (doubled at each downsampling, capped at 4x).
+        width: channels of the first layer (doubled at each further downsampling, capped at 8x).
     """
 
     def __init__(
@@ -68,14 +70,12 @@ class GridBackbone(nn.Module):
         fh, fw = stride_factors(cell_size[0]), stride_factors(cell_size[1])
         n = max(len(fh), len(fw))
         fh, fw = [1] * (n - len(fh)) + fh, [1] * (n - len(fw)) + fw
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
-        ch = width
+        layers: list[nn.Module] = []
+        ch, out = in_channels, width
         for sh, sw in zip(fh, fw):
-            out = min(ch * 2, width * 8)
-            kernel = (3, 3)
             pad = ((3 - sh + 1) // 2, (3 - sw + 1) // 2)
-            layers += [nn.Conv2d(ch, out, kernel, stride=(sh, sw), padding=pad), nn.ReLU()]
-            ch = out
+            layers += [nn.Conv2d(ch, out, 3, stride=(sh, sw), padding=pad), nn.ReLU()]
+            ch, out = out, min(out * 2, width * 8)
         layers += [
             nn.Conv2d(ch, out_features, 3, padding=1),
             nn.ReLU(),

@@ -11,11 +11,20 @@ from ppl_scenes.ops.boxes import (
     tighten_boxes,
     xyxy_to_cxcywh,
 )
-from ppl_scenes.ops.compositing import blend, composite, composite_windows, depth_weights, fold_windows
+from ppl_scenes.ops.compositing import (
+    blend,
+    blend_windows,
+    composite,
+    composite_windows,
+    depth_weighted_layers,
+    depth_weights,
+    fold_windows,
+)
 from ppl_scenes.ops.transformer import crop, paste
 
 __all__ = [
     "blend",
+    "blend_windows",
     "box_convert",
     "box_iou",
     "clip_boxes",
@@ -23,6 +32,7 @@ __all__ = [
     "composite_windows",
     "crop",
     "cxcywh_to_xyxy",
+    "depth_weighted_layers",
     "depth_weights",
     "fold_windows",
     "grid_cell_origins",

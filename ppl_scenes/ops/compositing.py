@@ -84,6 +84,43 @@ def fold_windows(
     )
 
 
+def depth_weighted_layers(appearance: Tensor, alpha: Tensor, depth: Tensor) -> Tensor:
+    """The three quantities compositing sums per pixel, stacked: ``[w alpha o, w alpha, w]`` on dim 2.
+
+    ``w = alpha exp(depth)`` (:func:`depth_weights`). Resampling is linear, so these layers may be
+    computed on small object glimpses and pasted afterwards (premultiplied alpha, as graphics
+    pipelines resample RGBA), which is far cheaper than weighting every pasted window pixel.
+
+    Args:
+        appearance: ``[B, N, C, h, w]``; alpha: ``[B, N, 1, h, w]``; depth: ``[B, N]``.
+
+    Returns:
+        ``[B, N, C + 2, h, w]``.
+    """
+    w = depth_weights(alpha, depth)
+    return torch.cat((w * alpha * appearance, w * alpha, w), dim=2)
+
+
+def blend_windows(
+    layers: Tensor,
+    background: Tensor | float,
+    grid: tuple[int, int],
+    cell: tuple[int, int],
+    pad: tuple[int, int],
+) -> Tensor:
+    """Sum per-cell windows of :func:`depth_weighted_layers` onto the canvas and blend them.
+
+    Args:
+        layers: ``[B, H * W, C + 2, c_h + 2 p_h, c_w + 2 p_w]`` (see :func:`fold_windows`).
+
+    Returns:
+        ``[B, C, H * c_h, W * c_w]``.
+    """
+    c = layers.shape[2] - 2
+    sums = fold_windows(layers, grid, cell, pad)
+    return blend(sums[:, :c], sums[:, c : c + 1], sums[:, c + 1 :], _as_tensor(background, layers))
+
+
 def composite_windows(
     appearance: Tensor,
     alpha: Tensor,
@@ -101,11 +138,7 @@ def composite_windows(
     Returns:
         ``[B, C, H * c_h, W * c_w]``.
     """
-    w = depth_weights(alpha, depth)
-    c = appearance.shape[2]
-    stacked = torch.cat((w * alpha * appearance, w * alpha, w), dim=2)
-    sums = fold_windows(stacked, grid, cell, pad)
-    return blend(sums[:, :c], sums[:, c : c + 1], sums[:, c + 1 :], _as_tensor(background, alpha))
+    return blend_windows(depth_weighted_layers(appearance, alpha, depth), background, grid, cell, pad)
 
 
 def _as_tensor(background: Tensor | float, like: Tensor) -> Tensor:
