@@ -448,8 +448,8 @@ class SPAIR(SceneModel):
         origins = grid_cell_origins(grid, c.cell_size, device=boxes.device)
         shift = torch.tensor([pad[1], pad[0]], device=boxes.device, dtype=boxes.dtype)
         local = torch.cat((boxes[..., :2] - origins + shift, boxes[..., 2:]), -1)
-        # Depth weights are applied to the small glimpses before pasting (premultiplied layers).
-        layers = paste(depth_weighted_layers(appearance, alpha, z_depth[..., 0]), local, window)
+        drawn = paste(torch.cat((appearance, alpha), 2), local, window)
+        layers = depth_weighted_layers(drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0])
         canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, pad)
         return canvas[..., : image_size[0], : image_size[1]]
 

@@ -87,9 +87,9 @@ def fold_windows(
 def depth_weighted_layers(appearance: Tensor, alpha: Tensor, depth: Tensor) -> Tensor:
     """The three quantities compositing sums per pixel, stacked: ``[w alpha o, w alpha, w]`` on dim 2.
 
-    ``w = alpha exp(depth)`` (:func:`depth_weights`). Resampling is linear, so these layers may be
-    computed on small object glimpses and pasted afterwards (premultiplied alpha, as graphics
-    pipelines resample RGBA), which is far cheaper than weighting every pasted window pixel.
+    ``w = alpha exp(depth)`` (:func:`depth_weights`), computed on objects already pasted onto their
+    windows or canvases (weighting glimpses before pasting would be cheaper, but the ratio of
+    resampled layers no longer fades objects out at their box edges).
 
     Args:
         appearance: ``[B, N, C, h, w]``; alpha: ``[B, N, 1, h, w]``; depth: ``[B, N]``.
