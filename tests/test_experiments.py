@@ -195,7 +195,36 @@ def test_bad_flags_exit_2(script, name, tmp_path):
     assert err.value.code == 2
 
 
+def test_spair_speed(script, digits, tmp_path):
+    out = tmp_path / "speed"
+    args = [
+        "--timed-steps",
+        "2",
+        "--warmup",
+        "1",
+        "--sizes",
+        "24",
+        "48",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+    ]
+    record = script("spair_speed").main([*args, "--threads", "1", *digits])
+    results = record["results"]
+    for name in ("target", "raster", "no_lateral"):
+        assert 0 < results[name]["q25_ms"] <= results[name]["median_ms"] <= results[name]["q75_ms"]
+    assert results["wavefront_speedup"] == results["raster"]["median_ms"] / results["target"]["median_ms"]
+    assert (
+        set(results["pixels"]) == {"24", "48"}
+        and results["pixels"]["48"]["median_ms"] == results["target"]["median_ms"]
+    )
+    assert read_record(out / "spair_speed.json")["batch_size"] == 2
+    assert (out / "step_time_by_pixels.png").stat().st_size > 0
+
+
 def test_docstrings_give_the_command(script):
-    for name in ("spair_scaling", "spair_generalization", "spair_lateral_ablation", "spair_atari"):
+    names = ("spair_scaling", "spair_generalization", "spair_lateral_ablation", "spair_atari", "spair_speed")
+    for name in names:
         doc = script(name).__doc__
         assert f"python experiments/{name}.py" in doc
