@@ -181,24 +181,27 @@ def _info(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _number_type(kind: type, accept, expected: str):
+    """An argparse ``type``: parse ``kind`` and accept it only where ``accept(value)`` holds."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected.replace(" ", "_")
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+#: argparse types shared by the CLI and the experiment scripts.
+positive_int = _number_type(int, lambda v: v > 0, "a positive integer")
+non_negative_int = _number_type(int, lambda v: v >= 0, "a non-negative integer")
+positive_float = _number_type(float, lambda v: v > 0, "a positive number")
+fraction = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _check_new_run_dir(out: Path) -> None:
@@ -562,10 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("model", metavar="MODEL", help="model name (e.g. spair)")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (new, or --resume)")
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int, metavar="N", help="optimisation steps")
+    budget.add_argument("--steps", type=positive_int, metavar="N", help="optimisation steps")
     budget.add_argument(
         "--minutes",
-        type=_positive_float,
+        type=positive_float,
         metavar="M",
         help="wall-clock budget (total, resumes included); the config's steps stay an upper bound",
     )
@@ -574,9 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("cpu", "cuda"), help="device (default cpu)")
     train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     data_root(train)
-    train.add_argument("--num-train", type=_positive_int, metavar="N", help="training scenes")
+    train.add_argument("--num-train", type=positive_int, metavar="N", help="training scenes")
     train.add_argument(
-        "--num-test", type=_positive_int, metavar="N", help=f"test scenes (default {DEFAULT_NUM_TEST})"
+        "--num-test", type=positive_int, metavar="N", help=f"test scenes (default {DEFAULT_NUM_TEST})"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
@@ -589,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("--dataset", metavar="NAME", help="dataset (default: the run's)")
-    ev.add_argument("--num-test", type=_positive_int, metavar="N", help="test scenes (default: the run's)")
+    ev.add_argument("--num-test", type=positive_int, metavar="N", help="test scenes (default: the run's)")
     data_root(ev)
     ev.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
     ev.set_defaults(func=cmd_eval)
@@ -601,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when the model can sample its prior, also FILE-prior.png.",
     )
     sample.add_argument("run_dir", metavar="RUN_DIR")
-    sample.add_argument("--num-samples", type=_positive_int, default=8, metavar="N", help="images (8)")
+    sample.add_argument("--num-samples", type=positive_int, default=8, metavar="N", help="images (8)")
     sample.add_argument("--out", metavar="FILE", help="figure path (default RUN_DIR/samples.png)")
     sample.add_argument("--dataset", metavar="NAME", help="dataset (default: the run's)")
     data_root(sample)
@@ -615,9 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", metavar="DIR", help="run directory (default runs/demo, runs/demo-2, ...)")
     demo.add_argument(
-        "--minutes", type=_positive_float, metavar="M", help=f"training budget (default {DEMO_MINUTES:g})"
+        "--minutes", type=positive_float, metavar="M", help=f"training budget (default {DEMO_MINUTES:g})"
     )
-    demo.add_argument("--steps", type=_positive_int, metavar="N", help="step budget (default SPAIR's)")
+    demo.add_argument("--steps", type=positive_int, metavar="N", help="step budget (default SPAIR's)")
     data_root(demo)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
