@@ -111,12 +111,22 @@ class GlimpseEncoder(nn.Module):
 
 
 class GlimpseDecoder(nn.Module):
-    """Codes ``[..., dim]`` to appearance ``[..., C, h, w]`` and opacity ``[..., 1, h, w]`` in [0, 1]."""
+    """Codes ``[..., dim]`` to appearance ``[..., C, h, w]`` and opacity ``[..., 1, h, w]`` in [0, 1].
 
-    def __init__(self, dim: int, channels: int, size: tuple[int, int], hidden: int = 256):
+    ``init_alpha`` is the opacity the untrained decoder draws. A faint start matters: objects that
+    begin as opaque random blobs over a mostly empty canvas cost more reconstruction than they earn,
+    so the guide switches every object off within a few dozen steps and, with nothing drawn, no
+    gradient ever switches them back on (seen on one-digit scenes with an opacity of 0.5).
+    """
+
+    def __init__(
+        self, dim: int, channels: int, size: tuple[int, int], hidden: int = 256, init_alpha: float = 0.05
+    ):
         super().__init__()
         self.net = mlp([dim, hidden, hidden, (channels + 1) * size[0] * size[1]])
         self.channels, self.size = channels, size
+        with torch.no_grad():
+            self.net[-1].bias[channels * size[0] * size[1] :].fill_(math.log(init_alpha / (1 - init_alpha)))
 
     def forward(self, codes: Tensor) -> tuple[Tensor, Tensor]:
         lead = codes.shape[:-1]
