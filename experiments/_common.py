@@ -201,6 +201,16 @@ def train_spair(
     return model, cost
 
 
+def with_tight_boxes(model: SPAIR, evaluate, *args: Any, **kwargs: Any) -> Any:
+    """``evaluate(model, ...)`` with the model's boxes tightened to their drawn glimpses (GMAIR B.3)."""
+    saved = model.config.tight_boxes
+    model.config.tight_boxes = True
+    try:
+        return evaluate(model, *args, **kwargs)
+    finally:
+        model.config.tight_boxes = saved
+
+
 def write_eval(run_dir: Path, step: int, metrics: Mapping[str, Any]) -> None:
     """The run's ``eval.json``, as ``ppl-scenes train`` leaves it."""
     write_run_json(run_dir / "eval.json", {"step": step, **finite(metrics)})
@@ -408,6 +418,7 @@ def crops_experiment(
             **cost,
             **scores,
             "count_mae_11_20": mean_over_counts(scores["by_count"], "count_mae", 11, 20),
+            "tight_boxes": with_tight_boxes(model, evaluate_by_count, test_set),
         }
         parse = model.parse(example_images.to(model.device))
         path = out / f"examples_{slug(label)}.png"

@@ -53,6 +53,7 @@ from _common import (
     table,
     train_record,
     train_spair,
+    with_tight_boxes,
     write_eval,
     write_record,
 )
@@ -118,6 +119,7 @@ def run_condition(
     model, cost = train_spair(train_set, run_dir(args, count), args, data, command, progress)
     spair = evaluate_detection(model, test_set, progress=progress)
     write_eval(run_dir(args, count), cost["steps"], spair)
+    spair_tight = with_tight_boxes(model, evaluate_detection, test_set)
     conncomp = evaluate_detection(ConnComp(threshold=args.conncomp_threshold), test_set)
 
     n = min(8, len(test_set))
@@ -136,6 +138,7 @@ def run_condition(
     return {
         "num_digits": count,
         "spair": spair,
+        "spair_tight_boxes": spair_tight,
         "conncomp": conncomp,
         **cost,
         "seconds": round(time.perf_counter() - start, 1),

@@ -94,6 +94,8 @@ def test_spair_scaling(script, digits, tmp_path):
     assert [c["num_digits"] for c in record["conditions"]] == [1, 3]
     for c in record["conditions"]:
         check_metrics(c["spair"], 4)
+        check_metrics(c["spair_tight_boxes"], 4)
+        assert c["spair_tight_boxes"]["count_accuracy"] == c["spair"]["count_accuracy"]  # boxes only
         check_metrics(c["conncomp"], 4)
         assert c["steps"] == 2 and c["torch_threads"] == 1
         assert c["train_seconds"] >= 0 and c["seconds"] >= c["train_seconds"]
@@ -141,6 +143,8 @@ def test_spair_generalization(script, digits, tmp_path):
         # Headline: mean absolute count error over the scenes with 11-20 digits (here 11 and 12).
         expected = (result["by_count"][11]["count_mae"] + result["by_count"][12]["count_mae"]) / 2
         assert result["count_mae_11_20"] == pytest.approx(expected)
+    check_metrics(spair["tight_boxes"]["overall"], 12)
+    assert spair["tight_boxes"]["overall"]["count_mae"] == spair["overall"]["count_mae"]  # boxes only
     assert {"by_count", "examples_spair"} <= set(record["figures"])
     assert Path(spair["run_dir"], "checkpoint.pt").is_file()
 
