@@ -477,8 +477,7 @@ class SPAIR(SceneModel):
         size = tuple(x.shape[-2:])
         recon = self.render(lat.pres, lat.where, lat.depth, lat.what, size)
         c = self.config
-        grid = grid_shape(size, c.cell_size)
-        boxes = cxcywh_to_xyxy(where_to_cxcywh(lat.where, grid, c.cell_size, c.anchor, c.center_bounds))
+        boxes = self.where_boxes(lat.where, size, clip=False)
         if c.tight_boxes:
             boxes = tighten_boxes(boxes, self.object_decoder(lat.what)[1], c.tight_threshold)
         boxes = clip_boxes(boxes, size)
@@ -491,6 +490,18 @@ class SPAIR(SceneModel):
             what=[lat.what[i][keep[i]] for i in range(len(x))],
             reconstruction=recon,
         )
+
+    def where_boxes(self, z_where: Tensor, image_size: tuple[int, int], clip: bool = True) -> Tensor:
+        """Every cell's box ``[..., N, 4]`` (xyxy pixels) from ``z_where`` on an image of ``image_size``."""
+        c = self.config
+        grid = grid_shape(image_size, c.cell_size)
+        boxes = cxcywh_to_xyxy(where_to_cxcywh(z_where, grid, c.cell_size, c.anchor, c.center_bounds))
+        return clip_boxes(boxes, image_size) if clip else boxes
+
+    def prior_boxes(self, samples: dict[str, Tensor], image_size: tuple[int, int]) -> list[Tensor]:
+        """Boxes of the objects present (``z_pres > 0.5``) in each scene of ``samples`` (``[S, N, ...]``)."""
+        boxes = self.where_boxes(samples["z_where"], image_size)
+        return [b[p > 0.5] for b, p in zip(boxes, samples["z_pres"])]
 
     def posterior_modes(self, x: Tensor) -> CellLatents:
         """The guide's modes for every cell (a swapped-in guide is traced once instead)."""

@@ -1,0 +1,185 @@
+"""Looking at the posterior over objects: samples, object counts and ArviZ ``InferenceData``.
+
+For any SVI scene model (``model.model`` / ``model.guide``, sites named as the papers name them)::
+
+    samples = sample_posterior(model, images, num_samples=100)   # z_pres, z_where, ..., reconstruction
+    counts = count_posterior(samples["z_pres"])                   # P(count = k | x) per image, mean, HDI
+    idata = to_inference_data(samples)                            # az.summary / az.plot_posterior / az.hdi
+
+Samples come from :class:`pyro.infer.Predictive` with the model's guide, so a swapped-in guide is
+sampled the same way. Relaxed presence samples are rounded at 0.5 when objects are counted, as
+``parse`` rounds them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pyro.infer import Predictive
+from torch import Tensor
+
+from ppl_scenes.checks import check_positive_int
+
+#: Latent sites of the object-centric models, in the papers' names; absent ones are skipped.
+LATENT_SITES = ("z_pres", "z_where", "z_depth", "z_what", "z_cat")
+#: Named dimensions of each site after the ``(chain, draw, image)`` ones.
+SITE_DIMS = {
+    "z_pres": ["cell"],
+    "z_where": ["cell", "where_coord"],
+    "z_depth": ["cell", "depth_coord"],
+    "z_what": ["cell", "what_dim"],
+    "z_cat": ["cell", "category"],
+    "count": [],
+    "reconstruction": ["channel", "row", "column"],
+}
+
+
+def _latent_sites(model, images: Tensor) -> list[str]:
+    import pyro.poutine as poutine
+
+    with torch.no_grad():
+        trace = poutine.trace(model.guide).get_trace(images)
+    return [name for name in LATENT_SITES if name in trace.nodes]
+
+
+@torch.no_grad()
+def sample_posterior(model, images: Tensor, num_samples: int = 100) -> dict[str, Tensor]:
+    """Draws of every latent site from the guide, and the reconstruction each one renders.
+
+    Args:
+        model: an SVI scene model (``model.model(x)`` returns the rendered canvas).
+        images: ``[B, C, H, W]`` in [0, 1] (validated by the model).
+        num_samples: posterior draws per image.
+
+    Returns:
+        ``{site: [S, B, ...]}`` with the batch dimension right after the sample one -- ``z_pres``
+        ``[S, B, N]``, ``z_where`` ``[S, B, N, 4]``, ... -- plus ``reconstruction`` ``[S, B, C, H, W]``.
+    """
+    num_samples = check_positive_int(num_samples, "num_samples")
+    model.check_input(images)
+    sites = _latent_sites(model, images)
+    predictive = Predictive(
+        model.model, guide=model.guide, num_samples=num_samples, return_sites=[*sites, "_RETURN"]
+    )
+    draws = predictive(images)
+    out = {name: _drop_plate_dims(draws[name], len(images)) for name in sites}
+    out["reconstruction"] = draws["_RETURN"]
+    return out
+
+
+@torch.no_grad()
+def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    """Scenes generated from the model's prior: latent draws and the rendered images.
+
+    Args:
+        model: an SVI scene model whose ``model`` takes ``batch_size`` and ``image_size``.
+        num_samples: scenes to generate.
+        image_size: ``(H, W)`` (default: the model's own default).
+
+    Returns:
+        ``{site: [S, ...]}`` for the latent sites, ``images`` ``[S, C, H, W]`` (the likelihood's
+        mean) and ``boxes``, a list of ``[N_i, 4]`` xyxy boxes of the objects present when the
+        model can convert ``z_where`` (``model.prior_boxes``).
+    """
+    import pyro.poutine as poutine
+
+    num_samples = check_positive_int(num_samples, "num_samples")
+    trace = poutine.trace(model.model).get_trace(batch_size=num_samples, image_size=image_size)
+    out = {
+        name: _drop_plate_dims(trace.nodes[name]["value"], num_samples, leading=False)
+        for name in LATENT_SITES
+        if name in trace.nodes
+    }
+    out["images"] = trace.nodes["_RETURN"]["value"]
+    if hasattr(model, "prior_boxes"):
+        out["boxes"] = model.prior_boxes(out, tuple(out["images"].shape[-2:]))
+    return out
+
+
+def _drop_plate_dims(value: Tensor, batch: int, leading: bool = True) -> Tensor:
+    """Squeeze the singleton plate dimension some sites carry right after the batch (``[.., B, 1, N]``)."""
+    dim = 2 if leading else 1
+    if value.dim() > dim and value.shape[dim - 1] == batch and value.shape[dim] == 1:
+        return value.squeeze(dim)
+    return value
+
+
+@dataclass
+class CountPosterior:
+    """The posterior over the number of objects in each image.
+
+    Attributes:
+        probs: ``[B, N + 1]``: ``probs[i, k] = P(count = k | x_i)`` (sample frequencies; rows sum to 1).
+        mean: ``[B]`` posterior mean count.
+        hdi: ``[B, 2]`` highest-density interval of the count (``hdi_prob`` of the mass).
+        samples: ``[S, B]`` the count of every draw.
+    """
+
+    probs: Tensor
+    mean: Tensor
+    hdi: Tensor
+    samples: Tensor
+
+
+def count_posterior(z_pres: Tensor, hdi_prob: float = 0.94) -> CountPosterior:
+    """Object counts of posterior draws of ``z_pres`` (rounded at 0.5), summarised per image.
+
+    Args:
+        z_pres: ``[S, B, N]`` presence draws (relaxed values in [0, 1] allowed).
+        hdi_prob: mass of the highest-density interval (ArviZ's default 0.94).
+    """
+    if z_pres.dim() != 3:
+        raise ValueError(f"z_pres must be [samples, images, cells], got shape {tuple(z_pres.shape)}")
+    counts = (z_pres > 0.5).sum(-1)  # [S, B]
+    n = z_pres.shape[-1]
+    probs = torch.stack([torch.bincount(c, minlength=n + 1) for c in counts.T]).float() / counts.shape[0]
+    hdi = torch.tensor(np.stack([_hdi(c.numpy(), hdi_prob) for c in counts.T]))
+    return CountPosterior(probs=probs, mean=counts.float().mean(0), hdi=hdi, samples=counts)
+
+
+def _hdi(values: np.ndarray, prob: float) -> np.ndarray:
+    """ArviZ's HDI of one 1-D sample (quiet about ArviZ's refactoring notice)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+
+    return np.asarray(az.hdi(values.astype(float), hdi_prob=prob))
+
+
+def to_inference_data(samples: dict[str, Tensor], sites: Sequence[str] | None = None):
+    """An ArviZ ``InferenceData`` of posterior draws, one chain, with named dimensions.
+
+    Dimensions: ``chain``, ``draw``, ``image``, then ``cell``, ``where_coord`` (y, x, h, w), ...; a
+    ``count`` variable (objects present per draw) is added when ``z_pres`` is there, so
+    ``az.summary(idata, var_names=["count"])`` and ``az.hdi`` work on counts directly.
+
+    Args:
+        samples: from :func:`sample_posterior` (``[S, B, ...]`` tensors).
+        sites: which entries to include (default: every latent site, the count and not the
+            reconstruction).
+    """
+    arrays = {}
+    for name, value in samples.items():
+        if (sites is None and name in LATENT_SITES) or (sites is not None and name in sites):
+            arrays[name] = value.detach().cpu().numpy()[None]  # one chain
+    if "z_pres" in samples and (sites is None or "count" in sites):
+        arrays["count"] = (samples["z_pres"] > 0.5).sum(-1).cpu().numpy()[None]
+    dims = {name: ["image", *SITE_DIMS.get(name, [])] for name in arrays}
+    coords = {"where_coord": ["y", "x", "h", "w"]} if "z_where" in arrays else {}
+    return _from_dict(arrays, dims, coords)
+
+
+def _from_dict(arrays, dims, coords):
+    """``az.from_dict`` across ArviZ versions (0.2x takes ``posterior=``; 1.x groups by name)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+
+    try:
+        return az.from_dict(posterior=arrays, dims=dims, coords=coords)
+    except TypeError:  # ArviZ 1.x: from_dict({"posterior": {...}}, dims=..., coords=...)
+        return az.from_dict({"posterior": arrays}, dims=dims, coords=coords)

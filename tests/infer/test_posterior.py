@@ -1,0 +1,73 @@
+"""Posterior samples, object-count posterior and ArviZ InferenceData for SPAIR."""
+
+import pytest
+import torch
+
+from ppl_scenes.infer.posterior import count_posterior, sample_posterior, sample_prior, to_inference_data
+from ppl_scenes.models import SPAIR
+
+TINY = dict(
+    what_dim=4, feature_dim=16, backbone_width=4, hidden_dim=16, object_size=(6, 6), glimpse_size=(6, 6)
+)
+
+
+@pytest.fixture
+def model():
+    return SPAIR(cell_size=(6, 6), anchor=(8.0, 8.0), **TINY)
+
+
+@pytest.fixture
+def images():
+    x = torch.zeros(2, 1, 12, 18)
+    x[..., 2:6, 3:7] = 1.0
+    return x
+
+
+def test_posterior_samples_have_one_draw_per_sample_and_image(model, images):
+    s = sample_posterior(model, images, num_samples=5)
+    assert s["z_pres"].shape == (5, 2, 6) and s["z_where"].shape == (5, 2, 6, 4)
+    assert s["z_what"].shape == (5, 2, 6, 4) and s["z_depth"].shape == (5, 2, 6, 1)
+    assert s["reconstruction"].shape == (5, 2, 1, 12, 18)
+    assert not torch.equal(s["z_where"][0], s["z_where"][1])  # independent draws
+
+
+def test_count_posterior_sums_to_one_and_agrees_with_rounded_samples(model, images):
+    s = sample_posterior(model, images, num_samples=20)
+    counts = count_posterior(s["z_pres"])
+    torch.testing.assert_close(counts.probs.sum(-1), torch.ones(2))
+    expected = (s["z_pres"] > 0.5).sum(-1)
+    assert torch.equal(counts.samples, expected)
+    for i in range(2):
+        for k in range(7):
+            assert counts.probs[i, k] == pytest.approx(float((expected[:, i] == k).float().mean()))
+    torch.testing.assert_close(counts.mean, expected.float().mean(0))
+    assert (counts.hdi[:, 0] <= counts.hdi[:, 1]).all()
+
+
+def test_count_posterior_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="samples, images, cells"):
+        count_posterior(torch.rand(3, 4))
+
+
+def test_inference_data_has_named_dims(model, images):
+    idata = to_inference_data(sample_posterior(model, images, num_samples=4))
+    post = idata.posterior
+    assert post["z_where"].dims == ("chain", "draw", "image", "cell", "where_coord")
+    assert list(post["where_coord"].values) == ["y", "x", "h", "w"]
+    assert post["count"].dims == ("chain", "draw", "image") and post.sizes["draw"] == 4
+    assert "reconstruction" not in post
+
+
+def test_prior_samples_give_images_and_the_boxes_of_present_objects(model):
+    s = sample_prior(model, num_samples=3, image_size=(12, 18))
+    assert s["images"].shape == (3, 1, 12, 18) and s["z_pres"].shape == (3, 6)
+    assert [len(b) for b in s["boxes"]] == (s["z_pres"] > 0.5).sum(-1).tolist()
+    for b in s["boxes"]:
+        assert (b[:, 2] <= 18).all() and (b[:, 3] <= 12).all()
+
+
+def test_bad_input_is_rejected(model, images):
+    with pytest.raises(ValueError):
+        sample_posterior(model, images, num_samples=0)
+    with pytest.raises(ValueError):
+        sample_posterior(model, images[0], num_samples=2)
