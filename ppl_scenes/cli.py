@@ -480,12 +480,41 @@ def _prior_figure(model, n: int, image_size: tuple[int, int], path: Path) -> Pat
     return path
 
 
+def _posterior_sample_figures(model, test_set, n: int, draws: int, out: Path) -> tuple[Path, Path] | None:
+    """Boxes of ``draws`` posterior draws on ``n`` test scenes, and their count posteriors."""
+    import torch
+
+    from ppl_scenes.infer.posterior import count_posterior, posterior_boxes, sample_posterior
+    from ppl_scenes.viz import plot_count_posterior, plot_posterior_boxes
+
+    if not hasattr(model, "present_boxes"):
+        return None
+    n = min(n, len(test_set))
+    items = [test_set[i] for i in range(n)]
+    images = torch.stack([im for im, _ in items]).to(model.device)
+    samples = sample_posterior(model, images, num_samples=draws)
+    counts = count_posterior(samples["z_pres"].cpu())
+    boxes = [[b.cpu() for b in per_image] for per_image in posterior_boxes(model, samples, images.shape[-2:])]
+    truth = [int(t["count"]) for _, t in items]
+    titles = [f"{m:.1f} found ({t} true)" for m, t in zip(counts.mean.tolist(), truth)]
+    box_path = out.with_name(f"{out.stem}-posterior{out.suffix}")
+    count_path = out.with_name(f"{out.stem}-counts{out.suffix}")
+    gt = [t["boxes"] for _, t in items]
+    plot_posterior_boxes(images.cpu(), boxes, gt_boxes=gt, titles=titles, path=box_path, max_images=n)
+    plot_count_posterior(counts.probs, path=count_path, true_counts=truth, max_images=n)
+    return box_path, count_path
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     model, config, cls = _load_run(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     _, test_set = _test_dataset(config, cls, args.dataset, args.num_samples, args.data_root)
     posterior = _posterior_figure(model, test_set, args.num_samples, out)
     print(f"posterior parses of {min(args.num_samples, len(test_set))} test scenes: {posterior}")
+    sampled = _posterior_sample_figures(model, test_set, args.num_samples, args.num_draws, out)
+    if sampled is not None:
+        print(f"boxes of {args.num_draws} posterior draws per scene: {sampled[0]}")
+        print(f"posterior over the number of objects: {sampled[1]}")
     image_size = tuple(test_set[0][0].shape[-2:])
     prior = _prior_figure(model, args.num_samples, image_size, out.with_name(f"{out.stem}-prior{out.suffix}"))
     if prior is not None:
@@ -605,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("run_dir", metavar="RUN_DIR")
     sample.add_argument("--num-samples", type=positive_int, default=8, metavar="N", help="images (8)")
+    sample.add_argument(
+        "--num-draws", type=positive_int, default=20, metavar="K", help="posterior draws per image (20)"
+    )
     sample.add_argument("--out", metavar="FILE", help="figure path (default RUN_DIR/samples.png)")
     sample.add_argument("--dataset", metavar="NAME", help="dataset (default: the run's)")
     data_root(sample)

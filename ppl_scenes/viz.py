@@ -38,6 +38,7 @@ __all__ = [
     "plot_curves",
     "plot_metric_by_count",
     "plot_metrics_by_count",
+    "plot_posterior_boxes",
     "plot_scenes",
 ]
 
@@ -78,6 +79,7 @@ def draw_boxes(
     color: str = PRED_COLOR,
     labels: Sequence[object] | Tensor | None = None,
     linewidth: float = 1.5,
+    alpha: float = 1.0,
 ) -> list[Artist]:
     """Outline boxes on an axes, optionally writing a label at each box's top-left corner.
 
@@ -88,6 +90,7 @@ def draw_boxes(
         color: any matplotlib colour.
         labels: one label per box (str, int, ...), or ``None``.
         linewidth: outline width in points.
+        alpha: opacity of the outlines (overlaid posterior samples read best faint).
 
     Returns:
         The artists added (rectangles, then texts).
@@ -102,7 +105,9 @@ def draw_boxes(
             raise ValueError(f"labels has {len(labels)} entries but there are {b.shape[0]} boxes")
     artists: list[Artist] = []
     for x1, y1, x2, y2 in b.tolist():
-        rect = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=linewidth)
+        rect = Rectangle(
+            (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=linewidth, alpha=alpha
+        )
         artists.append(ax.add_patch(rect))
     if labels is not None:
         for (x1, y1, _, _), lab in zip(b.tolist(), labels):
@@ -447,4 +452,48 @@ def plot_count_posterior(
         ax.set_xlabel("count", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("probability")
+    return _finish(fig, path)
+
+
+def plot_posterior_boxes(
+    images: Tensor,
+    sample_boxes: Sequence[Sequence[Tensor]],
+    gt_boxes: Sequence[Tensor] | None = None,
+    titles: Sequence[str] | None = None,
+    path: PathLike | None = None,
+    max_images: int = 8,
+) -> Figure:
+    """Images with the boxes of several posterior draws overlaid: where the model is unsure, the
+    outlines spread; where it is sure, they coincide.
+
+    Args:
+        images: ``[B, C, H, W]`` in [0, 1].
+        sample_boxes: per image, per draw, ``[N, 4]`` xyxy boxes
+            (:func:`ppl_scenes.infer.posterior.posterior_boxes`).
+        gt_boxes: optional true boxes per image (yellow).
+        titles: one title per image shown.
+        path: where to save the figure; not saved when ``None``.
+        max_images: at most this many images (the first ones) are shown.
+    """
+    check_images(images)
+    batch = images.shape[0]
+    if len(sample_boxes) != batch:
+        raise ValueError(f"sample_boxes has {len(sample_boxes)} entries but there are {batch} images")
+    n = min(batch, check_positive_int(max_images, "max_images"))
+    truths = None if gt_boxes is None else _per_image_boxes(gt_boxes, "gt_boxes", batch)
+    fig = Figure(figsize=(2.0 * n, 2.4), layout="constrained")
+    axes = np.asarray(fig.subplots(1, n, squeeze=False))[0]
+    for j, ax in enumerate(axes):
+        _show_image(ax, images[j])
+        if truths is not None:
+            draw_boxes(ax, truths[j], color=GT_COLOR, linewidth=3.0)
+        draws = sample_boxes[j]
+        for boxes in draws:
+            draw_boxes(ax, boxes, color=PRED_COLOR, linewidth=1.0, alpha=max(0.1, min(1.0, 3.0 / len(draws))))
+        if titles is not None:
+            ax.set_title(str(titles[j]), fontsize=9)
+    handles = [Line2D([], [], color=PRED_COLOR, label="posterior draws")]
+    if truths is not None:
+        handles.append(Line2D([], [], color=GT_COLOR, label="ground truth"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     return _finish(fig, path)

@@ -116,6 +116,8 @@ def test_sample_writes_figures(run_copy, capsys, tmp_path):
     assert main(["sample", str(run_copy), "--num-samples", "2"]) == 0
     assert (run_copy / "samples.png").stat().st_size > 0
     assert (run_copy / "samples-prior.png").stat().st_size > 0  # SPAIR can sample its prior
+    assert (run_copy / "samples-posterior.png").stat().st_size > 0  # boxes of several draws
+    assert (run_copy / "samples-counts.png").stat().st_size > 0  # the count posterior
     target = tmp_path / "figs" / "parse.png"
     assert main(["sample", str(run_copy), "--num-samples", "1", "--out", str(target)]) == 0
     assert target.is_file()
@@ -260,6 +262,7 @@ def test_corrupt_checkpoint_on_resume(run_copy, capsys):
 
 def test_sample_rejects_non_positive_count(trained, capsys):
     assert_clean_error(capsys, main(["sample", str(trained), "--num-samples", "0"]), 2, "--num-samples")
+    assert_clean_error(capsys, main(["sample", str(trained), "--num-draws", "0"]), 2, "--num-draws")
 
 
 def test_diverged_training_exits_1(tmp_path, monkeypatch, capsys):

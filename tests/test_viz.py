@@ -146,3 +146,18 @@ def test_plot_count_posterior(tmp_path):
         viz.plot_count_posterior(torch.log(probs))
     with pytest.raises(ValueError, match="true_counts"):
         viz.plot_count_posterior(probs, true_counts=[1])
+
+
+def test_plot_posterior_boxes_draws_every_sample(tmp_path):
+    from ppl_scenes.viz import plot_posterior_boxes
+
+    images = torch.rand(2, 1, 16, 16)
+    draws = [
+        [torch.tensor([[1.0, 1.0, 5.0, 6.0]]), torch.zeros(0, 4)],
+        [torch.tensor([[2.0, 2.0, 9.0, 9.0]])] * 2,
+    ]
+    fig = plot_posterior_boxes(images, draws, gt_boxes=[torch.zeros(0, 4)] * 2, path=tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert [len(ax.patches) for ax in fig.axes[:2]] == [1, 2]
+    with pytest.raises(ValueError, match="sample_boxes"):
+        plot_posterior_boxes(images, draws[:1])

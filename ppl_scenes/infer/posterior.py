@@ -83,7 +83,7 @@ def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = N
     Returns:
         ``{site: [S, ...]}`` for the latent sites, ``images`` ``[S, C, H, W]`` (the likelihood's
         mean) and ``boxes``, a list of ``[N_i, 4]`` xyxy boxes of the objects present when the
-        model can convert ``z_where`` (``model.prior_boxes``).
+        model can convert ``z_where`` (``model.present_boxes``).
     """
     import pyro.poutine as poutine
 
@@ -95,9 +95,22 @@ def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = N
         if name in trace.nodes
     }
     out["images"] = trace.nodes["_RETURN"]["value"]
-    if hasattr(model, "prior_boxes"):
-        out["boxes"] = model.prior_boxes(out, tuple(out["images"].shape[-2:]))
+    if hasattr(model, "present_boxes"):
+        out["boxes"] = model.present_boxes(out["z_pres"], out["z_where"], tuple(out["images"].shape[-2:]))
     return out
+
+
+def posterior_boxes(model, samples: dict[str, Tensor], image_size: tuple[int, int]) -> list[list[Tensor]]:
+    """Per image, the boxes of the objects present in each posterior draw: ``boxes[image][draw]``.
+
+    Args:
+        model: the model the samples came from (it converts ``z_where``: ``model.present_boxes``).
+        samples: from :func:`sample_posterior`.
+        image_size: ``(H, W)`` of the images.
+    """
+    s, b = samples["z_pres"].shape[:2]
+    flat = model.present_boxes(samples["z_pres"], samples["z_where"], image_size)  # draw-major
+    return [[flat[k * b + i] for k in range(s)] for i in range(b)]
 
 
 def _drop_plate_dims(value: Tensor, batch: int, leading: bool = True) -> Tensor:

@@ -498,10 +498,18 @@ class SPAIR(SceneModel):
         boxes = cxcywh_to_xyxy(where_to_cxcywh(z_where, grid, c.cell_size, c.anchor, c.center_bounds))
         return clip_boxes(boxes, image_size) if clip else boxes
 
-    def prior_boxes(self, samples: dict[str, Tensor], image_size: tuple[int, int]) -> list[Tensor]:
-        """Boxes of the objects present (``z_pres > 0.5``) in each scene of ``samples`` (``[S, N, ...]``)."""
-        boxes = self.where_boxes(samples["z_where"], image_size)
-        return [b[p > 0.5] for b, p in zip(boxes, samples["z_pres"])]
+    def present_boxes(self, z_pres: Tensor, z_where: Tensor, image_size: tuple[int, int]) -> list[Tensor]:
+        """Boxes of the objects present (``z_pres > 0.5``) in each scene of a batch of latents.
+
+        Args:
+            z_pres: ``[..., N]``; z_where: ``[..., N, 4]`` (any leading dims, flattened in order).
+            image_size: ``(H, W)`` of the images the latents describe.
+
+        Returns:
+            one ``[K_i, 4]`` xyxy tensor per scene.
+        """
+        boxes = self.where_boxes(z_where, image_size).reshape(-1, z_where.shape[-2], 4)
+        return [b[p > 0.5] for b, p in zip(boxes, z_pres.reshape(-1, z_pres.shape[-1]))]
 
     def posterior_modes(self, x: Tensor) -> CellLatents:
         """The guide's modes for every cell (a swapped-in guide is traced once instead)."""

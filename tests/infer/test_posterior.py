@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from ppl_scenes.infer.posterior import count_posterior, sample_posterior, sample_prior, to_inference_data
+from ppl_scenes.infer.posterior import (
+    count_posterior,
+    posterior_boxes,
+    sample_posterior,
+    sample_prior,
+    to_inference_data,
+)
 from ppl_scenes.models import SPAIR
 
 TINY = dict(
@@ -71,3 +77,14 @@ def test_bad_input_is_rejected(model, images):
         sample_posterior(model, images, num_samples=0)
     with pytest.raises(ValueError):
         sample_posterior(model, images[0], num_samples=2)
+
+
+def test_posterior_boxes_follow_each_draw(model, images):
+    s = sample_posterior(model, images, num_samples=3)
+    boxes = posterior_boxes(model, s, (12, 18))
+    assert len(boxes) == 2 and all(len(per_image) == 3 for per_image in boxes)
+    for i in range(2):
+        for k in range(3):
+            assert len(boxes[i][k]) == int((s["z_pres"][k, i] > 0.5).sum())
+            full = model.where_boxes(s["z_where"][k, i], (12, 18))
+            torch.testing.assert_close(boxes[i][k], full[s["z_pres"][k, i] > 0.5])
