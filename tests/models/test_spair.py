@@ -267,3 +267,30 @@ def test_tight_boxes_lie_inside_the_where_boxes():
         widths = (b[:, 2] - b[:, 0]) / (a[:, 2] - a[:, 0]).clamp(min=1e-6)
         inside = (a[:, 0] > 0) & (a[:, 2] < 18)  # boxes not clipped by the image edge
         torch.testing.assert_close(widths[inside], torch.full_like(widths[inside], 1 / 3))
+
+
+def test_conditioned_latents_render_where_the_box_says():
+    model = tiny()
+    n = 6  # 12x18 image, 2x3 grid of 6-px cells
+    z_pres = torch.zeros(1, 1, n)
+    z_pres[..., 4] = 1.0  # one object, in cell (1, 1)
+    z_what = torch.randn(1, n, 4)
+    rendered = {}
+    for name, centre in (
+        ("left", -3.0),
+        ("right", 3.0),
+    ):  # sigmoid(-3) / sigmoid(3): left / right of the cell
+        z_where = torch.zeros(1, n, 4)
+        z_where[0, 4] = torch.tensor([0.0, centre, 0.0, 0.0])
+        data = {"z_pres": z_pres, "z_where": z_where, "z_what": z_what}
+        with torch.no_grad():
+            rendered[name] = poutine.condition(model.model, data=data)(batch_size=1, image_size=(12, 18))[
+                0, 0
+            ]
+        box = model.present_boxes(z_pres[:, 0], z_where, (12, 18))[0][0]
+        drawn = rendered[name] > model.background().max() + 1e-6  # the background is not quite 0
+        cols = drawn.any(0).nonzero().flatten()
+        assert drawn.any() and box[0] - 1 <= cols.min() and cols.max() < box[2] + 1  # ink only in the box
+    left_mass = (rendered["left"].sum(0) * torch.arange(18.0)).sum() / rendered["left"].sum()
+    right_mass = (rendered["right"].sum(0) * torch.arange(18.0)).sum() / rendered["right"].sum()
+    assert right_mass > left_mass + 2  # the object moved right with z_x
