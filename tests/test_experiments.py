@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from ppl_scenes import SPAIR, load
 
@@ -22,15 +21,6 @@ METRICS = ("ap50", "ap_spair", "ap_coco", "count_accuracy", "count_mae", "num_sc
 TINY = ["--steps", "2", "--num-train", "8", "--batch-size", "4", "--threads", "1", "--no-progress"]
 
 pytestmark = pytest.mark.filterwarnings("ignore::ppl_scenes.data.DigitFallbackWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest, and immune to busy CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
