@@ -1,0 +1,47 @@
+"""A learnable Gaussian-mixture prior over appearance codes ``z_what``.
+
+GMAIR (Zhu et al. 2021) replaces the standard Normal prior on ``z_what`` with a mixture whose
+components stand for object categories. :class:`GaussianMixtureWhatPrior` is that prior in the form
+SPAIR's ``what_prior`` argument takes (``fn(batch_shape) -> distribution`` with event shape ``[A]``),
+with its means and scales learned with the rest of the model::
+
+    SPAIR(what_prior=GaussianMixtureWhatPrior(num_components=10, dim=50))
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from ppl_scenes.checks import check_positive_int
+
+
+class GaussianMixtureWhatPrior(nn.Module):
+    """``p(z) = (1 / K) sum_k N(z; mu_k, diag(sigma_k^2))`` with learnable ``mu_k`` and ``sigma_k``.
+
+    The weights are uniform, as GMAIR's categorical prior is. Means start spread out (standard Normal
+    draws, so components do not begin identical) and scales at ``init_scale``.
+
+    Args:
+        num_components: ``K``.
+        dim: ``A``, the size of ``z_what``.
+        init_scale: initial standard deviation of every component.
+    """
+
+    def __init__(self, num_components: int = 10, dim: int = 50, init_scale: float = 1.0):
+        super().__init__()
+        self.num_components = check_positive_int(num_components, "num_components")
+        self.dim = check_positive_int(dim, "dim")
+        if init_scale <= 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        self.loc = nn.Parameter(torch.randn(self.num_components, self.dim))
+        self.log_scale = nn.Parameter(
+            torch.full((self.num_components, self.dim), float(torch.tensor(init_scale).log()))
+        )
+
+    def forward(self, batch_shape: tuple[int, ...] = ()) -> dist.MixtureSameFamily:
+        """The mixture with the given batch shape and event shape ``[A]``."""
+        mixing = dist.Categorical(logits=torch.zeros(self.num_components, device=self.loc.device))
+        components = dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
+        return dist.MixtureSameFamily(mixing, components).expand(torch.Size(batch_shape))
