@@ -50,14 +50,13 @@ from _common import (
     train_spair,
     write_record,
 )
-from tqdm.auto import tqdm
 
 from ppl_scenes.baselines import ConnComp
+from ppl_scenes.data import atari
 from ppl_scenes.viz import plot_scenes
 
 NAME = "spair_atari"
 GAME = "space_invaders"
-INSTALL_HINT = "pip install 'ppl_scenes[atari]'  (or: pip install ale-py)"
 #: SPAIR's settings for Space Invaders frames. Invaders are about 8 px wide and 10 px tall, 16 px
 #: apart in a row and about 18 px between rows: a 12-pixel cell holds at most one invader's centre,
 #: and a 16-pixel anchor puts the prior's mean box size (half the anchor) at their size.
@@ -83,34 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 def import_ale():
     """The ``ale_py`` module, or exit status 2 with the install hint."""
     try:
-        import ale_py
-        import ale_py.roms  # the ROMs ship in the wheel from ale-py 0.9 on
-    except ImportError:
-        print(f"{NAME}: error: this experiment needs ale-py: {INSTALL_HINT}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return ale_py
-
-
-def play(ale_py, num_frames: int, every: int, seed: int, progress: bool = False) -> torch.Tensor:
-    """``num_frames`` RGB frames ``[N, 3, 210, 160]`` in [0, 1] of Space Invaders under a random policy."""
-    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
-    ale = ale_py.ALEInterface()
-    ale.setInt("random_seed", seed)
-    ale.loadROM(ale_py.roms.get_rom_path(GAME))
-    actions = ale.getMinimalActionSet()
-    rng = np.random.default_rng(seed)
-    frames = []
-    with tqdm(total=num_frames, desc="playing", leave=False, disable=not progress) as bar:
-        step = 0
-        while len(frames) < num_frames:
-            ale.act(actions[rng.integers(len(actions))])
-            step += 1
-            if ale.game_over():
-                ale.reset_game()
-            if step % every == 0:
-                frames.append(ale.getScreenRGB())
-                bar.update(1)
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
+        return atari.import_ale()
+    except ImportError as err:
+        print(f"{NAME}: error: this experiment needs ale-py: {atari.INSTALL_HINT}", file=sys.stderr)
+        raise SystemExit(2) from err
 
 
 def random_crops(frames: torch.Tensor, n: int, size: int, seed: int) -> torch.Tensor:
@@ -147,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.crop_size % ATARI_CONFIG["cell_size"][0] or args.crop_size % ATARI_CONFIG["cell_size"][1]:
         parser.error(f"--crop-size must be a multiple of the cell size {ATARI_CONFIG['cell_size']}")
-    ale_py = import_ale()
+    import_ale()  # fail early, before any work, when ale-py is missing
     apply_threads(args)
     out = Path(args.out)
     run_dir = out / "runs" / "spair"
@@ -155,8 +130,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     command = command_line(NAME, argv)
     progress = not args.no_progress
 
-    frames = play(ale_py, args.num_frames, args.frame_every, args.seed, progress)
-    test_frames = play(ale_py, args.num_test, args.frame_every, args.seed + 1, progress).float() / 255.0
+    frames = atari.play_atari(args.num_frames, args.frame_every, args.seed, GAME, progress)
+    test_frames = (
+        atari.play_atari(args.num_test, args.frame_every, args.seed + 1, GAME, progress).float() / 255.0
+    )
     crops = random_crops(frames, args.num_train, args.crop_size, args.seed)
     data = {
         "name": f"ale:{GAME}",

@@ -10,6 +10,9 @@ DataLoader ``collate_fn`` and :func:`make_dataset` to build one by name::
 
     train = make_dataset("scattered", split="train", num_scenes=10_000, seed=0)
     loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=collate_scenes)
+
+Real frames (no ground truth): :class:`AtariFrames` plays an Atari game through ``ale-py`` (the
+optional extra ``atari``); it is not in :data:`DATASETS`, whose generators all carry truth.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 
 from torch.utils.data import Dataset
 
+from .atari import AtariFrames
 from .cluttered import ClutteredDigits
 from .crops import RandomCrops
 from .digits import DigitFallbackWarning, load_digits, resolve_data_root
@@ -29,6 +33,7 @@ from .shapes import SHAPE_NAMES, Shapes
 
 __all__ = [
     "DATASETS",
+    "AtariFrames",
     "SHAPE_NAMES",
     "ClutteredDigits",
     "DigitFallbackWarning",
