@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ppl_scenes import SPAIR, load
 
@@ -217,8 +218,42 @@ def test_spair_speed(script, digits, tmp_path):
     assert (out / "step_time_by_pixels.png").stat().st_size > 0
 
 
+def test_spair_misses_splits_the_misses_by_cause(script, digits, tmp_path):
+    scaling = script("spair_scaling")
+    runs = tmp_path / "scaling"
+    scaling.main([*TINY, *digits, "--counts", "3", "--num-test", "2", "--out", str(runs)])
+    record = script("spair_misses").main(
+        [str(runs / "runs" / "digits-3"), "--num-test", "4", "--out", str(tmp_path / "misses")]
+    )
+    for kind in ("where_boxes", "tight_boxes"):
+        r = record[kind]
+        assert r["digits"] == 12 and r["missed"] == r["overlapping"] + r["border"] + r["loose"] <= 12
+    assert read_record(tmp_path / "misses" / "spair_misses.json")["num_test"] == 4
+
+
+def test_miss_report_on_a_constructed_case(script):
+    report = script("spair_misses").miss_report
+    truth = [
+        torch.tensor(
+            [[10.0, 10.0, 20.0, 20.0], [14.0, 12.0, 24.0, 22.0], [0.0, 30.0, 8.0, 40.0], [30, 5, 34, 15.0]]
+        )
+    ]
+    pred = [torch.tensor([[10.0, 10.0, 20.0, 20.0], [29.0, 5.0, 39.0, 15.0], [40.0, 40.0, 44.0, 44.0]])]
+    r = report(pred, truth, (48, 48))
+    # box 0 found; box 1 overlaps box 0 (merged); box 2 touches the border; box 3 is boxed loosely
+    assert (r["missed"], r["overlapping"], r["border"], r["loose"]) == (3, 1, 1, 1)
+    assert r["false_positives"] == 2 and r["loose_mean_true_width"] == 4.0
+
+
 def test_docstrings_give_the_command(script):
-    names = ("spair_scaling", "spair_generalization", "spair_lateral_ablation", "spair_atari", "spair_speed")
+    names = (
+        "spair_scaling",
+        "spair_generalization",
+        "spair_lateral_ablation",
+        "spair_atari",
+        "spair_speed",
+        "spair_misses",
+    )
     for name in names:
         doc = script(name).__doc__
         assert f"python experiments/{name}.py" in doc
