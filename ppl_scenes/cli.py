@@ -442,18 +442,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # -- sample --------------------------------------------------------------------------------------
-def _posterior_figure(model, test_set, n: int, path: Path) -> Path:
+def _first_scenes(test_set, n: int):
+    """The first ``n`` (at most) scenes of ``test_set``: stacked images and their targets."""
     import torch
 
+    items = [test_set[i] for i in range(min(n, len(test_set)))]
+    return torch.stack([im for im, _ in items]), [t for _, t in items]
+
+
+def _posterior_figure(model, test_set, n: int, path: Path) -> Path:
     from ppl_scenes.viz import plot_scenes
 
-    n = min(n, len(test_set))
-    items = [test_set[i] for i in range(n)]
-    images = torch.stack([im for im, _ in items])
+    images, targets = _first_scenes(test_set, n)
+    n = len(images)
     parse = model.parse(images.to(model.device))
     boxes = [b.cpu() for b in parse.boxes]
-    truth = [t["boxes"] for _, t in items]
-    titles = [f"{len(b)} found / {int(t['count'])} true" for b, (_, t) in zip(boxes, items)]
+    truth = [t["boxes"] for t in targets]
+    titles = [f"{len(b)} found / {int(t['count'])} true" for b, t in zip(boxes, targets)]
     recon = None if parse.reconstruction is None else parse.reconstruction.cpu().clamp(0, 1)
     plot_scenes(images, boxes, gt_boxes=truth, reconstructions=recon, titles=titles, path=path, max_images=n)
     return path
@@ -482,24 +487,21 @@ def _prior_figure(model, n: int, image_size: tuple[int, int], path: Path) -> Pat
 
 def _posterior_sample_figures(model, test_set, n: int, draws: int, out: Path) -> tuple[Path, Path] | None:
     """Boxes of ``draws`` posterior draws on ``n`` test scenes, and their count posteriors."""
-    import torch
-
     from ppl_scenes.infer.posterior import count_posterior, posterior_boxes, sample_posterior
     from ppl_scenes.viz import plot_count_posterior, plot_posterior_boxes
 
     if not hasattr(model, "present_boxes"):
         return None
-    n = min(n, len(test_set))
-    items = [test_set[i] for i in range(n)]
-    images = torch.stack([im for im, _ in items]).to(model.device)
+    images, targets = _first_scenes(test_set, n)
+    n, images = len(images), images.to(model.device)
     samples = sample_posterior(model, images, num_samples=draws)
     counts = count_posterior(samples["z_pres"].cpu())
     boxes = [[b.cpu() for b in per_image] for per_image in posterior_boxes(model, samples, images.shape[-2:])]
-    truth = [int(t["count"]) for _, t in items]
+    truth = [int(t["count"]) for t in targets]
     titles = [f"{m:.1f} found ({t} true)" for m, t in zip(counts.mean.tolist(), truth)]
     box_path = out.with_name(f"{out.stem}-posterior{out.suffix}")
     count_path = out.with_name(f"{out.stem}-counts{out.suffix}")
-    gt = [t["boxes"] for _, t in items]
+    gt = [t["boxes"] for t in targets]
     plot_posterior_boxes(images.cpu(), boxes, gt_boxes=gt, titles=titles, path=box_path, max_images=n)
     plot_count_posterior(counts.probs, path=count_path, true_counts=truth, max_images=n)
     return box_path, count_path

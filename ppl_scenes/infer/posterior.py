@@ -154,13 +154,18 @@ def count_posterior(z_pres: Tensor, hdi_prob: float = 0.94) -> CountPosterior:
     return CountPosterior(probs=probs, mean=counts.float().mean(0), hdi=hdi, samples=counts)
 
 
-def _hdi(values: np.ndarray, prob: float) -> np.ndarray:
-    """ArviZ's HDI of one 1-D sample (quiet about ArviZ's refactoring notice)."""
+def _arviz():
+    """The ``arviz`` module, imported without its FutureWarning about the coming refactoring."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
+        import arviz
 
-    return np.asarray(az.hdi(values.astype(float), hdi_prob=prob))
+    return arviz
+
+
+def _hdi(values: np.ndarray, prob: float) -> np.ndarray:
+    """ArviZ's HDI of one 1-D sample."""
+    return np.asarray(_arviz().hdi(values.astype(float), hdi_prob=prob))
 
 
 def to_inference_data(samples: dict[str, Tensor], sites: Sequence[str] | None = None):
@@ -188,10 +193,7 @@ def to_inference_data(samples: dict[str, Tensor], sites: Sequence[str] | None = 
 
 def _from_dict(arrays, dims, coords):
     """``az.from_dict`` across ArviZ versions (0.2x takes ``posterior=``; 1.x groups by name)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
-
+    az = _arviz()
     try:
         return az.from_dict(posterior=arrays, dims=dims, coords=coords)
     except TypeError:  # ArviZ 1.x: from_dict({"posterior": {...}}, dims=..., coords=...)
