@@ -168,17 +168,20 @@ def train_spair(
     data: Mapping[str, Any],
     command: str,
     progress: bool,
+    model_class: type = SPAIR,
+    fit_kwargs: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[SPAIR, dict[str, Any]]:
-    """Train ``SPAIR(**overrides)`` into ``run_dir``; returns the model and what the run cost.
+    """Train ``model_class(**overrides)`` (SPAIR or a subclass) into ``run_dir``; returns it and its cost.
 
     ``data`` (``name`` and generator ``kwargs``) goes to the run's ``config.json``, so the run can be
-    scored again with ``ppl-scenes eval``. The cost record holds the steps run, the training
-    seconds (the trainer's clock, summed over resumes) and the torch threads used.
+    scored again with ``ppl-scenes eval``. ``fit_kwargs`` go to :func:`ppl_scenes.fit` (e.g. an
+    ``eval_fn`` and ``eval_every``). The cost record holds the steps run, the training seconds (the
+    trainer's clock, summed over resumes) and the torch threads used.
     """
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)  # the initial weights
-    model = SPAIR(**overrides)
+    model = model_class(**overrides)
     resume = args.resume and (run_dir / "checkpoint.pt").is_file()
     run_info = {"data": {**data, "root": getattr(args, "data_root", None)}, "command": command}
     fit(
@@ -190,6 +193,7 @@ def train_spair(
         progress=progress,
         run_info=run_info,
         **train_settings(args),
+        **(fit_kwargs or {}),
     )
     last = read_metrics(run_dir)[-1]
     cost = {

@@ -6,6 +6,7 @@ Everything a user needs is importable from here, one level deep::
 
 Models
     ``SPAIR``, ``SPAIRConfig``, ``SPAIRGuide`` -- Crawford & Pineau (AAAI 2019);
+    ``GMAIR``, ``GMAIRConfig``, ``GMAIRGuide`` -- Zhu et al. (2021), SPAIR with object clusters;
     ``SceneModel`` -- the base class every model shares; ``SceneParse`` -- what ``model.parse``
     returns; ``MODELS`` -- the registry of models by CLI name (``{"spair": SPAIR, ...}``).
 Training and run directories
@@ -47,11 +48,24 @@ from ppl_scenes.data import (  # noqa: E402
 )
 from ppl_scenes.infer.svi import fit  # noqa: E402
 from ppl_scenes.infer.trainer import TrainConfig, TrainingDiverged  # noqa: E402
-from ppl_scenes.models import MODELS, SPAIR, SceneModel, SceneParse, SPAIRConfig, SPAIRGuide  # noqa: E402
+from ppl_scenes.models import (  # noqa: E402
+    GMAIR,
+    MODELS,
+    SPAIR,
+    GMAIRConfig,
+    GMAIRGuide,
+    SceneModel,
+    SceneParse,
+    SPAIRConfig,
+    SPAIRGuide,
+)
 from ppl_scenes.runs import RunDirError, load  # noqa: E402
 
 __all__ = [
     "DATASETS",
+    "GMAIR",
+    "GMAIRConfig",
+    "GMAIRGuide",
     "MODELS",
     "SPAIR",
     "ClutteredDigits",

@@ -183,7 +183,48 @@ def test_spair_atari_without_ale_py(script, monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "atari").exists()
 
 
-@pytest.mark.parametrize("name", ["spair_scaling", "spair_generalization", "spair_lateral_ablation"])
+def test_gmair_clustering(script, digits, tmp_path):
+    out = tmp_path / "gmair"
+    small = ["--num-test", "12", "--gmm-scenes", "8", "--curve-scenes", "4", "--eval-every", "1"]
+    sizes = ["--canvas-size", "32", "--digit-size", "12", "--digits", "1", "2"]
+    record = script("gmair_clustering").main([*TINY, *digits, *small, *sizes, "--out", str(out)])
+    check_common(record, "gmair_clustering", out)
+    assert set(record["results"]) == {"gmair", "spair_gmm"}
+    for metrics in record["results"].values():
+        check_metrics(metrics, 12)
+        for key in ("acc", "nmi"):
+            assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0
+    assert set(record["met"]) == {"ap50", "acc", "nmi", "acc_gain", "nmi_gain"}
+    assert [r["step"] for r in record["curves"]["gmair"]] == [1, 2]
+    assert record["models"]["gmair"]["config"]["num_clusters"] == 10
+    assert load(out / "runs" / "gmair").config.tight_boxes
+    assert {"curves", "tsne", "generated", "edits", "examples"} == set(record["figures"])
+
+
+def test_gmair_clustering_in_two_processes(script, digits, tmp_path):
+    """Each model trained by its own call; a last call with --resume only evaluates."""
+    gmair = script("gmair_clustering")
+    args = [
+        *TINY,
+        *digits,
+        "--num-test",
+        "4",
+        "--gmm-scenes",
+        "4",
+        "--eval-every",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
+    args += ["--canvas-size", "32", "--digit-size", "12", "--digits", "1", "2"]
+    assert gmair.main([*args, "--models", "spair"]) == {}
+    record = gmair.main([*args, "--models", "gmair", "--resume"])
+    assert record["cost"]["spair"]["steps"] == 2 and record["cost"]["gmair"]["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["spair_scaling", "spair_generalization", "spair_lateral_ablation", "gmair_clustering"]
+)
 def test_bad_flags_exit_2(script, name, tmp_path):
     with pytest.raises(SystemExit) as err:
         script(name).main(["--steps", "0", "--out", str(tmp_path)])
@@ -253,6 +294,7 @@ def test_docstrings_give_the_command(script):
         "spair_atari",
         "spair_speed",
         "spair_misses",
+        "gmair_clustering",
     )
     for name in names:
         doc = script(name).__doc__

@@ -11,6 +11,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 NAMES = [
     "SPAIR",
     "SPAIRConfig",
+    "GMAIR",
+    "GMAIRConfig",
+    "GMAIRGuide",
     "SceneModel",
     "SceneParse",
     "MODELS",

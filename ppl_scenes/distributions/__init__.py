@@ -1,5 +1,10 @@
-"""Custom Pyro distributions: SPAIR's count prior, relaxed presence variables, a mixture what-prior."""
+"""Custom Pyro distributions: SPAIR's count prior, relaxed presence and categories, a mixture what-prior."""
 
+from ppl_scenes.distributions.categorical import (
+    ConcreteCategorical,
+    OneHotCategoricalPrior,
+    categorical_log_mass,
+)
 from ppl_scenes.distributions.mixture import GaussianMixtureWhatPrior
 from ppl_scenes.distributions.presence import (
     ConcreteBernoulli,
@@ -11,9 +16,12 @@ from ppl_scenes.distributions.presence import (
 
 __all__ = [
     "ConcreteBernoulli",
+    "ConcreteCategorical",
     "CountPrior",
     "GaussianMixtureWhatPrior",
     "IndependentBernoulliPrior",
+    "OneHotCategoricalPrior",
     "Presampled",
     "bernoulli_log_mass",
+    "categorical_log_mass",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ppl_scenes.checks import check_positive_int
 
@@ -20,25 +20,46 @@ from ppl_scenes.checks import check_positive_int
 class GaussianMixtureWhatPrior(nn.Module):
     """``p(z) = (1 / K) sum_k N(z; mu_k, diag(sigma_k^2))`` with learnable ``mu_k`` and ``sigma_k``.
 
-    The weights are uniform, as GMAIR's categorical prior is. Means start spread out (standard Normal
-    draws, so components do not begin identical) and scales at ``init_scale``.
+    The weights are uniform, as GMAIR's categorical prior is. Means start as Normal draws with standard
+    deviation ``init_spread`` (so components do not begin identical) and scales at ``init_scale``.
 
     Args:
         num_components: ``K``.
         dim: ``A``, the size of ``z_what``.
         init_scale: initial standard deviation of every component.
+        init_spread: standard deviation of the initial means around 0.
     """
 
-    def __init__(self, num_components: int = 10, dim: int = 50, init_scale: float = 1.0):
+    def __init__(
+        self, num_components: int = 10, dim: int = 50, init_scale: float = 1.0, init_spread: float = 1.0
+    ):
         super().__init__()
         self.num_components = check_positive_int(num_components, "num_components")
         self.dim = check_positive_int(dim, "dim")
         if init_scale <= 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
-        self.loc = nn.Parameter(torch.randn(self.num_components, self.dim))
+        if init_spread < 0:
+            raise ValueError(f"init_spread must be non-negative, got {init_spread}")
+        self.loc = nn.Parameter(init_spread * torch.randn(self.num_components, self.dim))
         self.log_scale = nn.Parameter(
             torch.full((self.num_components, self.dim), float(torch.tensor(init_scale).log()))
         )
+
+    def conditional(self, z_cat: Tensor) -> dist.Independent:
+        """``p(z_what | z_cat) = N(mu(z_cat), sigma(z_cat))``: GMAIR's "what priors" module.
+
+        ``mu`` and ``log sigma`` are linear maps of the one-hot ``z_cat`` (``z_cat @ loc``), so a one-hot
+        picks a component and a relaxed one-hot interpolates between components' parameters.
+
+        Args:
+            z_cat: ``[..., K]`` one-hot or relaxed one-hot vectors.
+
+        Returns:
+            a Normal with batch shape ``[...]`` and event shape ``[A]``.
+        """
+        if z_cat.shape[-1] != self.num_components:
+            raise ValueError(f"z_cat must have {self.num_components} categories, got {tuple(z_cat.shape)}")
+        return dist.Normal(z_cat @ self.loc, (z_cat @ self.log_scale).exp()).to_event(1)
 
     def forward(self, batch_shape: tuple[int, ...] = ()) -> dist.MixtureSameFamily:
         """The mixture with the given batch shape and event shape ``[A]``."""

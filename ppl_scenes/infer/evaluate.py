@@ -17,6 +17,7 @@ from ppl_scenes.metrics import (
     average_precision_range,
     count_accuracy,
     count_mae,
+    detection_clustering_scores,
     rmse,
 )
 
@@ -112,7 +113,12 @@ def _detections(model, dataset, batch_size: int, max_scenes: int | None, progres
     recon = None
     if all(p.reconstruction is not None for p in parses):
         recon = torch.cat([p.reconstruction.cpu() for p in parses])
+    labels = None
+    if all(p.labels is not None for p in parses):
+        labels = [lab.cpu() for p in parses for lab in p.labels]
     return {
+        "labels": labels,
+        "gt_labels": [t["labels"] for t in targets] if all("labels" in t for t in targets) else None,
         "boxes": boxes,
         "scores": scores,
         "gt_boxes": [t["boxes"] for t in targets],
@@ -140,15 +146,37 @@ def evaluate_detection(
         ``ap50`` (AP at IoU 0.5), ``ap_spair`` (mean AP over IoU 0.1:0.1:0.9, as SPAIR), ``ap_coco``
         (mean over 0.5:0.05:0.95), each in [0, 1] (NaN when the scenes hold no object at all);
         ``count_accuracy`` in [0, 1]; ``count_mae`` >= 0; ``num_scenes``; and ``rmse`` of the
-        reconstructions when the model gives them. Counts are the objects scoring at least the model's
-        ``config.score_threshold`` (0.5 when it has none) when ``parse`` takes a ``score_threshold``,
-        else all the objects ``parse`` reports.
+        reconstructions when the model gives them; ``acc`` and ``nmi`` of the objects' ``labels``
+        (clustering accuracy and NMI over present objects matched to a true box at IoU > 0.5) and
+        ``num_clustered`` when the parses carry labels and the targets classes. Counts are the
+        objects scoring at least the model's ``config.score_threshold`` (0.5 when it has none) when
+        ``parse`` takes a ``score_threshold``, else all the objects ``parse`` reports.
     """
     d = _detections(model, dataset, batch_size, max_scenes, progress)
     results = detection_scores(d["boxes"], d["scores"], d["gt_boxes"], d["pred_counts"], d["true_counts"])
     if d["reconstruction"] is not None:
         results["rmse"] = rmse(d["images"], d["reconstruction"])
+    results.update(_clustering(model, d))
     return results
+
+
+def _clustering(model, d: dict[str, Any]) -> dict[str, float]:
+    """ACC and NMI of the labels of the objects judged present, when the parses and targets have labels.
+
+    Scored over the detections whose best IoU with a true box exceeds 0.5 (GMAIR Appendix C).
+    """
+    if d["labels"] is None or d["gt_labels"] is None:
+        return {}
+    threshold = getattr(getattr(model, "config", None), "score_threshold", 0.5)
+    kept = [s >= threshold for s in d["scores"]]
+    scores = detection_clustering_scores(
+        [b[k] for b, k in zip(d["boxes"], kept)],
+        [lab[k] for lab, k in zip(d["labels"], kept)],
+        d["gt_boxes"],
+        d["gt_labels"],
+        iou_threshold=0.5,
+    )
+    return {"acc": scores["acc"], "nmi": scores["nmi"], "num_clustered": scores["n_matched"]}
 
 
 def evaluate_by_count(

@@ -1,6 +1,17 @@
 """The scene models, one module per family; all share :class:`ppl_scenes.models.base.SceneModel`."""
 
 from ppl_scenes.models.base import MODELS, SceneModel, SceneParse
+from ppl_scenes.models.gmair import GMAIR, GMAIRConfig, GMAIRGuide
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig, SPAIRGuide
 
-__all__ = ["MODELS", "SPAIR", "SPAIRConfig", "SPAIRGuide", "SceneModel", "SceneParse"]
+__all__ = [
+    "GMAIR",
+    "GMAIRConfig",
+    "GMAIRGuide",
+    "MODELS",
+    "SPAIR",
+    "SPAIRConfig",
+    "SPAIRGuide",
+    "SceneModel",
+    "SceneParse",
+]

@@ -188,6 +188,8 @@ class SPAIRGuide(nn.Module):
             decide the guide's structure).
     """
 
+    latents_class = CellLatents
+
     def __init__(self, config: SPAIRConfig):
         super().__init__()
         c = config
@@ -213,18 +215,22 @@ class SPAIRGuide(nn.Module):
         c = self.config
         with pyro.plate("data", b, dim=-2):
             pres_q = ConcreteBernoulli(lat.pres_logits.unsqueeze(1), c.pres_temperature).to_event(1)
-            pyro.sample("z_pres", Presampled(pres_q, lat.pres.unsqueeze(1)))
-            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=object_scale(lat.pres, c)):
-                pyro.sample(
-                    "z_where", Presampled(dist.Normal(lat.where_loc, lat.where_scale).to_event(1), lat.where)
-                )
-                pyro.sample(
-                    "z_depth", Presampled(dist.Normal(lat.depth_loc, lat.depth_scale).to_event(1), lat.depth)
-                )
-                pyro.sample(
-                    "z_what", Presampled(dist.Normal(lat.what_loc, lat.what_scale).to_event(1), lat.what)
-                )
+            with poutine.scale(scale=loss_weight(c, "pres")):
+                pyro.sample("z_pres", Presampled(pres_q, lat.pres.unsqueeze(1)))
+            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=self.object_weight(lat)):
+                self.sample_objects(lat)
         return lat
+
+    def object_weight(self, lat: CellLatents) -> Tensor | float:
+        """Weight of each cell's object-level sites (see :func:`object_scale`)."""
+        return object_scale(lat.pres, self.config)
+
+    def sample_objects(self, lat: CellLatents) -> None:
+        """Register the object-level sites ``z_where``, ``z_depth``, ``z_what`` of every cell."""
+        for name in ("where", "depth", "what"):
+            loc, scale = getattr(lat, f"{name}_loc"), getattr(lat, f"{name}_scale")
+            with poutine.scale(scale=loss_weight(self.config, name)):
+                pyro.sample(f"z_{name}", Presampled(dist.Normal(loc, scale).to_event(1), getattr(lat, name)))
 
     def grid_cells(self, x: Tensor) -> int:
         gh, gw = grid_shape(x, self.config.cell_size)
@@ -280,7 +286,7 @@ class SPAIRGuide(nn.Module):
             merged.update(
                 self._sample_what(x, merged["where"], torch.arange(n, device=x.device), grid, noise)
             )
-        return CellLatents(**{k: merged[k] for k in CellLatents.__dataclass_fields__})
+        return self.latents_class(**{k: merged[k] for k in self.latents_class.__dataclass_fields__})
 
     def _sample_cells(self, x, inputs, cells, grid, noise) -> dict[str, Tensor]:
         c = self.config
@@ -311,10 +317,14 @@ class SPAIRGuide(nn.Module):
         out["lateral"] = torch.cat(lateral, -1)
         return out
 
-    def _sample_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
+    def glimpses(self, x: Tensor, where: Tensor, cells: Tensor, grid: tuple[int, int]) -> Tensor:
+        """The encoder's glimpse ``[B, n, C, h, w]`` of each of ``cells`` at its box ``where``."""
         c = self.config
         boxes = where_to_cxcywh(where, grid, c.cell_size, c.anchor, c.center_bounds, cells=cells)
-        what_loc, what_scale = self.what_encoder(crop(x, boxes, c.glimpse_size))
+        return crop(x, boxes, c.glimpse_size)
+
+    def _sample_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
+        what_loc, what_scale = self.what_encoder(self.glimpses(x, where, cells, grid))
         what = what_loc if noise is None else what_loc + what_scale * noise["what"][:, cells]
         return {"what": what, "what_loc": what_loc, "what_scale": what_scale}
 
@@ -404,21 +414,36 @@ class SPAIR(SceneModel):
         n = grid[0] * grid[1]
         dev = self.device
         with pyro.plate("data", b, dim=-2):
-            z_pres = pyro.sample("z_pres", self.pres_prior(n).expand([b, 1]))
-            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=object_scale(z_pres.squeeze(-2), c)):
+            with poutine.scale(scale=loss_weight(c, "pres")):
+                z_pres = pyro.sample("z_pres", self.pres_prior(n).expand([b, 1]))
+            pres = z_pres.squeeze(-2)
+            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=self.object_weight(pres)):
                 loc = torch.tensor(c.where_prior_loc, device=dev)
                 scale = torch.tensor(c.where_prior_scale, device=dev)
-                z_where = pyro.sample("z_where", dist.Normal(loc, scale).expand([b, n, 4]).to_event(1))
-                z_depth = pyro.sample(
-                    "z_depth",
-                    dist.Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
-                    .expand([b, n, 1])
-                    .to_event(1),
-                )
-                z_what = pyro.sample("z_what", self.what_prior((b, n)))
-            canvas = self.render(z_pres.squeeze(-2), z_where, z_depth, z_what, size)
-            pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=None if x is None else x.unsqueeze(1))
+                with poutine.scale(scale=loss_weight(c, "where")):
+                    z_where = pyro.sample("z_where", dist.Normal(loc, scale).expand([b, n, 4]).to_event(1))
+                depth_prior = dist.Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
+                with poutine.scale(scale=loss_weight(c, "depth")):
+                    z_depth = pyro.sample("z_depth", depth_prior.expand([b, n, 1]).to_event(1))
+                z_what = self.sample_what((b, n))
+            canvas, windows = self.render_windows(pres, z_where, z_depth, z_what, size)
+            self.penalize(windows, grid)
+            with poutine.scale(scale=loss_weight(c, "recon")):
+                obs = None if x is None else x.unsqueeze(1)
+                pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=obs)
         return canvas
+
+    def object_weight(self, z_pres: Tensor) -> Tensor | float:
+        """Weight of each cell's object-level sites in the model (see :func:`object_scale`)."""
+        return object_scale(z_pres, self.config)
+
+    def sample_what(self, shape: tuple[int, int]) -> Tensor:
+        """Sample ``z_what`` of every cell (``shape = (B, N)``) from :meth:`what_prior`."""
+        with poutine.scale(scale=loss_weight(self.config, "what")):
+            return pyro.sample("z_what", self.what_prior(shape))
+
+    def penalize(self, windows: Tensor, grid: tuple[int, int]) -> None:
+        """Extra loss terms on the drawn windows (``pyro.factor`` sites); none in SPAIR."""
 
     def likelihood(self, canvas: Tensor):
         """Per-pixel observation distribution around the rendered ``canvas`` (event dims C, H, W)."""
@@ -438,6 +463,17 @@ class SPAIR(SceneModel):
             z_pres: ``[B, N]`` presence (relaxed or 0/1); z_where ``[B, N, 4]``; z_depth ``[B, N, 1]``;
             z_what ``[B, N, A]``; image_size: ``(H, W)`` of the output.
         """
+        return self.render_windows(z_pres, z_where, z_depth, z_what, image_size)[0]
+
+    def render_windows(
+        self, z_pres: Tensor, z_where: Tensor, z_depth: Tensor, z_what: Tensor, image_size
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`render`'s canvas and each cell's drawn window.
+
+        Returns:
+            the canvas ``[B, C, H, W]`` and the windows ``[B, N, C + 1, h, w]`` (appearance, then
+            opacity times presence) laid out as :func:`~ppl_scenes.ops.fold_windows` describes.
+        """
         c = self.config
         grid = grid_shape(image_size, c.cell_size)
         appearance, alpha = self.object_decoder(z_what)
@@ -451,7 +487,7 @@ class SPAIR(SceneModel):
         drawn = paste(torch.cat((appearance, alpha), 2), local, window)
         layers = depth_weighted_layers(drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0])
         canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, pad)
-        return canvas[..., : image_size[0], : image_size[1]]
+        return canvas[..., : image_size[0], : image_size[1]], drawn
 
     # -- guide and parse -----------------------------------------------------------------------
     def guide(self, x: Tensor):
@@ -483,13 +519,19 @@ class SPAIR(SceneModel):
         boxes = clip_boxes(boxes, size)
         scores = torch.sigmoid(lat.pres_logits)
         keep = scores >= threshold
+        labels = self.cell_labels(lat)
         self.train(was_training)
         return SceneParse(
             boxes=[boxes[i][keep[i]] for i in range(len(x))],
             scores=[scores[i][keep[i]] for i in range(len(x))],
             what=[lat.what[i][keep[i]] for i in range(len(x))],
+            labels=None if labels is None else [labels[i][keep[i]] for i in range(len(x))],
             reconstruction=recon,
         )
+
+    def cell_labels(self, lat: CellLatents) -> Tensor | None:
+        """A category per cell ``[B, N]`` for :meth:`parse` to report (SPAIR has none)."""
+        return None
 
     def where_boxes(self, z_where: Tensor, image_size: tuple[int, int], clip: bool = True) -> Tensor:
         """Every cell's box ``[..., N, 4]`` (xyxy pixels) from ``z_where`` on an image of ``image_size``."""
@@ -542,6 +584,15 @@ class Background(nn.Module):
 
     def forward(self) -> Tensor:
         return torch.sigmoid(self.logit)
+
+
+def loss_weight(config, term: str) -> float:
+    """The coefficient of one ELBO term (``recon``, ``pres``, ``where``, ``depth``, ``what``, ...).
+
+    A config may carry ``<term>_weight`` fields (GMAIR's eq. 11 does); SPAIR's has none, so every
+    term weighs 1 and the objective is the plain ELBO.
+    """
+    return float(getattr(config, f"{term}_weight", 1.0))
 
 
 def object_scale(pres: Tensor, config: SPAIRConfig) -> Tensor | float:

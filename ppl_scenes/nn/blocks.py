@@ -93,20 +93,33 @@ class GlimpseEncoder(nn.Module):
 
     ``init_scale`` sets the scale the untrained encoder outputs: a small start keeps early codes
     informative, so the decoder learns to use them before the KL term can pull them to the prior.
+    ``condition_dim > 0`` adds a conditioning vector to the input (GMAIR's what-encoder sees the
+    glimpse and ``z_cat``).
     """
 
     def __init__(
-        self, channels: int, size: tuple[int, int], dim: int, hidden: int = 256, init_scale: float = 0.5
+        self,
+        channels: int,
+        size: tuple[int, int],
+        dim: int,
+        hidden: int = 256,
+        init_scale: float = 0.5,
+        condition_dim: int = 0,
     ):
         super().__init__()
-        self.net = mlp([channels * size[0] * size[1], hidden, hidden, 2 * dim])
-        self.dim = dim
+        self.net = mlp([channels * size[0] * size[1] + condition_dim, hidden, hidden, 2 * dim])
+        self.dim, self.condition_dim = dim, condition_dim
         with torch.no_grad():
             self.net[-1].bias[dim:].fill_(inverse_positive(init_scale))
 
-    def forward(self, glimpses: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, glimpses: Tensor, condition: Tensor | None = None) -> tuple[Tensor, Tensor]:
         lead = glimpses.shape[:-3]
-        out = self.net(glimpses.reshape(*lead, -1))
+        inputs = glimpses.reshape(*lead, -1)
+        if self.condition_dim:
+            if condition is None or condition.shape[-1] != self.condition_dim:
+                raise ValueError(f"this encoder needs a condition of size {self.condition_dim}")
+            inputs = torch.cat((inputs, condition), -1)
+        out = self.net(inputs)
         return out[..., : self.dim], positive(out[..., self.dim :])
 
 

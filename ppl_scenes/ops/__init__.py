@@ -19,6 +19,7 @@ from ppl_scenes.ops.compositing import (
     depth_weighted_layers,
     depth_weights,
     fold_windows,
+    window_overlap,
 )
 from ppl_scenes.ops.transformer import crop, paste
 
@@ -35,6 +36,7 @@ __all__ = [
     "depth_weighted_layers",
     "depth_weights",
     "fold_windows",
+    "window_overlap",
     "grid_cell_origins",
     "nms",
     "paste",

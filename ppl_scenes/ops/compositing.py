@@ -141,6 +141,40 @@ def composite_windows(
     return blend_windows(depth_weighted_layers(appearance, alpha, depth), background, grid, cell, pad)
 
 
+def window_overlap(
+    windows: Tensor, grid: tuple[int, int], cell: tuple[int, int], pad: tuple[int, int]
+) -> Tensor:
+    """Per canvas pixel, the sum minus the maximum of the objects' per-cell windows (GMAIR §2.3).
+
+    Zero where at most one object draws; grows with every further object drawing the same pixel. The
+    maximum over objects is taken with ``scatter_reduce`` onto the padded canvas, so no object is ever
+    drawn on a full canvas of its own.
+
+    Args:
+        windows: ``[B, H * W, C, c_h + 2 p_h, c_w + 2 p_w]`` non-negative values laid out as
+            :func:`fold_windows` describes.
+
+    Returns:
+        ``[B, C, H * c_h, W * c_w]``.
+    """
+    b, n, c, kh, kw = windows.shape
+    gh, gw = grid
+    ch, cw = cell
+    if n != gh * gw or (kh, kw) != (ch + 2 * pad[0], cw + 2 * pad[1]):
+        raise ValueError(f"windows {tuple(windows.shape)} do not match grid {grid}, cell {cell}, pad {pad}")
+    height, width = gh * ch + 2 * pad[0], gw * cw + 2 * pad[1]
+    dev = windows.device
+    rows = (torch.arange(gh, device=dev) * ch)[:, None, None, None] + torch.arange(kh, device=dev)[:, None]
+    cols = (torch.arange(gw, device=dev) * cw)[None, :, None, None] + torch.arange(kw, device=dev)
+    index = (rows * width + cols).reshape(1, 1, -1).expand(b, c, -1)  # [B, C, N * kh * kw]
+    values = windows.permute(0, 2, 1, 3, 4).reshape(b, c, -1)
+    flat = values.new_zeros(b, c, height * width)
+    total = flat.scatter_add(-1, index, values)
+    largest = flat.scatter_reduce(-1, index, values, reduce="amax", include_self=True)
+    excess = (total - largest).reshape(b, c, height, width)
+    return excess[..., pad[0] : pad[0] + gh * ch, pad[1] : pad[1] + gw * cw]
+
+
 def _as_tensor(background: Tensor | float, like: Tensor) -> Tensor:
     if isinstance(background, Tensor):
         return background

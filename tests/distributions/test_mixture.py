@@ -49,3 +49,23 @@ def test_spair_learns_the_mixture_with_its_other_parameters():
     before = prior.loc.detach().clone()
     fit(model, x, steps=2, batch_size=4, progress=False)
     assert not torch.equal(before, prior.loc.detach())
+
+
+def test_conditional_of_a_one_hot_is_its_component_and_marginalises_to_the_mixture():
+    prior = GaussianMixtureWhatPrior(num_components=3, dim=2, init_scale=0.5)
+    with torch.no_grad():
+        prior.log_scale.uniform_(-1.0, 0.5)
+    z = torch.randn(7, 2)
+    one_hot = torch.eye(3)
+    per_component = torch.stack(
+        [prior.conditional(one_hot[k].expand(7, 3)).log_prob(z) for k in range(3)], -1
+    )
+    loc, scale = prior.loc.detach(), prior.log_scale.exp().detach()
+    direct = torch.stack(
+        [torch.distributions.Normal(loc[k], scale[k]).log_prob(z).sum(-1) for k in range(3)], -1
+    )
+    torch.testing.assert_close(per_component, direct)
+    # p(z) = sum_k p(z_cat = k) p(z | z_cat = k): the marginal is the direct mixture over the conditionals
+    torch.testing.assert_close(prior((7,)).log_prob(z), torch.logsumexp(per_component, -1) - math.log(3))
+    with pytest.raises(ValueError, match="categories"):
+        prior.conditional(torch.ones(7, 4))

@@ -67,3 +67,27 @@ def test_windowed_compositing_equals_full_canvas_compositing():
     win = paste(glimpse, local, (k, k))
     out = composite_windows(win[:, :, :1], win[:, :, 1:], depth, 0.3, grid, cell, pad)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_window_overlap_is_sum_minus_max_over_full_canvases():
+    from ppl_scenes.ops import window_overlap
+
+    grid, cell, pad = (2, 3), (4, 4), (3, 2)
+    g = torch.Generator().manual_seed(1)
+    windows = torch.rand(2, 6, 1, 10, 8, generator=g, requires_grad=True)
+    # each window on a full canvas of its own, by folding one window at a time
+    full = torch.stack(
+        [
+            fold_windows(windows * (torch.arange(6) == k).float()[None, :, None, None, None], grid, cell, pad)
+            for k in range(6)
+        ],
+        1,
+    )
+    expected = full.sum(1) - full.max(1).values
+    got = window_overlap(windows, grid, cell, pad)
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    assert windows.grad is not None and torch.isfinite(windows.grad).all()
+    # a single object never overlaps anything
+    alone = windows.detach() * (torch.arange(6) == 2).float()[None, :, None, None, None]
+    assert window_overlap(alone, grid, cell, pad).abs().max() == 0

@@ -1,0 +1,194 @@
+"""GMAIR: the standard model test, the presence-weighted KL terms, the overlap loss, clustering output."""
+
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from ppl_scenes.baselines import WhatGMM
+from ppl_scenes.infer.evaluate import evaluate_detection
+from ppl_scenes.infer.svi import fit
+from ppl_scenes.models import GMAIR, MODELS, SPAIR
+from ppl_scenes.runs import load
+
+TINY = dict(
+    what_dim=4,
+    feature_dim=16,
+    backbone_width=4,
+    hidden_dim=16,
+    object_size=(6, 6),
+    glimpse_size=(6, 6),
+    num_clusters=3,
+    cell_size=(6, 6),
+    anchor=(8.0, 8.0),
+    pres_anneal_steps=4,
+    overlap_anneal_steps=4,
+)
+
+
+def tiny(**overrides) -> GMAIR:
+    return GMAIR(**{**TINY, **overrides})
+
+
+def images(b=2, c=1, h=12, w=18):
+    x = torch.zeros(b, c, h, w)
+    x[..., 2:6, 3:7] = 0.8
+    x[..., 7:11, 10:14] = 1.0
+    return x
+
+
+VARIANTS = {
+    "default": {},
+    "lateral": {"lateral": True, "lateral_what": True},
+    "count_prior": {"pres_prior": "count"},
+    "rgb": {"channels": 3},
+    "no_overlap_loss": {"overlap_anneal_steps": 0},
+    "unmasked": {"mask_absent": False},
+    "loose_boxes": {"tight_boxes": False},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_standard_model_test(variant, tmp_path):
+    overrides = VARIANTS[variant]
+    model = tiny(**overrides)
+    c = overrides.get("channels", 1)
+    with torch.no_grad():
+        trace = poutine.trace(model.model).get_trace(batch_size=2, image_size=(12, 18))
+    assert trace.nodes["x"]["value"].shape == (2, 1, c, 12, 18)
+    z_cat = trace.nodes["z_cat"]["value"]
+    assert z_cat.shape == (2, 6, 3) and (z_cat.sum(-1) == 1).all() and ((z_cat == 0) | (z_cat == 1)).all()
+    assert trace.nodes["z_what"]["value"].shape == (2, 6, 4)
+    x = images(c=c)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    fit(model, x, steps=2, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    parse = model.parse(x, score_threshold=0.0)
+    assert parse.reconstruction.shape == x.shape
+    for boxes, scores, labels in zip(parse.boxes, parse.scores, parse.labels):
+        assert boxes.shape == (6, 4) and scores.shape == (6,) and labels.shape == (6,)
+        assert labels.dtype == torch.long and ((labels >= 0) & (labels < 3)).all()
+        assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 2] <= 18).all()
+    restored = load(tmp_path / "run")
+    assert isinstance(restored, GMAIR) and restored.config == model.config
+    again = restored.parse(x, score_threshold=0.0)
+    for a, b in zip(parse.labels, again.labels):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(parse.reconstruction, again.reconstruction)
+
+
+def test_registered_and_built_from_spair():
+    assert MODELS["gmair"] is GMAIR and issubclass(GMAIR, SPAIR)
+    assert GMAIR().config.num_clusters == 10 and GMAIR().config.recon_weight == 1.0
+
+
+def _traces(model, x):
+    guide_trace = poutine.trace(model.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x)
+    return guide_trace, model_trace
+
+
+def test_object_kl_terms_are_weighted_by_the_presence_probability():
+    model = tiny()
+    head = model.encoder.lateral_mlp[-1]
+    with torch.no_grad():  # presence logits: cells alternate between certainly absent and 50/50
+        head.weight[10].zero_()
+        head.bias[10] = 0.0
+    x = images()
+    lat = model.encoder.encode(x, None)
+    guide_trace, model_trace = _traces(model, x)
+    q = torch.sigmoid(lat.pres_logits)
+    for name in ("z_where", "z_depth", "z_cat", "z_what"):
+        for trace in (guide_trace, model_trace):
+            torch.testing.assert_close(trace.nodes[name]["scale"], q)
+    # a cell with q(z_pres = 1) = 0 contributes no where/depth/cat/what term
+    with torch.no_grad():
+        head.bias[10] = -40.0
+    guide_trace, model_trace = _traces(model, x)
+    for name in ("z_where", "z_depth", "z_cat", "z_what"):
+        for trace in (guide_trace, model_trace):
+            site = trace.nodes[name]
+            contribution = site["scale"] * site["fn"].log_prob(site["value"])
+            assert contribution.abs().max() < 1e-3, name
+
+
+def test_loss_coefficients_scale_their_sites():
+    model = tiny(recon_weight=8.0, cat_weight=3.0, pres_weight=2.0)
+    with torch.no_grad():
+        model.encoder.lateral_mlp[-1].bias[10] = 40.0  # every cell present: presence weight 1
+    guide_trace, model_trace = _traces(model, images())
+    assert model_trace.nodes["x"]["scale"] == 8.0
+    assert model_trace.nodes["z_pres"]["scale"] == 2.0 and guide_trace.nodes["z_pres"]["scale"] == 2.0
+    torch.testing.assert_close(model_trace.nodes["z_cat"]["scale"], torch.full((2, 6), 3.0))
+    torch.testing.assert_close(guide_trace.nodes["z_cat"]["scale"], torch.full((2, 6), 3.0))
+
+
+def test_overlap_loss_is_annealed_away():
+    model = tiny(overlap_start=2.0, overlap_anneal_steps=4)
+    model.set_step(0)
+    _, trace = _traces(model, images())
+    assert "overlap" in trace.nodes and model.overlap_coef == 2.0
+    assert (trace.nodes["overlap"]["fn"].log_factor <= 0).all()
+    assert model.set_step(2)["overlap_coef"] == pytest.approx(1.0)
+    model.set_step(4)
+    _, trace = _traces(model, images())
+    assert "overlap" not in trace.nodes
+
+
+def test_overlapping_objects_are_penalised_more():
+    model = tiny(overlap_start=1.0)
+    grid = (2, 3)
+    windows = torch.zeros(1, 6, 2, 6 + 2 * 7, 6 + 2 * 7)  # 6-pixel cells, windows padded by 7
+    windows[:, 0, :, 7:13, 7:13] = 1.0  # object in cell 0, canvas pixels [0, 6) x [0, 6)
+    apart = windows.clone()
+    apart[:, 2, :, 7:13, 7:13] = 1.0  # another one in cell 2, far away
+    together = windows.clone()
+    together[:, 1, :, 7:13, 1:7] = 1.0  # another one in cell 1, drawn over cell 0's object
+
+    def factor(w):
+        trace = poutine.trace(model.penalize).get_trace(w, grid)
+        return float(trace.nodes["overlap"]["fn"].log_factor.sum())
+
+    assert factor(apart) == 0.0 and factor(together) < -1.0
+
+
+def test_clustering_metrics_and_the_spair_gmm_baseline(data_root):
+    from ppl_scenes.data import MultiMNIST
+
+    data = MultiMNIST(8, split="test", canvas_size=24, digit_size=10, num_digits=(1, 2), root=data_root)
+    model = tiny(score_threshold=0.0)
+    results = evaluate_detection(model, data, batch_size=4)
+    assert {"acc", "nmi", "num_clustered", "ap50"} <= set(results)
+    spair = SPAIR(
+        cell_size=(6, 6),
+        anchor=(8.0, 8.0),
+        score_threshold=0.0,
+        **{
+            k: TINY[k]
+            for k in (
+                "what_dim",
+                "feature_dim",
+                "backbone_width",
+                "hidden_dim",
+                "object_size",
+                "glimpse_size",
+            )
+        },
+    )
+    assert "acc" not in evaluate_detection(spair, data, batch_size=4)
+    baseline = WhatGMM(spair, num_components=3).fit(data)
+    parse = baseline.parse(data[0][0][None])
+    assert parse.labels[0].shape == parse.scores[0].shape
+    assert ((parse.labels[0] >= 0) & (parse.labels[0] < 3)).all()
+    assert {"acc", "nmi"} <= set(evaluate_detection(baseline, data, batch_size=4))
+    with pytest.raises(RuntimeError, match="fit"):
+        WhatGMM(spair).predict(torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"num_clusters": 0}, {"cat_temperature": 0.0}, {"recon_weight": -1.0}, {"overlap_start": -1.0}],
+)
+def test_bad_configs_are_rejected(overrides):
+    with pytest.raises(ValueError):
+        tiny(**overrides)
