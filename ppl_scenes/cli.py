@@ -593,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Overrides: KEY=VALUE (model config), train.KEY=VALUE (TrainConfig), data.KEY=VALUE "
         "(dataset generator), e.g. what_dim=32 train.batch_size=16 data.num_digits=1,5",
     )
-    train.add_argument("model", metavar="MODEL", help="model name (e.g. spair)")
+    train.add_argument("model", metavar="MODEL", help="model name (spair, gmair)")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (new, or --resume)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, metavar="N", help="optimisation steps")

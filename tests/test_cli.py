@@ -91,6 +91,22 @@ def test_train_writes_a_run_directory(trained):
     assert any(r.get("step") == 2 and "loss" in r for r in records)
 
 
+def test_train_gmair_on_its_default_dataset_evaluates_clusters(tmp_path, capsys):
+    out = tmp_path / "gmair"
+    extra = [*TINY_MODEL, "cell_size=8,8", "anchor=10,10", "train.batch_size=4", "data.num_scenes=8"]
+    extra += ["data.canvas_size=32", "data.digit_size=12", "data.download=false"]
+    args = ["train", "gmair", "--out", str(out), "--num-test", "4", "--no-progress", "--steps", "2", *extra]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "gmair" and config["data"]["name"] == "multimnist"
+    assert config["model_config"]["num_clusters"] == 10
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert {"ap50", "acc", "nmi", "num_clustered"} <= set(evaluation)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    assert {"acc", "nmi"} <= set(json.loads(capsys.readouterr().out))
+
+
 def test_eval_json_prints_only_json(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--json"]) == 0
