@@ -61,8 +61,9 @@ from scipy.optimize import linear_sum_assignment  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from torchvision.ops import box_iou  # noqa: E402
 
-from ppl_scenes import GMAIR, SPAIR, MultiMNIST  # noqa: E402
+from ppl_scenes import GMAIR, SPAIR, GMAIRConfig, MultiMNIST  # noqa: E402
 from ppl_scenes.baselines import WhatGMM  # noqa: E402
+from ppl_scenes.cli import _coerced_fields  # noqa: E402
 from ppl_scenes.infer.evaluate import evaluate_detection  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
@@ -106,7 +107,28 @@ def build_parser():
         default=list(MODELS),
         help="train only these (then evaluate all)",
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="GMAIR config overrides for a variant (e.g. what_sees_cat=false); SPAIR is left as it is",
+    )
     return parser
+
+
+def gmair_overrides(parser, items: Sequence[str]) -> dict:
+    """``--set`` items as typed, validated :class:`~ppl_scenes.models.GMAIRConfig` fields."""
+    raw = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set takes KEY=VALUE items, got {item!r}")
+        raw[key] = value
+    try:
+        return _coerced_fields(GMAIRConfig(), raw, "--set")
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def geometry(args) -> dict:
@@ -126,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Run the experiment; returns the JSON record it writes."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    variant = gmair_overrides(parser, args.set)
     apply_threads(args)
     out = Path(args.out)
     runs = {name: out / "runs" / name for name in MODELS}
@@ -154,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name, cls in (("gmair", GMAIR), ("spair", SPAIR)):
         if name in args.models or (runs[name] / "checkpoint.pt").is_file():
             resume_args = args if name in args.models else _resume_only(args)
+            overrides = {**geo, **variant} if name == "gmair" else geo
             models[name], costs[name] = train_spair(
-                train_set, runs[name], resume_args, data, command, progress, cls, fit_kwargs, **geo
+                train_set, runs[name], resume_args, data, command, progress, cls, fit_kwargs, **overrides
             )
     if set(models) != set(MODELS):
         print(f"trained {', '.join(args.models)}; run again with --resume once every model is trained")
@@ -292,7 +316,7 @@ def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Pat
             ax.scatter(mu[:, 0], mu[:, 1], marker="*", s=200, c="k", edgecolors="w")
             for k, (u, v) in enumerate(mu):
                 ax.annotate(str(k), (u, v), fontsize=8, color="k", xytext=(4, 4), textcoords="offset points")
-        ax.set_title(f"{name} z_what of matched detections (t-SNE)")
+        ax.set_title(f"{name}: z_what of matched detections, t-SNE", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(
@@ -330,6 +354,7 @@ def plot_generated(gmair: GMAIR, dataset, path: Path, seed: int, styles: int = 7
 
 @torch.no_grad()
 def plot_edits(gmair: GMAIR, dataset, path: Path, seed: int, scenes: int = 4) -> Path:
+    scenes = min(scenes, len(dataset))
     x = torch.stack([dataset[i][0] for i in range(scenes)]).to(gmair.device)
     size = tuple(x.shape[-2:])
     lat = gmair.posterior_modes(x)
@@ -353,7 +378,7 @@ def plot_edits(gmair: GMAIR, dataset, path: Path, seed: int, scenes: int = 4) ->
         ),
         "positions swapped": gmair.render(lat.pres, lat.where, lat.depth, swapped_what, size),
     }
-    fig, axes = plt.subplots(len(rows), scenes, figsize=(2 * scenes, 2 * len(rows)))
+    fig, axes = plt.subplots(len(rows), scenes, figsize=(2 * scenes, 2 * len(rows)), squeeze=False)
     for r, (title, imgs) in enumerate(rows.items()):
         for i in range(scenes):
             ax = axes[r, i]
@@ -366,6 +391,7 @@ def plot_edits(gmair: GMAIR, dataset, path: Path, seed: int, scenes: int = 4) ->
 
 @torch.no_grad()
 def plot_examples(gmair: GMAIR, dataset, path: Path, n: int = 8) -> Path:
+    n = min(n, len(dataset))
     items = [dataset[i] for i in range(n)]
     x = torch.stack([im for im, _ in items]).to(gmair.device)
     parse = gmair.parse(x)
