@@ -88,3 +88,17 @@ def test_posterior_boxes_follow_each_draw(model, images):
             assert len(boxes[i][k]) == int((s["z_pres"][k, i] > 0.5).sum())
             full = model.where_boxes(s["z_where"][k, i], (12, 18))
             torch.testing.assert_close(boxes[i][k], full[s["z_pres"][k, i] > 0.5])
+
+
+def test_gmair_posterior_has_its_category_site(images):
+    from ppl_scenes.models import GMAIR
+
+    gmair = GMAIR(cell_size=(6, 6), anchor=(8.0, 8.0), num_clusters=3, **TINY)
+    s = sample_posterior(gmair, images, num_samples=4)
+    assert s["z_cat"].shape == (4, 2, 6, 3) and s["z_what"].shape == (4, 2, 6, 4)
+    torch.testing.assert_close(s["z_cat"].sum(-1), torch.ones(4, 2, 6))  # relaxed one-hots
+    post = to_inference_data(s).posterior
+    assert post["z_cat"].dims == ("chain", "draw", "image", "cell", "category")
+    prior = sample_prior(gmair, num_samples=2, image_size=(12, 18))
+    assert prior["images"].shape == (2, 1, 12, 18)
+    assert ((prior["z_cat"] == 0) | (prior["z_cat"] == 1)).all()  # the prior draws hard categories
