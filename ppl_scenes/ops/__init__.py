@@ -1,4 +1,4 @@
-"""Pure tensor functions shared by the models: boxes, spatial transformer, compositing."""
+"""Pure tensor functions shared by the models: boxes, spatial transformer, compositing, heatmaps."""
 
 from ppl_scenes.ops.boxes import (
     box_convert,
@@ -21,6 +21,13 @@ from ppl_scenes.ops.compositing import (
     fold_windows,
     window_overlap,
 )
+from ppl_scenes.ops.heatmaps import (
+    extract_top_k,
+    local_maxima,
+    local_spatial_softmax,
+    scale_pool,
+    target_heatmap,
+)
 from ppl_scenes.ops.transformer import crop, paste
 
 __all__ = [
@@ -35,12 +42,17 @@ __all__ = [
     "cxcywh_to_xyxy",
     "depth_weighted_layers",
     "depth_weights",
+    "extract_top_k",
     "fold_windows",
-    "window_overlap",
     "grid_cell_origins",
+    "local_maxima",
+    "local_spatial_softmax",
     "nms",
     "paste",
+    "scale_pool",
     "spair_where_to_cxcywh",
+    "target_heatmap",
     "tighten_boxes",
+    "window_overlap",
     "xyxy_to_cxcywh",
 ]

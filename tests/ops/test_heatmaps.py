@@ -1,0 +1,222 @@
+import math
+
+import pytest
+import torch
+
+from ppl_scenes.ops import extract_top_k, local_maxima, local_spatial_softmax, scale_pool, target_heatmap
+
+
+def _loop_local_softmax(h: torch.Tensor, window: int) -> torch.Tensor:
+    """Direct definition: exp(h(p)) over the sum of exp(h(q)) for the in-image q of p's window."""
+    b, s, height, width = h.shape
+    r = window // 2
+    out = torch.empty_like(h)
+    for i in range(b):
+        for j in range(s):
+            for y in range(height):
+                for x in range(width):
+                    total = 0.0
+                    for qy in range(max(0, y - r), min(height, y + r + 1)):
+                        for qx in range(max(0, x - r), min(width, x + r + 1)):
+                            total += math.exp(h[i, j, qy, qx].item())
+                    out[i, j, y, x] = math.exp(h[i, j, y, x].item()) / total
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_local_softmax_matches_double_loop_including_borders(window):
+    h = torch.randn(2, 2, 5, 7, dtype=torch.float64) * 2
+    torch.testing.assert_close(local_spatial_softmax(h, window), _loop_local_softmax(h, window))
+
+
+def test_local_softmax_window_covering_the_image_is_a_global_softmax():
+    h = torch.randn(1, 2, 5, 6, dtype=torch.float64)
+    expected = torch.softmax(h.flatten(2), dim=-1).view_as(h)
+    torch.testing.assert_close(local_spatial_softmax(h, 15), expected)
+
+
+def test_local_softmax_of_a_constant_map_counts_only_in_image_pixels():
+    out = local_spatial_softmax(torch.zeros(1, 1, 4, 5), window=3)
+    counts = torch.tensor([[4, 6, 6, 6, 4], [6, 9, 9, 9, 6], [6, 9, 9, 9, 6], [4, 6, 6, 6, 4]])
+    torch.testing.assert_close(out[0, 0], 1.0 / counts.float())
+
+
+def test_local_softmax_is_stable_for_huge_logits():
+    h = torch.full((1, 1, 9, 9), -1e4)
+    h[0, 0, 1, 1] = 1e4
+    out = local_spatial_softmax(h, window=3)
+    assert torch.isfinite(out).all()
+    assert out[0, 0, 1, 1] == 1.0
+    assert out[0, 0, :3, :3].sum() == 1.0  # the peak's neighbours vanish
+    torch.testing.assert_close(out[0, 0, 5, 5], torch.tensor(1 / 9))  # far from the peak: uniform
+    h64 = h.double()  # shift invariance (in float64: float32 logits of 4e4 keep only ~3 decimals)
+    torch.testing.assert_close(local_spatial_softmax(h64 + 5e4, 3), local_spatial_softmax(h64, 3))
+
+
+def test_local_softmax_and_scale_pool_are_differentiable():
+    h = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: local_spatial_softmax(x, 3), (h,))
+    assert torch.autograd.gradcheck(lambda x: scale_pool(local_spatial_softmax(x, 3)), (h,))
+
+
+def test_scale_pool_matches_direct_computation():
+    h = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    h[0, :, 0, 0] = 0.0  # all scales zero: eps keeps it finite
+    per_scale, pooled = scale_pool(h)
+    expected = torch.empty_like(h)
+    for b in range(2):
+        for y in range(4):
+            for x in range(5):
+                denom = sum(h[b, t, y, x].item() + 1e-6 for t in range(3))
+                for s in range(3):
+                    expected[b, s, y, x] = h[b, s, y, x] * h[b, s, y, x] / denom
+    torch.testing.assert_close(per_scale, expected)
+    torch.testing.assert_close(pooled, expected.sum(1))
+    assert per_scale[0, :, 0, 0].eq(0).all()
+
+
+def test_scale_pool_favours_the_dominant_scale():
+    h = torch.zeros(1, 3, 1, 1)
+    h[0, :, 0, 0] = torch.tensor([0.8, 0.1, 0.1])
+    per_scale, pooled = scale_pool(h)
+    torch.testing.assert_close(per_scale[0, :, 0, 0], torch.tensor([0.64, 0.01, 0.01]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled, torch.tensor([[[0.66]]]), atol=1e-5, rtol=0)
+
+
+def test_local_maxima_suppresses_neighbours_and_plateaus():
+    m = torch.full((1, 6, 8), -1.0)
+    m[0, 1, 2] = 5.0  # peak
+    m[0, 1, 3] = 4.0  # its neighbour: suppressed
+    m[0, 4, 5] = m[0, 4, 6] = 3.0  # plateau: only the first in raster order survives
+    m[0, 1, 5] = 2.0  # weaker peak two columns from the neighbour: kept
+    expected = torch.zeros(1, 6, 8, dtype=torch.bool)
+    expected[0, 1, 2] = expected[0, 4, 5] = expected[0, 1, 5] = True
+    expected[0, 0, 0] = True  # the constant background is one plateau seen from its first pixel
+    assert torch.equal(local_maxima(m, 3), expected)
+
+    wide = local_maxima(m, 5)  # the weaker peak is now within reach of the neighbour
+    assert wide[0, 1, 2] and wide[0, 4, 5] and not wide[0, 1, 5] and not wide[0, 4, 6]
+    assert local_maxima(m, 1).all()
+
+    vertical = torch.zeros(1, 4, 4)
+    vertical[0, 1, 1] = vertical[0, 2, 1] = vertical[0, 2, 2] = 1.0  # L-shaped plateau
+    assert local_maxima(vertical, 3)[0].nonzero().tolist() == [[1, 1]]
+
+
+def test_extract_top_k_on_hand_made_heatmap():
+    values = [1.0, 2.0, 4.0]
+    h = torch.zeros(1, 3, 8, 8)
+    h[0, :, 1, 1] = torch.tensor([0.0, 0.6, 0.2])  # (x, y) = (1, 1): score 0.8, scale 2.5
+    h[0, :, 1, 2] = torch.tensor([0.5, 0.0, 0.0])  # neighbour of the above: suppressed
+    h[0, :, 4, 5] = torch.tensor([0.3, 0.3, 0.0])  # plateau with (6, 4): score 0.6, scale 1.5
+    h[0, :, 4, 6] = torch.tensor([0.3, 0.3, 0.0])
+    h[0, :, 6, 2] = torch.tensor([0.0, 0.0, 0.4])  # (2, 6): score 0.4, scale 4
+    positions, scales = extract_top_k(h, values, k=3)
+    torch.testing.assert_close(positions, torch.tensor([[[1.5, 1.5], [5.5, 4.5], [2.5, 6.5]]]))
+    torch.testing.assert_close(scales, torch.tensor([[2.5, 1.5, 4.0]]))
+
+
+def test_extract_top_k_fills_missing_maxima_with_the_best_other_pixels():
+    h = torch.arange(12.0).view(1, 1, 3, 4)  # increasing in raster order: the last pixel is the only maximum
+    positions, scales = extract_top_k(h, [3.0], k=3)
+    torch.testing.assert_close(positions, torch.tensor([[[3.5, 2.5], [2.5, 2.5], [1.5, 2.5]]]))
+    torch.testing.assert_close(scales, torch.full((1, 3), 3.0))
+    _, zero_scale = extract_top_k(torch.zeros(1, 2, 3, 3), [1.0, 3.0], k=1)
+    torch.testing.assert_close(zero_scale, torch.tensor([[2.0]]))  # no response: the mean scale value
+
+
+def test_target_heatmap_rounds_positions_and_splits_scales():
+    values = [1.0, 2.0, 4.0, 8.0]
+    positions = torch.tensor([[[2.99, 0.2], [3.0, 4.5], [-0.3, 9.7], [1.0, 1.0]]])
+    scales = torch.tensor([[3.0, 0.5, 20.0, 4.0]], requires_grad=True)
+    target = target_heatmap(positions, scales, values, (5, 6))
+    assert target.shape == (1, 4, 5, 6)
+    expected = torch.zeros(1, 4, 5, 6)
+    expected[0, 1, 0, 2] = expected[0, 2, 0, 2] = 0.5  # 3 = (2 + 4) / 2
+    expected[0, 0, 4, 3] = 1.0  # below the range: smallest scale
+    expected[0, 3, 4, 0] = 1.0  # outside the image and above the range: clamped
+    expected[0, 2, 1, 1] = 1.0  # exactly a scale value
+    torch.testing.assert_close(target, expected)
+    (target * torch.arange(4.0)[:, None, None]).sum().backward()
+    torch.testing.assert_close(scales.grad, torch.tensor([[0.5, 0.0, 0.0, 0.25]]))  # d/ds of the mass split
+
+
+def test_target_heatmap_with_a_single_scale_puts_unit_mass():
+    target = target_heatmap(torch.tensor([[[1.2, 0.7]]]), torch.tensor([[5.0]]), [2.0], (2, 3))
+    expected = torch.zeros(1, 1, 2, 3)
+    expected[0, 0, 0, 1] = 1.0
+    torch.testing.assert_close(target, expected)
+
+
+@pytest.mark.parametrize("nms_window", [3, 5])
+def test_extract_top_k_inverts_target_heatmap(nms_window):
+    torch.manual_seed(3)
+    values = torch.tensor([1.0, 2.0, 4.0, 8.0])
+    b, k, cell, grid = 2, 5, 6, 4  # one object per 6 x 6 cell, kept 3 pixels from the cell's border
+    cells = torch.stack([torch.randperm(grid * grid)[:k] for _ in range(b)])
+    origin = torch.stack((cells % grid, cells // grid), dim=-1).float() * cell
+    positions = origin + 1.5 + 3 * torch.rand(b, k, 2)
+    scales = 1 + 7 * torch.rand(b, k)
+    size = (grid * cell, grid * cell)
+
+    target = target_heatmap(positions, scales, values, size)
+    torch.testing.assert_close(target.sum((1, 2, 3)), torch.full((b,), float(k)))
+    found_pos, found_scale = extract_top_k(target, values, k, nms_window=nms_window)
+
+    def by_pixel(pos, sc):
+        order = (pos[..., 1] * 1000 + pos[..., 0]).argsort(dim=1)
+        return pos.gather(1, order[..., None].expand_as(pos)), sc.gather(1, order)
+
+    want_pos, want_scale = by_pixel(positions.floor() + 0.5, scales)
+    got_pos, got_scale = by_pixel(found_pos, found_scale)
+    torch.testing.assert_close(got_pos, want_pos)
+    torch.testing.assert_close(got_scale, want_scale)
+
+
+def test_full_pipeline_runs_and_backpropagates():
+    logits = torch.randn(2, 3, 12, 12, requires_grad=True)
+    per_scale, pooled = scale_pool(local_spatial_softmax(logits, 5))
+    positions, scales = extract_top_k(per_scale, [8.0, 16.0, 32.0], k=4)
+    assert positions.shape == (2, 4, 2) and scales.shape == (2, 4)
+    assert ((scales >= 8) & (scales <= 32)).all()
+    (pooled.sum() + scales.sum()).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+H4 = torch.zeros(1, 2, 4, 4)
+POS = torch.zeros(1, 2, 2)
+SC = torch.ones(1, 2)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: local_spatial_softmax(torch.zeros(2, 4, 4)),
+        lambda: local_spatial_softmax(torch.zeros(1, 1, 4, 4, dtype=torch.long)),
+        lambda: local_spatial_softmax(H4, window=4),
+        lambda: local_spatial_softmax(H4, window=0),
+        lambda: local_spatial_softmax(H4, window=-3),
+        lambda: scale_pool(torch.zeros(4, 4)),
+        lambda: scale_pool(H4, eps=-1.0),
+        lambda: local_maxima(H4),
+        lambda: local_maxima(H4[:, 0], window=2),
+        lambda: extract_top_k(H4[0], [1.0, 2.0], k=1),
+        lambda: extract_top_k(H4, [1.0, 2.0], k=17),
+        lambda: extract_top_k(H4, [1.0, 2.0], k=0),
+        lambda: extract_top_k(H4, [], k=1),
+        lambda: extract_top_k(H4, [2.0, 1.0], k=1),
+        lambda: extract_top_k(H4, [1.0, 1.0], k=1),
+        lambda: extract_top_k(H4, [1.0, 2.0, 3.0], k=1),
+        lambda: extract_top_k(H4, [1.0, 2.0], k=1, nms_window=2),
+        lambda: target_heatmap(torch.zeros(1, 2, 3), SC, [1.0, 2.0], (4, 4)),
+        lambda: target_heatmap(torch.zeros(2, 2), SC, [1.0, 2.0], (4, 4)),
+        lambda: target_heatmap(POS, torch.ones(1, 3), [1.0, 2.0], (4, 4)),
+        lambda: target_heatmap(POS, SC, [], (4, 4)),
+        lambda: target_heatmap(POS, SC, [1.0, 3.0, 2.0], (4, 4)),
+        lambda: target_heatmap(POS, SC, [1.0, 2.0], (0, 4)),
+        lambda: target_heatmap(POS.long(), SC, [1.0, 2.0], (4, 4)),
+    ],
+)
+def test_bad_inputs_raise_value_error(call):
+    with pytest.raises(ValueError):
+        call()
