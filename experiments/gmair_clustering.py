@@ -289,7 +289,8 @@ def plot_training_curves(curves: dict, path: Path) -> Path:
         ax.set_xlabel("step")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 
