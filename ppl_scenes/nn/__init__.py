@@ -9,11 +9,25 @@ from ppl_scenes.nn.blocks import (
     positive,
     stride_factors,
 )
+from ppl_scenes.nn.mist import (
+    MultiscaleHeatmapNet,
+    PatchAutoEncoder,
+    PatchClassifier,
+    PatchDecoder,
+    PatchEncoder,
+    ResidualBlock,
+)
 
 __all__ = [
     "GlimpseDecoder",
     "GlimpseEncoder",
     "GridBackbone",
+    "MultiscaleHeatmapNet",
+    "PatchAutoEncoder",
+    "PatchClassifier",
+    "PatchDecoder",
+    "PatchEncoder",
+    "ResidualBlock",
     "inverse_positive",
     "mlp",
     "positive",
