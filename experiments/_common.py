@@ -183,7 +183,14 @@ def train_spair(
     pyro.set_rng_seed(args.seed)  # the initial weights
     model = model_class(**overrides)
     resume = args.resume and (run_dir / "checkpoint.pt").is_file()
-    run_info = {"data": {**data, "root": getattr(args, "data_root", None)}, "command": command}
+    # the threads the run trained with: a later call that only evaluates it may use other settings
+    earlier = json.loads((run_dir / "config.json").read_text()) if resume else {}
+    threads = earlier.get("torch_threads", torch.get_num_threads())
+    run_info = {
+        "data": {**data, "root": getattr(args, "data_root", None)},
+        "command": command,
+        "torch_threads": threads,
+    }
     fit(
         model,
         train_set,
@@ -199,7 +206,7 @@ def train_spair(
     cost = {
         "steps": int(last["step"]),
         "train_seconds": round(float(last["seconds"]), 1),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "run_dir": str(run_dir),
     }
     return model, cost
