@@ -208,6 +208,7 @@ class GMAIR(SPAIR):
     default_dataset = "multimnist"
     default_data_kwargs = {"canvas_size": 64, "digit_size": 20, "num_digits": [1, 5]}
     default_train = {"batch_size": 32, "lr": 1e-3, "steps": 5000}
+    guide_class = GMAIRGuide
 
     def __init__(
         self,
@@ -217,12 +218,8 @@ class GMAIR(SPAIR):
         pres_prior: Callable | str | None = None,
         **overrides,
     ):
-        super().__init__(config, pres_prior=pres_prior, **overrides)
+        super().__init__(config, pres_prior=pres_prior, guide=guide, **overrides)
         c = self.config
-        if guide is None:
-            self.encoder = GMAIRGuide(c)
-        else:
-            self.encoder = guide
         if what_priors is None:
             what_priors = GaussianMixtureWhatPrior(
                 c.num_clusters, c.what_dim, c.what_prior_init_scale, c.what_prior_init_spread
@@ -230,14 +227,14 @@ class GMAIR(SPAIR):
         self.what_priors = what_priors
         if (self.what_priors.num_components, self.what_priors.dim) != (c.num_clusters, c.what_dim):
             raise ValueError("what_priors must have num_clusters components of dimension what_dim")
+        # with overlap_anneal_steps = 0 the schedule is 0 from the start: no overlap loss
         self.overlap_schedule = linear_schedule(c.overlap_start, 0.0, c.overlap_anneal_steps)
-        self.overlap_coef = c.overlap_start if c.overlap_anneal_steps > 0 else 0.0
+        self.overlap_coef = float(self.overlap_schedule(0))
         self._guide_presence: Tensor | None = None
 
     def set_step(self, step: int) -> dict[str, float]:
         values = super().set_step(step)
-        annealed = self.config.overlap_anneal_steps > 0
-        self.overlap_coef = float(self.overlap_schedule(step)) if annealed else 0.0
+        self.overlap_coef = float(self.overlap_schedule(step))
         return {**values, "overlap_coef": self.overlap_coef}
 
     # -- priors ----------------------------------------------------------------------------------
@@ -281,11 +278,8 @@ class GMAIR(SPAIR):
         """The mode of ``q(z_cat)`` per cell (None for a swapped-in guide without categories)."""
         return lat.cat_logits.argmax(-1) if isinstance(lat, GMAIRLatents) else None
 
-    def posterior_modes(self, x: Tensor) -> CellLatents:
-        modes = super().posterior_modes(x)
-        if isinstance(self.encoder, SPAIRGuide):
-            return modes
-        trace = poutine.trace(self.encoder).get_trace(x)
+    def modes_from_trace(self, trace) -> CellLatents:
+        modes = super().modes_from_trace(trace)
         if "z_cat" not in trace.nodes:
             return modes
         cat = trace.nodes["z_cat"]["value"]

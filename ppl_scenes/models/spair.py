@@ -349,6 +349,8 @@ class SPAIR(SceneModel):
     default_dataset = "scattered"
     default_data_kwargs = {"num_digits": 5}
     default_train = {"batch_size": 32, "lr": 1e-3, "steps": 5000}
+    #: The guide module built when no ``guide`` is given (GMAIR's subclasses it).
+    guide_class = SPAIRGuide
 
     def __init__(
         self,
@@ -362,7 +364,7 @@ class SPAIR(SceneModel):
             overrides["pres_prior"], pres_prior = pres_prior, None
         super().__init__(config, **overrides)
         c = self.config
-        self.encoder = guide if guide is not None else SPAIRGuide(c)
+        self.encoder = guide if guide is not None else self.guide_class(c)
         self.object_decoder = GlimpseDecoder(c.what_dim, c.channels, c.object_size, c.hidden_dim)
         self.background = Background(c.channels, c.background_value, learned=c.background == "learned")
         self._pres_prior = pres_prior
@@ -557,7 +559,10 @@ class SPAIR(SceneModel):
         """The guide's modes for every cell (a swapped-in guide is traced once instead)."""
         if isinstance(self.encoder, SPAIRGuide):
             return self.encoder.encode(x, None)
-        trace = poutine.trace(self.encoder).get_trace(x)
+        return self.modes_from_trace(poutine.trace(self.encoder).get_trace(x))
+
+    def modes_from_trace(self, trace) -> CellLatents:
+        """Per-cell latents from one trace of a swapped-in guide (its sampled values stand for the modes)."""
         values = {k: trace.nodes[k]["value"] for k in ("z_pres", "z_where", "z_depth", "z_what")}
         pres = values["z_pres"].squeeze(-2)
         return CellLatents(
