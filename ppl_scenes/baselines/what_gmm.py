@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ppl_scenes.checks import check_positive_int
+from ppl_scenes.infer.evaluate import parse_dataset
 from ppl_scenes.models.base import SceneParse
 
 __all__ = ["WhatGMM"]
@@ -56,18 +56,10 @@ class WhatGMM:
         self, dataset, max_scenes: int | None = None, batch_size: int = 64, progress: bool = False
     ) -> Tensor:
         """The ``what`` codes ``[N, A]`` of every object the model finds in ``dataset``'s images."""
-        n = (
-            len(dataset)
-            if max_scenes is None
-            else min(check_positive_int(max_scenes, "max_scenes"), len(dataset))
-        )
-        codes = []
-        for start in tqdm(range(0, n, batch_size), desc="codes", leave=False, disable=not progress):
-            x = torch.stack([dataset[i][0] for i in range(start, min(n, start + batch_size))]).to(self.device)
-            parse = self.model.parse(x)
-            if parse.what is None:
-                raise ValueError("the model's parse gives no what codes to cluster")
-            codes += [w.cpu() for w in parse.what]
+        parses, _, _ = parse_dataset(self.model, dataset, batch_size, max_scenes, None, progress)
+        if any(p.what is None for p in parses):
+            raise ValueError("the model's parse gives no what codes to cluster")
+        codes = [w.cpu() for p in parses for w in p.what]
         return torch.cat(codes) if codes else torch.empty(0)
 
     def fit(self, dataset, max_scenes: int | None = None, batch_size: int = 64, progress: bool = False):

@@ -35,22 +35,25 @@ def parse_dataset(
     dataset,
     batch_size: int = 64,
     max_scenes: int | None = None,
-    score_threshold: float = 0.01,
+    score_threshold: float | None = 0.01,
     progress: bool = False,
 ):
     """Parse the scenes of ``dataset``; returns (parses, targets, images), one parse per batch.
 
     Candidates down to ``score_threshold`` are kept (when ``model.parse`` takes a ``score_threshold``)
     so that average precision sees a ranked list; counts use the model's own presence threshold.
+    ``score_threshold=None`` keeps the objects the model itself reports (its own threshold).
     """
     batch_size = check_positive_int(batch_size, "batch_size")
-    score_threshold = check_positive(score_threshold, "score_threshold")
+    if score_threshold is not None:
+        score_threshold = check_positive(score_threshold, "score_threshold")
     if max_scenes is not None:
         max_scenes = check_positive_int(max_scenes, "max_scenes")
     n = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
     if n == 0:
         raise ValueError("cannot evaluate on an empty dataset")
-    kwargs = {"score_threshold": score_threshold} if _accepts_score_threshold(model) else {}
+    pass_threshold = score_threshold is not None and _accepts_score_threshold(model)
+    kwargs = {"score_threshold": score_threshold} if pass_threshold else {}
     parses, targets, images = [], [], []
     device = model.device
     for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
@@ -107,9 +110,9 @@ def _detections(model, dataset, batch_size: int, max_scenes: int | None, progres
     scores = [s.cpu() for p in parses for s in p.scores]
     if _accepts_score_threshold(model):  # the parses hold low-score candidates too
         threshold = getattr(getattr(model, "config", None), "score_threshold", 0.5)
-        pred_counts = torch.tensor([int((s >= threshold).sum()) for s in scores])
+        present = [s >= threshold for s in scores]
     else:  # the parses hold the objects the model judged present
-        pred_counts = torch.tensor([len(b) for b in boxes])
+        present = [torch.ones(len(b), dtype=torch.bool) for b in boxes]
     recon = None
     if all(p.reconstruction is not None for p in parses):
         recon = torch.cat([p.reconstruction.cpu() for p in parses])
@@ -122,7 +125,8 @@ def _detections(model, dataset, batch_size: int, max_scenes: int | None, progres
         "boxes": boxes,
         "scores": scores,
         "gt_boxes": [t["boxes"] for t in targets],
-        "pred_counts": pred_counts,
+        "present": present,
+        "pred_counts": torch.tensor([int(k.sum()) for k in present]),
         "true_counts": torch.tensor([int(t["count"]) for t in targets]),
         "images": images,
         "reconstruction": recon,
@@ -156,22 +160,20 @@ def evaluate_detection(
     results = detection_scores(d["boxes"], d["scores"], d["gt_boxes"], d["pred_counts"], d["true_counts"])
     if d["reconstruction"] is not None:
         results["rmse"] = rmse(d["images"], d["reconstruction"])
-    results.update(_clustering(model, d))
+    results.update(_clustering(d))
     return results
 
 
-def _clustering(model, d: dict[str, Any]) -> dict[str, float]:
+def _clustering(d: dict[str, Any]) -> dict[str, float]:
     """ACC and NMI of the labels of the objects judged present, when the parses and targets have labels.
 
     Scored over the detections whose best IoU with a true box exceeds 0.5 (GMAIR Appendix C).
     """
     if d["labels"] is None or d["gt_labels"] is None:
         return {}
-    threshold = getattr(getattr(model, "config", None), "score_threshold", 0.5)
-    kept = [s >= threshold for s in d["scores"]]
     scores = detection_clustering_scores(
-        [b[k] for b, k in zip(d["boxes"], kept)],
-        [lab[k] for lab, k in zip(d["labels"], kept)],
+        [b[k] for b, k in zip(d["boxes"], d["present"])],
+        [lab[k] for lab, k in zip(d["labels"], d["present"])],
         d["gt_boxes"],
         d["gt_labels"],
         iou_threshold=0.5,
