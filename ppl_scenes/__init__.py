@@ -7,6 +7,8 @@ Everything a user needs is importable from here, one level deep::
 Models
     ``SPAIR``, ``SPAIRConfig``, ``SPAIRGuide`` -- Crawford & Pineau (AAAI 2019);
     ``GMAIR``, ``GMAIRConfig``, ``GMAIRGuide`` -- Zhu et al. (2021), SPAIR with object clusters;
+    ``MIST``, ``MISTConfig`` -- Angles et al. (CVPR 2021), top-K patches trained by lifting (its
+    baselines ``mist_grid`` and ``mist_channelwise`` live in :mod:`ppl_scenes.baselines`);
     ``SceneModel`` -- the base class every model shares; ``SceneParse`` -- what ``model.parse``
     returns; ``MODELS`` -- the registry of models by CLI name (``{"spair": SPAIR, ...}``).
 Training and run directories
@@ -29,6 +31,8 @@ Data
 __version__ = "0.1.0"
 
 # __version__ comes first: the trainer imports it from here to stamp run directories.
+# Registers the baselines that are trainable models too (``ppl-scenes train mist_grid`` ...).
+import ppl_scenes.baselines  # noqa: E402, F401
 from ppl_scenes.data import (  # noqa: E402
     DATASETS,
     ClutteredDigits,
@@ -50,10 +54,12 @@ from ppl_scenes.infer.svi import fit  # noqa: E402
 from ppl_scenes.infer.trainer import TrainConfig, TrainingDiverged  # noqa: E402
 from ppl_scenes.models import (  # noqa: E402
     GMAIR,
+    MIST,
     MODELS,
     SPAIR,
     GMAIRConfig,
     GMAIRGuide,
+    MISTConfig,
     SceneModel,
     SceneParse,
     SPAIRConfig,
@@ -66,6 +72,8 @@ __all__ = [
     "GMAIR",
     "GMAIRConfig",
     "GMAIRGuide",
+    "MIST",
+    "MISTConfig",
     "MODELS",
     "SPAIR",
     "ClutteredDigits",

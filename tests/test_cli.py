@@ -107,6 +107,36 @@ def test_train_gmair_on_its_default_dataset_evaluates_clusters(tmp_path, capsys)
     assert {"acc", "nmi"} <= set(json.loads(capsys.readouterr().out))
 
 
+@pytest.mark.parametrize("name", ["mist", "mist_channelwise"])
+def test_train_mist_classification_eval_and_sample(name, tmp_path, capsys):
+    out = tmp_path / name
+    tiny = ["num_patches=3", "patch_side=12", "patch_size=12", "task_levels=1", "task_width=4"]
+    tiny += ["heatmap_channels=4", "heatmap_blocks=1", "refine_steps=1", "heatmap_scales=1.0,0.5"]
+    if name == "mist_channelwise":
+        tiny[-1] = "heatmap_scales=1.0"
+    extra = [
+        *tiny,
+        "task=classification",
+        "count_from_labels=true",
+        "train.batch_size=4",
+        "data.num_scenes=8",
+    ]
+    extra += ["data.canvas_size=32", "data.digit_size=12", "data.num_digits=1,3", "data.download=false"]
+    args = ["train", name, "--out", str(out), "--num-test", "4", "--no-progress", "--steps", "2", *extra]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == name and config["data"]["name"] == "mist-hard"
+    scales = config["model_config"]["heatmap_scales"]
+    assert scales == ([1.0, 0.5] if name == "mist" else [1.0])
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert {"detection_rate", "classification_accuracy", "detected_and_classified"} <= set(evaluation)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    assert "detection_rate" in json.loads(capsys.readouterr().out)
+    assert main(["sample", str(out), "--num-samples", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()
+
+
 def test_eval_json_prints_only_json(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--json"]) == 0

@@ -1,6 +1,8 @@
-"""Baselines the papers compare against: SPAIR's ConnComp, GMAIR's SPAIR + GMM."""
+"""Baselines the papers compare against: SPAIR's ConnComp, GMAIR's SPAIR + GMM, MIST's grid and
+channel-wise localisers (registered models: ``mist_grid``, ``mist_channelwise``)."""
 
 from ppl_scenes.baselines.conncomp import ConnComp, conncomp_detect
+from ppl_scenes.baselines.mist import ChannelwiseMIST, GridPatches
 from ppl_scenes.baselines.what_gmm import WhatGMM
 
-__all__ = ["ConnComp", "WhatGMM", "conncomp_detect"]
+__all__ = ["ChannelwiseMIST", "ConnComp", "GridPatches", "WhatGMM", "conncomp_detect"]

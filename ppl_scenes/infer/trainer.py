@@ -125,10 +125,15 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite steps; the last good checkpoint is left intact."""
 
 
-def materialize(data, desc: str = "scenes", progress: bool = True) -> Tensor:
-    """Images of a dataset of ``(image, target)`` pairs (or a tensor) as one ``[N, C, H, W]`` tensor."""
+def materialize(data, desc: str = "scenes", progress: bool = True, with_targets: bool = False):
+    """Images of a dataset of ``(image, target)`` pairs (or a tensor) as one ``[N, C, H, W]`` tensor.
+
+    With ``with_targets`` the result is ``(images, targets)``, the targets a list in the images' order
+    (a bare image tensor has none: the list is empty).
+    """
     if isinstance(data, Tensor):
-        return check_images(data, name="training images")
+        images = check_images(data, name="training images")
+        return (images, []) if with_targets else images
     if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
         raise ValueError(
             f"training data must be an image tensor or a dataset of (image, target) pairs, "
@@ -137,16 +142,18 @@ def materialize(data, desc: str = "scenes", progress: bool = True) -> Tensor:
     if len(data) == 0:
         raise ValueError("the training dataset is empty")
     disable = not progress or len(data) < 2000
-    images = [
-        data[i][0] for i in tqdm(range(len(data)), desc=f"generating {desc}", leave=False, disable=disable)
-    ]
+    items = [data[i] for i in tqdm(range(len(data)), desc=f"generating {desc}", leave=False, disable=disable)]
+    images = [item[0] for item in items]
     if not all(isinstance(im, Tensor) for im in images):
         raise ValueError("training data must yield (image, target) pairs whose image is a tensor [C, H, W]")
     try:
         stacked = torch.stack(images)
     except RuntimeError as err:
         raise ValueError(f"training images differ in shape: {err}") from None
-    return check_images(stacked, name="training images")
+    stacked = check_images(stacked, name="training images")
+    if not with_targets:
+        return stacked
+    return stacked, [item[1] if len(item) > 1 else None for item in items]
 
 
 def _fork_rng(device: torch.device):
@@ -211,6 +218,7 @@ class Trainer:
         self.last_checkpoint_step: int | None = None
         self._matched_prefixes: set[str] = set()
         self._writer = None
+        self.batch_index: Tensor | None = None
 
     # -- what subclasses provide ---------------------------------------------------------------
     def setup(self, example_batch: Tensor) -> None:
@@ -223,6 +231,15 @@ class Trainer:
         A step that raises :class:`NonFiniteStep` must not have changed any parameter.
         """
         raise NotImplementedError
+
+    def prepare_data(self, data) -> Tensor:
+        """The ``[N, C, H, W]`` images to train on (called once by :meth:`fit`).
+
+        A trainer that also needs per-scene targets (MIST's classification labels) overrides this to
+        keep them; during :meth:`train_step`, ``self.batch_index`` holds the indices of the batch's
+        scenes into these images.
+        """
+        return materialize(data, progress=self.progress)
 
     # -- shared machinery ----------------------------------------------------------------------
     def make_optimizer(
@@ -284,7 +301,7 @@ class Trainer:
         device = torch.device(cfg.device)
         if resume and self.out is None:
             raise ValueError("resume needs a run directory (out)")
-        images = materialize(data, progress=self.progress)
+        images = self.prepare_data(data)
         self.model.check_input(images[:1], name="training images")
         self._check_run_dir(resume)
         pyro.set_rng_seed(cfg.seed)
@@ -312,7 +329,8 @@ class Trainer:
             while self.step < cfg.steps and self.elapsed < budget:
                 step = self.step + 1
                 annealed = self.model.set_step(step)
-                batch = images[self.batch_indices(step, len(images))].to(device)
+                self.batch_index = self.batch_indices(step, len(images))
+                batch = images[self.batch_index].to(device)
                 try:
                     stats = self.train_step(batch)
                     self.bad_steps = 0

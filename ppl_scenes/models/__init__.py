@@ -2,12 +2,15 @@
 
 from ppl_scenes.models.base import MODELS, SceneModel, SceneParse
 from ppl_scenes.models.gmair import GMAIR, GMAIRConfig, GMAIRGuide
+from ppl_scenes.models.mist import MIST, MISTConfig
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig, SPAIRGuide
 
 __all__ = [
     "GMAIR",
     "GMAIRConfig",
     "GMAIRGuide",
+    "MIST",
+    "MISTConfig",
     "MODELS",
     "SPAIR",
     "SPAIRConfig",

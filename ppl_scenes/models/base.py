@@ -177,7 +177,9 @@ def coerce_value(default: Any, value: Any, key: str) -> Any:
     """Convert ``value`` to the type of ``default`` (used for config overrides and JSON configs).
 
     Strings are parsed (``"3"`` for an int, ``"yes"``/``"off"`` for a bool, ``"12,12"`` or ``"[12, 12]"``
-    for a tuple); a bool is never taken for a number, nor a fractional number for an int.
+    for a tuple); a bool is never taken for a number, nor a fractional number for an int. A tuple
+    keeps the length of its default, except that a one-element default (e.g. MIST's
+    ``heatmap_scales=(1.0,)``) takes a sequence of any non-zero length.
 
     Raises:
         ValueError: naming ``key`` and the kind of value it expects.
@@ -220,6 +222,10 @@ def _coerce(default: Any, value: Any) -> Any:
                 text = text[1:-1]
             value = [part.strip() for part in text.split(",") if part.strip()]
         items = list(value) if isinstance(value, list | tuple) else [value]
+        if len(default) == 1:  # a one-element default is a sequence of any (non-zero) length
+            if not items:
+                raise ValueError
+            return tuple(_coerce(default[0], v) for v in items)
         if default and len(items) != len(default):
             raise ValueError
         return tuple(_coerce(d, v) for d, v in zip(default, items)) if default else tuple(items)

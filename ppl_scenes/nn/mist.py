@@ -84,6 +84,8 @@ class MultiscaleHeatmapNet(nn.Module):
         channels: width of the residual blocks (32 in the paper).
         num_blocks: residual blocks (4 in the paper).
         norm: layer norms in the residual blocks (the paper names none).
+        out_channels: maps per scale (1 for MIST; ``K`` for the channel-wise baseline, which gives
+            each instance its own map). The output has ``len(scales) * out_channels`` maps, scale-major.
     """
 
     def __init__(
@@ -93,10 +95,12 @@ class MultiscaleHeatmapNet(nn.Module):
         channels: int = 32,
         num_blocks: int = 4,
         norm: bool = False,
+        out_channels: int = 1,
     ):
         super().__init__()
         _check_positive_int("in_channels", in_channels)
         _check_positive_int("channels", channels)
+        _check_positive_int("out_channels", out_channels)
         _check_positive_int("num_blocks", num_blocks, minimum=0)
         scales = tuple(float(s) for s in scales)
         if not scales:
@@ -110,7 +114,7 @@ class MultiscaleHeatmapNet(nn.Module):
             nn.Conv2d(in_channels, channels, 3, padding=1),
             nn.ReLU(),
             *[ResidualBlock(channels, norm=norm) for _ in range(num_blocks)],
-            nn.Conv2d(channels, 1, 3, padding=1),
+            nn.Conv2d(channels, out_channels, 3, padding=1),
         )
 
     def scaled_size(self, height: int, width: int, scale: float) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from ppl_scenes.ops.heatmaps import (
     local_maxima,
     local_spatial_softmax,
     scale_pool,
+    soft_argmax,
     target_heatmap,
 )
 from ppl_scenes.ops.transformer import crop, paste
@@ -50,6 +51,7 @@ __all__ = [
     "nms",
     "paste",
     "scale_pool",
+    "soft_argmax",
     "spair_where_to_cxcywh",
     "target_heatmap",
     "tighten_boxes",

@@ -243,3 +243,28 @@ def target_heatmap(
     out = positions.new_zeros(b * n * h * w)
     out = out.index_add(0, index.flatten(), mass.flatten())
     return out.view(b, n, h, w)
+
+
+def soft_argmax(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Differentiable expected position of each map under its softmax over all pixels.
+
+    The channel-wise localiser of MIST's baseline (from Zhang et al. 2018): channel ``k`` is turned
+    into a distribution ``p_k = softmax(logits_k)`` over the ``H x W`` pixels and its position is
+    ``sum_p p_k(p) * centre(p)``, with pixel centres at ``(column + 0.5, row + 0.5)`` as in
+    :func:`extract_top_k`.
+
+    Args:
+        logits: ``[B, K, H, W]`` scores.
+
+    Returns:
+        ``(positions, peaks)``: ``[B, K, 2]`` expected ``(x, y)`` and ``[B, K]`` the largest
+        probability of each map (how peaked it is).
+    """
+    _check_heatmap(logits, "logits")
+    b, k, h, w = logits.shape
+    probs = logits.flatten(2).softmax(-1).view(b, k, h, w)
+    xs = torch.arange(w, dtype=logits.dtype, device=logits.device) + 0.5
+    ys = torch.arange(h, dtype=logits.dtype, device=logits.device) + 0.5
+    x = (probs.sum(2) * xs).sum(-1)
+    y = (probs.sum(3) * ys).sum(-1)
+    return torch.stack((x, y), dim=-1), probs.flatten(2).amax(-1)

@@ -195,6 +195,9 @@ def test_progress_bar_on_and_off(capsys, images):
 def test_dataset_of_pairs_is_accepted(images):
     data = [(im, {"count": 0}) for im in images]
     assert torch.equal(materialize(data), images)
+    stacked, targets = materialize(data, with_targets=True)
+    assert torch.equal(stacked, images) and targets == [{"count": 0}] * len(images)
+    assert materialize(images, with_targets=True)[1] == []
     fit(make_toy(), data, steps=2, batch_size=4, progress=False)
 
 

@@ -220,3 +220,19 @@ SC = torch.ones(1, 2)
 def test_bad_inputs_raise_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_soft_argmax_finds_a_peak_and_the_centre_of_a_flat_map():
+    from ppl_scenes.ops import soft_argmax
+
+    logits = torch.zeros(1, 2, 6, 8)
+    logits[0, 0, 4, 1] = 50.0  # a sharp peak at row 4, column 1
+    positions, peaks = soft_argmax(logits)
+    torch.testing.assert_close(positions[0, 0], torch.tensor([1.5, 4.5]))
+    torch.testing.assert_close(positions[0, 1], torch.tensor([4.0, 3.0]))  # flat: the image centre
+    assert peaks[0, 0] == pytest.approx(1.0) and peaks[0, 1] == pytest.approx(1 / 48)
+    logits.requires_grad_(True)
+    soft_argmax(logits)[0].sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="logits"):
+        soft_argmax(torch.zeros(2, 3))

@@ -1,0 +1,194 @@
+"""Training MIST by lifting its top-K (Angles et al., §4 and Algorithm 1), and its baselines.
+
+The top-K extractor ``E_K`` has no gradient with respect to the heatmap, so MIST is trained by
+alternating optimisation over a lifted problem, per batch:
+
+1. fit the task network ``tau`` on ``L_task`` at the patches ``E_K(H_eta(I))``;
+2. with ``tau`` fixed, optimise the patch positions (and scales) on ``L_task`` with a few gradient
+   steps (``config.refine_steps`` Adam steps of ``config.refine_lr`` pixels, restarted per batch);
+3. build the target heatmap ``h_bar = E_K^{-1}(x*)`` of the optimised patches
+   (:func:`ppl_scenes.ops.target_heatmap`);
+4. fit the heatmap network ``eta`` on ``L_lift = ||h_bar - H_eta(I)||^2``.
+
+``tau`` and ``eta`` have separate Adam optimisers (both at ``TrainConfig.lr`` unless
+``lr_per_module`` says otherwise, e.g. ``{"heatmap_net": 3e-4}``). Everything else -- batches,
+progress bar, ``metrics.jsonl``, checkpoints, exact resume -- is the shared
+:class:`ppl_scenes.infer.trainer.Trainer`.
+
+The baselines whose patches are differentiable in their parameters (the channel-wise soft-argmax) or
+fixed (the grid) train end to end on ``L_task`` with :class:`TaskTrainer`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ppl_scenes.infer.trainer import NonFiniteStep, Trainer, materialize
+from ppl_scenes.models.mist import count_mask, label_frequencies
+from ppl_scenes.ops.heatmaps import target_heatmap
+
+
+class PatchTaskTrainer(Trainer):
+    """What MIST's trainers share: the per-scene targets the task needs, batched with the images.
+
+    Classification needs each image's labels (their mean one-hot, eq. 3) and ``count_from_labels``
+    their number; both are read once from the dataset's targets (``target["labels"]``).
+    """
+
+    def prepare_data(self, data) -> Tensor:
+        cfg = self.model.config
+        needs_labels = cfg.task == "classification" or cfg.count_from_labels
+        if not needs_labels:
+            self.label_freq = self.counts = None
+            return materialize(data, progress=self.progress)
+        images, targets = materialize(data, progress=self.progress, with_targets=True)
+        if not targets or any(not isinstance(t, dict) or "labels" not in t for t in targets):
+            what = "classification" if cfg.task == "classification" else "count_from_labels"
+            raise ValueError(
+                f"MIST's {what} needs the scenes' labels: give a dataset of (image, target) "
+                "pairs whose targets hold 'labels'"
+            )
+        labels = [torch.as_tensor(t["labels"]).reshape(-1) for t in targets]
+        self.label_freq = label_frequencies(labels, cfg.num_classes)
+        self.counts = torch.tensor([len(lab) for lab in labels])
+        return images
+
+    def batch_targets(self, device) -> tuple[dict[str, Tensor] | None, Tensor | None]:
+        """``(targets, mask)`` of the current batch: ``{"label_freq"}`` and the ``[B, K]`` patch mask."""
+        if self.label_freq is None:
+            return None, None
+        index = self.batch_index
+        counts = self.counts[index].to(device) if self.model.config.count_from_labels else None
+        mask = (
+            None if counts is None else count_mask(counts, self.model.config.num_patches, len(index), device)
+        )
+        return {"label_freq": self.label_freq[index].to(device)}, mask
+
+    def _names(self) -> dict[int, str]:
+        return {id(p): n for n, p in self.model.named_parameters()}
+
+    def _step(self, name: str, loss: Tensor, params: list[torch.nn.Parameter]) -> float:
+        """Backward and one step of optimiser ``name``; non-finite losses or gradients change nothing."""
+        if not torch.isfinite(loss):
+            raise NonFiniteStep(f"non-finite {name} loss")
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = self.clip_and_check(params)
+        opt.step()
+        return norm
+
+
+class LiftingTrainer(PatchTaskTrainer):
+    """Algorithm 1 of MIST: task step, patch refinement, target heatmap, lift step (module docstring).
+
+    Logged per step: ``loss`` and ``task_loss`` (``L_task`` at the extracted patches, before the
+    task step), ``refined_task_loss`` (after the refinement of the positions), ``lift_loss``
+    (``L_lift`` before the heatmap step), ``shift`` (mean distance in pixels the refinement moved a
+    patch) and the gradient norms. A stage whose loss or gradient is not finite raises
+    :class:`NonFiniteStep` before its optimiser steps; the stages before it in that batch keep their
+    step.
+    """
+
+    def setup(self, example_batch: Tensor) -> None:
+        names = self._names()
+        self.task_params = list(self.model.task_net.parameters())
+        self.heatmap_params = list(self.model.heatmap_net.parameters())
+        self.optimizers = {
+            "task": self.make_optimizer(self.task_params, names),
+            "heatmap": self.make_optimizer(self.heatmap_params, names),
+        }
+
+    def refine(
+        self, x: Tensor, positions: Tensor, scales: Tensor, targets, mask
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Algorithm 1, line 4: optimise the patches on ``L_task`` with the task network fixed.
+
+        Returns:
+            ``(positions, scales, loss)`` after ``refine_steps`` Adam steps; positions stay inside
+            the image and scales inside the heatmap's scale range. ``loss`` is ``[B]``, at the result.
+        """
+        cfg = self.model.config
+        values = cfg.scale_values
+        height, width = x.shape[-2:]
+        pos = positions.detach().clone().requires_grad_(True)
+        free = [pos]
+        sc = scales.detach().clone()
+        if cfg.refine_scales and len(values) > 1:
+            sc.requires_grad_(True)
+            free.append(sc)
+        if cfg.refine_steps:
+            inner = torch.optim.Adam(free, lr=cfg.refine_lr)
+            for _ in range(cfg.refine_steps):
+                loss = self.model.task_loss(x, pos, sc, targets, mask).sum()
+                grads = torch.autograd.grad(loss, free)
+                if not all(torch.isfinite(g).all() for g in grads):
+                    raise NonFiniteStep("non-finite gradient of the patch positions")
+                for p, g in zip(free, grads):
+                    p.grad = g
+                inner.step()
+                with torch.no_grad():
+                    pos[..., 0].clamp_(0, width)
+                    pos[..., 1].clamp_(0, height)
+                    sc.clamp_(values[0], values[-1])
+        with torch.no_grad():
+            final = self.model.task_loss(x, pos, sc, targets, mask)
+        return pos.detach(), sc.detach(), final
+
+    def train_step(self, batch: Tensor) -> dict[str, Any]:
+        model, cfg = self.model, self.model.config
+        targets, mask = self.batch_targets(batch.device)
+        with torch.no_grad():
+            found = model.locate(batch)
+
+        task_loss = model.task_loss(batch, found.positions, found.scales, targets, mask).mean()
+        task_norm = self._step("task", task_loss, self.task_params)
+
+        positions, scales, refined = self.refine(batch, found.positions, found.scales, targets, mask)
+        if mask is not None:  # patches that take no part in the task are not targets either
+            positions, scales = _keep_masked(positions, found.positions, scales, found.scales, mask)
+        target = target_heatmap(positions, scales, cfg.scale_values, tuple(batch.shape[-2:]))
+
+        lift_loss = model.lift_loss(batch, target).mean()
+        lift_norm = self._step("heatmap", lift_loss, self.heatmap_params)
+
+        shift = (positions - found.positions).norm(dim=-1).mean()
+        return {
+            "loss": task_loss.item(),
+            "task_loss": task_loss.item(),
+            "refined_task_loss": float(refined.mean()),
+            "lift_loss": lift_loss.item(),
+            "shift": float(shift),
+            "grad_norm": task_norm,
+            "heatmap_grad_norm": lift_norm,
+        }
+
+
+def _keep_masked(
+    pos: Tensor, old_pos: Tensor, sc: Tensor, old_sc: Tensor, mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Masked-out patches keep their extracted place (they had no task gradient to move them)."""
+    return torch.where(mask[..., None], pos, old_pos), torch.where(mask, sc, old_sc)
+
+
+class TaskTrainer(PatchTaskTrainer):
+    """End-to-end gradient descent on ``L_task`` for models whose patches need no lifting.
+
+    The channel-wise baseline's soft-argmax positions are differentiable in its heatmap network, and
+    the grid baseline's patches are fixed, so one Adam step on ``L_task`` per batch trains them
+    (their ``locate`` is called with gradients on).
+    """
+
+    def setup(self, example_batch: Tensor) -> None:
+        self.params = list(self.model.parameters())
+        self.optimizers = {"adam": self.make_optimizer(self.params, self._names())}
+
+    def train_step(self, batch: Tensor) -> dict[str, Any]:
+        targets, mask = self.batch_targets(batch.device)
+        found = self.model.locate(batch)
+        loss = self.model.task_loss(batch, found.positions, found.scales, targets, mask).mean()
+        norm = self._step("adam", loss, self.params)
+        return {"loss": loss.item(), "task_loss": loss.item(), "grad_norm": norm}
