@@ -254,9 +254,9 @@ def settings_record(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k not in ("no_progress", "resume", "no_download")}
 
 
-def train_record(args: argparse.Namespace) -> dict[str, Any]:
-    """The training settings in force: the library's defaults with the flags' overrides."""
-    settings = {**SPAIR.default_train, **train_settings(args)}
+def train_record(args: argparse.Namespace, model_class: type = SPAIR) -> dict[str, Any]:
+    """The training settings in force: ``model_class``'s defaults with the flags' overrides."""
+    settings = {**model_class.default_train, **train_settings(args)}
     if args.steps is not None:
         settings["steps"] = args.steps
     settings.pop("device", None)  # validated against this machine by TrainConfig; recorded apart

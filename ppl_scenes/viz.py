@@ -1,4 +1,5 @@
-"""Matplotlib figures: boxes on images, reconstructions, training curves, per-count metrics.
+"""Matplotlib figures: boxes on images, reconstructions, training curves, per-count metrics, heatmaps
+and patches.
 
 Figures are built as :class:`matplotlib.figure.Figure` objects, not through ``pyplot``: no global
 figure registry to leak from long loops, and no backend to choose — saving to PNG uses Agg whatever
@@ -36,10 +37,13 @@ __all__ = [
     "draw_boxes",
     "plot_count_posterior",
     "plot_curves",
+    "plot_heatmaps",
     "plot_metric_by_count",
     "plot_metrics_by_count",
+    "plot_patches",
     "plot_posterior_boxes",
     "plot_scenes",
+    "show_image",
 ]
 
 #: Colour of predicted boxes (blue, as in SPAIR Fig. 2).
@@ -59,7 +63,7 @@ def _finish(fig: Figure, path: PathLike | None) -> Figure:
     return fig
 
 
-def _show_image(ax: Axes, image: Tensor) -> None:
+def show_image(ax: Axes, image: Tensor) -> None:
     """Draw one ``[C, H, W]`` image (C = 1 grey, C = 3 RGB) with pixel edges on integer coordinates."""
     _, h, w = image.shape
     arr = image.detach().cpu().float().clamp(0, 1).numpy()
@@ -185,7 +189,7 @@ def plot_scenes(
     axes = np.asarray(fig.subplots(rows, n, squeeze=False))
     for j in range(n):
         ax = axes[0, j]
-        _show_image(ax, images[j])
+        show_image(ax, images[j])
         if truths is not None:
             # Wider than the predicted outline drawn over it, so a perfect hit still shows both.
             draw_boxes(ax, truths[j], color=GT_COLOR, linewidth=3.0)
@@ -194,7 +198,7 @@ def plot_scenes(
         if titles is not None:
             ax.set_title(str(titles[j]), fontsize=9)
         if reconstructions is not None:
-            _show_image(axes[1, j], reconstructions[j])
+            show_image(axes[1, j], reconstructions[j])
     axes[0, 0].set_ylabel("input")
     if reconstructions is not None:
         axes[1, 0].set_ylabel("reconstruction")
@@ -484,7 +488,7 @@ def plot_posterior_boxes(
     fig = Figure(figsize=(2.0 * n, 2.4), layout="constrained")
     axes = np.asarray(fig.subplots(1, n, squeeze=False))[0]
     for j, ax in enumerate(axes):
-        _show_image(ax, images[j])
+        show_image(ax, images[j])
         if truths is not None:
             draw_boxes(ax, truths[j], color=GT_COLOR, linewidth=3.0)
         draws = sample_boxes[j]
@@ -496,4 +500,96 @@ def plot_posterior_boxes(
     if truths is not None:
         handles.append(Line2D([], [], color=GT_COLOR, label="ground truth"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_heatmaps(
+    maps: Sequence[Tensor] | Tensor,
+    titles: Sequence[str] | None = None,
+    points: Sequence[Tensor] | None = None,
+    path: PathLike | None = None,
+    cmap: str = "magma",
+) -> Figure:
+    """A row of 2-D maps (heatmaps, targets, ...), each on its own colour scale, optionally with points.
+
+    Args:
+        maps: ``M`` maps ``[H, W]`` (a list, or a tensor ``[M, H, W]``).
+        titles: one title per map.
+        points: per map, ``[K, 2]`` ``(x, y)`` pixel coordinates to mark (e.g. MIST's top-K), or
+            None for no marks on that map.
+        path: where to save the figure; not saved when ``None``.
+        cmap: matplotlib colour map.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: on no maps, a map that is not 2-D, or titles/points of the wrong length.
+    """
+    maps = list(maps)
+    if not maps:
+        raise ValueError("maps is empty: give at least one [H, W] map")
+    for i, m in enumerate(maps):
+        if not isinstance(m, Tensor) or m.dim() != 2:
+            raise ValueError(f"maps[{i}] must be a 2-D tensor [H, W], got {getattr(m, 'shape', type(m))}")
+    for name, seq in (("titles", titles), ("points", points)):
+        if seq is not None and len(seq) != len(maps):
+            raise ValueError(f"{name} must have one entry per map ({len(maps)}), got {len(seq)}")
+    fig = Figure(figsize=(2.2 * len(maps), 2.4), layout="constrained")
+    axes = np.asarray(fig.subplots(1, len(maps), squeeze=False))[0]
+    for i, (ax, m) in enumerate(zip(axes, maps)):
+        h, w = m.shape
+        ax.imshow(m.detach().cpu().float().numpy(), cmap=cmap, extent=(0, w, h, 0), interpolation="nearest")
+        if points is not None and points[i] is not None and len(points[i]):
+            xy = points[i].detach().cpu().float()
+            ax.scatter(xy[:, 0], xy[:, 1], s=18, facecolors="none", edgecolors="cyan", linewidths=1.2)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_patches(
+    patches: Tensor,
+    reconstructions: Tensor | None = None,
+    titles: Sequence[str] | None = None,
+    path: PathLike | None = None,
+) -> Figure:
+    """The ``K`` patches of one image in a row, with the task network's reconstructions below.
+
+    Args:
+        patches: ``[K, C, p, p]`` in [0, 1].
+        reconstructions: ``[K, C, p, p]`` like ``patches``; adds a second row.
+        titles: one title per patch (e.g. its class).
+        path: where to save the figure; not saved when ``None``.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: on patches that are not ``[K, C, p, p]`` images, or a reconstruction of another shape.
+    """
+    check_images(patches, name="patches", check_range=False)
+    if reconstructions is not None and reconstructions.shape != patches.shape:
+        raise ValueError(
+            f"reconstructions must have the patches' shape {tuple(patches.shape)}, "
+            f"got {tuple(reconstructions.shape)}"
+        )
+    if titles is not None and len(titles) != len(patches):
+        raise ValueError(f"titles must have one entry per patch ({len(patches)}), got {len(titles)}")
+    rows = [patches] if reconstructions is None else [patches, reconstructions]
+    k = len(patches)
+    fig = Figure(figsize=(1.1 * k, 1.2 * len(rows)), layout="constrained")
+    axes = np.asarray(fig.subplots(len(rows), k, squeeze=False))
+    for r, row in enumerate(rows):
+        for j in range(k):
+            show_image(axes[r, j], row[j])
+            if r == 0 and titles is not None:
+                axes[r, j].set_title(str(titles[j]), fontsize=8)
+    axes[0, 0].set_ylabel("patch", fontsize=8)
+    if reconstructions is not None:
+        axes[1, 0].set_ylabel("decoded", fontsize=8)
     return _finish(fig, path)

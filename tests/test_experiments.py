@@ -295,7 +295,53 @@ def test_docstrings_give_the_command(script):
         "spair_speed",
         "spair_misses",
         "gmair_clustering",
+        "mist_reconstruction",
+        "mist_classification",
     )
     for name in names:
         doc = script(name).__doc__
         assert f"python experiments/{name}.py" in doc
+
+
+MIST_TINY = ["--set", "task_width=4", "heatmap_channels=4", "heatmap_blocks=1", "refine_steps=1"]
+MIST_SMALL = ["--num-test", "6", "--curve-scenes", "3", "--eval-every", "1"]
+
+
+def test_mist_reconstruction(script, digits, tmp_path):
+    out = tmp_path / "mist"
+    record = script("mist_reconstruction").main([*TINY, *digits, *MIST_SMALL, *MIST_TINY, "--out", str(out)])
+    check_common(record, "mist_reconstruction", out)
+    expected = {"easy-mist", "easy-grid", "easy-channelwise", "hard-mist", "hard-grid", "hard-channelwise"}
+    assert set(record["results"]) == expected | {"gabor-mist"}
+    for metrics in record["results"].values():
+        assert metrics["num_scenes"] == 6 and metrics["rmse"] > 0
+        assert 0.0 <= metrics["detection_rate"] <= 1.0
+    assert set(record["targets_met"]) == {"easy-mist", "hard-mist", "gabor-mist"}
+    assert 0 < record["blank_canvas_rmse"]["gabor"] < 0.5
+    assert record["models"]["gabor-mist"]["background"] == 0.5 and record["cost"]["easy-mist"]["steps"] == 2
+    assert {"examples_easy", "patches_hard", "heatmaps_gabor", "training_hard"} <= set(record["figures"])
+    assert len(list((out / "runs" / "easy-mist" / "heatmaps").glob("*.npy"))) == 2
+    assert type(load(out / "runs" / "hard-grid")).__name__ == "GridPatches"
+
+
+def test_mist_classification_in_two_processes(script, digits, tmp_path):
+    """Each model trained by its own call; a last call with --resume only evaluates them both."""
+    classify = script("mist_classification")
+    args = [*TINY, *digits, *MIST_SMALL, *MIST_TINY, "--out", str(tmp_path)]
+    first = classify.main([*args, "--models", "channelwise"])
+    assert set(first["results"]) == {"channelwise"} and first["targets_met"] == {}
+    classify.main([*args, "--models", "mist"])
+    record = classify.main([*args, "--resume"])
+    check_common(record, "mist_classification", tmp_path)
+    assert record["cost"]["mist"]["steps"] == 2 and record["cost"]["channelwise"]["steps"] == 2
+    for metrics in record["results"].values():
+        for key in ("detection_rate", "detected_and_classified"):
+            assert 0.0 <= metrics[key] <= 1.0
+    assert set(record["targets_met"]) == {
+        "detection_rate",
+        "classification_accuracy",
+        "detected_and_classified",
+    }
+    assert record["models"]["mist"]["count_from_labels"] is True
+    with pytest.raises(SystemExit):
+        classify.main([*args, "--models", "grid"])
