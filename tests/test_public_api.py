@@ -14,6 +14,8 @@ NAMES = [
     "GMAIR",
     "GMAIRConfig",
     "GMAIRGuide",
+    "MIST",
+    "MISTConfig",
     "SceneModel",
     "SceneParse",
     "MODELS",

@@ -161,3 +161,33 @@ def test_plot_posterior_boxes_draws_every_sample(tmp_path):
     assert [len(ax.patches) for ax in fig.axes[:2]] == [1, 2]
     with pytest.raises(ValueError, match="sample_boxes"):
         plot_posterior_boxes(images, draws[:1])
+
+
+def test_plot_heatmaps_marks_points(tmp_path):
+    from ppl_scenes.viz import plot_heatmaps
+
+    maps = torch.rand(3, 12, 16)
+    points = [torch.tensor([[2.5, 3.5], [10.5, 8.5]]), None, torch.zeros(0, 2)]
+    fig = plot_heatmaps(maps, titles=["a", "b", "c"], points=points, path=tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0 and len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c"]
+    assert len(fig.axes[0].collections) == 1 and not fig.axes[1].collections
+    with pytest.raises(ValueError, match="2-D"):
+        plot_heatmaps([torch.rand(1, 4, 4)])
+    with pytest.raises(ValueError, match="one entry per map"):
+        plot_heatmaps(maps, titles=["a"])
+    with pytest.raises(ValueError, match="empty"):
+        plot_heatmaps([])
+
+
+def test_plot_patches_with_decodings(tmp_path):
+    from ppl_scenes.viz import plot_patches
+
+    patches = torch.rand(4, 1, 8, 8)
+    fig = plot_patches(patches, patches.flip(-1), titles=list("abcd"), path=tmp_path / "p.png")
+    assert len(fig.axes) == 8 and fig.axes[0].get_title() == "a"
+    assert len(plot_patches(torch.rand(3, 3, 8, 8)).axes) == 3
+    with pytest.raises(ValueError, match="shape"):
+        plot_patches(patches, torch.rand(4, 1, 6, 6))
+    with pytest.raises(ValueError, match="one entry per patch"):
+        plot_patches(patches, titles=["a"])

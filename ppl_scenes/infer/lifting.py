@@ -70,7 +70,7 @@ class PatchTaskTrainer(Trainer):
     def _names(self) -> dict[int, str]:
         return {id(p): n for n, p in self.model.named_parameters()}
 
-    def _step(self, name: str, loss: Tensor, params: list[torch.nn.Parameter]) -> float:
+    def step_optimizer(self, name: str, loss: Tensor, params: list[torch.nn.Parameter]) -> float:
         """Backward and one step of optimiser ``name``; non-finite losses or gradients change nothing."""
         if not torch.isfinite(loss):
             raise NonFiniteStep(f"non-finite {name} loss")
@@ -145,7 +145,7 @@ class LiftingTrainer(PatchTaskTrainer):
             found = model.locate(batch)
 
         task_loss = model.task_loss(batch, found.positions, found.scales, targets, mask).mean()
-        task_norm = self._step("task", task_loss, self.task_params)
+        task_norm = self.step_optimizer("task", task_loss, self.task_params)
 
         positions, scales, refined = self.refine(batch, found.positions, found.scales, targets, mask)
         if mask is not None:  # patches that take no part in the task are not targets either
@@ -153,7 +153,7 @@ class LiftingTrainer(PatchTaskTrainer):
         target = target_heatmap(positions, scales, cfg.scale_values, tuple(batch.shape[-2:]))
 
         lift_loss = model.lift_loss(batch, target).mean()
-        lift_norm = self._step("heatmap", lift_loss, self.heatmap_params)
+        lift_norm = self.step_optimizer("heatmap", lift_loss, self.heatmap_params)
 
         shift = (positions - found.positions).norm(dim=-1).mean()
         return {
@@ -190,5 +190,5 @@ class TaskTrainer(PatchTaskTrainer):
         targets, mask = self.batch_targets(batch.device)
         found = self.model.locate(batch)
         loss = self.model.task_loss(batch, found.positions, found.scales, targets, mask).mean()
-        norm = self._step("adam", loss, self.params)
+        norm = self.step_optimizer("adam", loss, self.params)
         return {"loss": loss.item(), "task_loss": loss.item(), "grad_norm": norm}

@@ -124,7 +124,7 @@ def test_each_stage_of_a_lifting_iteration_lowers_its_own_loss(task):
 
     # (1) one step of tau on L_task, patches fixed
     before = model.task_loss(x, found.positions, found.scales, targets).mean()
-    trainer._step("task", before, trainer.task_params)
+    trainer.step_optimizer("task", before, trainer.task_params)
     with torch.no_grad():
         after = model.task_loss(x, found.positions, found.scales, targets).mean()
     assert after < before
@@ -143,7 +143,7 @@ def test_each_stage_of_a_lifting_iteration_lowers_its_own_loss(task):
     target = target_heatmap(positions, scales, model.config.scale_values, (24, 24))
     assert target.sum().item() == pytest.approx(2 * len(x))
     lift = model.lift_loss(x, target).mean()
-    trainer._step("heatmap", lift, trainer.heatmap_params)
+    trainer.step_optimizer("heatmap", lift, trainer.heatmap_params)
     with torch.no_grad():
         assert model.lift_loss(x, target).mean() < lift
 
@@ -168,7 +168,7 @@ def test_lifting_drives_the_heatmap_to_its_target_positions():
         group["lr"] = 1e-2
     first = model.lift_loss(x, target).mean().item()
     for _ in range(200):
-        trainer._step("heatmap", model.lift_loss(x, target).mean(), trainer.heatmap_params)
+        trainer.step_optimizer("heatmap", model.lift_loss(x, target).mean(), trainer.heatmap_params)
     with torch.no_grad():
         assert model.lift_loss(x, target).mean().item() < 0.2 * first
         got = model.locate(x)
