@@ -43,7 +43,7 @@ from torch import Tensor
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.nn.mist import MultiscaleHeatmapNet, PatchAutoEncoder, PatchClassifier
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
-from ppl_scenes.ops.heatmaps import extract_top_k, local_spatial_softmax, scale_pool
+from ppl_scenes.ops.heatmaps import BORDERS, extract_top_k, local_spatial_softmax, scale_pool
 from ppl_scenes.ops.transformer import crop, paste
 
 TASKS = ("reconstruction", "classification")
@@ -79,6 +79,11 @@ class MISTConfig:
         patch_side: side in pixels of a patch found at factor 1.
         patch_size: side of the resampled patch the task network sees (32 in the paper).
         softmax_window: side of the local spatial softmax window (15 in the paper).
+        softmax_border: how that window treats the image border (the paper names no convention):
+            ``"replicate"`` (default) repeats the border pixels so that a flat map is flat after the
+            softmax; ``"clip"`` sums in-image pixels only, which favours the border so strongly that
+            an untrained heatmap puts every patch there, on empty background, and training can stall
+            (see :func:`ppl_scenes.ops.local_spatial_softmax`).
         nms_window: side of the non-maximum-suppression window of ``E_K``.
         heatmap_channels, heatmap_blocks: width and residual blocks of ``H_eta`` (32 and 4 in the paper).
         task_levels, task_blocks, task_width: down/up-sampling levels, residual blocks per level and
@@ -100,6 +105,7 @@ class MISTConfig:
     patch_side: float = 20.0
     patch_size: int = 20
     softmax_window: int = 15
+    softmax_border: str = "replicate"
     nms_window: int = 9
     heatmap_channels: int = 16
     heatmap_blocks: int = 4
@@ -129,6 +135,8 @@ class MISTConfig:
         _positive_int(self.heatmap_blocks, "heatmap_blocks", minimum=0)
         _positive_int(self.refine_steps, "refine_steps", minimum=0)
         _odd_window(self.softmax_window, "softmax_window")
+        if self.softmax_border not in BORDERS:
+            raise ValueError(f"softmax_border must be one of {BORDERS}, got {self.softmax_border!r}")
         _odd_window(self.nms_window, "nms_window")
         self.heatmap_scales = tuple(float(f) for f in self.heatmap_scales)
         factors = self.heatmap_scales
@@ -262,7 +270,8 @@ class MIST(SceneModel):
     def heatmap(self, x: Tensor) -> Tensor:
         """``h'_s``: per-scale heatmaps after the local softmax and the scale pooling, ``[B, S, H, W]``."""
         logits = self.heatmap_net(x)
-        return scale_pool(local_spatial_softmax(logits, self.config.softmax_window))[0]
+        sharp = local_spatial_softmax(logits, self.config.softmax_window, self.config.softmax_border)
+        return scale_pool(sharp)[0]
 
     def locate(self, x: Tensor) -> Patches:
         """``E_K(H_eta(I))``: the ``K`` patches of each image (no gradient in the positions)."""

@@ -55,34 +55,51 @@ def _scale_tensor(scale_values: Sequence[float] | Tensor, like: Tensor) -> Tenso
     return values
 
 
-def _window_logsumexp(x: Tensor, window: int) -> Tensor:
-    """``logsumexp`` of ``x`` over a centred ``window`` along the last dim, clipped to the tensor."""
+BORDERS = ("clip", "replicate")
+
+
+def _window_logsumexp(x: Tensor, window: int, border: str) -> Tensor:
+    """``logsumexp`` of ``x`` over a centred ``window`` along the last dim (see :data:`BORDERS`)."""
     r = window // 2
-    padded = F.pad(x, (r, r), value=float("-inf"))  # -inf logits: outside pixels weigh exp(-inf) = 0
+    if border == "clip":  # -inf logits: outside pixels weigh exp(-inf) = 0
+        padded = F.pad(x, (r, r), value=float("-inf"))
+    else:
+        padded = F.pad(x, (r, r, 0, 0), mode="replicate")  # last dim only ([B, S, *, *] input)
     return padded.unfold(-1, window, 1).logsumexp(-1)
 
 
-def local_spatial_softmax(heatmap: Tensor, window: int = 15) -> Tensor:
+def local_spatial_softmax(heatmap: Tensor, window: int = 15, border: str = "clip") -> Tensor:
     """Softmax of every scale map over the ``window x window`` neighbourhood of each pixel.
 
     ``out[b, s, y, x] = exp(h[b, s, y, x]) / sum_{q in window(y, x)} exp(h[b, s, q])`` (MIST §3.1,
-    from LF-Net). Border convention: the window is clipped to the image, i.e. only pixels inside the
-    image enter the sum (equivalently the logits are padded with ``-inf``, not with zeros), so every
-    output lies in ``(0, 1]`` and a constant map gives ``1 / (number of in-image pixels in the
-    window)``. The sum is computed in the log domain as two separable 1-D ``logsumexp`` passes, which
-    is exact and numerically stable for logits of any magnitude, and is differentiable.
+    from LF-Net). The sum is computed in the log domain as two separable 1-D ``logsumexp`` passes,
+    which is exact and numerically stable for logits of any magnitude, and is differentiable. Every
+    output lies in ``(0, 1]``.
+
+    Border conventions (the paper names none):
+
+    * ``"clip"``: the window is clipped to the image, only pixels inside it enter the sum (the
+      logits are padded with ``-inf``), so a constant map gives ``1 / (number of in-image pixels in
+      the window)`` -- *larger at the border*, largest in the corners.
+    * ``"replicate"``: the window extends beyond the image with the border pixels' values repeated,
+      so every window sums ``window ** 2`` terms and a constant map gives ``1 / window ** 2``
+      everywhere. Peaks then come from the image's content, not from its border (what MIST uses: with
+      ``"clip"`` an untrained heatmap puts every top-K patch on the border, away from the objects).
 
     Args:
         heatmap: ``[B, S, H, W]`` logits.
         window: odd side of the square window (15 in the paper).
+        border: ``"clip"`` or ``"replicate"``.
 
     Returns:
         ``[B, S, H, W]`` sharpened maps.
     """
     _check_heatmap(heatmap)
     _check_window(window, "window")
-    rows = _window_logsumexp(heatmap, window)  # over x
-    log_norm = _window_logsumexp(rows.transpose(-1, -2), window).transpose(-1, -2)  # then over y
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    rows = _window_logsumexp(heatmap, window, border)  # over x
+    log_norm = _window_logsumexp(rows.transpose(-1, -2), window, border).transpose(-1, -2)  # then over y
     return torch.exp(heatmap - log_norm)
 
 

@@ -174,7 +174,7 @@ def test_lifting_drives_the_heatmap_to_its_target_positions():
         got = model.locate(x)
     order = got.positions[..., 1].argsort(-1)
     torch.testing.assert_close(got.positions.gather(1, order[..., None].expand(-1, -1, 2)), positions)
-    torch.testing.assert_close(got.scales.gather(1, order), scales, atol=1.0, rtol=0)
+    torch.testing.assert_close(got.scales.gather(1, order), scales, atol=1.5, rtol=0)
 
 
 def test_losses_and_helpers_against_direct_computation():

@@ -41,6 +41,38 @@ def test_local_softmax_of_a_constant_map_counts_only_in_image_pixels():
     torch.testing.assert_close(out[0, 0], 1.0 / counts.float())
 
 
+def _loop_replicate_softmax(h, window):
+    """Direct definition with the window extended by the nearest border pixel (clamped indices)."""
+    b, s, height, width = h.shape
+    r = window // 2
+    out = torch.empty_like(h)
+    for i in range(b):
+        for j in range(s):
+            for y in range(height):
+                for x in range(width):
+                    total = sum(
+                        math.exp(h[i, j, min(max(qy, 0), height - 1), min(max(qx, 0), width - 1)].item())
+                        for qy in range(y - r, y + r + 1)
+                        for qx in range(x - r, x + r + 1)
+                    )
+                    out[i, j, y, x] = math.exp(h[i, j, y, x].item()) / total
+    return out
+
+
+@pytest.mark.parametrize("window", [3, 5])
+def test_replicate_border_matches_double_loop_and_keeps_flat_maps_flat(window):
+    h = torch.randn(2, 1, 5, 6, dtype=torch.float64) * 2
+    out = local_spatial_softmax(h, window, border="replicate")
+    torch.testing.assert_close(out, _loop_replicate_softmax(h, window))
+    flat = local_spatial_softmax(torch.zeros(1, 1, 4, 5), window, border="replicate")
+    torch.testing.assert_close(flat, torch.full((1, 1, 4, 5), 1.0 / window**2))
+    assert torch.autograd.gradcheck(
+        lambda x: local_spatial_softmax(x, 3, border="replicate"), (h[:1].clone().requires_grad_(True),)
+    )
+    with pytest.raises(ValueError, match="border"):
+        local_spatial_softmax(h, 3, border="zeros")
+
+
 def test_local_softmax_is_stable_for_huge_logits():
     h = torch.full((1, 1, 9, 9), -1e4)
     h[0, 0, 1, 1] = 1e4
