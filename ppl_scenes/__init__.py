@@ -9,6 +9,8 @@ Models
     ``GMAIR``, ``GMAIRConfig``, ``GMAIRGuide`` -- Zhu et al. (2021), SPAIR with object clusters;
     ``MIST``, ``MISTConfig`` -- Angles et al. (CVPR 2021), top-K patches trained by lifting (its
     baselines ``mist_grid`` and ``mist_channelwise`` live in :mod:`ppl_scenes.baselines`);
+    ``VariationalSaccading``, ``SaccadeConfig`` -- Ramapuram et al. (BMVC 2019), a VRNN choosing
+    glimpses of a large image from a small proxy;
     ``SceneModel`` -- the base class every model shares; ``SceneParse`` -- what ``model.parse``
     returns; ``MODELS`` -- the registry of models by CLI name (``{"spair": SPAIR, ...}``).
 Training and run directories
@@ -60,10 +62,12 @@ from ppl_scenes.models import (  # noqa: E402
     GMAIRConfig,
     GMAIRGuide,
     MISTConfig,
+    SaccadeConfig,
     SceneModel,
     SceneParse,
     SPAIRConfig,
     SPAIRGuide,
+    VariationalSaccading,
 )
 from ppl_scenes.runs import RunDirError, load  # noqa: E402
 
@@ -87,6 +91,7 @@ __all__ = [
     "RunDirError",
     "SPAIRConfig",
     "SPAIRGuide",
+    "SaccadeConfig",
     "ScatteredDigits",
     "SceneDataset",
     "SceneModel",
@@ -94,6 +99,7 @@ __all__ = [
     "Shapes",
     "TrainConfig",
     "TrainingDiverged",
+    "VariationalSaccading",
     "__version__",
     "collate_scenes",
     "fit",

@@ -137,6 +137,20 @@ def test_train_mist_classification_eval_and_sample(name, tmp_path, capsys):
     assert (tmp_path / "s.png").is_file()
 
 
+def test_train_saccade_on_cluttered_digits(tmp_path, capsys):
+    out = tmp_path / "saccade"
+    tiny = ["proxy_size=8", "glimpse_size=8", "z_dim=4", "hidden_dim=16", "embed_dim=8", "conv_width=4"]
+    extra = [*tiny, "task=sum", "train.batch_size=4", "data.num_scenes=8", "data.canvas_size=40"]
+    extra += ["data.digit_size=14", "data.download=false"]
+    args = ["train", "saccade", "--out", str(out), "--num-test", "4", "--no-progress", "--steps", "2", *extra]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "saccade" and config["data"]["name"] == "cluttered"
+    assert set(json.loads((out / "eval.json").read_text())) >= {"accuracy", "num_scenes"}
+    assert main(["sample", str(out), "--num-samples", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()
+
+
 def test_eval_json_prints_only_json(trained, capsys):
     capsys.readouterr()
     assert main(["eval", str(trained), "--json"]) == 0

@@ -33,8 +33,9 @@ class SVITrainer(Trainer):
         self.params: list[torch.nn.Parameter] = []
 
     def loss(self, batch: Tensor) -> Tensor:
-        """``-ELBO`` of a batch (differentiable)."""
-        return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch)
+        """``-ELBO`` of a batch (differentiable); a supervised model also gets its labels (``y=...``)."""
+        supervision = self.batch_supervision(batch.device)
+        return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch, **supervision)
 
     def setup(self, example_batch: Tensor) -> None:
         names = {id(p): n for n, p in self.model.named_parameters()}

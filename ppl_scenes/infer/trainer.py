@@ -219,6 +219,7 @@ class Trainer:
         self._matched_prefixes: set[str] = set()
         self._writer = None
         self.batch_index: Tensor | None = None
+        self.supervision: dict[str, Tensor] | None = None
 
     # -- what subclasses provide ---------------------------------------------------------------
     def setup(self, example_batch: Tensor) -> None:
@@ -235,11 +236,24 @@ class Trainer:
     def prepare_data(self, data) -> Tensor:
         """The ``[N, C, H, W]`` images to train on (called once by :meth:`fit`).
 
-        A trainer that also needs per-scene targets (MIST's classification labels) overrides this to
-        keep them; during :meth:`train_step`, ``self.batch_index`` holds the indices of the batch's
-        scenes into these images.
+        A model that learns from labels too has a ``supervision(targets) -> dict`` method (e.g. the
+        saccade model's ``y``): it is handed the scenes' targets once, and
+        :meth:`batch_supervision` then gives the rows of the current batch. A trainer may also
+        override this to keep targets of its own (MIST's); during :meth:`train_step`,
+        ``self.batch_index`` holds the indices of the batch's scenes into these images.
         """
-        return materialize(data, progress=self.progress)
+        if not callable(getattr(self.model, "supervision", None)):
+            self.supervision = None
+            return materialize(data, progress=self.progress)
+        images, targets = materialize(data, progress=self.progress, with_targets=True)
+        self.supervision = self.model.supervision(targets)
+        return images
+
+    def batch_supervision(self, device) -> dict[str, Tensor]:
+        """The model's supervision (see :meth:`prepare_data`) for the current batch; empty when none."""
+        if not self.supervision:
+            return {}
+        return {k: v[self.batch_index].to(device) for k, v in self.supervision.items()}
 
     # -- shared machinery ----------------------------------------------------------------------
     def make_optimizer(
@@ -307,8 +321,9 @@ class Trainer:
         pyro.set_rng_seed(cfg.seed)
         self.model.to(device).train()
         self._matched_prefixes = set()
+        self.batch_index = torch.arange(min(cfg.batch_size, len(images)))
         with _fork_rng(device):
-            self.setup(images[: cfg.batch_size].to(device))
+            self.setup(images[self.batch_index].to(device))
         unmatched = sorted(set(cfg.lr_per_module) - self._matched_prefixes)
         if unmatched:
             raise ValueError(

@@ -3,6 +3,7 @@
 from ppl_scenes.models.base import MODELS, SceneModel, SceneParse
 from ppl_scenes.models.gmair import GMAIR, GMAIRConfig, GMAIRGuide
 from ppl_scenes.models.mist import MIST, MISTConfig
+from ppl_scenes.models.saccade import SaccadeConfig, VariationalSaccading
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig, SPAIRGuide
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "SPAIR",
     "SPAIRConfig",
     "SPAIRGuide",
+    "SaccadeConfig",
     "SceneModel",
     "SceneParse",
+    "VariationalSaccading",
 ]

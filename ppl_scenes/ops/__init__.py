@@ -29,7 +29,7 @@ from ppl_scenes.ops.heatmaps import (
     soft_argmax,
     target_heatmap,
 )
-from ppl_scenes.ops.transformer import crop, paste
+from ppl_scenes.ops.transformer import crop, crop_localized, localized_window, paste
 
 __all__ = [
     "blend",
@@ -40,6 +40,7 @@ __all__ = [
     "composite",
     "composite_windows",
     "crop",
+    "crop_localized",
     "cxcywh_to_xyxy",
     "depth_weighted_layers",
     "depth_weights",
@@ -48,6 +49,7 @@ __all__ = [
     "grid_cell_origins",
     "local_maxima",
     "local_spatial_softmax",
+    "localized_window",
     "nms",
     "paste",
     "scale_pool",

@@ -50,6 +50,103 @@ def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Ten
     return out.reshape(b, c, n, oh, ow).permute(0, 2, 1, 3, 4)
 
 
+def _axis_window(center: Tensor, size: Tensor, extent: int) -> tuple[Tensor, Tensor]:
+    """Start and length of the pixels along one axis that bilinear sampling of a box side can read.
+
+    A sample at absolute coordinate ``X`` has pixel-index coordinate ``u = X - 0.5`` and reads pixels
+    ``floor(u)`` and ``floor(u) + 1``. Samples lie inside ``[center - |size|/2, center + |size|/2]``, so
+    the pixels read are ``floor(lo - 0.5) .. floor(hi - 0.5) + 1``: the box grown by at most one pixel
+    on each side, then clamped to ``[0, extent)``.
+    """
+    half = size.abs() / 2
+    start = torch.floor(center - half - 0.5)
+    stop = torch.floor(center + half - 0.5) + 2
+    start, stop = (torch.nan_to_num(v).clamp(0, extent).long() for v in (start, stop))
+    return start, stop - start
+
+
+def localized_window(
+    boxes_cxcywh: Tensor, image_size: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Integer pixel window that :func:`crop` can read for each box.
+
+    Args:
+        boxes_cxcywh: ``[..., 4]`` boxes in absolute pixels (centre x, centre y, width, height).
+        image_size: ``(H, W)`` of the image the boxes live in.
+
+    Returns:
+        ``(x0, y0, width, height)``, each a ``[...]`` ``int64`` tensor: the window covers columns
+        ``x0 .. x0 + width - 1`` and rows ``y0 .. y0 + height - 1``. It contains every pixel that
+        bilinear sampling of the box touches (its extent grown by at most one pixel per side for the
+        bilinear neighbours), clamped to the image, so it is empty (zero width or height) for a box
+        entirely outside the image. Computed without gradients: it is an index, not a value.
+    """
+    hh, ww = image_size
+    with torch.no_grad():
+        cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
+        x0, width = _axis_window(cx, bw, ww)
+        y0, height = _axis_window(cy, bh, hh)
+    return x0, y0, width, height
+
+
+def crop_localized(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Tensor:
+    """:func:`crop` that reads only a small window of the image around each box.
+
+    A bilinear glimpse only reads the pixels inside its box and their bilinear neighbours, so for
+    large images (Variational saccading, App. 7.3) each box's window (see :func:`localized_window`)
+    is first gathered into a ``[B, N, C, h_win, w_win]`` tensor, where ``h_win x w_win`` is the largest
+    window of the batch (windows that run past the image border are zero-padded), and the glimpse is
+    sampled from its window with coordinates relative to the window's origin. Sampling then costs
+    ``O(B * N * C * h_win * w_win)`` memory instead of touching the whole ``[B, C, H, W]`` image; the
+    window size follows the boxes' sizes, not the image's (one host sync reads it).
+
+    Values and gradients (with respect to ``images`` and ``boxes_cxcywh``) equal :func:`crop`'s up to
+    float rounding: the window holds every pixel that ``crop`` would read, and pixels outside the image
+    read as zero as in ``crop``.
+
+    Args:
+        images: ``[B, C, H, W]``.
+        boxes_cxcywh: ``[B, N, 4]`` boxes in absolute pixels (centre x, centre y, width, height).
+        out_size: glimpse size ``(h, w)``.
+
+    Returns:
+        ``[B, N, C, h, w]``; parts of a box outside the image read as zero.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
+    if boxes_cxcywh.dim() != 3 or boxes_cxcywh.shape[-1] != 4 or boxes_cxcywh.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"boxes_cxcywh must be [B, N, 4] with B = {images.shape[0]} as images, "
+            f"got shape {tuple(boxes_cxcywh.shape)}"
+        )
+    if len(out_size) != 2 or any(int(s) <= 0 for s in out_size):
+        raise ValueError(f"out_size must be two positive ints (h, w), got {tuple(out_size)}")
+    b, c, hh, ww = images.shape
+    n = boxes_cxcywh.shape[1]
+    oh, ow = (int(s) for s in out_size)
+    if b * n == 0:
+        return images.new_zeros(b, n, c, oh, ow)
+    x0, y0, width, height = localized_window(boxes_cxcywh, (hh, ww))
+    win_h, win_w = max(int(height.max()), 1), max(int(width.max()), 1)
+    # Gather every window at once: rows/cols past the image border are clamped for the lookup and
+    # then zeroed, which is the zero padding that ``grid_sample`` applies in ``crop``.
+    rows = y0[..., None] + torch.arange(win_h, device=images.device)  # [B, N, win_h]
+    cols = x0[..., None] + torch.arange(win_w, device=images.device)  # [B, N, win_w]
+    inside = (rows < hh)[..., :, None] & (cols < ww)[..., None, :]  # [B, N, win_h, win_w]
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    windows = images.permute(0, 2, 3, 1)[
+        batch, rows.clamp(max=hh - 1)[..., None], cols.clamp(max=ww - 1)[..., None, :]
+    ]
+    windows = (windows * inside[..., None]).permute(0, 1, 4, 2, 3)  # [B, N, C, win_h, win_w]
+    # The same grid as ``crop``, in the window's frame: shift the centres by the window's origin.
+    cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
+    gx = _axis_coords(cx - x0.to(cx.dtype), bw, win_w, ow)[:, :, None, :].expand(b, n, oh, ow)
+    gy = _axis_coords(cy - y0.to(cy.dtype), bh, win_h, oh)[:, :, :, None].expand(b, n, oh, ow)
+    grid = torch.stack((gx, gy), -1).reshape(b * n, oh, ow, 2)
+    out = F.grid_sample(windows.reshape(b * n, c, win_h, win_w), grid, mode="bilinear", align_corners=False)
+    return out.reshape(b, n, c, oh, ow)
+
+
 def _tent(coords: Tensor, size: int) -> Tensor:
     """Bilinear weights ``max(0, 1 - |u - k|)`` of source index ``k < size`` for each coordinate ``u``.
 

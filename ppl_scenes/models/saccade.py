@@ -1,0 +1,381 @@
+"""Variational saccading: a VRNN that chooses glimpses of a large image from a small proxy.
+
+Ramapuram et al., "Variational Saccading: Efficient Inference for Large Resolution Images" (BMVC 2019).
+The image ``X`` may be far too large to process whole. A small *proxy* (by default ``X`` downsampled;
+any other tensor, e.g. another modality, can be passed) decides where to look; only the ``T`` glimpses
+cut from ``X`` at those places are processed at full resolution, and they are classified.
+
+Generative story, per image, with an RNN state ``h_0 = 0`` (a VRNN, Chung et al. 2015; §3 and
+Appendix 7.6):
+
+    for t = 0 .. T-1:
+        z_t ~ N(mu_prior(h_t), sigma_prior(h_t))                     learned prior
+        proxy ~ N(dec(z_t, h_t), obs_scale)                          the VRNN reconstructs the proxy
+        (s_t, x_t, y_t) = where(z_t);  g_t = ST(X; s_t, x_t, y_t)    a glimpse of the full image
+        e_t = crop_net(g_t);  h_{t+1} = RNN([e_t, z_t], h_t)
+    y ~ Classifier(mean_t e_t, h_T)                                  identification or sum
+
+and the guide is ``q(z_t | proxy, h_t)``, sharing the deterministic RNN. The objective is the paper's
+bound (eq. 5): the VRNN ELBO terms (proxy reconstruction and ``KL(q(z_t) || p(z_t | h_t))`` per step)
+*plus* the classification log-likelihood. The reference code couples the terms multiplicatively; we
+use the additive bound of eq. 5 as written, which is exactly the ELBO of this Pyro model and guide.
+
+Sites: ``z_0 .. z_{T-1}`` (the paper's ``z_t``), ``proxy_0 .. proxy_{T-1}`` (observed proxy) and
+``y``; all inside ``pyro.plate("data", B)``, the steps under ``pyro.markov``.
+
+Tasks: ``"identify"`` (which of the classes are present: a multi-hot target, independent Bernoulli
+outputs) and ``"sum"`` (the sum of the digits: a categorical over ``0 .. max_sum``). ``parse``
+returns the saccades' boxes (in order of ``t``) and the prediction in ``image_labels``.
+
+Glimpses are cut with :func:`ppl_scenes.ops.crop`, or with the localized spatial transformer
+:func:`ppl_scenes.ops.crop_localized` (Appendix 7.3; ``localized=True``), which reads only the window
+each glimpse touches, so memory does not grow with the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
+from ppl_scenes.ops.boxes import cxcywh_to_xyxy
+
+TASKS = ("identify", "sum")
+
+
+def _conv_encoder(channels: int, size: int, width: int, out_dim: int) -> nn.Sequential:
+    """Stride-2 convolutions with group norm (the paper's conv layers) down to 4x4, then a dense layer."""
+    layers: list[nn.Module] = []
+    ch, side = channels, size
+    while side > 4:
+        layers += [
+            nn.Conv2d(ch, width, 4, stride=2, padding=1),
+            nn.GroupNorm(min(8, width), width),
+            nn.ReLU(),
+        ]
+        ch, side = width, side // 2
+    layers += [nn.Flatten(), nn.Linear(ch * side * side, out_dim), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class SaccadeConfig:
+    """Settings of :class:`VariationalSaccading` (CPU-scale defaults).
+
+    Attributes:
+        channels: image channels.
+        task: ``"identify"`` (multi-hot over ``num_classes``) or ``"sum"`` (categorical over
+            ``0 .. max_sum``).
+        num_classes: classes of the identification task (10 digits).
+        max_sum: largest sum of the sum task (18 for two digits).
+        num_saccades: ``T``, glimpses per image (4 in the paper).
+        proxy_size: side of the default proxy (``X`` resized by area averaging).
+        glimpse_size: side in pixels of a glimpse after resampling.
+        min_scale, max_scale: range of a glimpse's side as a fraction of the image's shorter side.
+        z_dim: size of ``z_t``; hidden_dim: RNN state; embed_dim: glimpse and proxy embeddings.
+        conv_width: channels of the convolutional encoders.
+        obs_scale: sigma of the Normal likelihood of the proxy.
+        learn_posterior_scale: the guide learns ``sigma_q``; False fixes it to ``posterior_scale``
+            (the paper's §4.1.1 compares both).
+        posterior_scale: the fixed ``sigma_q``, and the learned one's initial value.
+        localized: cut glimpses with the localized spatial transformer (Appendix 7.3).
+    """
+
+    channels: int = 1
+    task: str = "identify"
+    num_classes: int = 10
+    max_sum: int = 18
+    num_saccades: int = 4
+    proxy_size: int = 32
+    glimpse_size: int = 32
+    min_scale: float = 0.2
+    max_scale: float = 0.5
+    z_dim: int = 32
+    hidden_dim: int = 256
+    embed_dim: int = 128
+    conv_width: int = 32
+    obs_scale: float = 0.1
+    learn_posterior_scale: bool = True
+    posterior_scale: float = 0.5
+    localized: bool = False
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name in (
+            "num_classes",
+            "max_sum",
+            "num_saccades",
+            "proxy_size",
+            "glimpse_size",
+            "z_dim",
+            "hidden_dim",
+            "embed_dim",
+            "conv_width",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("proxy_size", "glimpse_size"):
+            if getattr(self, name) < 4:
+                raise ValueError(f"{name} must be at least 4, got {getattr(self, name)}")
+        if not 0 < self.min_scale <= self.max_scale <= 1:
+            raise ValueError(
+                f"need 0 < min_scale <= max_scale <= 1, got {self.min_scale} and {self.max_scale}"
+            )
+        for name in ("obs_scale", "posterior_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    @property
+    def num_outputs(self) -> int:
+        """Size of the classifier's output: ``num_classes`` or ``max_sum + 1``."""
+        return self.num_classes if self.task == "identify" else self.max_sum + 1
+
+
+class VariationalSaccading(SceneModel):
+    """The variational saccading model (Ramapuram et al., BMVC 2019); see the module docstring.
+
+    ``model(x, y=None, proxy=None)`` and ``guide(x, y=None, proxy=None)``: ``x`` the full images
+    ``[B, C, H, W]``, ``y`` the targets (multi-hot ``[B, num_classes]`` for ``"identify"``, integer
+    sums ``[B]`` for ``"sum"``), ``proxy`` the small images the saccades are planned on (default:
+    ``x`` resized to ``proxy_size``; another tensor of that shape may stand in, e.g. a noisy proxy or
+    another modality).
+
+    Args:
+        config: a :class:`SaccadeConfig` (defaults when None).
+        **overrides: individual config fields.
+    """
+
+    name: ClassVar[str] = "saccade"
+    config_class: ClassVar[type] = SaccadeConfig
+    default_dataset: ClassVar[str] = "cluttered"
+    default_train: ClassVar[dict[str, Any]] = {"steps": 5000, "batch_size": 32, "lr": 1e-3}
+
+    def __init__(self, config: SaccadeConfig | None = None, **overrides):
+        super().__init__(config, **overrides)
+        c = self.config
+        self.proxy_encoder = _conv_encoder(c.channels, c.proxy_size, c.conv_width, c.embed_dim)
+        self.glimpse_encoder = _conv_encoder(c.channels, c.glimpse_size, c.conv_width, c.embed_dim)
+        self.rnn = nn.GRUCell(c.embed_dim + c.z_dim, c.hidden_dim)
+        self.prior_net = mlp([c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
+        self.posterior_net = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
+        self.proxy_decoder = mlp([c.z_dim + c.hidden_dim, c.hidden_dim, c.channels * c.proxy_size**2])
+        self.where_head = nn.Linear(c.z_dim, 3)
+        self.classifier = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, c.num_outputs])
+        with torch.no_grad():
+            self.posterior_net[-1].bias[c.z_dim :].fill_(inverse_positive(c.posterior_scale))
+
+    # -- pieces shared by model, guide and parse ---------------------------------------------------
+    def min_image_size(self) -> tuple[int, int]:
+        return (4, 4)
+
+    def make_proxy(self, x: Tensor) -> Tensor:
+        """The default proxy: ``x`` resized to ``proxy_size x proxy_size`` by area averaging."""
+        size = self.config.proxy_size
+        return F.adaptive_avg_pool2d(x, (size, size))
+
+    def _inputs(self, x: Tensor, proxy: Tensor | None) -> tuple[Tensor, Tensor]:
+        x = self.check_input(x)
+        c = self.config
+        if proxy is None:
+            return x, self.make_proxy(x)
+        shape = (x.shape[0], c.channels, c.proxy_size, c.proxy_size)
+        if not isinstance(proxy, Tensor) or tuple(proxy.shape) != shape:
+            raise ValueError(f"proxy must be a tensor of shape {shape}, got {getattr(proxy, 'shape', proxy)}")
+        if not torch.isfinite(proxy).all():
+            raise ValueError("proxy contains NaN or Inf values")
+        return x, proxy
+
+    def saccade_boxes(self, z: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """``[B, 4]`` cxcywh glimpse boxes in pixels from ``z_t`` (square, inside the image's range)."""
+        c = self.config
+        h, w = image_size
+        raw = self.where_head(z)
+        side = (c.min_scale + (c.max_scale - c.min_scale) * torch.sigmoid(raw[..., 0])) * min(h, w)
+        cx = torch.sigmoid(raw[..., 1]) * w
+        cy = torch.sigmoid(raw[..., 2]) * h
+        return torch.stack((cx, cy, side, side), -1)
+
+    def glimpse(self, x: Tensor, boxes: Tensor) -> Tensor:
+        """``[B, C, g, g]`` glimpses of the full images at ``boxes`` (``[B, 4]`` cxcywh)."""
+        from ppl_scenes.ops import transformer
+
+        cut = transformer.crop_localized if self.config.localized else transformer.crop
+        size = (self.config.glimpse_size, self.config.glimpse_size)
+        return cut(x, boxes[:, None], size)[:, 0]
+
+    def advance(self, x: Tensor, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One saccade: ``(boxes, e_t, h_{t+1})`` for the code ``z_t`` and the state ``h_t``."""
+        boxes = self.saccade_boxes(z, tuple(x.shape[-2:]))
+        embedding = self.glimpse_encoder(self.glimpse(x, boxes))
+        return boxes, embedding, self.rnn(torch.cat((embedding, z), -1), h)
+
+    def _gaussian(self, out: Tensor, learned_scale: bool = True) -> tuple[Tensor, Tensor]:
+        loc, raw = out.split(self.config.z_dim, -1)
+        scale = positive(raw) if learned_scale else torch.full_like(loc, self.config.posterior_scale)
+        return loc, scale
+
+    def prior(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``p(z_t | h_t)``: loc and scale."""
+        return self._gaussian(self.prior_net(h))
+
+    def posterior(self, proxy_features: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``q(z_t | proxy, h_t)``: loc and scale (scale fixed unless ``learn_posterior_scale``)."""
+        out = self.posterior_net(torch.cat((proxy_features, h), -1))
+        return self._gaussian(out, self.config.learn_posterior_scale)
+
+    def decode_proxy(self, z: Tensor, h: Tensor) -> Tensor:
+        """The VRNN's reconstruction of the proxy from ``z_t`` and ``h_t``, in [0, 1]."""
+        c = self.config
+        out = self.proxy_decoder(torch.cat((z, h), -1))
+        return torch.sigmoid(out).view(-1, c.channels, c.proxy_size, c.proxy_size)
+
+    def classify(self, embeddings: list[Tensor], h: Tensor) -> Tensor:
+        """Logits from the glimpse embeddings pooled over the saccades and the last state."""
+        return self.classifier(torch.cat((torch.stack(embeddings).mean(0), h), -1))
+
+    def label_distribution(self, logits: Tensor):
+        """``p(y | glimpses)``: independent Bernoullis (identify) or a categorical (sum)."""
+        if self.config.task == "identify":
+            return dist.Bernoulli(logits=logits).to_event(1)
+        return dist.Categorical(logits=logits)
+
+    def _check_labels(self, y: Tensor | None, batch: int) -> Tensor | None:
+        if y is None:
+            return None
+        c = self.config
+        if c.task == "identify":
+            if tuple(y.shape) != (batch, c.num_classes) or not ((y == 0) | (y == 1)).all():
+                raise ValueError(
+                    f"y must be a multi-hot tensor [{batch}, {c.num_classes}] of 0/1 for 'identify'"
+                )
+            return y.float()
+        if tuple(y.shape) != (batch,) or (y < 0).any() or (y > c.max_sum).any():
+            raise ValueError(f"y must hold {batch} integer sums in [0, {c.max_sum}] for 'sum'")
+        return y.long()
+
+    def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """The observed ``y`` of each training scene, from its target (``multi_label`` or ``sum``)."""
+        key = "multi_label" if self.config.task == "identify" else "sum"
+        if not targets or any(not isinstance(t, dict) or key not in t for t in targets):
+            raise ValueError(
+                f"variational saccading ({self.config.task!r}) trains on labels: give a dataset of "
+                f"(image, target) pairs whose targets hold {key!r} (e.g. ClutteredDigits)"
+            )
+        return {"y": torch.stack([torch.as_tensor(t[key]) for t in targets])}
+
+    # -- model and guide --------------------------------------------------------------------------
+    def model(self, x: Tensor, y: Tensor | None = None, proxy: Tensor | None = None) -> Tensor:
+        """``p(proxy, y, z_{0:T-1} | X)``; returns the classifier's logits."""
+        pyro.module("saccade", self)
+        x, proxy = self._inputs(x, proxy)
+        b = x.shape[0]
+        y = self._check_labels(y, b)
+        c = self.config
+        h = x.new_zeros(b, c.hidden_dim)
+        embeddings = []
+        with pyro.plate("data", b):
+            for t in pyro.markov(range(c.num_saccades)):
+                loc, scale = self.prior(h)
+                z = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
+                recon = self.decode_proxy(z, h)
+                pyro.sample(f"proxy_{t}", dist.Normal(recon, c.obs_scale).to_event(3), obs=proxy)
+                _, embedding, h = self.advance(x, z, h)
+                embeddings.append(embedding)
+            logits = self.classify(embeddings, h)
+            pyro.sample("y", self.label_distribution(logits), obs=y)
+        return logits
+
+    def guide(self, x: Tensor, y: Tensor | None = None, proxy: Tensor | None = None) -> list[Tensor]:
+        """``q(z_{0:T-1} | proxy)`` through the shared RNN; returns the saccade boxes ``[B, 4]`` per t."""
+        pyro.module("saccade", self)
+        x, proxy = self._inputs(x, proxy)
+        b = x.shape[0]
+        h = x.new_zeros(b, self.config.hidden_dim)
+        features = self.proxy_encoder(proxy)
+        boxes = []
+        with pyro.plate("data", b):
+            for t in pyro.markov(range(self.config.num_saccades)):
+                loc, scale = self.posterior(features, h)
+                z = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
+                box, _, h = self.advance(x, z, h)
+                boxes.append(box)
+        return boxes
+
+    # -- the library's surface ----------------------------------------------------------------------
+    def parse(self, x: Tensor, proxy: Tensor | None = None) -> SceneParse:
+        """Saccades and prediction at the guide's means (no sampling).
+
+        Returns:
+            a :class:`SceneParse` whose ``boxes[i]`` are image ``i``'s ``T`` glimpse boxes (xyxy, in
+            order of ``t``), ``scores`` ones, and ``image_labels`` the prediction: a multi-hot
+            ``[B, num_classes]`` (classes with probability above 0.5) or the predicted sums ``[B]``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                x, proxy = self._inputs(x, proxy)
+                logits, boxes = self.predict(x, proxy)
+        finally:
+            self.train(was_training)
+        if self.config.task == "identify":
+            prediction = (logits > 0).long()
+        else:
+            prediction = logits.argmax(-1)
+        per_image = cxcywh_to_xyxy(torch.stack(boxes, 1))
+        return SceneParse(
+            boxes=list(per_image),
+            scores=[torch.ones(len(b)) for b in per_image],
+            image_labels=prediction,
+        )
+
+    def predict(self, x: Tensor, proxy: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits and saccade boxes with every ``z_t`` at the guide's mean."""
+        h = x.new_zeros(x.shape[0], self.config.hidden_dim)
+        features = self.proxy_encoder(proxy)
+        boxes, embeddings = [], []
+        for _ in range(self.config.num_saccades):
+            loc, _ = self.posterior(features, h)
+            box, embedding, h = self.advance(x, loc, h)
+            boxes.append(box)
+            embeddings.append(embedding)
+        return self.classify(embeddings, h), boxes
+
+    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
+        """Accuracy of the prediction: the exact set of classes (identify) or the sum.
+
+        Returns:
+            ``{"accuracy", "num_scenes"}`` (plus ``"label_accuracy"``, the per-class accuracy of the
+            multi-hot prediction, for ``"identify"``).
+        """
+        from tqdm.auto import tqdm
+
+        n = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
+        if n == 0:
+            raise ValueError("cannot evaluate on an empty dataset")
+        correct = per_label = 0.0
+        for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
+            items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+            x = torch.stack([im for im, _ in items]).to(self.device)
+            truth = self.supervision([t for _, t in items])["y"].to(self.device)
+            pred = self.parse(x).image_labels
+            if self.config.task == "identify":
+                correct += float((pred == truth.long()).all(-1).sum())
+                per_label += float((pred == truth.long()).float().mean(-1).sum())
+            else:
+                correct += float((pred == truth).sum())
+        results = {"accuracy": correct / n, "num_scenes": n}
+        if self.config.task == "identify":
+            results["label_accuracy"] = per_label / n
+        return results

@@ -1,0 +1,154 @@
+"""Variational saccading: the standard model test, the bound's sites, proxies, tasks, errors."""
+
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from ppl_scenes.infer.svi import fit
+from ppl_scenes.models import MODELS, SceneParse, VariationalSaccading
+from ppl_scenes.runs import load
+
+TINY = dict(
+    proxy_size=8,
+    glimpse_size=8,
+    z_dim=4,
+    hidden_dim=16,
+    embed_dim=8,
+    conv_width=4,
+    num_saccades=2,
+    num_classes=4,
+    max_sum=6,
+)
+
+
+def scenes(n=4, size=24, c=1):
+    """``n`` scenes with two squares whose classes are their brightness levels."""
+    items = []
+    for i in range(n):
+        x = torch.zeros(c, size, size)
+        a, b = i % 4, (i + 1) % 4
+        x[:, 2:8, 2:8] = 0.25 * (a + 1)
+        x[:, 14:20, 12:18] = 0.25 * (b + 1)
+        multi = torch.zeros(4)
+        multi[[a, b]] = 1.0
+        items.append((x, {"multi_label": multi, "sum": torch.tensor(a + b), "count": 2}))
+    return items
+
+
+def tiny(**overrides):
+    return VariationalSaccading(**{**TINY, **overrides})
+
+
+VARIANTS = {
+    "identify": {},
+    "sum": {"task": "sum"},
+    "fixed_posterior_scale": {"learn_posterior_scale": False},
+    "localized": {"localized": True},
+    "rgb": {"channels": 3},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_standard_model_test(variant, tmp_path):
+    overrides = VARIANTS[variant]
+    model = tiny(**overrides)
+    data = scenes(c=overrides.get("channels", 1))
+    x = torch.stack([im for im, _ in data])
+    with torch.no_grad():
+        trace = poutine.trace(model.model).get_trace(x)  # no y: the label is sampled
+    assert trace.nodes["z_0"]["value"].shape == (4, 4) and trace.nodes["z_1"]["value"].shape == (4, 4)
+    y = trace.nodes["y"]["value"]
+    assert y.shape == ((4, 4) if model.config.task == "identify" else (4,))
+    before = [p.detach().clone() for p in model.parameters()]
+    fit(model, data, steps=2, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), before))
+    parse = model.parse(x)
+    assert isinstance(parse, SceneParse) and len(parse.boxes) == 4
+    for boxes in parse.boxes:
+        assert boxes.shape == (2, 4) and (boxes[:, 2] > boxes[:, 0]).all()
+        side = boxes[:, 2] - boxes[:, 0]
+        assert ((side >= 0.2 * 24 - 1e-4) & (side <= 0.5 * 24 + 1e-4)).all()
+    if model.config.task == "identify":
+        assert parse.image_labels.shape == (4, 4) and set(parse.image_labels.unique().tolist()) <= {0, 1}
+    else:
+        assert parse.image_labels.shape == (4,) and (parse.image_labels <= 6).all()
+    restored = load(tmp_path / "run")
+    assert isinstance(restored, VariationalSaccading) and restored.config == model.config
+    again = restored.parse(x)
+    for a, b in zip(parse.boxes, again.boxes):
+        torch.testing.assert_close(a, b)
+    assert torch.equal(parse.image_labels, again.image_labels)
+
+
+def test_registered_and_bound_sites():
+    assert MODELS["saccade"] is VariationalSaccading
+    model = tiny(num_saccades=3)
+    data = scenes()
+    x = torch.stack([im for im, _ in data])
+    y = torch.stack([t["multi_label"] for _, t in data])
+    guide = poutine.trace(model.guide).get_trace(x, y)
+    trace = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(x, y)
+    sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and n != "data"}  # not the plate
+    sampled = {n for n, s in sites.items() if not s["is_observed"]}
+    observed = {n for n, s in sites.items() if s["is_observed"]}
+    assert sampled == {"z_0", "z_1", "z_2"} and observed == {"proxy_0", "proxy_1", "proxy_2", "y"}
+    assert {n for n, s in guide.nodes.items() if s["type"] == "sample" and n != "data"} == {
+        "z_0",
+        "z_1",
+        "z_2",
+    }
+    assert torch.equal(trace.nodes["y"]["value"], y)
+    # the guide's z drive the model's glimpses: both runs see the same boxes
+    boxes = model.guide(x, y)
+    assert len(boxes) == 3 and boxes[0].shape == (4, 4)
+    # the default proxy is the image shrunk by area averaging
+    torch.testing.assert_close(trace.nodes["proxy_0"]["value"], torch.nn.functional.avg_pool2d(x, 3))
+
+
+def test_another_proxy_can_stand_in():
+    model = tiny()
+    x = torch.stack([im for im, _ in scenes()])
+    noisy = (model.make_proxy(x) + 0.3 * torch.randn(4, 1, 8, 8)).clamp(0, 1)
+    trace = poutine.trace(model.model).get_trace(x, proxy=noisy)
+    assert torch.equal(trace.nodes["proxy_1"]["value"], noisy)
+    a, b = model.parse(x), model.parse(x, proxy=noisy)
+    assert not all(torch.equal(p, q) for p, q in zip(a.boxes, b.boxes))
+    with pytest.raises(ValueError, match="proxy must be a tensor of shape"):
+        model.parse(x, proxy=torch.zeros(4, 1, 9, 9))
+
+
+def test_fixed_posterior_scale_is_fixed():
+    model = tiny(learn_posterior_scale=False, posterior_scale=0.3)
+    _, scale = model.posterior(torch.randn(2, 8), torch.randn(2, 16))
+    torch.testing.assert_close(scale, torch.full((2, 4), 0.3))
+    _, learned = tiny(posterior_scale=0.3).posterior(torch.zeros(2, 8), torch.zeros(2, 16))
+    assert learned.shape == (2, 4) and learned.requires_grad
+
+
+def test_evaluate_scores_the_prediction():
+    model = tiny()
+    results = model.evaluate(scenes())
+    assert set(results) == {"accuracy", "label_accuracy", "num_scenes"} and results["num_scenes"] == 4
+    assert 0 <= results["accuracy"] <= results["label_accuracy"] <= 1
+    assert set(tiny(task="sum").evaluate(scenes())) == {"accuracy", "num_scenes"}
+
+
+def test_bad_inputs_are_refused():
+    model = tiny()
+    x = torch.stack([im for im, _ in scenes()])
+    with pytest.raises(ValueError, match="multi-hot"):
+        model.model(x, y=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="integer sums"):
+        tiny(task="sum").model(x, y=torch.full((4,), 9))
+    with pytest.raises(ValueError, match="labels"):
+        fit(tiny(), x, steps=1, progress=False)
+    with pytest.raises(ValueError, match="rank 4"):
+        model.parse(x[0])
+    for bad, match in (
+        ({"task": "count"}, "task"),
+        ({"min_scale": 0.6, "max_scale": 0.5}, "min_scale"),
+        ({"proxy_size": 2}, "proxy_size"),
+        ({"num_saccades": 0}, "num_saccades"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            tiny(**bad)
