@@ -294,3 +294,52 @@ def evaluate_instances(
         results["rmse"] = rmse(torch.cat(images), torch.cat(recon))
     results.update(num_scenes=n, num_objects=num_objects)
     return results
+
+
+def evaluate_image_labels(
+    model,
+    dataset,
+    task: str,
+    batch_size: int = 64,
+    max_scenes: int | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Accuracy of image-level predictions (``parse(x).image_labels``) on ``dataset``.
+
+    Args:
+        model: anything with ``parse(images) -> SceneParse`` giving ``image_labels`` and a ``device``.
+        dataset: ``(image, target)`` pairs whose targets hold ``multi_label`` (identify) or ``sum``.
+        task: ``"identify"`` (a prediction is correct when its multi-hot set equals the truth) or
+            ``"sum"`` (when the predicted sum equals it).
+        batch_size, max_scenes, progress: as :func:`parse_dataset`.
+
+    Returns:
+        ``accuracy`` and ``num_scenes``; for ``"identify"`` also ``label_accuracy``, the mean per-class
+        accuracy of the multi-hot prediction.
+    """
+    from ppl_scenes.models.saccade import image_targets
+
+    batch_size = check_positive_int(batch_size, "batch_size")
+    n = (
+        len(dataset)
+        if max_scenes is None
+        else min(check_positive_int(max_scenes, "max_scenes"), len(dataset))
+    )
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    correct = per_label = 0.0
+    for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
+        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        x = torch.stack([im for im, _ in items]).to(model.device)
+        truth = image_targets(task, [t for _, t in items]).long()
+        with torch.no_grad():
+            pred = model.parse(x).image_labels.cpu()
+        if task == "identify":
+            correct += float((pred == truth).all(-1).sum())
+            per_label += float((pred == truth).float().mean(-1).sum())
+        else:
+            correct += float((pred == truth).sum())
+    results = {"accuracy": correct / n, "num_scenes": n}
+    if task == "identify":
+        results["label_accuracy"] = per_label / n
+    return results

@@ -142,6 +142,26 @@ class SaccadeConfig:
         return self.num_classes if self.task == "identify" else self.max_sum + 1
 
 
+def image_targets(task: str, targets: list[dict[str, Any]]) -> Tensor:
+    """The image-level truth of ``task`` for each scene: ``multi_label`` (identify) or ``sum``.
+
+    Raises:
+        ValueError: when a target lacks the key (e.g. a bare image tensor was given for training).
+    """
+    key = "multi_label" if task == "identify" else "sum"
+    if not targets or any(not isinstance(t, dict) or key not in t for t in targets):
+        raise ValueError(
+            f"the {task!r} task trains on image labels: give a dataset of (image, target) pairs whose "
+            f"targets hold {key!r} (e.g. ClutteredDigits)"
+        )
+    return torch.stack([torch.as_tensor(t[key]) for t in targets])
+
+
+def predicted_labels(task: str, logits: Tensor) -> Tensor:
+    """The prediction from classifier logits: a 0/1 multi-hot (probability above 0.5) or the sum."""
+    return (logits > 0).long() if task == "identify" else logits.argmax(-1)
+
+
 class VariationalSaccading(SceneModel):
     """The variational saccading model (Ramapuram et al., BMVC 2019); see the module docstring.
 
@@ -265,14 +285,8 @@ class VariationalSaccading(SceneModel):
         return y.long()
 
     def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
-        """The observed ``y`` of each training scene, from its target (``multi_label`` or ``sum``)."""
-        key = "multi_label" if self.config.task == "identify" else "sum"
-        if not targets or any(not isinstance(t, dict) or key not in t for t in targets):
-            raise ValueError(
-                f"variational saccading ({self.config.task!r}) trains on labels: give a dataset of "
-                f"(image, target) pairs whose targets hold {key!r} (e.g. ClutteredDigits)"
-            )
-        return {"y": torch.stack([torch.as_tensor(t[key]) for t in targets])}
+        """The observed ``y`` of each training scene (see :func:`image_targets`)."""
+        return {"y": image_targets(self.config.task, targets)}
 
     # -- model and guide --------------------------------------------------------------------------
     def model(self, x: Tensor, y: Tensor | None = None, proxy: Tensor | None = None) -> Tensor:
@@ -329,10 +343,7 @@ class VariationalSaccading(SceneModel):
                 logits, boxes = self.predict(x, proxy)
         finally:
             self.train(was_training)
-        if self.config.task == "identify":
-            prediction = (logits > 0).long()
-        else:
-            prediction = logits.argmax(-1)
+        prediction = predicted_labels(self.config.task, logits)
         per_image = cxcywh_to_xyxy(torch.stack(boxes, 1))
         return SceneParse(
             boxes=list(per_image),
@@ -353,29 +364,7 @@ class VariationalSaccading(SceneModel):
         return self.classify(embeddings, h), boxes
 
     def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
-        """Accuracy of the prediction: the exact set of classes (identify) or the sum.
+        """Accuracy of the prediction; see :func:`ppl_scenes.infer.evaluate.evaluate_image_labels`."""
+        from ppl_scenes.infer.evaluate import evaluate_image_labels
 
-        Returns:
-            ``{"accuracy", "num_scenes"}`` (plus ``"label_accuracy"``, the per-class accuracy of the
-            multi-hot prediction, for ``"identify"``).
-        """
-        from tqdm.auto import tqdm
-
-        n = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
-        if n == 0:
-            raise ValueError("cannot evaluate on an empty dataset")
-        correct = per_label = 0.0
-        for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
-            items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-            x = torch.stack([im for im, _ in items]).to(self.device)
-            truth = self.supervision([t for _, t in items])["y"].to(self.device)
-            pred = self.parse(x).image_labels
-            if self.config.task == "identify":
-                correct += float((pred == truth.long()).all(-1).sum())
-                per_label += float((pred == truth.long()).float().mean(-1).sum())
-            else:
-                correct += float((pred == truth).sum())
-        results = {"accuracy": correct / n, "num_scenes": n}
-        if self.config.task == "identify":
-            results["label_accuracy"] = per_label / n
-        return results
+        return evaluate_image_labels(self, dataset, self.config.task, batch_size, max_scenes, progress)
