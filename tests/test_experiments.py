@@ -297,6 +297,7 @@ def test_docstrings_give_the_command(script):
         "gmair_clustering",
         "mist_reconstruction",
         "mist_classification",
+        "saccade_cluttered",
     )
     for name in names:
         doc = script(name).__doc__
@@ -345,3 +346,22 @@ def test_mist_classification_in_two_processes(script, digits, tmp_path):
     assert record["models"]["mist"]["count_from_labels"] is True
     with pytest.raises(SystemExit):
         classify.main([*args, "--models", "grid"])
+
+
+def test_saccade_cluttered(script, digits, tmp_path):
+    out = tmp_path / "saccade"
+    small = ["--num-test", "6", "--curve-scenes", "3", "--eval-every", "1", "--canvas-size", "60"]
+    models = ["--models", "saccade", "resnet", "resnet_crops"]
+    record = script("saccade_cluttered").main([*TINY, *digits, *small, *models, "--out", str(out)])
+    check_common(record, "saccade_cluttered", out)
+    runs = {f"{t}-{m}" for t in ("identify", "sum") for m in ("saccade", "resnet", "resnet_crops")}
+    assert set(record["results"]) == runs
+    for metrics in record["results"].values():
+        assert metrics["num_scenes"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert set(record["targets_met"]) == {"identify", "sum"}
+    assert (
+        record["models"]["sum-saccade"]["task"] == "sum"
+        and record["models"]["identify-resnet_crops"]["crop_grid"] == 4
+    )
+    assert record["parameters"]["identify-resnet"] > record["parameters"]["identify-saccade"] > 0
+    assert {"saccades_identify", "saccades_sum", "training_sum-resnet"} <= set(record["figures"])

@@ -1,0 +1,191 @@
+"""Variational saccading §4.1 / Table 1 (bottom), Fig. 3: two-digit cluttered MNIST at 100x100.
+
+The saccade model (a VRNN planning ``T = 4`` glimpses on a 32x32 proxy, classifying the glimpses) and
+a ResNet-18 on the whole image are trained with the same seed and budget, one run per task: which
+digits the scene holds (``identify``: correct when the predicted set equals the true one) and their
+sum (``sum``). Optionally (``--models resnet_crops``) the ResNet-18 on a grid of crops with summed
+outputs (Table 1 top) runs too.
+
+Writes under ``--out`` (default ``benchmarks/saccade_cluttered``):
+
+* ``saccade_cluttered.json`` -- settings, machine, steps and seconds, parameter counts and the
+  accuracies of every model on both tasks, the paper's numbers, and whether the targets are met;
+* ``saccades_<task>.png`` -- test scenes with the saccade model's glimpses (numbered by ``t``) and
+  its proxy, titled with the prediction and the truth (Fig. 3);
+* ``training_<task>_<model>.png`` -- loss and test accuracy over training;
+* ``runs/<task>-<model>/`` -- the training runs.
+
+Reproduce the recorded numbers (CPU; runs may train in separate processes, then one call with
+``--resume`` evaluates them all and writes the record)::
+
+    PPL_SCENES_DATA=/path/to/data python experiments/saccade_cluttered.py --minutes 20 --no-progress
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _common import (  # noqa: E402
+    apply_threads,
+    check_run_dirs,
+    command_line,
+    finite,
+    machine,
+    make_parser,
+    positive_int,
+    settings_record,
+    table,
+    train_record,
+    train_spair,
+    write_record,
+)
+from matplotlib.figure import Figure  # noqa: E402
+
+from ppl_scenes import ClutteredDigits, VariationalSaccading  # noqa: E402
+from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
+from ppl_scenes.models.base import config_to_dict  # noqa: E402
+from ppl_scenes.runs import read_metrics  # noqa: E402
+from ppl_scenes.viz import draw_boxes, plot_curves, show_image  # noqa: E402
+
+NAME = "saccade_cluttered"
+MODELS = {
+    "saccade": (VariationalSaccading, {}),
+    "resnet": (ResNetClassifier, {}),
+    "resnet_crops": (ResNetClassifier, {"crop_grid": 4}),
+}
+TASKS = ("identify", "sum")
+#: Table 1 (bottom) of the paper, 100x100 two-digit cluttered MNIST.
+PAPER = {
+    "saccade": {"identify": 0.972, "sum": 0.9542},
+    "resnet": {"identify": 0.9986, "sum": 0.974},
+    "ram": {"identify": 0.91},
+    "dram": {"identify": 0.975, "sum": 0.95},
+}
+TARGETS = {"identify": 0.95, "sum": 0.93}
+
+
+def build_parser():
+    parser = make_parser(__doc__, NAME, num_train=20_000, num_train_help="training scenes")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["saccade", "resnet"])
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--canvas-size", type=positive_int, default=100, help="scene side in pixels")
+    parser.add_argument("--num-test", type=positive_int, default=1000, help="test scenes")
+    parser.add_argument("--curve-scenes", type=positive_int, default=200, help="test scenes per curve point")
+    parser.add_argument("--eval-every", type=int, default=500, help="steps between curve points (0: none)")
+    return parser
+
+
+def plot_saccades(model, images, targets, task: str, path: Path) -> Path:
+    """Fig. 3: each scene with its glimpses numbered by t, and the proxy the saccades were planned on."""
+    parse = model.parse(images.to(model.device))
+    proxy = model.make_proxy(images)
+    n = len(images)
+    fig = Figure(figsize=(2.0 * n, 4.2), layout="constrained")
+    axes = np.asarray(fig.subplots(2, n, squeeze=False))
+    colors = ["red", "orange", "yellow", "cyan", "magenta", "lime"]
+    for j in range(n):
+        show_image(axes[0, j], images[j])
+        for t, box in enumerate(parse.boxes[j].cpu()):
+            draw_boxes(axes[0, j], box[None], color=colors[t % len(colors)], labels=[t], linewidth=1.2)
+        show_image(axes[1, j], proxy[j])
+        pred = parse.image_labels[j]
+        if task == "identify":
+            pred_text = ",".join(str(k) for k in pred.nonzero().flatten().tolist())
+            true_text = ",".join(str(k) for k in targets[j]["multi_label"].nonzero().flatten().tolist())
+        else:
+            pred_text, true_text = str(int(pred)), str(int(targets[j]["sum"]))
+        axes[0, j].set_title(f"pred {pred_text} / true {true_text}", fontsize=8)
+    axes[0, 0].set_ylabel("glimpses (t)", fontsize=8)
+    axes[1, 0].set_ylabel("proxy", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    apply_threads(args)
+    out = Path(args.out)
+    runs = {(t, m): out / "runs" / f"{t}-{m}" for t in args.tasks for m in args.models}
+    check_run_dirs(parser, list(runs.values()), args.resume)
+    command = command_line(NAME, argv)
+    data_kwargs = {
+        "canvas_size": args.canvas_size,
+        "root": args.data_root,
+        "download": not args.no_download,
+    }
+    train_set = ClutteredDigits(args.num_train, split="train", seed=args.seed, **data_kwargs)
+    test_set = ClutteredDigits(args.num_test, split="test", seed=args.seed + 1, **data_kwargs)
+    curve_set = torch.utils.data.Subset(test_set, range(min(args.curve_scenes, len(test_set))))
+    data = {"name": "cluttered", "kwargs": {"canvas_size": args.canvas_size}}
+
+    results, costs, configs, params, figures = {}, {}, {}, {}, {}
+    for (task, kind), run_dir in runs.items():
+        cls, extra = MODELS[kind]
+        fit_kwargs = {}
+        if args.eval_every:
+            fit_kwargs = {"eval_fn": lambda m: m.evaluate(curve_set), "eval_every": args.eval_every}
+        key = f"{task}-{kind}"
+        model, costs[key] = train_spair(
+            train_set,
+            run_dir,
+            args,
+            data,
+            command,
+            not args.no_progress,
+            model_class=cls,
+            fit_kwargs=fit_kwargs,
+            task=task,
+            **extra,
+        )
+        results[key] = finite(model.evaluate(test_set, progress=not args.no_progress))
+        configs[key] = config_to_dict(model.config)
+        params[key] = sum(p.numel() for p in model.parameters())
+        keys = [k for k in ("loss", "eval/accuracy") if any(k in r for r in read_metrics(run_dir))]
+        figures[f"training_{key}"] = out / f"training_{key}.png"
+        plot_curves(read_metrics(run_dir), keys, path=figures[f"training_{key}"])
+        if kind == "saccade":
+            items = [test_set[i] for i in range(6)]
+            images = torch.stack([im for im, _ in items])
+            figures[f"saccades_{task}"] = plot_saccades(
+                model, images, [t for _, t in items], task, out / f"saccades_{task}.png"
+            )
+
+    met = {
+        task: results[f"{task}-saccade"]["accuracy"] >= TARGETS[task]
+        for task in args.tasks
+        if f"{task}-saccade" in results
+    }
+    record = {
+        "experiment": NAME,
+        "command": command,
+        "settings": settings_record(args),
+        "machine": machine(),
+        "train": train_record(args, VariationalSaccading),
+        "models": configs,
+        "parameters": params,
+        "data": data,
+        "cost": costs,
+        "results": results,
+        "paper": PAPER,
+        "targets": TARGETS,
+        "targets_met": met,
+        "figures": {k: str(v) for k, v in figures.items()},
+    }
+    write_record(out / f"{NAME}.json", record)
+    rows = [{"run": k, **r, **costs[k], "parameters": params[k]} for k, r in results.items()]
+    print(table(rows, {"run": "run", "accuracy": "accuracy", "steps": "steps", "parameters": "parameters"}))
+    print(json.dumps({"met": met}))
+    return record
+
+
+if __name__ == "__main__":
+    main()
