@@ -107,9 +107,14 @@ class LiftingTrainer(PatchTaskTrainer):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Algorithm 1, line 4: optimise the patches on ``L_task`` with the task network fixed.
 
+        ``refine_steps`` Adam steps of ``refine_lr`` pixels; positions stay inside the image and scales
+        inside the heatmap's scale range. Adam's first steps move every coordinate by about the step
+        size whatever the gradient, so near an optimum a step can overshoot: each image keeps the
+        patches of the lowest loss seen (the starting ones included), and refining never makes an
+        image's task loss worse.
+
         Returns:
-            ``(positions, scales, loss)`` after ``refine_steps`` Adam steps; positions stay inside
-            the image and scales inside the heatmap's scale range. ``loss`` is ``[B]``, at the result.
+            ``(positions, scales, loss)``: the kept patches and their task loss ``[B]``.
         """
         cfg = self.model.config
         values = cfg.scale_values
@@ -120,23 +125,30 @@ class LiftingTrainer(PatchTaskTrainer):
         if cfg.refine_scales and len(values) > 1:
             sc.requires_grad_(True)
             free.append(sc)
-        if cfg.refine_steps:
-            inner = torch.optim.Adam(free, lr=cfg.refine_lr)
-            for _ in range(cfg.refine_steps):
-                loss = self.model.task_loss(x, pos, sc, targets, mask).sum()
-                grads = torch.autograd.grad(loss, free)
-                if not all(torch.isfinite(g).all() for g in grads):
-                    raise NonFiniteStep("non-finite gradient of the patch positions")
-                for p, g in zip(free, grads):
-                    p.grad = g
-                inner.step()
-                with torch.no_grad():
-                    pos[..., 0].clamp_(0, width)
-                    pos[..., 1].clamp_(0, height)
-                    sc.clamp_(values[0], values[-1])
-        with torch.no_grad():
-            final = self.model.task_loss(x, pos, sc, targets, mask)
-        return pos.detach(), sc.detach(), final
+        best_pos, best_sc = pos.detach().clone(), sc.detach().clone()
+        best = torch.full((len(x),), float("inf"), device=x.device)
+        inner = torch.optim.Adam(free, lr=cfg.refine_lr) if cfg.refine_steps else None
+        for step in range(cfg.refine_steps + 1):
+            last = step == cfg.refine_steps
+            with torch.set_grad_enabled(not last):
+                loss = self.model.task_loss(x, pos, sc, targets, mask)
+            with torch.no_grad():
+                better = loss.detach() < best
+                best = torch.where(better, loss.detach(), best)
+                best_pos[better], best_sc[better] = pos[better], sc[better]
+            if last:
+                break
+            grads = torch.autograd.grad(loss.sum(), free)
+            if not all(torch.isfinite(g).all() for g in grads):
+                raise NonFiniteStep("non-finite gradient of the patch positions")
+            for p, g in zip(free, grads):
+                p.grad = g
+            inner.step()
+            with torch.no_grad():
+                pos[..., 0].clamp_(0, width)
+                pos[..., 1].clamp_(0, height)
+                sc.clamp_(values[0], values[-1])
+        return best_pos, best_sc, best
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         model, cfg = self.model, self.model.config

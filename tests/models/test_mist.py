@@ -133,6 +133,10 @@ def test_each_stage_of_a_lifting_iteration_lowers_its_own_loss(task):
     tau = [p.detach().clone() for p in trainer.task_params]
     positions, scales, refined = trainer.refine(x, found.positions, found.scales, targets, mask)
     assert refined.mean() < after
+    with torch.no_grad():  # never worse, image by image: the best patches seen are kept
+        start = model.task_loss(x, found.positions, found.scales, targets)
+        torch.testing.assert_close(refined, model.task_loss(x, positions, scales, targets))
+    assert (refined <= start).all()
     assert not torch.equal(positions, found.positions)
     assert all(torch.equal(p, q) for p, q in zip(trainer.task_params, tau))
     assert ((positions >= 0) & (positions <= 24)).all()
