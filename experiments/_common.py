@@ -125,6 +125,23 @@ def add_conncomp_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def config_overrides(parser: argparse.ArgumentParser, items: Sequence[str], config) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as typed, validated fields of ``config`` (a config instance)."""
+    from ppl_scenes.models.base import replace_config
+
+    raw = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set takes KEY=VALUE items, got {item!r}")
+        raw[key] = value
+    try:
+        replaced = replace_config(config, raw)
+    except ValueError as err:
+        parser.error(str(err))
+    return {key: getattr(replaced, key) for key in raw}
+
+
 def apply_threads(args: argparse.Namespace) -> None:
     """``--threads``: torch's intra-op threads in this process."""
     if getattr(args, "threads", None) is not None:

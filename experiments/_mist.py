@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import positive_int, train_spair
+from _common import config_overrides, positive_int, train_spair
 
 from ppl_scenes import make_dataset
 from ppl_scenes.baselines import ChannelwiseMIST, GridPatches
-from ppl_scenes.models import MIST
+from ppl_scenes.models import MIST, MISTConfig
 from ppl_scenes.runs import read_metrics
 from ppl_scenes.viz import draw_boxes, plot_curves, plot_heatmaps, plot_patches
 
@@ -58,14 +58,9 @@ def add_mist_args(parser: argparse.ArgumentParser, datasets: Sequence[str], mode
     )
 
 
-def overrides(parser: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set takes KEY=VALUE, got {item!r}")
-        out[key] = value
-    return out
+def overrides(parser: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` items as typed, validated :class:`~ppl_scenes.models.MISTConfig` fields."""
+    return config_overrides(parser, items, MISTConfig())
 
 
 def data_kwargs(dataset: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from _common import (  # noqa: E402
     apply_threads,
     check_run_dirs,
     command_line,
+    config_overrides,
     finite,
     machine,
     make_parser,
@@ -63,7 +64,6 @@ from torchvision.ops import box_iou  # noqa: E402
 
 from ppl_scenes import GMAIR, SPAIR, GMAIRConfig, MultiMNIST  # noqa: E402
 from ppl_scenes.baselines import WhatGMM  # noqa: E402
-from ppl_scenes.cli import _coerced_fields  # noqa: E402
 from ppl_scenes.infer.evaluate import evaluate_detection  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
@@ -119,16 +119,7 @@ def build_parser():
 
 def gmair_overrides(parser, items: Sequence[str]) -> dict:
     """``--set`` items as typed, validated :class:`~ppl_scenes.models.GMAIRConfig` fields."""
-    raw = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set takes KEY=VALUE items, got {item!r}")
-        raw[key] = value
-    try:
-        return _coerced_fields(GMAIRConfig(), raw, "--set")
-    except ValueError as err:
-        parser.error(str(err))
+    return config_overrides(parser, items, GMAIRConfig())
 
 
 def geometry(args) -> dict:

@@ -92,3 +92,21 @@ def check_non_negative(value: object, name: str, integer: bool = False) -> float
         kind = "a non-negative integer" if integer else "a finite number >= 0"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return int(value) if integer else float(value)
+
+
+def check_choice(value: object, choices, name: str):
+    """Return ``value``, raising ``ValueError`` (listing the choices) unless it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_int_fields(obj: object, names, minimum: int = 1) -> None:
+    """Raise ``ValueError`` unless each attribute ``names`` of ``obj`` (a config) is an int >= ``minimum``.
+
+    Strict: a bool or a float is not an int here (config fields have been converted to their types).
+    """
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
+from ppl_scenes.checks import check_choice, check_int_fields
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.models.saccade import TASKS, image_targets, predicted_labels
 
@@ -44,14 +45,10 @@ class ResNetConfig:
     crop_features: int = 256
 
     def __post_init__(self):
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name, low in (("num_classes", 1), ("max_sum", 1), ("crop_grid", 0), ("crop_features", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_choice(self.channels, (1, 3), "channels")
+        check_choice(self.task, TASKS, "task")
+        check_int_fields(self, ("num_classes", "max_sum", "crop_features"))
+        check_int_fields(self, ("crop_grid",), minimum=0)
 
     @property
     def num_outputs(self) -> int:

@@ -32,6 +32,17 @@ def _accepts_score_threshold(model) -> bool:
     return "score_threshold" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def _batches(dataset, batch_size: int, max_scenes: int | None) -> tuple[int, int]:
+    """Validated ``(batch_size, number of scenes to evaluate)``; an empty selection is an error."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if max_scenes is not None:
+        max_scenes = check_positive_int(max_scenes, "max_scenes")
+    n = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    return batch_size, n
+
+
 def parse_dataset(
     model,
     dataset,
@@ -46,14 +57,9 @@ def parse_dataset(
     so that average precision sees a ranked list; counts use the model's own presence threshold.
     ``score_threshold=None`` keeps the objects the model itself reports (its own threshold).
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size, n = _batches(dataset, batch_size, max_scenes)
     if score_threshold is not None:
         score_threshold = check_positive(score_threshold, "score_threshold")
-    if max_scenes is not None:
-        max_scenes = check_positive_int(max_scenes, "max_scenes")
-    n = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
-    if n == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
     pass_threshold = score_threshold is not None and _accepts_score_threshold(model)
     kwargs = {"score_threshold": score_threshold} if pass_threshold else {}
     parses, targets, images = [], [], []
@@ -248,14 +254,7 @@ def evaluate_instances(
         only when the parses carry labels -- ``ap50`` (AP of the patches ranked by heatmap score),
         ``rmse`` of the synthesis when the parses give one, ``num_scenes`` and ``num_objects``.
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
-    n = (
-        len(dataset)
-        if max_scenes is None
-        else min(check_positive_int(max_scenes, "max_scenes"), len(dataset))
-    )
-    if n == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
+    batch_size, n = _batches(dataset, batch_size, max_scenes)
     use_counts = bool(getattr(getattr(model, "config", None), "count_from_labels", False))
     boxes, scores, labels, recon, images, targets = [], [], [], [], [], []
     for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
@@ -319,14 +318,7 @@ def evaluate_image_labels(
     """
     from ppl_scenes.models.saccade import image_targets
 
-    batch_size = check_positive_int(batch_size, "batch_size")
-    n = (
-        len(dataset)
-        if max_scenes is None
-        else min(check_positive_int(max_scenes, "max_scenes"), len(dataset))
-    )
-    if n == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
+    batch_size, n = _batches(dataset, batch_size, max_scenes)
     correct = per_label = 0.0
     for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
         items = [dataset[i] for i in range(start, min(n, start + batch_size))]

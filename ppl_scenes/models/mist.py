@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ppl_scenes.checks import check_choice, check_int_fields, check_positive
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.nn.mist import MultiscaleHeatmapNet, PatchAutoEncoder, PatchClassifier
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
@@ -49,16 +50,10 @@ from ppl_scenes.ops.transformer import crop, paste
 TASKS = ("reconstruction", "classification")
 
 
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _odd_window(value: Any, name: str) -> int:
-    if _positive_int(value, name) % 2 == 0:
-        raise ValueError(f"{name} must be odd (a window centred on its pixel), got {value}")
-    return value
+def _odd_window(config: Any, name: str) -> None:
+    check_int_fields(config, (name,))
+    if getattr(config, name) % 2 == 0:
+        raise ValueError(f"{name} must be odd (a window centred on its pixel), got {getattr(config, name)}")
 
 
 @dataclass
@@ -118,26 +113,14 @@ class MISTConfig:
     refine_scales: bool = True
 
     def __post_init__(self):
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name in (
-            "num_patches",
-            "num_classes",
-            "patch_size",
-            "heatmap_channels",
-            "task_levels",
-            "task_blocks",
-            "task_width",
-        ):
-            _positive_int(getattr(self, name), name)
-        _positive_int(self.heatmap_blocks, "heatmap_blocks", minimum=0)
-        _positive_int(self.refine_steps, "refine_steps", minimum=0)
-        _odd_window(self.softmax_window, "softmax_window")
-        if self.softmax_border not in BORDERS:
-            raise ValueError(f"softmax_border must be one of {BORDERS}, got {self.softmax_border!r}")
-        _odd_window(self.nms_window, "nms_window")
+        check_choice(self.channels, (1, 3), "channels")
+        check_choice(self.task, TASKS, "task")
+        names = ("num_patches", "num_classes", "patch_size", "heatmap_channels", "task_levels")
+        check_int_fields(self, (*names, "task_blocks", "task_width"))
+        check_int_fields(self, ("heatmap_blocks", "refine_steps"), minimum=0)
+        _odd_window(self, "softmax_window")
+        check_choice(self.softmax_border, BORDERS, "softmax_border")
+        _odd_window(self, "nms_window")
         self.heatmap_scales = tuple(float(f) for f in self.heatmap_scales)
         factors = self.heatmap_scales
         if not factors or any(not 0 < f <= 1 for f in factors):
@@ -148,10 +131,8 @@ class MISTConfig:
             raise ValueError(
                 f"patch_size {self.patch_size} must be divisible by 2**task_levels = {2**self.task_levels}"
             )
-        for name in ("patch_side", "refine_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.patch_side = check_positive(self.patch_side, "patch_side")
+        self.refine_lr = check_positive(self.refine_lr, "refine_lr")
         if not 0 <= self.background <= 1:
             raise ValueError(f"background must lie in [0, 1], got {self.background!r}")
 

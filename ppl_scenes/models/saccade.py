@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ppl_scenes.checks import check_choice, check_int_fields
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
@@ -107,24 +108,10 @@ class SaccadeConfig:
     localized: bool = False
 
     def __post_init__(self):
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name in (
-            "num_classes",
-            "max_sum",
-            "num_saccades",
-            "proxy_size",
-            "glimpse_size",
-            "z_dim",
-            "hidden_dim",
-            "embed_dim",
-            "conv_width",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_choice(self.channels, (1, 3), "channels")
+        check_choice(self.task, TASKS, "task")
+        names = ("num_classes", "max_sum", "num_saccades", "proxy_size", "glimpse_size", "z_dim")
+        check_int_fields(self, (*names, "hidden_dim", "embed_dim", "conv_width"))
         for name in ("proxy_size", "glimpse_size"):
             if getattr(self, name) < 4:
                 raise ValueError(f"{name} must be at least 4, got {getattr(self, name)}")
