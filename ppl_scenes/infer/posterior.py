@@ -6,6 +6,10 @@ For any SVI scene model (``model.model`` / ``model.guide``, sites named as the p
     counts = count_posterior(samples["z_pres"])                   # P(count = k | x) per image, mean, HDI
     idata = to_inference_data(samples)                            # az.summary / az.plot_posterior / az.hdi
 
+The saccade model's per-step codes ``z_0 .. z_{T-1}`` come back stacked as ``z_t`` ``[S, B, T, D]``
+with its classifier's ``logits`` (the model's return value); :func:`posterior_boxes` turns them into
+each draw's glimpse boxes.
+
 Samples come from :class:`pyro.infer.Predictive` with the model's guide, so a swapped-in guide is
 sampled the same way. Relaxed presence samples are rounded at 0.5 when objects are counted, as
 ``parse`` rounds them.
@@ -25,7 +29,7 @@ from torch import Tensor
 from ppl_scenes.checks import check_positive_int
 
 #: Latent sites of the object-centric models, in the papers' names; absent ones are skipped.
-LATENT_SITES = ("z_pres", "z_where", "z_depth", "z_what", "z_cat")
+LATENT_SITES = ("z_pres", "z_where", "z_depth", "z_what", "z_cat", "z_t")
 #: Named dimensions of each site after the ``(chain, draw, image)`` ones.
 SITE_DIMS = {
     "z_pres": ["cell"],
@@ -33,17 +37,27 @@ SITE_DIMS = {
     "z_depth": ["cell", "depth_coord"],
     "z_what": ["cell", "what_dim"],
     "z_cat": ["cell", "category"],
+    "z_t": ["saccade", "z_dim"],
+    "logits": ["output"],
     "count": [],
     "reconstruction": ["channel", "row", "column"],
 }
 
 
 def _latent_sites(model, images: Tensor) -> list[str]:
+    """The guide's latent sites: the papers' names present, then the per-step ``z_0, z_1, ...``."""
     import pyro.poutine as poutine
 
     with torch.no_grad():
         trace = poutine.trace(model.guide).get_trace(images)
-    return [name for name in LATENT_SITES if name in trace.nodes]
+    steps = sorted((n for n in trace.nodes if _step_index(n) is not None), key=_step_index)
+    return [name for name in LATENT_SITES if name in trace.nodes] + steps
+
+
+def _step_index(name: str) -> int | None:
+    """``t`` of a per-step site ``z_t`` (``"z_3"`` -> 3), else None."""
+    head, _, tail = name.partition("_")
+    return int(tail) if head == "z" and tail.isdigit() else None
 
 
 @torch.no_grad()
@@ -57,7 +71,9 @@ def sample_posterior(model, images: Tensor, num_samples: int = 100) -> dict[str,
 
     Returns:
         ``{site: [S, B, ...]}`` with the batch dimension right after the sample one -- ``z_pres``
-        ``[S, B, N]``, ``z_where`` ``[S, B, N, 4]``, ... -- plus ``reconstruction`` ``[S, B, C, H, W]``.
+        ``[S, B, N]``, ``z_where`` ``[S, B, N, 4]``, ... -- plus ``reconstruction`` ``[S, B, C, H, W]``
+        (the model's return value, named by its ``return_name``: the saccade model's is ``logits``);
+        per-step sites ``z_0 .. z_{T-1}`` are stacked as ``z_t`` ``[S, B, T, D]``.
     """
     num_samples = check_positive_int(num_samples, "num_samples")
     model.check_input(images)
@@ -66,8 +82,11 @@ def sample_posterior(model, images: Tensor, num_samples: int = 100) -> dict[str,
         model.model, guide=model.guide, num_samples=num_samples, return_sites=[*sites, "_RETURN"]
     )
     draws = predictive(images)
-    out = {name: _drop_plate_dims(draws[name], len(images)) for name in sites}
-    out["reconstruction"] = draws["_RETURN"]
+    steps = [name for name in sites if _step_index(name) is not None]
+    out = {name: _drop_plate_dims(draws[name], len(images)) for name in sites if name not in steps}
+    if steps:
+        out["z_t"] = torch.stack([_drop_plate_dims(draws[name], len(images)) for name in steps], 2)
+    out[getattr(model, "return_name", "reconstruction")] = draws["_RETURN"]
     return out
 
 
@@ -103,11 +122,19 @@ def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = N
 def posterior_boxes(model, samples: dict[str, Tensor], image_size: tuple[int, int]) -> list[list[Tensor]]:
     """Per image, the boxes of the objects present in each posterior draw: ``boxes[image][draw]``.
 
+    For the saccade model, the boxes of each draw's glimpses (``[T, 4]``, in order of ``t``).
+
     Args:
-        model: the model the samples came from (it converts ``z_where``: ``model.present_boxes``).
+        model: the model the samples came from (it converts ``z_where``: ``model.present_boxes``; or
+            ``z_t``: ``model.saccade_boxes``).
         samples: from :func:`sample_posterior`.
         image_size: ``(H, W)`` of the images.
     """
+    if "z_t" in samples:  # the saccade model: each draw's glimpses, in order of t
+        from ppl_scenes.ops.boxes import cxcywh_to_xyxy
+
+        boxes = cxcywh_to_xyxy(model.saccade_boxes(samples["z_t"], image_size))  # [S, B, T, 4]
+        return [[boxes[k, i] for k in range(boxes.shape[0])] for i in range(boxes.shape[1])]
     s, b = samples["z_pres"].shape[:2]
     flat = model.present_boxes(samples["z_pres"], samples["z_where"], image_size)  # draw-major
     return [[flat[k * b + i] for k in range(s)] for i in range(b)]

@@ -167,6 +167,8 @@ class VariationalSaccading(SceneModel):
     config_class: ClassVar[type] = SaccadeConfig
     default_dataset: ClassVar[str] = "cluttered"
     default_train: ClassVar[dict[str, Any]] = {"steps": 5000, "batch_size": 32, "lr": 1e-3}
+    #: What ``model`` returns, as :func:`ppl_scenes.infer.posterior.sample_posterior` names it.
+    return_name: ClassVar[str] = "logits"
 
     def __init__(self, config: SaccadeConfig | None = None, **overrides):
         super().__init__(config, **overrides)

@@ -102,3 +102,20 @@ def test_gmair_posterior_has_its_category_site(images):
     prior = sample_prior(gmair, num_samples=2, image_size=(12, 18))
     assert prior["images"].shape == (2, 1, 12, 18)
     assert ((prior["z_cat"] == 0) | (prior["z_cat"] == 1)).all()  # the prior draws hard categories
+
+
+def test_saccade_posterior_stacks_its_steps_and_gives_each_draws_glimpses():
+    from ppl_scenes.models import VariationalSaccading
+
+    model = VariationalSaccading(
+        proxy_size=8, glimpse_size=8, z_dim=3, hidden_dim=8, embed_dim=4, conv_width=4, num_saccades=2
+    )
+    x = torch.rand(2, 1, 24, 24)
+    samples = sample_posterior(model, x, num_samples=5)
+    assert set(samples) == {"z_t", "logits"}
+    assert samples["z_t"].shape == (5, 2, 2, 3) and samples["logits"].shape == (5, 2, 10)
+    boxes = posterior_boxes(model, samples, (24, 24))
+    assert len(boxes) == 2 and len(boxes[0]) == 5 and boxes[0][0].shape == (2, 4)
+    assert not torch.equal(boxes[0][0], boxes[0][1])  # the draws differ
+    idata = to_inference_data(samples)
+    assert tuple(idata.posterior["z_t"].dims) == ("chain", "draw", "image", "saccade", "z_dim")
