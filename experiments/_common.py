@@ -108,8 +108,9 @@ def make_parser(
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the training runs under OUT/runs from their checkpoints (finished runs are only "
-        "evaluated again); without it, existing runs there are an error",
+        help="continue the training runs under OUT/runs from their checkpoints, each to its own budget "
+        "unless --steps/--minutes say otherwise (finished runs are only evaluated again); without it, "
+        "existing runs there are an error",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -208,15 +209,23 @@ def train_spair(
         "command": command,
         "torch_threads": threads,
     }
+    settings = train_settings(args)
+    steps = args.steps
+    if resume:  # a resumed run keeps its own budget unless the flags set another
+        stored = earlier.get("train_config", {})
+        if args.minutes is None and "minutes" in stored:
+            settings["minutes"] = stored["minutes"]
+        if steps is None:
+            steps = stored.get("steps")
     fit(
         model,
         train_set,
-        steps=args.steps,
+        steps=steps,
         out=run_dir,
         resume=resume,
         progress=progress,
         run_info=run_info,
-        **train_settings(args),
+        **settings,
         **(fit_kwargs or {}),
     )
     last = read_metrics(run_dir)[-1]
