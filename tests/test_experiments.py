@@ -344,6 +344,10 @@ def test_mist_classification_in_two_processes(script, digits, tmp_path):
         "detected_and_classified",
     }
     assert record["models"]["mist"]["count_from_labels"] is True
+    # without --steps a resumed run keeps its own budget: nothing more is trained
+    no_budget = [a for a in args if a not in ("--steps", "2")]
+    again = classify.main([*no_budget, "--resume"])
+    assert again["cost"]["mist"]["steps"] == 2 and again["cost"]["channelwise"]["steps"] == 2
     with pytest.raises(SystemExit):
         classify.main([*args, "--models", "grid"])
 
