@@ -152,3 +152,18 @@ def test_bad_inputs_are_refused():
     ):
         with pytest.raises(ValueError, match=match):
             tiny(**bad)
+
+
+def test_proxy_weight_scales_the_proxy_terms():
+    x = torch.stack([im for im, _ in scenes()])
+    y = torch.stack([t["multi_label"] for _, t in scenes()])
+    logs = {}
+    for weight in (1.0, 0.1):
+        torch.manual_seed(0)
+        model = tiny(proxy_weight=weight)
+        guide = poutine.trace(model.guide).get_trace(x, y)
+        trace = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(x, y)
+        trace.compute_log_prob()
+        logs[weight] = {n: trace.nodes[n]["log_prob_sum"] for n in ("proxy_0", "y")}
+    torch.testing.assert_close(logs[0.1]["proxy_0"], 0.1 * logs[1.0]["proxy_0"])
+    torch.testing.assert_close(logs[0.1]["y"], logs[1.0]["y"])
