@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
     apply_threads,
     check_run_dirs,
     command_line,
+    config_overrides,
     finite,
     machine,
     make_parser,
@@ -48,7 +49,7 @@ from _common import (  # noqa: E402
 )
 from matplotlib.figure import Figure  # noqa: E402
 
-from ppl_scenes import ClutteredDigits, VariationalSaccading  # noqa: E402
+from ppl_scenes import ClutteredDigits, SaccadeConfig, VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
@@ -79,6 +80,13 @@ def build_parser():
     parser.add_argument("--num-test", type=positive_int, default=1000, help="test scenes")
     parser.add_argument("--curve-scenes", type=positive_int, default=200, help="test scenes per curve point")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between curve points (0: none)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the saccade model's config (e.g. proxy_weight=0.001)",
+    )
     return parser
 
 
@@ -113,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     apply_threads(args)
+    saccade_overrides = config_overrides(parser, args.set, SaccadeConfig())
     out = Path(args.out)
     runs = {(t, m): out / "runs" / f"{t}-{m}" for t in args.tasks for m in args.models}
     check_run_dirs(parser, list(runs.values()), args.resume)
@@ -130,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results, costs, configs, params, figures = {}, {}, {}, {}, {}
     for (task, kind), run_dir in runs.items():
         cls, extra = MODELS[kind]
+        if kind == "saccade":
+            extra = {**extra, **saccade_overrides}
         fit_kwargs = {}
         if args.eval_every:
             fit_kwargs = {"eval_fn": lambda m: m.evaluate(curve_set), "eval_every": args.eval_every}
