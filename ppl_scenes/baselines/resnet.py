@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18
@@ -121,13 +120,8 @@ class ResNetClassifier(SceneModel):
     def parse(self, x: Tensor) -> SceneParse:
         """The prediction in ``image_labels``; no objects (``boxes`` are empty)."""
         x = self.check_input(x)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                logits = self.logits(x)
-        finally:
-            self.train(was_training)
+        with self.evaluating():
+            logits = self.logits(x)
         empty = [x.new_zeros(0, 4) for _ in range(len(x))]
         return SceneParse(
             boxes=empty,

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import numbers
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -96,6 +97,17 @@ class SceneModel(PyroModule):
     def parse(self, x: Tensor) -> SceneParse:
         """Objects found in ``x`` (no gradient, eval mode, the guide's modes)."""
         raise NotImplementedError
+
+    @contextmanager
+    def evaluating(self):
+        """Eval mode without gradients for the block (``parse``), the training mode restored after."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
 
     def min_image_size(self) -> tuple[int, int]:
         """Smallest ``(H, W)`` the model accepts."""

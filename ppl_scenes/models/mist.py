@@ -332,23 +332,18 @@ class MIST(SceneModel):
         x = self.check_input(x)
         if self.config.count_from_labels and counts is None:
             raise ValueError("this MIST uses one patch per labelled instance: give parse(x, counts=...)")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                found = self.locate(x)
-                mask = count_mask(counts, self.config.num_patches, len(x), x.device)
-                patches = self.crop_patches(x, found.positions, found.scales)
-                features = self.task_net.encoder(patches)
-                recon = labels = None
-                if self.config.task == "reconstruction":
-                    out = self.task_net.decoder(features)
-                    recon = self.compose(out, found.positions, found.scales, tuple(x.shape[-2:]), mask)
-                else:
-                    labels = self.task_net.head(features.flatten(-3)).argmax(-1)
-                codes = features.flatten(2)
-        finally:
-            self.train(was_training)
+        with self.evaluating():
+            found = self.locate(x)
+            mask = count_mask(counts, self.config.num_patches, len(x), x.device)
+            patches = self.crop_patches(x, found.positions, found.scales)
+            features = self.task_net.encoder(patches)
+            recon = labels = None
+            if self.config.task == "reconstruction":
+                out = self.task_net.decoder(features)
+                recon = self.compose(out, found.positions, found.scales, tuple(x.shape[-2:]), mask)
+            else:
+                labels = self.task_net.head(features.flatten(-3)).argmax(-1)
+            codes = features.flatten(2)
         boxes = cxcywh_to_xyxy(self.patch_boxes(found.positions, found.scales))
         keep = list(mask)
         return SceneParse(

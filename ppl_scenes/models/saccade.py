@@ -332,14 +332,9 @@ class VariationalSaccading(SceneModel):
             order of ``t``), ``scores`` ones, and ``image_labels`` the prediction: a multi-hot
             ``[B, num_classes]`` (classes with probability above 0.5) or the predicted sums ``[B]``.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                x, proxy = self._inputs(x, proxy)
-                logits, boxes = self.predict(x, proxy)
-        finally:
-            self.train(was_training)
+        with self.evaluating():
+            x, proxy = self._inputs(x, proxy)
+            logits, boxes = self.predict(x, proxy)
         prediction = predicted_labels(self.config.task, logits)
         per_image = cxcywh_to_xyxy(torch.stack(boxes, 1))
         return SceneParse(

@@ -497,7 +497,6 @@ class SPAIR(SceneModel):
         self.check_input(x)
         return self.encoder(x)
 
-    @torch.no_grad()
     def parse(self, x: Tensor, score_threshold: float | None = None) -> SceneParse:
         """Boxes, presence scores, ``z_what`` and the reconstruction from the guide's modes.
 
@@ -508,21 +507,19 @@ class SPAIR(SceneModel):
                 for average precision -- the latents themselves are always rounded at 0.5).
         """
         self.check_input(x)
-        was_training = self.training
-        self.eval()
         threshold = self.config.score_threshold if score_threshold is None else score_threshold
-        lat = self.posterior_modes(x)
-        size = tuple(x.shape[-2:])
-        recon = self.render(lat.pres, lat.where, lat.depth, lat.what, size)
         c = self.config
-        boxes = self.where_boxes(lat.where, size, clip=False)
-        if c.tight_boxes:
-            boxes = tighten_boxes(boxes, self.object_decoder(lat.what)[1], c.tight_threshold)
-        boxes = clip_boxes(boxes, size)
-        scores = torch.sigmoid(lat.pres_logits)
-        keep = scores >= threshold
-        labels = self.cell_labels(lat)
-        self.train(was_training)
+        size = tuple(x.shape[-2:])
+        with self.evaluating():
+            lat = self.posterior_modes(x)
+            recon = self.render(lat.pres, lat.where, lat.depth, lat.what, size)
+            boxes = self.where_boxes(lat.where, size, clip=False)
+            if c.tight_boxes:
+                boxes = tighten_boxes(boxes, self.object_decoder(lat.what)[1], c.tight_threshold)
+            boxes = clip_boxes(boxes, size)
+            scores = torch.sigmoid(lat.pres_logits)
+            keep = scores >= threshold
+            labels = self.cell_labels(lat)
         return SceneParse(
             boxes=[boxes[i][keep[i]] for i in range(len(x))],
             scores=[scores[i][keep[i]] for i in range(len(x))],
