@@ -67,20 +67,6 @@ class PatchTaskTrainer(Trainer):
         )
         return {"label_freq": self.label_freq[index].to(device)}, mask
 
-    def _names(self) -> dict[int, str]:
-        return {id(p): n for n, p in self.model.named_parameters()}
-
-    def step_optimizer(self, name: str, loss: Tensor, params: list[torch.nn.Parameter]) -> float:
-        """Backward and one step of optimiser ``name``; non-finite losses or gradients change nothing."""
-        if not torch.isfinite(loss):
-            raise NonFiniteStep(f"non-finite {name} loss")
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = self.clip_and_check(params)
-        opt.step()
-        return norm
-
 
 class LiftingTrainer(PatchTaskTrainer):
     """Algorithm 1 of MIST: task step, patch refinement, target heatmap, lift step (module docstring).
@@ -94,7 +80,7 @@ class LiftingTrainer(PatchTaskTrainer):
     """
 
     def setup(self, example_batch: Tensor) -> None:
-        names = self._names()
+        names = self.parameter_names()
         self.task_params = list(self.model.task_net.parameters())
         self.heatmap_params = list(self.model.heatmap_net.parameters())
         self.optimizers = {
@@ -196,7 +182,7 @@ class TaskTrainer(PatchTaskTrainer):
 
     def setup(self, example_batch: Tensor) -> None:
         self.params = list(self.model.parameters())
-        self.optimizers = {"adam": self.make_optimizer(self.params, self._names())}
+        self.optimizers = {"adam": self.make_optimizer(self.params, self.parameter_names())}
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         targets, mask = self.batch_targets(batch.device)

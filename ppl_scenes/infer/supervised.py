@@ -8,12 +8,11 @@ exact resume are the trainer's.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import Tensor
 
-from ppl_scenes.infer.trainer import NonFiniteStep, Trainer
+from ppl_scenes.infer.trainer import Trainer
 
 
 class SupervisedTrainer(Trainer):
@@ -21,16 +20,9 @@ class SupervisedTrainer(Trainer):
 
     def setup(self, example_batch: Tensor) -> None:
         self.params = list(self.model.parameters())
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        self.optimizers = {"adam": self.make_optimizer(self.params, names)}
+        self.optimizers = {"adam": self.make_optimizer(self.params, self.parameter_names())}
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:
-        opt = self.optimizers["adam"]
-        opt.zero_grad(set_to_none=True)
         loss = self.model.loss(batch, **self.batch_supervision(batch.device))
-        if not math.isfinite(loss.item()):
-            raise NonFiniteStep("non-finite loss")
-        loss.backward()
-        norm = self.clip_and_check(self.params)
-        opt.step()
+        norm = self.step_optimizer("adam", loss, self.params)
         return {"loss": loss.item(), "grad_norm": norm}

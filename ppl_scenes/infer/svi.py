@@ -38,7 +38,7 @@ class SVITrainer(Trainer):
         return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch, **supervision)
 
     def setup(self, example_batch: Tensor) -> None:
-        names = {id(p): n for n, p in self.model.named_parameters()}
+        names = self.parameter_names()
         params = list(self.model.parameters())
         seen = {id(p) for p in params}
         with poutine.trace(param_only=True) as capture:
@@ -53,8 +53,6 @@ class SVITrainer(Trainer):
         self.optimizers = {"adam": self.make_optimizer(params, names)}
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:
-        opt = self.optimizers["adam"]
-        opt.zero_grad(set_to_none=True)
         try:
             loss = self.loss(batch)
         except ValueError as err:
@@ -63,11 +61,7 @@ class SVITrainer(Trainer):
             if _is_non_finite_validation_error(err):
                 raise NonFiniteStep(f"non-finite distribution parameter: {err}") from err
             raise
-        if not torch.isfinite(loss):
-            raise NonFiniteStep("non-finite loss")
-        loss.backward()
-        grad_norm = self.clip_and_check(self.params)
-        opt.step()
+        grad_norm = self.step_optimizer("adam", loss, self.params)
         value = loss.item() / batch.shape[0]
         return {"loss": value if math.isfinite(value) else float("nan"), "grad_norm": grad_norm}
 

@@ -280,6 +280,25 @@ class Trainer:
             groups.setdefault(group_lr, []).append(p)
         return torch.optim.Adam([{"params": ps, "lr": g} for g, ps in groups.items()])
 
+    def parameter_names(self) -> dict[int, str]:
+        """``id(param) -> name`` of the model's parameters (what :meth:`make_optimizer` matches)."""
+        return {id(p): n for n, p in self.model.named_parameters()}
+
+    def step_optimizer(self, name: str, loss: Tensor, params) -> float:
+        """Backward ``loss`` and step optimiser ``name`` over ``params``; returns the gradient norm.
+
+        A non-finite loss or gradient raises :class:`NonFiniteStep` before the optimiser steps, so it
+        changes nothing.
+        """
+        if not torch.isfinite(loss):
+            raise NonFiniteStep(f"non-finite {name} loss")
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = self.clip_and_check(params)
+        opt.step()
+        return norm
+
     def clip_and_check(self, params) -> float:
         """Clip gradients (if configured) and raise :class:`NonFiniteStep` on a non-finite gradient.
 
