@@ -26,46 +26,29 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ppl_scenes.infer.trainer import NonFiniteStep, Trainer, materialize
-from ppl_scenes.models.mist import count_mask, label_frequencies
+from ppl_scenes.infer.trainer import NonFiniteStep, Trainer
+from ppl_scenes.models.mist import count_mask
 from ppl_scenes.ops.heatmaps import target_heatmap
 
 
 class PatchTaskTrainer(Trainer):
-    """What MIST's trainers share: the per-scene targets the task needs, batched with the images.
+    """What MIST's trainers share: the batch's labels as the task needs them.
 
-    Classification needs each image's labels (their mean one-hot, eq. 3) and ``count_from_labels``
-    their number; both are read once from the dataset's targets (``target["labels"]``).
+    The labels come through the shared supervision mechanism (:meth:`Trainer.prepare_data` and
+    :meth:`ppl_scenes.models.MIST.supervision`): the mean one-hot of each scene's labels for
+    classification (eq. 3), their number for ``count_from_labels``.
     """
-
-    def prepare_data(self, data) -> Tensor:
-        cfg = self.model.config
-        needs_labels = cfg.task == "classification" or cfg.count_from_labels
-        if not needs_labels:
-            self.label_freq = self.counts = None
-            return materialize(data, progress=self.progress)
-        images, targets = materialize(data, progress=self.progress, with_targets=True)
-        if not targets or any(not isinstance(t, dict) or "labels" not in t for t in targets):
-            what = "classification" if cfg.task == "classification" else "count_from_labels"
-            raise ValueError(
-                f"MIST's {what} needs the scenes' labels: give a dataset of (image, target) "
-                "pairs whose targets hold 'labels'"
-            )
-        labels = [torch.as_tensor(t["labels"]).reshape(-1) for t in targets]
-        self.label_freq = label_frequencies(labels, cfg.num_classes)
-        self.counts = torch.tensor([len(lab) for lab in labels])
-        return images
 
     def batch_targets(self, device) -> tuple[dict[str, Tensor] | None, Tensor | None]:
         """``(targets, mask)`` of the current batch: ``{"label_freq"}`` and the ``[B, K]`` patch mask."""
-        if self.label_freq is None:
+        labels = self.batch_supervision(device)
+        if not labels:
             return None, None
-        index = self.batch_index
-        counts = self.counts[index].to(device) if self.model.config.count_from_labels else None
-        mask = (
-            None if counts is None else count_mask(counts, self.model.config.num_patches, len(index), device)
-        )
-        return {"label_freq": self.label_freq[index].to(device)}, mask
+        mask = None
+        if self.model.config.count_from_labels:
+            counts = labels["counts"]
+            mask = count_mask(counts, self.model.config.num_patches, len(counts), device)
+        return {"label_freq": labels["label_freq"]}, mask
 
 
 class LiftingTrainer(PatchTaskTrainer):
@@ -145,9 +128,8 @@ class LiftingTrainer(PatchTaskTrainer):
         task_loss = model.task_loss(batch, found.positions, found.scales, targets, mask).mean()
         task_norm = self.step_optimizer("task", task_loss, self.task_params)
 
+        # Masked patches get no task gradient, so the refinement leaves them where they were found.
         positions, scales, refined = self.refine(batch, found.positions, found.scales, targets, mask)
-        if mask is not None:  # patches that take no part in the task are not targets either
-            positions, scales = _keep_masked(positions, found.positions, scales, found.scales, mask)
         target = target_heatmap(positions, scales, cfg.scale_values, tuple(batch.shape[-2:]))
 
         lift_loss = model.lift_loss(batch, target).mean()
@@ -163,13 +145,6 @@ class LiftingTrainer(PatchTaskTrainer):
             "grad_norm": task_norm,
             "heatmap_grad_norm": lift_norm,
         }
-
-
-def _keep_masked(
-    pos: Tensor, old_pos: Tensor, sc: Tensor, old_sc: Tensor, mask: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Masked-out patches keep their extracted place (they had no task gradient to move them)."""
-    return torch.where(mask[..., None], pos, old_pos), torch.where(mask, sc, old_sc)
 
 
 class TaskTrainer(PatchTaskTrainer):

@@ -243,6 +243,31 @@ class MIST(SceneModel):
             cfg.channels, cfg.heatmap_scales, cfg.heatmap_channels, cfg.heatmap_blocks
         )
 
+    def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """What the task learns from besides the images, per training scene (read by the trainer once).
+
+        Classification: ``label_freq``, the mean one-hot of the scene's labels (eq. 3), and with
+        ``count_from_labels`` also ``counts``, their number; reconstruction without
+        ``count_from_labels``: nothing.
+
+        Raises:
+            ValueError: when the labels are needed and a target has none (e.g. a bare image tensor).
+        """
+        cfg = self.config
+        if cfg.task != "classification" and not cfg.count_from_labels:
+            return {}
+        if not targets or any(not isinstance(t, dict) or "labels" not in t for t in targets):
+            what = "classification" if cfg.task == "classification" else "count_from_labels"
+            raise ValueError(
+                f"MIST's {what} needs the scenes' labels: give a dataset of (image, target) "
+                "pairs whose targets hold 'labels'"
+            )
+        labels = [torch.as_tensor(t["labels"]).reshape(-1) for t in targets]
+        return {
+            "label_freq": label_frequencies(labels, cfg.num_classes),
+            "counts": torch.tensor([len(lab) for lab in labels]),
+        }
+
     def min_image_size(self) -> tuple[int, int]:
         side = int(max(self.config.scale_values) + 0.999)
         return (side, side)

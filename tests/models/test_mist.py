@@ -152,6 +152,20 @@ def test_each_stage_of_a_lifting_iteration_lowers_its_own_loss(task):
         assert model.lift_loss(x, target).mean() < lift
 
 
+@pytest.mark.parametrize("task", ["reconstruction", "classification"])
+def test_refinement_leaves_masked_patches_where_they_were(task):
+    """With count_from_labels the patches beyond a scene's count get no task gradient and stay put."""
+    torch.manual_seed(0)
+    model = MIST(**{**TINY, "task": task, "count_from_labels": True, "num_patches": 3, "refine_lr": 1.0})
+    data = [(x, {**t, "labels": t["labels"][:1]}) for x, t in scenes()]  # one label: 2 patches masked
+    trainer, x = _trainer(model, data)
+    targets, mask = trainer.batch_targets(x.device)
+    assert mask.tolist() == [[True, False, False]] * 4
+    start = torch.tensor([[5.0, 5.0], [12.0, 14.0], [18.0, 6.0]]).repeat(4, 1, 1)
+    positions, _, _ = trainer.refine(x, start, torch.full((4, 3), 8.0), targets, mask)
+    assert torch.equal(positions[:, 1:], start[:, 1:]) and not torch.equal(positions[:, :1], start[:, :1])
+
+
 def test_lifting_drives_the_heatmap_to_its_target_positions():
     """Lift steps on one target make E_K(H(I)) give back the target's positions and scales."""
     torch.manual_seed(0)
