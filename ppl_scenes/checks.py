@@ -79,6 +79,16 @@ def check_positive_int(value: object, name: str) -> int:
     return int(value)
 
 
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, or ValueError unless it is an integer >= ``minimum``.
+
+    Strict, unlike :func:`check_positive_int`: a bool or a float (even ``3.0``) is not an integer here.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_positive(value: object, name: str) -> float:
     """Return ``value`` as a float, raising ``ValueError`` unless it is a finite number > 0."""
     if not _is_real(value) or not math.isfinite(value) or value <= 0:
@@ -107,6 +117,4 @@ def check_int_fields(obj: object, names, minimum: int = 1) -> None:
     Strict: a bool or a float is not an int here (config fields have been converted to their types).
     """
     for name in names:
-        value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        check_int(getattr(obj, name), name, minimum)

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ppl_scenes.checks import check_int
+
 from .digits import INK_THRESHOLD, SPLITS, DigitBank, digit_bank
 
 __all__ = [
@@ -43,13 +45,6 @@ class PlacementError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- checks
-
-
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    """``value`` as an int, or ValueError unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def check_range(value: object, name: str, minimum: int = 1) -> tuple[int, int]:

@@ -19,10 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+from ppl_scenes.checks import check_int
 
 
 def _layer_norm(channels: int) -> nn.GroupNorm:
@@ -46,8 +43,8 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int | None = None, norm: bool = True):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
+        check_int(in_channels, "in_channels")
+        check_int(out_channels, "out_channels")
         self.branch = nn.Sequential(
             _layer_norm(in_channels) if norm else nn.Identity(),
             nn.Conv2d(in_channels, out_channels, 3, padding=1),
@@ -98,10 +95,10 @@ class MultiscaleHeatmapNet(nn.Module):
         out_channels: int = 1,
     ):
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("channels", channels)
-        _check_positive_int("out_channels", out_channels)
-        _check_positive_int("num_blocks", num_blocks, minimum=0)
+        check_int(in_channels, "in_channels")
+        check_int(channels, "channels")
+        check_int(out_channels, "out_channels")
+        check_int(num_blocks, "num_blocks", minimum=0)
         scales = tuple(float(s) for s in scales)
         if not scales:
             raise ValueError("scales must name at least one resize factor")
@@ -140,11 +137,11 @@ class MultiscaleHeatmapNet(nn.Module):
 def _check_patch_args(
     in_channels: int, patch_size: int, levels: int, blocks_per_level: int, width: int
 ) -> None:
-    _check_positive_int("in_channels", in_channels)
-    _check_positive_int("patch_size", patch_size)
-    _check_positive_int("levels", levels)
-    _check_positive_int("blocks_per_level", blocks_per_level)
-    _check_positive_int("width", width)
+    check_int(in_channels, "in_channels")
+    check_int(patch_size, "patch_size")
+    check_int(levels, "levels")
+    check_int(blocks_per_level, "blocks_per_level")
+    check_int(width, "width")
     if patch_size % 2**levels:
         raise ValueError(f"patch_size {patch_size} must be divisible by 2**levels = {2**levels}")
 
@@ -289,7 +286,7 @@ class PatchClassifier(nn.Module):
         width: int = 16,
     ):
         super().__init__()
-        _check_positive_int("num_classes", num_classes)
+        check_int(num_classes, "num_classes")
         self.encoder = PatchEncoder(in_channels, patch_size, levels, blocks_per_level, width)
         self.head = nn.Linear(self.encoder.latent_dim, num_classes)
 
