@@ -146,6 +146,12 @@ def _check_patch_args(
         raise ValueError(f"patch_size {patch_size} must be divisible by 2**levels = {2**levels}")
 
 
+def _over_leading_dims(net: nn.Module, x: Tensor) -> Tensor:
+    """``net`` applied to ``x [*, C, H, W]`` as one batch, the leading dimensions ``*`` kept."""
+    out = net(x.reshape(-1, *x.shape[-3:]))
+    return out.reshape(*x.shape[:-3], *out.shape[-3:])
+
+
 def _check_patches(patches: Tensor, channels: int, size: int) -> None:
     if patches.dim() < 4 or patches.shape[-3:] != (channels, size, size):
         raise ValueError(
@@ -195,9 +201,7 @@ class PatchEncoder(nn.Module):
 
     def forward(self, patches: Tensor) -> Tensor:
         _check_patches(patches, self.in_channels, self.patch_size)
-        lead = patches.shape[:-3]
-        out = self.net(patches.reshape(-1, *patches.shape[-3:]))
-        return out.reshape(*lead, *out.shape[-3:])
+        return _over_leading_dims(self.net, patches)
 
 
 class PatchDecoder(nn.Module):
@@ -235,9 +239,7 @@ class PatchDecoder(nn.Module):
             raise ValueError(
                 f"features must be [..., {', '.join(map(str, self.in_shape))}], got {tuple(features.shape)}"
             )
-        lead = features.shape[:-3]
-        out = self.net(features.reshape(-1, *self.in_shape))
-        return out.reshape(*lead, *out.shape[-3:])
+        return _over_leading_dims(self.net, features)
 
 
 class PatchAutoEncoder(nn.Module):
