@@ -451,16 +451,12 @@ def _first_scenes(test_set, n: int):
 
 
 def _posterior_figure(model, test_set, n: int, path: Path) -> Path:
-    import torch
-
+    from ppl_scenes.infer.evaluate import parse_options
     from ppl_scenes.viz import plot_scenes
 
     images, targets = _first_scenes(test_set, n)
     n = len(images)
-    kwargs = {}
-    if getattr(model.config, "count_from_labels", False):  # MIST told how many objects each scene holds
-        kwargs["counts"] = torch.tensor([int(t["count"]) for t in targets])
-    parse = model.parse(images.to(model.device), **kwargs)
+    parse = model.parse(images.to(model.device), **parse_options(model, targets))
     boxes = [b.cpu() for b in parse.boxes]
     truth = [t["boxes"] for t in targets]
     titles = [f"{len(b)} found / {int(t['count'])} true" for b, t in zip(boxes, targets)]

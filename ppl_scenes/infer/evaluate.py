@@ -32,15 +32,15 @@ def _accepts_score_threshold(model) -> bool:
     return "score_threshold" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _batches(dataset, batch_size: int, max_scenes: int | None) -> tuple[int, int]:
-    """Validated ``(batch_size, number of scenes to evaluate)``; an empty selection is an error."""
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if max_scenes is not None:
-        max_scenes = check_positive_int(max_scenes, "max_scenes")
-    n = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
-    if n == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
-    return batch_size, n
+def parse_options(model, targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Keyword arguments ``model.parse`` needs from the scenes' targets (not their answers).
+
+    A MIST told the number of instances (``config.count_from_labels``) parses each scene with its
+    true ``count``; other models need nothing.
+    """
+    if getattr(getattr(model, "config", None), "count_from_labels", False):
+        return {"counts": torch.tensor([int(t["count"]) for t in targets])}
+    return {}
 
 
 def parse_dataset(
@@ -50,14 +50,22 @@ def parse_dataset(
     max_scenes: int | None = None,
     score_threshold: float | None = 0.01,
     progress: bool = False,
+    keep_images: bool = True,
 ):
     """Parse the scenes of ``dataset``; returns (parses, targets, images), one parse per batch.
 
     Candidates down to ``score_threshold`` are kept (when ``model.parse`` takes a ``score_threshold``)
     so that average precision sees a ranked list; counts use the model's own presence threshold.
-    ``score_threshold=None`` keeps the objects the model itself reports (its own threshold).
+    ``score_threshold=None`` keeps the objects the model itself reports (its own threshold). Each
+    batch is parsed with :func:`parse_options`. ``keep_images=False`` returns ``None`` for the images
+    (large scenes need not be kept).
     """
-    batch_size, n = _batches(dataset, batch_size, max_scenes)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if max_scenes is not None:
+        max_scenes = check_positive_int(max_scenes, "max_scenes")
+    n = len(dataset) if max_scenes is None else min(max_scenes, len(dataset))
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
     if score_threshold is not None:
         score_threshold = check_positive(score_threshold, "score_threshold")
     pass_threshold = score_threshold is not None and _accepts_score_threshold(model)
@@ -66,12 +74,14 @@ def parse_dataset(
     device = model.device
     for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
         items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        batch_targets = [t for _, t in items]
         x = torch.stack([im for im, _ in items]).to(device)
         with torch.no_grad():
-            parses.append(model.parse(x, **kwargs))
-        targets += [t for _, t in items]
-        images.append(x.cpu())
-    return parses, targets, torch.cat(images)
+            parses.append(model.parse(x, **kwargs, **parse_options(model, batch_targets)))
+        targets += batch_targets
+        if keep_images:
+            images.append(x.cpu())
+    return parses, targets, torch.cat(images) if keep_images else None
 
 
 def detection_scores(
@@ -254,25 +264,15 @@ def evaluate_instances(
         only when the parses carry labels -- ``ap50`` (AP of the patches ranked by heatmap score),
         ``rmse`` of the synthesis when the parses give one, ``num_scenes`` and ``num_objects``.
     """
-    batch_size, n = _batches(dataset, batch_size, max_scenes)
-    use_counts = bool(getattr(getattr(model, "config", None), "count_from_labels", False))
-    boxes, scores, labels, recon, images, targets = [], [], [], [], [], []
-    for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
-        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        batch_targets = [t for _, t in items]
-        if any(box_key not in t for t in batch_targets):
-            raise ValueError(f"the dataset's targets have no {box_key!r}: pass box_key='boxes'")
-        x = torch.stack([im for im, _ in items]).to(model.device)
-        kwargs = {"counts": torch.tensor([int(t["count"]) for t in batch_targets])} if use_counts else {}
-        with torch.no_grad():
-            parse = model.parse(x, **kwargs)
-        boxes += [b.cpu() for b in parse.boxes]
-        scores += [s.cpu() for s in parse.scores]
-        labels += [lab.cpu() for lab in parse.labels] if parse.labels is not None else [None] * len(items)
-        if parse.reconstruction is not None:
-            recon.append(parse.reconstruction.cpu())
-        images.append(x.cpu())
-        targets += batch_targets
+    parses, targets, images = parse_dataset(model, dataset, batch_size, max_scenes, progress=progress)
+    if any(box_key not in t for t in targets):
+        raise ValueError(f"the dataset's targets have no {box_key!r}: pass box_key='boxes'")
+    boxes = [b.cpu() for p in parses for b in p.boxes]
+    scores = [sc.cpu() for p in parses for sc in p.scores]
+    labels = []
+    for p in parses:
+        labels += [None] * len(p.boxes) if p.labels is None else [lab.cpu() for lab in p.labels]
+    recon = [p.reconstruction.cpu() for p in parses if p.reconstruction is not None]
 
     gt_boxes = [torch.as_tensor(t[box_key], dtype=torch.float32).reshape(-1, 4) for t in targets]
     num_objects = sum(len(g) for g in gt_boxes)
@@ -290,8 +290,8 @@ def evaluate_instances(
         results["classification_accuracy"] = classified / detected if detected else float("nan")
         results["detected_and_classified"] = classified / num_objects if num_objects else float("nan")
     if recon:
-        results["rmse"] = rmse(torch.cat(images), torch.cat(recon))
-    results.update(num_scenes=n, num_objects=num_objects)
+        results["rmse"] = rmse(images, torch.cat(recon))
+    results.update(num_scenes=len(targets), num_objects=num_objects)
     return results
 
 
@@ -318,19 +318,17 @@ def evaluate_image_labels(
     """
     from ppl_scenes.models.saccade import image_targets
 
-    batch_size, n = _batches(dataset, batch_size, max_scenes)
-    correct = per_label = 0.0
-    for start in tqdm(range(0, n, batch_size), desc="evaluating", leave=False, disable=not progress):
-        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        x = torch.stack([im for im, _ in items]).to(model.device)
-        truth = image_targets(task, [t for _, t in items]).long()
-        with torch.no_grad():
-            pred = model.parse(x).image_labels.cpu()
-        if task == "identify":
-            correct += float((pred == truth).all(-1).sum())
-            per_label += float((pred == truth).float().mean(-1).sum())
-        else:
-            correct += float((pred == truth).sum())
+    parses, targets, _ = parse_dataset(
+        model, dataset, batch_size, max_scenes, progress=progress, keep_images=False
+    )
+    pred = torch.cat([p.image_labels.cpu() for p in parses])
+    truth = image_targets(task, targets).long()
+    n = len(targets)
+    if task == "identify":
+        correct = float((pred == truth).all(-1).sum())
+        per_label = float((pred == truth).float().mean(-1).sum())
+    else:
+        correct = float((pred == truth).sum())
     results = {"accuracy": correct / n, "num_scenes": n}
     if task == "identify":
         results["label_accuracy"] = per_label / n
