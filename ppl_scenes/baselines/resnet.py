@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet18
 
 from ppl_scenes.checks import check_choice, check_int_fields
-from ppl_scenes.models.base import SceneModel, SceneParse
-from ppl_scenes.models.saccade import TASKS, image_targets, predicted_labels
+from ppl_scenes.models.base import SceneParse
+from ppl_scenes.models.saccade import TASKS, ImageLabelModel, predicted_labels
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _resnet18(channels: int, outputs: int) -> nn.Module:
     return net
 
 
-class ResNetClassifier(SceneModel):
+class ResNetClassifier(ImageLabelModel):
     """ResNet-18 on the whole image, or on a grid of crops with summed outputs (module docstring).
 
     Args:
@@ -113,10 +113,6 @@ class ResNetClassifier(SceneModel):
             return F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum") / len(x)
         return F.cross_entropy(logits, y.long())
 
-    def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
-        """The labels ``y`` of each training scene (see :func:`ppl_scenes.models.saccade.image_targets`)."""
-        return {"y": image_targets(self.config.task, targets)}
-
     def parse(self, x: Tensor) -> SceneParse:
         """The prediction in ``image_labels``; no objects (``boxes`` are empty)."""
         x = self.check_input(x)
@@ -128,9 +124,3 @@ class ResNetClassifier(SceneModel):
             scores=[x.new_zeros(0) for _ in range(len(x))],
             image_labels=predicted_labels(self.config.task, logits),
         )
-
-    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
-        """Accuracy of the prediction; see :func:`ppl_scenes.infer.evaluate.evaluate_image_labels`."""
-        from ppl_scenes.infer.evaluate import evaluate_image_labels
-
-        return evaluate_image_labels(self, dataset, self.config.task, batch_size, max_scenes, progress)

@@ -156,7 +156,26 @@ def predicted_labels(task: str, logits: Tensor) -> Tensor:
     return (logits > 0).long() if task == "identify" else logits.argmax(-1)
 
 
-class VariationalSaccading(SceneModel):
+class ImageLabelModel(SceneModel):
+    """A scene model that predicts image-level labels (``config.task``: ``"identify"`` or ``"sum"``).
+
+    It learns from each scene's labels (:meth:`supervision`, read by the trainer) and is scored by the
+    accuracy of ``parse(x).image_labels`` (:meth:`evaluate`). The saccade model and the ResNet-18
+    baselines are such models.
+    """
+
+    def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """The labels ``y`` of each training scene (see :func:`image_targets`)."""
+        return {"y": image_targets(self.config.task, targets)}
+
+    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
+        """Accuracy of the prediction; see :func:`ppl_scenes.infer.evaluate.evaluate_image_labels`."""
+        from ppl_scenes.infer.evaluate import evaluate_image_labels
+
+        return evaluate_image_labels(self, dataset, self.config.task, batch_size, max_scenes, progress)
+
+
+class VariationalSaccading(ImageLabelModel):
     """The variational saccading model (Ramapuram et al., BMVC 2019); see the module docstring.
 
     ``model(x, y=None, proxy=None)`` and ``guide(x, y=None, proxy=None)``: ``x`` the full images
@@ -280,10 +299,6 @@ class VariationalSaccading(SceneModel):
             raise ValueError(f"y must hold {batch} integer sums in [0, {c.max_sum}] for 'sum'")
         return y.long()
 
-    def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
-        """The observed ``y`` of each training scene (see :func:`image_targets`)."""
-        return {"y": image_targets(self.config.task, targets)}
-
     # -- model and guide --------------------------------------------------------------------------
     def model(self, x: Tensor, y: Tensor | None = None, proxy: Tensor | None = None) -> Tensor:
         """``p(proxy, y, z_{0:T-1} | X)``; returns the classifier's logits."""
@@ -354,9 +369,3 @@ class VariationalSaccading(SceneModel):
             boxes.append(box)
             embeddings.append(embedding)
         return self.classify(embeddings, h), boxes
-
-    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
-        """Accuracy of the prediction; see :func:`ppl_scenes.infer.evaluate.evaluate_image_labels`."""
-        from ppl_scenes.infer.evaluate import evaluate_image_labels
-
-        return evaluate_image_labels(self, dataset, self.config.task, batch_size, max_scenes, progress)
