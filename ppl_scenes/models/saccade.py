@@ -48,6 +48,7 @@ from ppl_scenes.checks import check_choice, check_int_fields
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
+from ppl_scenes.ops.transformer import crop, crop_localized
 
 TASKS = ("identify", "sum")
 
@@ -243,9 +244,7 @@ class VariationalSaccading(ImageLabelModel):
 
     def glimpse(self, x: Tensor, boxes: Tensor) -> Tensor:
         """``[B, C, g, g]`` glimpses of the full images at ``boxes`` (``[B, 4]`` cxcywh)."""
-        from ppl_scenes.ops import transformer
-
-        cut = transformer.crop_localized if self.config.localized else transformer.crop
+        cut = crop_localized if self.config.localized else crop
         size = (self.config.glimpse_size, self.config.glimpse_size)
         return cut(x, boxes[:, None], size)[:, 0]
 
@@ -326,17 +325,29 @@ class VariationalSaccading(ImageLabelModel):
         """``q(z_{0:T-1} | proxy)`` through the shared RNN; returns the saccade boxes ``[B, 4]`` per t."""
         pyro.module("saccade", self)
         x, proxy = self._inputs(x, proxy)
-        b = x.shape[0]
-        h = x.new_zeros(b, self.config.hidden_dim)
-        features = self.proxy_encoder(proxy)
-        boxes = []
-        with pyro.plate("data", b):
-            for t in pyro.markov(range(self.config.num_saccades)):
-                loc, scale = self.posterior(features, h)
-                z = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
-                box, _, h = self.advance(x, z, h)
-                boxes.append(box)
+
+        def sample(t: int, loc: Tensor, scale: Tensor) -> Tensor:
+            return pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
+
+        with pyro.plate("data", x.shape[0]):
+            boxes, _, _ = self.posterior_saccades(x, proxy, sample)
         return boxes
+
+    def posterior_saccades(self, x: Tensor, proxy: Tensor, draw) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """The guide's pass: at each ``t``, ``z_t = draw(t, loc, scale)`` from ``q(z_t | proxy, h_t)``.
+
+        Returns:
+            the glimpse boxes ``[B, 4]`` and embeddings of every ``t``, and the last RNN state.
+        """
+        h = x.new_zeros(x.shape[0], self.config.hidden_dim)
+        features = self.proxy_encoder(proxy)
+        boxes, embeddings = [], []
+        for t in pyro.markov(range(self.config.num_saccades)):
+            loc, scale = self.posterior(features, h)
+            box, embedding, h = self.advance(x, draw(t, loc, scale), h)
+            boxes.append(box)
+            embeddings.append(embedding)
+        return boxes, embeddings, h
 
     # -- the library's surface ----------------------------------------------------------------------
     def parse(self, x: Tensor, proxy: Tensor | None = None) -> SceneParse:
@@ -360,12 +371,5 @@ class VariationalSaccading(ImageLabelModel):
 
     def predict(self, x: Tensor, proxy: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits and saccade boxes with every ``z_t`` at the guide's mean."""
-        h = x.new_zeros(x.shape[0], self.config.hidden_dim)
-        features = self.proxy_encoder(proxy)
-        boxes, embeddings = [], []
-        for _ in range(self.config.num_saccades):
-            loc, _ = self.posterior(features, h)
-            box, embedding, h = self.advance(x, loc, h)
-            boxes.append(box)
-            embeddings.append(embedding)
+        boxes, embeddings, h = self.posterior_saccades(x, proxy, lambda t, loc, scale: loc)
         return self.classify(embeddings, h), boxes
