@@ -26,12 +26,6 @@ from ppl_scenes.nn.mist import MultiscaleHeatmapNet
 from ppl_scenes.ops.heatmaps import soft_argmax
 
 
-def _task_trainer():
-    from ppl_scenes.infer.lifting import TaskTrainer
-
-    return TaskTrainer
-
-
 class GridPatches(MIST):
     """The grid baseline: ``K = g**2`` patches, one per cell of a ``g x g`` grid (square images).
 
@@ -43,10 +37,7 @@ class GridPatches(MIST):
 
     name: ClassVar[str] = "mist_grid"
 
-    @property
-    def trainer_class(self):
-        """End-to-end gradient descent: :class:`ppl_scenes.infer.lifting.TaskTrainer`."""
-        return _task_trainer()
+    lifted: ClassVar[bool] = False  # trained end to end (TaskTrainer)
 
     def __init__(self, config: MISTConfig | None = None, **overrides):
         super().__init__(config, **overrides)
@@ -87,10 +78,7 @@ class ChannelwiseMIST(MIST):
 
     name: ClassVar[str] = "mist_channelwise"
 
-    @property
-    def trainer_class(self):
-        """End-to-end gradient descent: :class:`ppl_scenes.infer.lifting.TaskTrainer`."""
-        return _task_trainer()
+    lifted: ClassVar[bool] = False  # trained end to end (TaskTrainer)
 
     def __init__(self, config: MISTConfig | None = None, **overrides):
         super().__init__(config, **overrides)

@@ -214,12 +214,18 @@ class MIST(SceneModel):
     default_dataset: ClassVar[str] = "mist-hard"
     default_train: ClassVar[dict[str, Any]] = {"steps": 3000, "batch_size": 16, "lr": 1e-3}
 
+    #: Whether the patches need lifting to train (MIST's top-K); the baselines' patches are fixed or
+    #: differentiable and train end to end.
+    lifted: ClassVar[bool] = True
+
     @property
     def trainer_class(self):
-        """Algorithm 1's alternating loop, :class:`ppl_scenes.infer.lifting.LiftingTrainer`."""
-        from ppl_scenes.infer.lifting import LiftingTrainer
+        """Algorithm 1's alternating loop (:class:`ppl_scenes.infer.lifting.LiftingTrainer`), or plain
+        gradient descent on the task loss (:class:`~ppl_scenes.infer.lifting.TaskTrainer`) when not
+        ``lifted``."""
+        from ppl_scenes.infer.lifting import LiftingTrainer, TaskTrainer
 
-        return LiftingTrainer
+        return LiftingTrainer if self.lifted else TaskTrainer
 
     def __init__(self, config: MISTConfig | None = None, **overrides):
         super().__init__(config, **overrides)
