@@ -179,7 +179,7 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def train_spair(
+def train_model(
     train_set,
     run_dir: Path,
     args: argparse.Namespace,
@@ -189,8 +189,8 @@ def train_spair(
     model_class: type = SPAIR,
     fit_kwargs: Mapping[str, Any] | None = None,
     **overrides: Any,
-) -> tuple[SPAIR, dict[str, Any]]:
-    """Train ``model_class(**overrides)`` (SPAIR or a subclass) into ``run_dir``; returns it and its cost.
+) -> tuple[Any, dict[str, Any]]:
+    """Train ``model_class(**overrides)`` (any registered model) into ``run_dir``; returns it and its cost.
 
     ``data`` (``name`` and generator ``kwargs``) goes to the run's ``config.json``, so the run can be
     scored again with ``ppl-scenes eval``. ``fit_kwargs`` go to :func:`ppl_scenes.fit` (e.g. an
@@ -447,7 +447,7 @@ def crops_experiment(
     for label, overrides in variants.items():
         if progress:
             print(f"{script}: training SPAIR ({label}) on {len(images)} crops", file=sys.stderr)
-        model, cost = train_spair(images, run_dirs[label], args, data, command, progress, **overrides)
+        model, cost = train_model(images, run_dirs[label], args, data, command, progress, **overrides)
         scores = evaluate_by_count(model, test_set, progress=progress)
         write_eval(run_dirs[label], cost["steps"], scores["overall"])
         variants_out[label] = {

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import config_overrides, positive_int, train_spair
+from _common import config_overrides, positive_int, train_model
 
 from ppl_scenes import make_dataset
 from ppl_scenes.baselines import ChannelwiseMIST, GridPatches
@@ -85,7 +85,7 @@ def build_sets(dataset: str, args: argparse.Namespace):
 
 def snapshot_heatmap(model, image: torch.Tensor, run_dir: Path) -> None:
     """Save the pooled heatmap of ``image`` at the model's current step (Fig. 7, right)."""
-    if not isinstance(model, MIST) or type(model) is not MIST:
+    if not model.lifted:  # the baselines have no single multiscale heatmap
         return
     folder = run_dir / "heatmaps"
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def train(
             return model.evaluate(curve_set)
 
         fit_kwargs = {"eval_fn": eval_fn, "eval_every": args.eval_every}
-    return train_spair(
+    return train_model(
         train_set,
         run_dir,
         args,

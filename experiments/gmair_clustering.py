@@ -53,8 +53,8 @@ from _common import (  # noqa: E402
     positive_int,
     settings_record,
     table,
+    train_model,
     train_record,
-    train_spair,
     write_eval,
     write_record,
 )
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if name in args.models or (runs[name] / "checkpoint.pt").is_file():
             resume_args = args if name in args.models else _resume_only(args)
             overrides = {**geo, **variant} if name == "gmair" else geo
-            models[name], costs[name] = train_spair(
+            models[name], costs[name] = train_model(
                 train_set, runs[name], resume_args, data, command, progress, cls, fit_kwargs, **overrides
             )
     if set(models) != set(MODELS):

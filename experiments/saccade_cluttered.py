@@ -43,8 +43,8 @@ from _common import (  # noqa: E402
     positive_int,
     settings_record,
     table,
+    train_model,
     train_record,
-    train_spair,
     write_record,
 )
 from matplotlib.figure import Figure  # noqa: E402
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if args.eval_every:
             fit_kwargs = {"eval_fn": lambda m: m.evaluate(curve_set), "eval_every": args.eval_every}
         key = f"{task}-{kind}"
-        model, costs[key] = train_spair(
+        model, costs[key] = train_model(
             train_set,
             run_dir,
             args,

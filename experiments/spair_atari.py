@@ -46,8 +46,8 @@ from _common import (
     positive_int,
     settings_record,
     table,
+    train_model,
     train_record,
-    train_spair,
     write_record,
 )
 
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"{NAME}: training SPAIR on {len(crops)} {args.crop_size}px crops of {len(frames)} frames",
             file=sys.stderr,
         )
-    model, cost = train_spair(crops, run_dir, args, data, command, progress, **ATARI_CONFIG)
+    model, cost = train_model(crops, run_dir, args, data, command, progress, **ATARI_CONFIG)
 
     figures = {"parses": out / "parses.png", "crops": out / "crops.png"}
     spair_counts = parse_figure(model, test_frames, figures["parses"], "frame")

@@ -51,8 +51,8 @@ from _common import (
     positive_int,
     settings_record,
     table,
+    train_model,
     train_record,
-    train_spair,
     with_tight_boxes,
     write_eval,
     write_record,
@@ -116,7 +116,7 @@ def run_condition(
         download=download,
     )
     data = {"name": "scattered", "kwargs": train_kwargs, "num_test": args.num_test}
-    model, cost = train_spair(train_set, run_dir(args, count), args, data, command, progress)
+    model, cost = train_model(train_set, run_dir(args, count), args, data, command, progress)
     spair = evaluate_detection(model, test_set, progress=progress)
     write_eval(run_dir(args, count), cost["steps"], spair)
     spair_tight = with_tight_boxes(model, evaluate_detection, test_set)

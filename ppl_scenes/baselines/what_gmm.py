@@ -56,7 +56,9 @@ class WhatGMM:
         self, dataset, max_scenes: int | None = None, batch_size: int = 64, progress: bool = False
     ) -> Tensor:
         """The ``what`` codes ``[N, A]`` of every object the model finds in ``dataset``'s images."""
-        parses, _, _ = parse_dataset(self.model, dataset, batch_size, max_scenes, None, progress)
+        parses, _, _ = parse_dataset(
+            self.model, dataset, batch_size, max_scenes, None, progress, keep_images=False
+        )
         if any(p.what is None for p in parses):
             raise ValueError("the model's parse gives no what codes to cluster")
         codes = [w.cpu() for p in parses for w in p.what]
