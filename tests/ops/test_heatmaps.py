@@ -6,8 +6,9 @@ import torch
 from ppl_scenes.ops import extract_top_k, local_maxima, local_spatial_softmax, scale_pool, target_heatmap
 
 
-def _loop_local_softmax(h: torch.Tensor, window: int) -> torch.Tensor:
-    """Direct definition: exp(h(p)) over the sum of exp(h(q)) for the in-image q of p's window."""
+def _loop_local_softmax(h: torch.Tensor, window: int, border: str = "clip") -> torch.Tensor:
+    """Direct definition: exp(h(p)) over the sum of exp(h(q)) for the q of p's window -- the in-image
+    ones ("clip"), or all of them with indices clamped to the image ("replicate")."""
     b, s, height, width = h.shape
     r = window // 2
     out = torch.empty_like(h)
@@ -16,9 +17,13 @@ def _loop_local_softmax(h: torch.Tensor, window: int) -> torch.Tensor:
             for y in range(height):
                 for x in range(width):
                     total = 0.0
-                    for qy in range(max(0, y - r), min(height, y + r + 1)):
-                        for qx in range(max(0, x - r), min(width, x + r + 1)):
-                            total += math.exp(h[i, j, qy, qx].item())
+                    for qy in range(y - r, y + r + 1):
+                        for qx in range(x - r, x + r + 1):
+                            inside = 0 <= qy < height and 0 <= qx < width
+                            if border == "clip" and not inside:
+                                continue
+                            cy, cx = min(max(qy, 0), height - 1), min(max(qx, 0), width - 1)
+                            total += math.exp(h[i, j, cy, cx].item())
                     out[i, j, y, x] = math.exp(h[i, j, y, x].item()) / total
     return out
 
@@ -41,29 +46,11 @@ def test_local_softmax_of_a_constant_map_counts_only_in_image_pixels():
     torch.testing.assert_close(out[0, 0], 1.0 / counts.float())
 
 
-def _loop_replicate_softmax(h, window):
-    """Direct definition with the window extended by the nearest border pixel (clamped indices)."""
-    b, s, height, width = h.shape
-    r = window // 2
-    out = torch.empty_like(h)
-    for i in range(b):
-        for j in range(s):
-            for y in range(height):
-                for x in range(width):
-                    total = sum(
-                        math.exp(h[i, j, min(max(qy, 0), height - 1), min(max(qx, 0), width - 1)].item())
-                        for qy in range(y - r, y + r + 1)
-                        for qx in range(x - r, x + r + 1)
-                    )
-                    out[i, j, y, x] = math.exp(h[i, j, y, x].item()) / total
-    return out
-
-
 @pytest.mark.parametrize("window", [3, 5])
 def test_replicate_border_matches_double_loop_and_keeps_flat_maps_flat(window):
     h = torch.randn(2, 1, 5, 6, dtype=torch.float64) * 2
     out = local_spatial_softmax(h, window, border="replicate")
-    torch.testing.assert_close(out, _loop_replicate_softmax(h, window))
+    torch.testing.assert_close(out, _loop_local_softmax(h, window, border="replicate"))
     flat = local_spatial_softmax(torch.zeros(1, 1, 4, 5), window, border="replicate")
     torch.testing.assert_close(flat, torch.full((1, 1, 4, 5), 1.0 / window**2))
     assert torch.autograd.gradcheck(
