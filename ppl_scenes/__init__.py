@@ -11,6 +11,8 @@ Models
     baselines ``mist_grid`` and ``mist_channelwise`` live in :mod:`ppl_scenes.baselines`);
     ``VariationalSaccading``, ``SaccadeConfig`` -- Ramapuram et al. (BMVC 2019), a VRNN choosing
     glimpses of a large image from a small proxy;
+    ``SSDIR``, ``SSDIRConfig`` -- Zielinski & Kajdanowicz, object codes from the pyramid of a frozen,
+    supervised single-shot detector (trained first, in the same run);
     ``SceneModel`` -- the base class every model shares; ``SceneParse`` -- what ``model.parse``
     returns; ``MODELS`` -- the registry of models by CLI name (``{"spair": SPAIR, ...}``).
 Training and run directories
@@ -67,6 +69,8 @@ from ppl_scenes.models import (  # noqa: E402
     SceneParse,
     SPAIRConfig,
     SPAIRGuide,
+    SSDIR,
+    SSDIRConfig,
     VariationalSaccading,
 )
 from ppl_scenes.runs import RunDirError, load  # noqa: E402
@@ -91,6 +95,8 @@ __all__ = [
     "RunDirError",
     "SPAIRConfig",
     "SPAIRGuide",
+    "SSDIR",
+    "SSDIRConfig",
     "SaccadeConfig",
     "ScatteredDigits",
     "SceneDataset",

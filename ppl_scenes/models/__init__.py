@@ -5,6 +5,7 @@ from ppl_scenes.models.gmair import GMAIR, GMAIRConfig, GMAIRGuide
 from ppl_scenes.models.mist import MIST, MISTConfig
 from ppl_scenes.models.saccade import SaccadeConfig, VariationalSaccading
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig, SPAIRGuide
+from ppl_scenes.models.ssdir import SSDIR, SSDIRConfig
 
 __all__ = [
     "GMAIR",
@@ -16,6 +17,8 @@ __all__ = [
     "SPAIR",
     "SPAIRConfig",
     "SPAIRGuide",
+    "SSDIR",
+    "SSDIRConfig",
     "SaccadeConfig",
     "SceneModel",
     "SceneParse",

@@ -17,8 +17,11 @@ from ppl_scenes.nn.mist import (
     PatchEncoder,
     ResidualBlock,
 )
+from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, PyramidBackbone, build_ssd
 
 __all__ = [
+    "AnchorEncoder",
+    "CodeDecoder",
     "GlimpseDecoder",
     "GlimpseEncoder",
     "GridBackbone",
@@ -27,8 +30,10 @@ __all__ = [
     "PatchClassifier",
     "PatchDecoder",
     "PatchEncoder",
+    "PyramidBackbone",
     "ResidualBlock",
     "inverse_positive",
+    "build_ssd",
     "mlp",
     "positive",
     "stride_factors",

@@ -1,0 +1,59 @@
+"""Training a model in two stages: a supervised detector, then SVI with the detector frozen (SSDIR).
+
+Steps ``1 .. model.config.detector_steps`` minimise the model's ``detector_loss(images, **targets)``
+(its ``supervision(targets)`` gives the padded boxes and labels) with an optimiser of the detector's
+own. At the first step after them the trainer calls ``model.freeze_detector()``, writes the
+detector's weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other
+parameter. The stage follows from the step alone, so a resumed run picks up in the right stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ppl_scenes.infer.svi import SVITrainer
+
+DETECTOR_FILE = "detector.pt"
+
+
+class TwoStageTrainer(SVITrainer):
+    """Supervised detector steps, then SVI steps; see the module docstring.
+
+    The model provides ``detector`` (a module), ``detector_loss``, ``supervision``,
+    ``freeze_detector`` and ``save_detector``, besides ``model`` and ``guide``.
+    """
+
+    @property
+    def detector_steps(self) -> int:
+        return int(self.model.config.detector_steps)
+
+    def loss(self, batch: Tensor) -> Tensor:
+        """``-ELBO`` of a batch; the labels are the detector's, not the model's."""
+        return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch)
+
+    def setup(self, example_batch: Tensor) -> None:
+        names = self.parameter_names()
+        detector = list(self.model.detector.parameters())
+        self.detector_params = detector
+        super().setup(example_batch)  # traces the ELBO once to find every parameter
+        frozen = {id(p) for p in detector}
+        self.params = [p for p in self.params if id(p) not in frozen]
+        for p in self.params:
+            names.setdefault(id(p), "")
+        self.optimizers = {
+            "detector": self.make_optimizer(detector, names),
+            "adam": self.make_optimizer(self.params, names),
+        }
+
+    def train_step(self, batch: Tensor) -> dict[str, Any]:
+        if self.step < self.detector_steps:
+            loss, parts = self.model.detector_loss(batch, **self.batch_supervision(batch.device))
+            norm = self.step_optimizer("detector", loss, self.detector_params)
+            return {"loss": loss.item(), **parts, "grad_norm": norm, "stage": 1}
+        if any(p.requires_grad for p in self.detector_params):
+            self.model.freeze_detector()
+            if self.out is not None:
+                self.model.save_detector(self.out / DETECTOR_FILE)
+        return {**super().train_step(batch), "stage": 2}

@@ -1,0 +1,492 @@
+"""SSDIR: Single-Shot Detect, Infer, Repeat (Zieliński & Kajdanowicz), as a Pyro model/guide.
+
+Two stages share one convolutional backbone with a feature pyramid:
+
+1. **Detector.** A single-shot detector (torchvision's SSD over :class:`~ppl_scenes.nn.PyramidBackbone`,
+   no pretrained weights) is trained with supervision on the scenes' true boxes (classes: the
+   digits, or one "object" class). :class:`~ppl_scenes.infer.TwoStageTrainer` runs this stage for
+   ``config.detector_steps`` steps, saves ``detector.pt`` in the run directory, then freezes the
+   backbone and the detector's heads.
+
+2. **SSDIR** (paper §3). For every default box ``i`` of the pyramid ("cell"):
+
+   * ``z_where_i`` = the detector's decoded box (eq. 3), deterministic;
+   * ``z_pres_i ~ Bernoulli(beta_i)`` (eq. 4), ``beta_i`` the best class confidence where the detector
+     keeps a detection (score threshold, then non-maximum suppression) and 0 elsewhere; it is
+     observed -- the detections -- in the model and not sampled by the guide;
+   * ``z_what_i ~ N(0, I)``, ``z_depth_i ~ N(0, 1)`` a priori; the guide is
+     ``N(mu_what_i, sigma_what)`` and ``N(mu_depth_i, sigma_depth)`` (eqs. 5-6), the means from
+     convolutional what/depth encoders on the pyramid maps, the scales fixed hyperparameters.
+
+   Every latent of every cell comes from one parallel pass: no glimpses, no loop over objects (the
+   paper's "parallel encoding"). The decoder keeps the present objects, decodes each ``z_what`` to a
+   ``patch_size`` patch with transposed convolutions, places it at its box with the spatial
+   transformer and merges the objects by a per-pixel softmax over the ``z_depth`` of the objects
+   covering the pixel (:func:`ppl_scenes.ops.composite`); an optional background, decoded from its
+   own code ``z_bg``, lies behind every object.
+
+   The objective is the paper's eq. 7, written as Pyro sites scaled with ``poutine.scale``:
+   ``alpha_obj * log p(x | z)`` (site ``x``) ``+ alpha_rec * mean_i log p(x_i | z_i)`` (site
+   ``x_objects``: each detected object's crop of the input against its decoded patch, averaged over
+   the image's detections) ``- alpha_what * KL_what - alpha_depth * KL_depth``. What and depth of the
+   cells without a detection are masked out: they explain no pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from ppl_scenes.checks import check_choice, check_int_fields
+from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
+from ppl_scenes.ops import composite, crop, paste, xyxy_to_cxcywh
+
+__all__ = ["Detections", "SSDIR", "SSDIRConfig"]
+
+LIKELIHOODS = ("normal", "bernoulli")
+
+
+@dataclass
+class SSDIRConfig:
+    """SSDIR's settings (defaults: the multi-scale scattered-MNIST experiment at CPU scale, 128x128).
+
+    Attributes:
+        channels: image channels (1 or 3).
+        image_size: ``(H, W)`` of the images (the detector works at this size; other sizes are refused).
+        detector_classes: object classes the detector tells apart: 10 for the digits, 1 for a single
+            "object" class (the scenes' ``labels`` are then ignored).
+        backbone_widths: channels of the backbone's stages before the first pyramid level (stride 8).
+        pyramid_levels: levels of the feature pyramid (strides 8, 16, 32, ...).
+        pyramid_channels: channels of every pyramid level.
+        aspect_ratios: extra aspect ratios of the default boxes (each adds ``r:1`` and ``1:r``).
+        min_ratio, max_ratio: default-box scale of the finest and coarsest level (fraction of the side).
+        score_threshold: class confidence above which a detection is kept (``beta > 0``).
+        nms_threshold: IoU above which non-maximum suppression drops the weaker of two detections
+            (class-agnostic: one object, one representation).
+        max_objects: most detections kept per image.
+        detector_steps: supervised steps of stage 1 before SSDIR trains (0: the detector is given,
+            e.g. with :meth:`SSDIR.load_detector`).
+        what_dim: size of ``z_what``.
+        what_scale, depth_scale: the guide's fixed standard deviations ``sigma_what``, ``sigma_depth``.
+        patch_size: side of each decoded object patch (``4 * 2**k``; the paper's 64 by default).
+        decoder_width: channels of the patch decoder's first map.
+        likelihood: ``normal`` (fixed ``obs_scale``) or ``bernoulli`` (a pseudo-likelihood on gray levels).
+        obs_scale: sigma of the ``normal`` likelihood.
+        obj_weight, rec_weight, what_weight, depth_weight: eq. 7's ``alpha_obj``, ``alpha_rec``,
+            ``alpha_what``, ``alpha_depth``.
+        background: also decode a background image from a code ``z_bg`` (behind every object).
+        background_dim: size of ``z_bg``.
+    """
+
+    channels: int = 1
+    image_size: tuple[int, int] = (128, 128)
+    detector_classes: int = 10
+    backbone_widths: tuple[int, int, int] = (16, 32, 64)
+    pyramid_levels: int = 4
+    pyramid_channels: int = 128
+    aspect_ratios: tuple[int, int] = (2, 3)
+    min_ratio: float = 0.08
+    max_ratio: float = 0.45
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.45
+    max_objects: int = 24
+    detector_steps: int = 3000
+    what_dim: int = 32
+    what_scale: float = 0.1
+    depth_scale: float = 0.1
+    patch_size: int = 64
+    decoder_width: int = 64
+    likelihood: str = "normal"
+    obs_scale: float = 0.1
+    obj_weight: float = 1.0
+    rec_weight: float = 1.0
+    what_weight: float = 1.0
+    depth_weight: float = 1.0
+    background: bool = False
+    background_dim: int = 8
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        check_choice(self.likelihood, LIKELIHOODS, "likelihood")
+        check_int_fields(
+            self,
+            ("detector_classes", "pyramid_levels", "pyramid_channels", "max_objects", "what_dim")
+            + ("patch_size", "decoder_width", "background_dim"),
+        )
+        ups = self.patch_size // 4
+        if self.patch_size < 8 or self.patch_size % 4 or ups & (ups - 1):
+            raise ValueError(f"patch_size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {self.patch_size}")
+        check_int_fields(self, ("detector_steps",), minimum=0)
+        smallest = 2 ** (len(self.backbone_widths) + self.pyramid_levels - 1)
+        if min(self.image_size) < smallest:
+            raise ValueError(
+                f"image_size {self.image_size} is too small for {self.pyramid_levels} pyramid levels: "
+                f"at least {smallest}x{smallest}"
+            )
+        if not 0 < self.min_ratio < self.max_ratio < 1:
+            raise ValueError(f"need 0 < min_ratio < max_ratio < 1, got {self.min_ratio}, {self.max_ratio}")
+        if not 0 < self.score_threshold < 1 or not 0 < self.nms_threshold <= 1:
+            raise ValueError("score_threshold must lie in (0, 1) and nms_threshold in (0, 1]")
+        for name in ("what_scale", "depth_scale", "obs_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("obj_weight", "rec_weight", "what_weight", "depth_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+
+
+@dataclass
+class Detections:
+    """What the frozen detector says about a batch, per cell and per kept object.
+
+    Attributes:
+        features: the pyramid's maps (what the what/depth encoders read).
+        boxes: ``[B, A, 4]`` decoded boxes of every cell (xyxy pixels, clipped to the image).
+        beta: ``[B, A]`` presence probability: the best class confidence of kept detections, else 0.
+        classes: ``[B, A]`` the detector's best class per cell (0-based; 0 for a single class).
+        index: ``[B, M]`` cell of each kept object, by decreasing score (padding points at cell 0).
+        present: ``[B, M]`` which of the ``M`` slots hold an object.
+    """
+
+    features: list[Tensor]
+    boxes: Tensor
+    beta: Tensor
+    classes: Tensor
+    index: Tensor
+    present: Tensor
+
+    @property
+    def cell_present(self) -> Tensor:
+        """``[B, A]`` boolean: the cells holding a kept detection."""
+        return self.beta > 0
+
+    def gather(self, per_cell: Tensor) -> Tensor:
+        """Rows of a per-cell tensor ``[B, A, ...]`` for the kept objects: ``[B, M, ...]``."""
+        idx = self.index.reshape(*self.index.shape, *([1] * (per_cell.dim() - 2)))
+        return per_cell.gather(1, idx.expand(-1, -1, *per_cell.shape[2:]))
+
+
+class SSDIR(SceneModel):
+    """SSDIR (Zieliński & Kajdanowicz); see the module docstring for the generative story.
+
+    ``model(x)`` / ``guide(x)`` need the detector trained (stage 1); :meth:`detector_loss` is stage
+    1's objective. ``parse(x)`` reports the detections (boxes, confidences, the detector's classes as
+    ``labels``), the guide's mean ``z_what`` of each, and the reconstruction.
+
+    Args:
+        config: an :class:`SSDIRConfig` (defaults when None).
+        **overrides: individual config fields.
+    """
+
+    name: ClassVar[str] = "ssdir"
+    config_class: ClassVar[type] = SSDIRConfig
+    default_dataset: ClassVar[str] = "multiscale"
+    default_train: ClassVar[dict[str, Any]] = {"steps": 6000, "batch_size": 32, "lr": 1e-3}
+
+    def __init__(self, config: SSDIRConfig | None = None, **overrides):
+        super().__init__(config, **overrides)
+        c = self.config
+        self.detector = build_ssd(
+            c.channels,
+            c.image_size,
+            c.detector_classes + 1,
+            widths=c.backbone_widths,
+            level_channels=(c.pyramid_channels,) * c.pyramid_levels,
+            aspect_ratios=c.aspect_ratios,
+            min_ratio=c.min_ratio,
+            max_ratio=c.max_ratio,
+            score_threshold=c.score_threshold,
+            nms_threshold=c.nms_threshold,
+            max_detections=c.max_objects,
+        )
+        levels = [c.pyramid_channels] * c.pyramid_levels
+        per_level = self.detector.anchor_generator.num_anchors_per_location()
+        self.what_encoder = AnchorEncoder(levels, per_level, c.what_dim)
+        self.depth_encoder = AnchorEncoder(levels, per_level, 1)
+        self.decoder = CodeDecoder(c.what_dim, c.channels, c.patch_size, c.decoder_width)
+        if c.background:
+            self.background_encoder = nn.Linear(levels[-1], c.background_dim)
+            self.background_decoder = CodeDecoder(c.background_dim, c.channels, c.patch_size, c.decoder_width)
+        self._cache: tuple[Tensor, int, Detections] | None = None
+
+    @property
+    def trainer_class(self):
+        """:class:`~ppl_scenes.infer.TwoStageTrainer`: the detector's supervised stage, then SVI."""
+        from ppl_scenes.infer.two_stage import TwoStageTrainer
+
+        return TwoStageTrainer
+
+    def min_image_size(self) -> tuple[int, int]:
+        return tuple(self.config.image_size)
+
+    def check_input(self, x: Tensor, name: str = "images") -> Tensor:
+        super().check_input(x, name)
+        if tuple(x.shape[-2:]) != tuple(self.config.image_size):
+            raise ValueError(
+                f"{name} are {x.shape[-2]}x{x.shape[-1]} but this SSDIR works at "
+                f"{self.config.image_size[0]}x{self.config.image_size[1]} (config.image_size)"
+            )
+        return x
+
+    # -- stage 1: the detector -------------------------------------------------------------------
+    def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """The detector's training targets, padded: ``boxes [N, K, 4]`` and ``labels [N, K]`` (-1: none).
+
+        Labels are shifted by one (0 is torchvision's background); with ``detector_classes == 1``
+        every object is class 1.
+        """
+        if any("boxes" not in t for t in targets):
+            raise ValueError("SSDIR's detector trains on scenes whose targets hold 'boxes' (and 'labels')")
+        k = max(1, max(len(t["boxes"]) for t in targets))
+        boxes = torch.zeros(len(targets), k, 4)
+        labels = torch.full((len(targets), k), -1, dtype=torch.long)
+        for i, t in enumerate(targets):
+            n = len(t["boxes"])
+            boxes[i, :n] = torch.as_tensor(t["boxes"], dtype=torch.float32)
+            labels[i, :n] = self._detector_labels(t, n)
+        return {"boxes": boxes, "labels": labels}
+
+    def _detector_labels(self, target: dict[str, Any], n: int) -> Tensor:
+        if self.config.detector_classes == 1:
+            return torch.ones(n, dtype=torch.long)
+        if "labels" not in target:
+            raise ValueError("detector_classes > 1 needs targets with 'labels' (or set detector_classes=1)")
+        labels = torch.as_tensor(target["labels"], dtype=torch.long)
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.config.detector_classes):
+            raise ValueError(
+                f"labels must lie in [0, {self.config.detector_classes}) for detector_classes="
+                f"{self.config.detector_classes}, got {labels.tolist()}"
+            )
+        return labels + 1
+
+    def detector_loss(self, x: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """SSD's supervised loss (box regression + classification with hard negatives) on a batch.
+
+        Args:
+            x: images ``[B, C, H, W]``; boxes ``[B, K, 4]`` xyxy; labels ``[B, K]`` (-1: padding),
+                as :meth:`supervision` gives them.
+
+        Returns:
+            the loss and its two parts.
+        """
+        self.check_input(x)
+        targets = [{"boxes": b[lab >= 0], "labels": lab[lab >= 0]} for b, lab in zip(boxes, labels)]
+        was_training = self.detector.training
+        self.detector.train()
+        try:
+            parts = self.detector(list(x), targets)
+        finally:
+            self.detector.train(was_training)
+        loss = parts["bbox_regression"] + parts["classification"]
+        return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+    def freeze_detector(self) -> None:
+        """Stop training the backbone and the detector's heads (stage 2)."""
+        self.detector.requires_grad_(False)
+        self.detector.eval()
+        self._cache = None
+
+    def load_detector(self, path) -> None:
+        """Load a detector's weights (``detector.pt`` of an SSDIR run, or :meth:`save_detector`'s file)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.detector.load_state_dict(state)
+        self._cache = None
+
+    def save_detector(self, path) -> None:
+        """Write the detector's weights to ``path``."""
+        torch.save(self.detector.state_dict(), path)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not any(p.requires_grad for p in self.detector.parameters()):
+            self.detector.eval()  # a frozen detector stays in eval mode
+        return self
+
+    # -- the detector's view of a batch ----------------------------------------------------------
+    def detect(self, x: Tensor, score_threshold: float | None = None) -> Detections:
+        """Run the detector on ``x``: every cell's box and confidence, and the kept detections.
+
+        The result is cached for the last batch while the detector is frozen, so the model and the
+        guide of one ELBO step share one pass through the backbone.
+        """
+        threshold = self.config.score_threshold if score_threshold is None else float(score_threshold)
+        frozen = not torch.is_grad_enabled() or not any(p.requires_grad for p in self.detector.parameters())
+        key = (x, x._version, threshold)
+        if frozen and self._cache is not None and self._cache[0] is x and self._cache[1:3] == key[1:]:
+            return self._cache[3]
+        det = self._detect(x, threshold)
+        self._cache = (*key, det) if frozen else None
+        return det
+
+    def _detect(self, x: Tensor, threshold: float) -> Detections:
+        ssd = self.detector
+        features = list(ssd.backbone(ssd.transform.normalize(x)).values())
+        head = ssd.head(features)
+        b, size = x.shape[0], tuple(x.shape[-2:])
+        anchors = ssd.anchor_generator(ImageList(x, [size] * b), features)[0]
+        reg = head["bbox_regression"]
+        boxes = ssd.box_coder.decode_single(reg.reshape(-1, 4), anchors.repeat(b, 1)).reshape(reg.shape)
+        boxes = clip_boxes_to_image(boxes, size)
+        confidence, classes = F.softmax(head["cls_logits"], dim=-1)[..., 1:].max(-1)
+        index, present = self._keep(boxes, confidence, threshold)
+        beta = torch.zeros_like(confidence)
+        beta.scatter_(1, index, torch.where(present, confidence.gather(1, index), 0.0))
+        return Detections(features, boxes, beta, classes, index, present)
+
+    def _keep(self, boxes: Tensor, confidence: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+        """Per image: cells above ``threshold``, class-agnostic NMS, the best ``max_objects``."""
+        c = self.config
+        b = boxes.shape[0]
+        index = torch.zeros(b, c.max_objects, dtype=torch.long, device=boxes.device)
+        present = torch.zeros(b, c.max_objects, dtype=torch.bool, device=boxes.device)
+        for i in range(b):
+            cand = torch.nonzero(confidence[i] > threshold).squeeze(1)
+            if len(cand) > 4 * c.max_objects:
+                cand = cand[confidence[i, cand].topk(4 * c.max_objects).indices]
+            wide = (boxes[i, cand, 2:] > boxes[i, cand, :2]).all(-1)  # clipping can flatten a box
+            cand = cand[wide]
+            kept = cand[batched_nms(boxes[i, cand], confidence[i, cand], torch.zeros_like(cand), c.nms_threshold)]
+            kept = kept[: c.max_objects]
+            index[i, : len(kept)] = kept
+            present[i, : len(kept)] = True
+        return index, present
+
+    # -- encoders and decoder ----------------------------------------------------------------------
+    def encode(self, x: Tensor, det: Detections) -> dict[str, Tensor]:
+        """The guide's means: ``what [B, A, D]``, ``depth [B, A, 1]`` (and ``background [B, D_bg]``)."""
+        out = {"what": self.what_encoder(det.features), "depth": self.depth_encoder(det.features)}
+        if self.config.background:
+            out["background"] = self.background_encoder(det.features[-1].mean(dim=(-2, -1)))
+        return out
+
+    def decode(self, det: Detections, z_what: Tensor, z_depth: Tensor, z_bg: Tensor | None = None):
+        """Render the kept objects from per-cell latents.
+
+        Returns:
+            ``(canvas [B, C, H, W], patches [B, M, C, S, S])``: the merged image and each kept
+            object's decoded patch.
+        """
+        boxes = xyxy_to_cxcywh(det.gather(det.boxes))
+        patches = self.decoder(det.gather(z_what))
+        canvas = self.render(patches, boxes, det.gather(z_depth).squeeze(-1), det.present, z_bg)
+        return canvas, patches
+
+    def render(
+        self, patches: Tensor, boxes: Tensor, depth: Tensor, present: Tensor, z_bg: Tensor | None = None
+    ) -> Tensor:
+        """Place object patches at their boxes and merge them by a softmax over depth.
+
+        Where several present objects cover a pixel, their values are mixed with weights
+        ``softmax(z_depth)`` over those objects (the higher depth in front); a pixel no object covers
+        shows the background (0, or the decoded ``z_bg``).
+
+        Args:
+            patches: ``[B, M, C, S, S]``; boxes: ``[B, M, 4]`` cxcywh pixels; depth: ``[B, M]``;
+                present: ``[B, M]`` (bool or 0/1); z_bg: ``[B, D_bg]`` when the config has a background.
+        """
+        size = tuple(self.config.image_size)
+        placed = paste(patches, boxes, size)
+        support = paste(torch.ones_like(patches[:, :, :1]), boxes, size)
+        alpha = support * present.to(patches.dtype)[:, :, None, None, None]
+        background: Tensor | float = 0.0
+        if z_bg is not None:
+            background = F.interpolate(self.background_decoder(z_bg), size=size, mode="bilinear", align_corners=False)
+        return composite(placed, alpha, depth, background)
+
+    def likelihood(self, mean: Tensor):
+        """Per-pixel observation distribution around ``mean`` (event dims C, H, W)."""
+        if self.config.likelihood == "bernoulli":
+            return dist.Bernoulli(probs=mean.clamp(1e-4, 1 - 1e-4), validate_args=False).to_event(3)
+        return dist.Normal(mean, self.config.obs_scale).to_event(3)
+
+    # -- model and guide ---------------------------------------------------------------------------
+    def model(self, x: Tensor) -> Tensor:
+        """``p(x, z)`` given the detections; returns the rendered canvas ``[B, C, H, W]``."""
+        c = self.config
+        self.check_input(x)
+        det = self.detect(x)
+        b, a = det.beta.shape
+        dev = x.device
+        mask = det.cell_present
+        with pyro.plate("data", b, dim=-2):
+            with pyro.plate("cells", a, dim=-1):
+                pyro.deterministic("z_where", xyxy_to_cxcywh(det.boxes), event_dim=1)
+                pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=mask.to(x.dtype))
+                with poutine.mask(mask=mask):
+                    with poutine.scale(scale=c.what_weight):
+                        prior = dist.Normal(torch.zeros(c.what_dim, device=dev), 1.0)
+                        z_what = pyro.sample("z_what", prior.expand([b, a, c.what_dim]).to_event(1))
+                    with poutine.scale(scale=c.depth_weight):
+                        prior = dist.Normal(torch.zeros(1, device=dev), 1.0)
+                        z_depth = pyro.sample("z_depth", prior.expand([b, a, 1]).to_event(1))
+            z_bg = None
+            if c.background:
+                prior = dist.Normal(torch.zeros(c.background_dim, device=dev), 1.0)
+                z_bg = pyro.sample("z_bg", prior.expand([b, 1, c.background_dim]).to_event(1)).squeeze(1)
+            canvas, patches = self.decode(det, z_what, z_depth, z_bg)
+            with poutine.scale(scale=c.obj_weight):
+                pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=x.unsqueeze(1))
+            crops = crop(x, xyxy_to_cxcywh(det.gather(det.boxes)), (c.patch_size, c.patch_size))
+            per_image = c.rec_weight / det.present.sum(1, keepdim=True).clamp(min=1)
+            with pyro.plate("objects", det.present.shape[1], dim=-1):
+                with poutine.mask(mask=det.present), poutine.scale(scale=per_image):
+                    pyro.sample("x_objects", self.likelihood(patches), obs=crops)
+        return canvas
+
+    def guide(self, x: Tensor) -> dict[str, Tensor]:
+        """``q(z_what, z_depth | x)``: one convolutional pass over the frozen detector's pyramid."""
+        c = self.config
+        self.check_input(x)
+        det = self.detect(x)
+        enc = self.encode(x, det)
+        b, a = det.beta.shape
+        with pyro.plate("data", b, dim=-2):
+            with pyro.plate("cells", a, dim=-1), poutine.mask(mask=det.cell_present):
+                with poutine.scale(scale=c.what_weight):
+                    pyro.sample("z_what", dist.Normal(enc["what"], c.what_scale).to_event(1))
+                with poutine.scale(scale=c.depth_weight):
+                    pyro.sample("z_depth", dist.Normal(enc["depth"], c.depth_scale).to_event(1))
+            if c.background:
+                pyro.sample("z_bg", dist.Normal(enc["background"].unsqueeze(1), c.what_scale).to_event(1))
+        return enc
+
+    # -- parse -------------------------------------------------------------------------------------
+    def parse(self, x: Tensor, score_threshold: float | None = None) -> SceneParse:
+        """Detections, their mean ``z_what`` and the reconstruction from the guide's means.
+
+        Args:
+            x: images ``[B, C, H, W]`` of ``config.image_size``.
+            score_threshold: report detections whose confidence is at least this (default
+                ``config.score_threshold``; a lower value gives ranked candidates for average
+                precision). The reconstruction always draws the detections above the config's
+                threshold -- the model's objects.
+        """
+        self.check_input(x)
+        c = self.config
+        with self.evaluating():
+            det = self.detect(x, score_threshold)
+            enc = self.encode(x, det)
+            model_objects = det.present & (det.gather(det.beta) > c.score_threshold)
+            own = Detections(det.features, det.boxes, det.beta, det.classes, det.index, model_objects)
+            recon = self.decode(own, enc["what"], enc["depth"], enc.get("background"))[0]
+            boxes, scores = det.gather(det.boxes), det.gather(det.beta)
+            what, labels = det.gather(enc["what"]), det.gather(det.classes)
+        keep = det.present
+        return SceneParse(
+            boxes=[boxes[i][keep[i]] for i in range(len(x))],
+            scores=[scores[i][keep[i]] for i in range(len(x))],
+            what=[what[i][keep[i]] for i in range(len(x))],
+            labels=[labels[i][keep[i]] for i in range(len(x))],
+            reconstruction=recon,
+        )

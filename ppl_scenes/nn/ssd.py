@@ -1,0 +1,155 @@
+"""Networks of a small single-shot detector (SSD, Liu et al. 2016) sized for scene images, and the
+per-anchor encoders and patch decoder SSDIR builds on it.
+
+The detector is torchvision's :class:`~torchvision.models.detection.SSD` with a VGG-style backbone of
+our own (no pretrained weights): a few convolution stages bring the image to its first pyramid level
+(stride 8), then strided convolutions halve the map per further level. Anchors of every level follow
+torchvision's order (level, row, column, default box), which :class:`AnchorEncoder` keeps, so the
+``i``-th row of every per-anchor output belongs to the ``i``-th default box.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
+
+__all__ = ["AnchorEncoder", "CodeDecoder", "PyramidBackbone", "build_ssd"]
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+
+
+class PyramidBackbone(nn.Module):
+    """VGG-style feature extractor returning an ``OrderedDict`` of pyramid levels (SSD's backbone).
+
+    Args:
+        channels: image channels.
+        widths: channels of the three stride-2 stages that reach the first level (stride 8).
+        level_channels: channels of each pyramid level; level 0 has stride 8, each further level
+            halves the map with a stride-2 convolution.
+    """
+
+    def __init__(
+        self, channels: int, widths: tuple[int, ...] = (16, 32, 64), level_channels: tuple[int, ...] = (128,) * 4
+    ):
+        super().__init__()
+        stages: list[nn.Module] = []
+        cin = channels
+        for i, width in enumerate(widths):
+            stages += [_conv(cin, width)] if i == 0 else [_conv(cin, width), _conv(width, width)]
+            stages.append(nn.MaxPool2d(2))
+            cin = width
+        self.stem = nn.Sequential(*stages)
+        self.levels = nn.ModuleList()
+        for i, width in enumerate(level_channels):
+            self.levels.append(_conv(cin, width) if i == 0 else nn.Sequential(_conv(cin, width, stride=2)))
+            cin = width
+        self.out_channels = list(level_channels)
+        self.stride = 2 ** len(widths)
+
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        h = self.stem(images)
+        out = OrderedDict()
+        for i, level in enumerate(self.levels):
+            h = level(h)
+            out[str(i)] = h
+        return out
+
+
+def build_ssd(
+    channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    widths: tuple[int, ...] = (16, 32, 64),
+    level_channels: tuple[int, ...] = (128,) * 4,
+    aspect_ratios: tuple[int, ...] = (2, 3),
+    min_ratio: float = 0.08,
+    max_ratio: float = 0.45,
+    score_threshold: float = 0.3,
+    nms_threshold: float = 0.45,
+    max_detections: int = 32,
+) -> SSD:
+    """A torchvision SSD over :class:`PyramidBackbone`, for images of exactly ``image_size``.
+
+    Args:
+        channels: image channels; images in [0, 1] are normalised to [-1, 1] by the SSD's transform.
+        image_size: ``(H, W)`` the detector works at (the transform resizes to it; SSDIR feeds it
+            images of this size, so nothing is resampled).
+        num_classes: object classes plus one for the background (torchvision's convention).
+        widths, level_channels: see :class:`PyramidBackbone`.
+        aspect_ratios: extra aspect ratios of the default boxes at every level (each adds ``r:1`` and
+            ``1:r``), beside the two square boxes.
+        min_ratio, max_ratio: default-box scales of the finest and coarsest level, as fractions of
+            the image side.
+        score_threshold, nms_threshold, max_detections: torchvision's post-processing settings.
+    """
+    backbone = PyramidBackbone(channels, widths, level_channels)
+    anchors = DefaultBoxGenerator(
+        [list(aspect_ratios)] * len(level_channels), min_ratio=min_ratio, max_ratio=max_ratio
+    )
+    head = SSDHead(backbone.out_channels, anchors.num_anchors_per_location(), num_classes)
+    return SSD(
+        backbone,
+        anchors,
+        tuple(image_size),
+        num_classes,
+        image_mean=[0.5] * channels,
+        image_std=[0.5] * channels,
+        head=head,
+        score_thresh=score_threshold,
+        nms_thresh=nms_threshold,
+        detections_per_img=max_detections,
+        topk_candidates=4 * max_detections,
+    )
+
+
+class AnchorEncoder(SSDScoringHead):
+    """A 3x3 convolution per pyramid level giving ``dim`` numbers per default box: ``[B, A, dim]``.
+
+    The rows follow torchvision's anchor order, so they line up with the SSD head's box and class
+    outputs (SSDIR's what and depth encoders).
+    """
+
+    def __init__(self, in_channels: list[int], num_anchors: list[int], dim: int):
+        convs = nn.ModuleList(
+            nn.Conv2d(c, a * dim, kernel_size=3, padding=1) for c, a in zip(in_channels, num_anchors)
+        )
+        super().__init__(convs, dim)
+
+
+class CodeDecoder(nn.Module):
+    """Codes ``[..., dim]`` to patches ``[..., C, S, S]`` in [0, 1] by transposed convolutions.
+
+    Args:
+        dim: code size.
+        channels: image channels.
+        size: patch side ``S``, ``4 * 2**k`` for some ``k >= 1``.
+        width: channels of the first feature map (halved per upsampling, at least 8).
+    """
+
+    def __init__(self, dim: int, channels: int, size: int = 64, width: int = 64):
+        super().__init__()
+        ups = size // 4
+        if size < 8 or size % 4 or ups & (ups - 1):
+            raise ValueError(f"patch size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {size}")
+        self.width, self.size, self.channels = width, size, channels
+        self.project = nn.Sequential(nn.Linear(dim, width * 16), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        cin = width
+        while ups > 1:
+            cout = max(cin // 2, 8)
+            layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+            cin, ups = cout, ups // 2
+        layers.append(nn.Conv2d(cin, channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, codes: Tensor) -> Tensor:
+        lead = codes.shape[:-1]
+        h = self.project(codes.reshape(-1, codes.shape[-1])).reshape(-1, self.width, 4, 4)
+        return torch.sigmoid(self.net(h)).reshape(*lead, self.channels, self.size, self.size)

@@ -1,0 +1,208 @@
+"""SSDIR: the standard model test, the detector stage feeding SSDIR, depth merge, frozen detector."""
+
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+from torchvision.ops import box_convert, box_iou
+
+from ppl_scenes.infer.svi import fit
+from ppl_scenes.infer.two_stage import DETECTOR_FILE, TwoStageTrainer
+from ppl_scenes.models import MODELS, SSDIR, SceneParse
+from ppl_scenes.runs import load, read_metrics
+
+TINY = dict(
+    image_size=(32, 32),
+    detector_classes=2,
+    backbone_widths=(4, 4, 4),
+    pyramid_levels=2,
+    pyramid_channels=8,
+    min_ratio=0.2,
+    max_ratio=0.5,
+    what_dim=4,
+    patch_size=8,
+    decoder_width=8,
+    max_objects=4,
+    detector_steps=2,
+)
+
+
+def tiny(**overrides):
+    return SSDIR(**{**TINY, **overrides})
+
+
+def scenes(n=4, c=1):
+    """``n`` 32x32 scenes with a bright square (class 0) and a dim one (class 1)."""
+    items = []
+    for i in range(n):
+        x = torch.zeros(c, 32, 32)
+        o = i % 3
+        x[:, 2 + o : 12 + o, 3:13] = 1.0
+        x[:, 18:28, 16 + o : 26 + o] = 0.5
+        boxes = torch.tensor([[3.0, 2 + o, 13, 12 + o], [16 + o, 18, 26 + o, 28]])
+        items.append((x, {"boxes": boxes, "labels": torch.tensor([0, 1]), "count": 2}))
+    return items
+
+
+def confident(model):
+    """Make the untrained detector call every cell an object of class 0, so SSDIR has objects."""
+    with torch.no_grad():
+        for conv in model.detector.head.classification_head.module_list:
+            conv.weight.zero_()
+            bias = conv.bias.view(-1, model.config.detector_classes + 1)
+            bias.zero_()
+            bias[:, 1] = 5.0
+    return model
+
+
+VARIANTS = {
+    "default": {},
+    "one_class": {"detector_classes": 1},
+    "background": {"background": True},
+    "bernoulli": {"likelihood": "bernoulli"},
+    "rgb": {"channels": 3},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_standard_model_test(variant, tmp_path):
+    overrides = VARIANTS[variant]
+    data = scenes(c=overrides.get("channels", 1))
+    x = torch.stack([im for im, _ in data])
+    model = confident(tiny(**overrides))
+    with torch.no_grad():
+        trace = poutine.trace(model.model).get_trace(x)
+    a = trace.nodes["z_what"]["value"].shape[1]
+    assert trace.nodes["z_what"]["value"].shape == (4, a, 4)
+    assert trace.nodes["z_depth"]["value"].shape == (4, a, 1)
+    assert trace.nodes["z_where"]["value"].shape == (4, a, 4)
+    assert trace.nodes["x"]["is_observed"] and trace.nodes["z_pres"]["is_observed"]
+    assert trace.nodes["x_objects"]["value"].shape == (4, 4, model.config.channels, 8, 8)
+
+    fit(model, data, steps=4, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
+    assert (tmp_path / "run" / DETECTOR_FILE).is_file()
+    parse = model.parse(x)
+    assert isinstance(parse, SceneParse)
+    assert parse.reconstruction.shape == x.shape
+    for boxes, scores, what, labels in zip(parse.boxes, parse.scores, parse.what, parse.labels):
+        n = len(boxes)
+        assert boxes.shape == (n, 4) and scores.shape == (n,) and what.shape == (n, 4) and labels.shape == (n,)
+        assert (scores > model.config.score_threshold).all()
+    restored = load(tmp_path / "run")
+    assert isinstance(restored, SSDIR)
+    again = restored.parse(x)
+    for b1, b2 in zip(parse.boxes, again.boxes):
+        torch.testing.assert_close(b1, b2)
+    torch.testing.assert_close(parse.reconstruction, again.reconstruction)
+
+
+def test_registered_with_its_trainer():
+    assert MODELS["ssdir"] is SSDIR
+    assert SSDIR().trainer_class is TwoStageTrainer
+
+
+def test_detector_learns_and_its_boxes_feed_ssdir():
+    torch.manual_seed(0)
+    model = tiny(score_threshold=0.3)
+    data = scenes(6)
+    x = torch.stack([im for im, _ in data])
+    sup = model.supervision([t for _, t in data])
+    opt = torch.optim.Adam(model.detector.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss, _ = model.detector_loss(x, **sup)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < 0.5 * first
+    model.freeze_detector()
+    det = model.detect(x)
+    assert det.present.any(1).all(), "the trained detector finds something in every scene"
+    trace = poutine.trace(model.model).get_trace(x)
+    torch.testing.assert_close(trace.nodes["z_where"]["value"], box_convert(det.boxes, "xyxy", "cxcywh"))
+    torch.testing.assert_close(trace.nodes["z_pres"]["value"], det.cell_present.float())
+    parse = model.parse(x)
+    truth = torch.cat([t["boxes"] for _, t in data])
+    found = torch.cat(parse.boxes)
+    assert box_iou(truth, found).amax(1).mean() > 0.5, "detections lie on the true squares"
+
+
+def test_supervision_pads_boxes_and_shifts_labels():
+    model = tiny()
+    targets = [
+        {"boxes": torch.tensor([[1.0, 2, 5, 6]]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
+    sup = model.supervision(targets)
+    assert sup["boxes"].shape == (2, 1, 4) and sup["labels"].tolist() == [[2], [-1]]
+    assert tiny(detector_classes=1).supervision(targets)["labels"].tolist() == [[1], [-1]]
+    with pytest.raises(ValueError, match="labels must lie"):
+        model.supervision([{"boxes": torch.tensor([[1.0, 2, 5, 6]]), "labels": torch.tensor([7])}])
+    with pytest.raises(ValueError, match="boxes"):
+        model.supervision([{"labels": torch.tensor([1])}])
+
+
+def test_depth_softmax_merge_of_two_known_patches():
+    model = tiny()
+    patches = torch.stack([torch.full((1, 8, 8), 0.2), torch.full((1, 8, 8), 0.8)])[None]  # [1, 2, 1, 8, 8]
+    boxes = torch.tensor([[[10.0, 16, 16, 16], [22.0, 16, 16, 16]]])  # overlap on columns 14..18
+    depth = torch.tensor([[0.0, 1.0]])
+    present = torch.tensor([[True, True]])
+    canvas = model.render(patches, boxes, depth, present)[0, 0]
+    w = torch.softmax(depth[0], 0)
+    assert canvas[16, 5].item() == pytest.approx(0.2, abs=1e-5)  # only the first object
+    assert canvas[16, 26].item() == pytest.approx(0.8, abs=1e-5)  # only the second
+    assert canvas[16, 16].item() == pytest.approx(float(w[0] * 0.2 + w[1] * 0.8), abs=1e-5)
+    assert canvas[2, 16].item() == 0.0  # no object: background
+    absent = model.render(patches, boxes, depth, torch.tensor([[True, False]]))[0, 0]
+    assert absent[16, 16].item() == pytest.approx(0.2, abs=1e-5) and absent[16, 26].item() == 0.0
+
+
+def test_frozen_detector_gets_no_gradient_and_encoders_do():
+    model = confident(tiny())
+    model.freeze_detector()
+    x = torch.stack([im for im, _ in scenes()])
+    loss = Trace_ELBO().differentiable_loss(model.model, model.guide, x)
+    loss.backward()
+    assert all(p.grad is None for p in model.detector.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.what_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+
+
+def test_trainer_switches_stage_and_freezes(tmp_path):
+    model = confident(tiny(detector_steps=3))
+    data = scenes()
+    before = {k: v.clone() for k, v in model.detector.state_dict().items()}
+    fit(model, data, steps=3, batch_size=2, out=tmp_path / "a", progress=False, log_every=1)
+    moved = any(not torch.equal(before[k], v) for k, v in model.detector.state_dict().items())
+    assert moved, "stage 1 trains the detector"
+    assert not (tmp_path / "a" / DETECTOR_FILE).exists()
+    model = confident(tiny(detector_steps=1))
+    fit(model, data, steps=4, batch_size=2, out=tmp_path / "b", progress=False, log_every=1)
+    saved = torch.load(tmp_path / "b" / DETECTOR_FILE, weights_only=True)
+    for k, v in model.detector.state_dict().items():
+        torch.testing.assert_close(saved[k], v)  # unchanged by the SVI steps after it was saved
+    assert [r["stage"] for r in read_metrics(tmp_path / "b")] == [1, 2, 2, 2]
+
+
+def test_load_detector_round_trip(tmp_path):
+    a, b = tiny(), tiny()
+    a.save_detector(tmp_path / "d.pt")
+    b.load_detector(tmp_path / "d.pt")
+    for (k, v), w in zip(a.detector.state_dict().items(), b.detector.state_dict().values()):
+        torch.testing.assert_close(v, w)
+
+
+def test_bad_inputs_are_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match="works at 32x32"):
+        model.parse(torch.zeros(1, 1, 40, 40))
+    with pytest.raises(ValueError, match="channels"):
+        model.parse(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="patch_size"):
+        tiny(patch_size=12)
+    with pytest.raises(ValueError, match="too small"):
+        tiny(image_size=(8, 8))
+    with pytest.raises(ValueError, match="min_ratio"):
+        tiny(min_ratio=0.6)
