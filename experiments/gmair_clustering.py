@@ -60,11 +60,10 @@ from _common import (  # noqa: E402
 )
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
-from torchvision.ops import box_iou  # noqa: E402
 
 from ppl_scenes import GMAIR, SPAIR, GMAIRConfig, MultiMNIST  # noqa: E402
 from ppl_scenes.baselines import WhatGMM  # noqa: E402
-from ppl_scenes.infer.evaluate import evaluate_detection  # noqa: E402
+from ppl_scenes.infer.evaluate import evaluate_detection, matched_codes  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
 from ppl_scenes.viz import draw_boxes, plot_scenes  # noqa: E402
@@ -234,32 +233,6 @@ def _resume_only(args):
     return copy
 
 
-# -- matched detections ----------------------------------------------------------------------------
-@torch.no_grad()
-def matched_codes(model, dataset, max_scenes: int = 1000) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """``z_what``, cluster label (or -1) and true digit of the detections hitting a true box at IoU > 0.5."""
-    codes, labels, digits = [], [], []
-    n = min(max_scenes, len(dataset))
-    for start in range(0, n, 64):
-        items = [dataset[i] for i in range(start, min(n, start + 64))]
-        parse = model.parse(torch.stack([im for im, _ in items]).to(model.device))
-        for i, (_, target) in enumerate(items):
-            boxes = parse.boxes[i].cpu()
-            if len(boxes) == 0 or len(target["boxes"]) == 0:
-                continue
-            iou = box_iou(boxes, target["boxes"])
-            best, which = iou.max(1)
-            hit = best > 0.5
-            codes.append(parse.what[i].cpu()[hit])
-            labels.append(
-                parse.labels[i].cpu()[hit] if parse.labels is not None else torch.full((int(hit.sum()),), -1)
-            )
-            digits.append(target["labels"][which[hit]])
-    if not codes:
-        return torch.empty(0, model.config.what_dim), np.empty(0, np.int64), np.empty(0, np.int64)
-    return torch.cat(codes), torch.cat(labels).numpy(), torch.cat(digits).numpy()
-
-
 def cluster_digits(labels: np.ndarray, digits: np.ndarray, k: int) -> dict[int, int]:
     """The digit each cluster stands for under the Hungarian matching that ACC uses."""
     counts = np.zeros((k, 10))
@@ -301,7 +274,7 @@ def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Pat
             points.double().numpy()
         )
         ax.scatter(
-            emb[: len(codes), 0], emb[: len(codes), 1], c=digits, cmap="tab10", s=4, vmin=-0.5, vmax=9.5
+            emb[: len(codes), 0], emb[: len(codes), 1], c=digits.numpy(), cmap="tab10", s=4, vmin=-0.5, vmax=9.5
         )
         if model is gmair:
             mu = emb[len(codes) :]
@@ -321,7 +294,7 @@ def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Pat
 def plot_generated(gmair: GMAIR, dataset, path: Path, seed: int, styles: int = 7) -> Path:
     k = gmair.config.num_clusters
     _, labels, digits = matched_codes(gmair, dataset, max_scenes=500)
-    meaning = cluster_digits(labels, digits, k)
+    meaning = cluster_digits(labels.numpy(), digits.numpy(), k)
     order = sorted(range(k), key=lambda c: meaning.get(c, 10))
     g = torch.Generator().manual_seed(seed)
     z_local = torch.cat(

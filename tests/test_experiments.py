@@ -298,6 +298,8 @@ def test_docstrings_give_the_command(script):
         "mist_reconstruction",
         "mist_classification",
         "saccade_cluttered",
+        "ssdir_probe",
+        "ssdir_ablation",
     )
     for name in names:
         doc = script(name).__doc__
@@ -369,3 +371,51 @@ def test_saccade_cluttered(script, digits, tmp_path):
     )
     assert record["parameters"]["identify-resnet"] > record["parameters"]["identify-saccade"] > 0
     assert {"saccades_identify", "saccades_sum", "training_sum-resnet"} <= set(record["figures"])
+
+
+SSDIR_TINY = [
+    "--canvas-size", "32", "--digit-sizes", "8", "16", "--grid-sizes", "2", "2", "--num-test", "6",
+    "--speed-batch", "2", "--detector-steps", "2",
+    "--ssdir-set", "backbone_widths=4,4,4", "pyramid_levels=2", "pyramid_channels=8", "what_dim=4",
+    "patch_size=8", "decoder_width=8",
+    "--spair-set", "what_dim=4", "hidden_dim=16", "feature_dim=16", "backbone_width=4",
+]  # fmt: skip
+
+
+def test_ssdir_probe(script, digits, tmp_path):
+    out = tmp_path / "probe"
+    record = script("ssdir_probe").main([*TINY, *digits, *SSDIR_TINY, "--seeds", "0", "1", "--out", str(out)])
+    assert record["experiment"] == "ssdir_probe" and read_record(out / "ssdir_probe.json")
+    assert record["cost"]["ssdir-seed0"]["steps"] == 4 and record["cost"]["spair-seed1"]["steps"] == 2
+    assert (out / "runs" / "ssdir-seed1" / "detector.pt").is_file()
+    for model in ("ssdir", "spair"):
+        assert [r["seed"] for r in record["results"][model]["per_seed"]] == [0, 1]
+        for r in record["results"][model]["per_seed"]:
+            assert r["n_codes"] >= 0 and "iou50" in r
+            assert r["ap50"] is None or 0 <= r["ap50"] <= 1
+            assert "accuracy" not in r or 0 <= r["accuracy"] <= 1
+        speed = record["throughput"][model]
+        assert speed["guide_images_per_second"] > 0 and speed["parse_images_per_second"] > 0
+    assert "ssdir_faster_than_spair" in record["targets_met"]
+    assert record["models"]["ssdir"]["image_size"] == [32, 32]
+    assert record["models"]["spair"]["cell_size"] == [16, 16]
+    for path in record["figures"].values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0
+    again = script("ssdir_probe").main([*TINY, *digits, *SSDIR_TINY, "--seeds", "0", "1", "--out", str(out), "--resume"])
+    assert again["cost"] == record["cost"]
+
+
+def test_ssdir_ablation(script, digits, tmp_path):
+    out = tmp_path / "ablation"
+    ssdir_set = SSDIR_TINY[SSDIR_TINY.index("--ssdir-set") + 1 : SSDIR_TINY.index("--spair-set")]
+    flags = ["--canvas-size", "32", "--digit-sizes", "8", "16", "--num-test", "4", "--detector-steps", "1"]
+    sweeps = ["--max-sizes", "12", "16", "--grids", "2"]
+    record = script("ssdir_ablation").main([*TINY, *digits, *flags, *sweeps, "--set", *ssdir_set, "--out", str(out)])
+    assert set(record["results"]) == {"size12", "size16", "grid2"}
+    assert record["variants"]["grid2"]["grid_size"] == 2 and record["variants"]["size12"]["max_size"] == 12
+    for name, r in record["results"].items():
+        assert r["mse"] >= 0 and record["cost"][name]["steps"] == 3
+        assert r["object_mse"] is None or r["object_mse"] >= 0
+    assert read_record(out / "ssdir_ablation.json")["experiment"] == "ssdir_ablation"
+    for path in record["figures"].values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0

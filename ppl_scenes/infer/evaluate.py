@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
 from ppl_scenes.checks import check_positive, check_positive_int
@@ -333,3 +334,46 @@ def evaluate_image_labels(
     if task == "identify":
         results["label_accuracy"] = per_label / n
     return results
+
+
+def matched_codes(
+    model, dataset, max_scenes: int | None = 1000, iou_threshold: float = 0.5, batch_size: int = 64
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``what`` codes of the detections that hit a true object, with the model's and the true labels.
+
+    Each reported object (``parse(x)`` at the model's own threshold) takes the label of the true box
+    it overlaps most (SSDIR §4.2, GMAIR's matched detections); it counts when that IoU exceeds
+    ``iou_threshold``. This is what a linear probe or a t-SNE of the codes is run on.
+
+    Args:
+        model: a scene model whose parses carry ``what`` (and perhaps ``labels``).
+        dataset: ``(image, target)`` pairs whose targets hold ``boxes`` and ``labels``.
+        max_scenes: use the first ``max_scenes`` scenes (None: all).
+        iou_threshold: the IoU a detection must exceed to be labelled.
+        batch_size: scenes per ``parse`` call.
+
+    Returns:
+        ``(codes [N, A], model_labels [N] (-1 where the parse has no labels), true_labels [N])``.
+    """
+    parses, targets, _ = parse_dataset(
+        model, dataset, batch_size, max_scenes, score_threshold=None, keep_images=False
+    )
+    pairs = [(p, i) for p in parses for i in range(len(p.boxes))]
+    codes, labels, truth = [], [], []
+    for (parse, i), target in zip(pairs, targets):
+        if parse.what is None:
+            raise ValueError(f"{type(model).__name__}.parse gives no 'what' codes to match")
+        boxes = parse.boxes[i].cpu()
+        if len(boxes) == 0 or len(target["boxes"]) == 0:
+            continue
+        best, which = box_iou(boxes, torch.as_tensor(target["boxes"], dtype=boxes.dtype)).max(1)
+        hit = best > iou_threshold
+        codes.append(parse.what[i].cpu()[hit])
+        own = parse.labels[i].cpu()[hit] if parse.labels is not None else torch.full((int(hit.sum()),), -1)
+        labels.append(own.long())
+        truth.append(torch.as_tensor(target["labels"])[which[hit]].long())
+    if not codes:
+        dim = getattr(getattr(model, "config", None), "what_dim", 0)
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dim), empty, empty
+    return torch.cat(codes), torch.cat(labels), torch.cat(truth)

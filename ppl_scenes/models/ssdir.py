@@ -91,17 +91,17 @@ class SSDIRConfig:
     channels: int = 1
     image_size: tuple[int, int] = (128, 128)
     detector_classes: int = 10
-    backbone_widths: tuple[int, int, int] = (16, 32, 64)
+    backbone_widths: tuple[int, int, int] = (8, 16, 32)
     pyramid_levels: int = 4
-    pyramid_channels: int = 128
-    aspect_ratios: tuple[int, int] = (2, 3)
+    pyramid_channels: int = 64
+    aspect_ratios: tuple[int, ...] = (2,)
     min_ratio: float = 0.08
     max_ratio: float = 0.45
     score_threshold: float = 0.5
     nms_threshold: float = 0.45
     max_objects: int = 24
     detector_steps: int = 3000
-    what_dim: int = 32
+    what_dim: int = 16
     what_scale: float = 0.1
     depth_scale: float = 0.1
     patch_size: int = 64
@@ -155,7 +155,9 @@ class Detections:
         boxes: ``[B, A, 4]`` decoded boxes of every cell (xyxy pixels, clipped to the image).
         beta: ``[B, A]`` presence probability: the best class confidence of kept detections, else 0.
         classes: ``[B, A]`` the detector's best class per cell (0-based; 0 for a single class).
-        index: ``[B, M]`` cell of each kept object, by decreasing score (padding points at cell 0).
+        index: ``[B, M]`` cell of each kept object, by decreasing score (padding points at cell 0);
+            ``M`` is the most objects any image of the batch holds (at least 1, at most
+            ``config.max_objects``).
         present: ``[B, M]`` which of the ``M`` slots hold an object.
     """
 
@@ -345,21 +347,29 @@ class SSDIR(SceneModel):
         return Detections(features, boxes, beta, classes, index, present)
 
     def _keep(self, boxes: Tensor, confidence: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-        """Per image: cells above ``threshold``, class-agnostic NMS, the best ``max_objects``."""
-        c = self.config
-        b = boxes.shape[0]
-        index = torch.zeros(b, c.max_objects, dtype=torch.long, device=boxes.device)
-        present = torch.zeros(b, c.max_objects, dtype=torch.bool, device=boxes.device)
-        for i in range(b):
-            cand = torch.nonzero(confidence[i] > threshold).squeeze(1)
-            if len(cand) > 4 * c.max_objects:
-                cand = cand[confidence[i, cand].topk(4 * c.max_objects).indices]
-            wide = (boxes[i, cand, 2:] > boxes[i, cand, :2]).all(-1)  # clipping can flatten a box
-            cand = cand[wide]
-            kept = cand[batched_nms(boxes[i, cand], confidence[i, cand], torch.zeros_like(cand), c.nms_threshold)]
-            kept = kept[: c.max_objects]
-            index[i, : len(kept)] = kept
-            present[i, : len(kept)] = True
+        """Per image: cells above ``threshold``, class-agnostic NMS, the best ``max_objects``.
+
+        One NMS call serves the whole batch (boxes of different images never suppress each other),
+        so the cost does not grow with a Python loop over images.
+        """
+        m = self.config.max_objects
+        b, a = confidence.shape
+        top_conf, top_cell = confidence.topk(min(a, 4 * m), dim=1)  # the candidates worth an NMS
+        top_boxes = boxes.gather(1, top_cell[..., None].expand(-1, -1, 4))
+        wide = (top_boxes[..., 2:] > top_boxes[..., :2]).all(-1)  # clipping can flatten a box
+        image, slot = torch.nonzero((top_conf > threshold) & wide, as_tuple=True)
+        kept = batched_nms(top_boxes[image, slot], top_conf[image, slot], image, self.config.nms_threshold)
+        # ``kept`` is by decreasing score; a stable sort by image keeps that order within each image.
+        kept = kept[torch.sort(image[kept], stable=True).indices]
+        kept_image, kept_cell = image[kept], top_cell[image[kept], slot[kept]]
+        counts = torch.bincount(kept_image, minlength=b)
+        rank = torch.arange(len(kept), device=boxes.device) - (counts.cumsum(0) - counts)[kept_image]
+        fits = rank < m
+        used = max(1, int(counts.clamp(max=m).max())) if len(kept) else 1
+        index = torch.zeros(b, used, dtype=torch.long, device=boxes.device)
+        present = torch.zeros(b, used, dtype=torch.bool, device=boxes.device)
+        index[kept_image[fits], rank[fits]] = kept_cell[fits]
+        present[kept_image[fits], rank[fits]] = True
         return index, present
 
     # -- encoders and decoder ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ppl_scenes.baselines import ConnComp
-from ppl_scenes.infer.evaluate import detection_scores, evaluate_by_count, evaluate_detection
+from ppl_scenes.infer.evaluate import detection_scores, evaluate_by_count, evaluate_detection, matched_codes
 from ppl_scenes.metrics import count_metrics_by_true_count
 
 
@@ -71,3 +71,38 @@ def test_detection_scores_validates():
         detection_scores(boxes, scores, boxes, [1, 2], [1])
     with pytest.raises(ValueError):
         detection_scores(boxes, scores, [], [1], [1])
+
+
+class _FixedParser:
+    """Reports fixed boxes with codes equal to the box's x1 (to see which detection was kept)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, boxes):
+        self.boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+
+    def parse(self, x):
+        from ppl_scenes.models import SceneParse
+
+        n = len(x)
+        return SceneParse(
+            boxes=[self.boxes] * n,
+            scores=[torch.ones(len(self.boxes))] * n,
+            what=[self.boxes[:, :1].clone()] * n,
+            labels=[torch.arange(len(self.boxes))] * n,
+        )
+
+
+def test_matched_codes_label_hits_by_best_iou():
+    image = torch.zeros(1, 16, 16)
+    truth = {"boxes": torch.tensor([[1.0, 1, 5, 5], [8, 8, 12, 12]]), "labels": torch.tensor([3, 7])}
+    # detections: on the second truth, on the first (shifted a little), and one hitting nothing
+    model = _FixedParser([[8, 8, 12, 12], [1, 1, 5, 6], [12, 0, 16, 3]])
+    codes, own, true = matched_codes(model, [(image, truth), (image, truth)])
+    assert codes[:, 0].tolist() == [8.0, 1.0, 8.0, 1.0]
+    assert own.tolist() == [0, 1, 0, 1] and true.tolist() == [7, 3, 7, 3]
+    codes, _, true = matched_codes(model, [(image, truth)], iou_threshold=0.9)
+    assert true.tolist() == [7]  # the shifted box has IoU 0.8
+    empty = _FixedParser(torch.zeros(0, 4).tolist())
+    codes, own, true = matched_codes(empty, [(image, truth)])
+    assert codes.shape[0] == 0 and len(own) == 0 and len(true) == 0
