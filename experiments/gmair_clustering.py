@@ -274,7 +274,13 @@ def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Pat
             points.double().numpy()
         )
         ax.scatter(
-            emb[: len(codes), 0], emb[: len(codes), 1], c=digits.numpy(), cmap="tab10", s=4, vmin=-0.5, vmax=9.5
+            emb[: len(codes), 0],
+            emb[: len(codes), 1],
+            c=digits.numpy(),
+            cmap="tab10",
+            s=4,
+            vmin=-0.5,
+            vmax=9.5,
         )
         if model is gmair:
             mu = emb[len(codes) :]

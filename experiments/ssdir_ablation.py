@@ -17,7 +17,8 @@ Writes under ``--out`` (default ``benchmarks/ssdir_ablation``):
 Reproduce the recorded numbers (CPU; variants may train in separate processes, then one call with
 ``--resume`` only evaluates and writes the record)::
 
-    PPL_SCENES_DATA=/path/to/data python experiments/ssdir_ablation.py --detector-steps 800 --steps 400 --no-progress
+    PPL_SCENES_DATA=/path/to/data python experiments/ssdir_ablation.py --detector-steps 1500 --steps 400 \
+        --no-progress
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from _common import (  # noqa: E402
     finite,
     machine,
     make_parser,
-    non_negative_int,
     positive_int,
     settings_record,
     table,
@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
     train_record,
     write_record,
 )
+from _ssdir import add_ssdir_args, ssdir_overrides, ssdir_steps  # noqa: E402
 
 from ppl_scenes import SSDIR, MultiScaleDigits, SSDIRConfig  # noqa: E402
 from ppl_scenes.infer.evaluate import evaluate_detection  # noqa: E402
@@ -59,14 +60,10 @@ NAME = "ssdir_ablation"
 
 def build_parser():
     parser = make_parser(__doc__, NAME, num_train=10_000, num_train_help="training scenes per variant")
+    add_ssdir_args(parser)
     parser.add_argument(
-        "--detector-steps",
-        type=non_negative_int,
-        metavar="N",
-        help=f"detector steps before the --steps SVI steps (default: {SSDIRConfig.detector_steps})",
+        "--num-test", type=positive_int, default=500, metavar="N", help="test scenes per variant"
     )
-    parser.add_argument("--num-test", type=positive_int, default=500, metavar="N", help="test scenes per variant")
-    parser.add_argument("--canvas-size", type=positive_int, default=128, metavar="S", help="scene side")
     parser.add_argument(
         "--max-sizes", nargs="*", type=positive_int, default=[32, 48, 64], metavar="S",
         help="size sweep: largest digit side of each variant (smallest: the first --digit-sizes)",
@@ -75,7 +72,6 @@ def build_parser():
         "--grids", nargs="*", type=positive_int, default=[2, 3, 4], metavar="G",
         help="count sweep: grid side of each variant (digit sides: --digit-sizes)",
     )  # fmt: skip
-    parser.add_argument("--digit-sizes", nargs=2, type=positive_int, default=[16, 64], metavar=("MIN", "MAX"))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="SSDIR config overrides")
     return parser
 
@@ -83,8 +79,13 @@ def build_parser():
 def variants(args) -> dict[str, dict]:
     """Generator settings of each variant, by name (``size<max>`` and ``grid<g>``)."""
     lo, hi = args.digit_sizes
-    out = {f"size{s}": {"grid_size": (2, 4), "min_size": lo, "max_size": s, "sweep": "size"} for s in args.max_sizes}
-    out.update({f"grid{g}": {"grid_size": g, "min_size": lo, "max_size": hi, "sweep": "grid"} for g in args.grids})
+    out = {
+        f"size{s}": {"grid_size": (2, 4), "min_size": lo, "max_size": s, "sweep": "size"}
+        for s in args.max_sizes
+    }
+    out.update(
+        {f"grid{g}": {"grid_size": g, "min_size": lo, "max_size": hi, "sweep": "grid"} for g in args.grids}
+    )
     return out
 
 
@@ -107,7 +108,11 @@ def reconstruction_errors(model: SSDIR, dataset, batch_size: int = 64) -> dict[s
         err = ((patches - crops) ** 2).mean(dim=(-3, -2, -1))
         object_se += float(err[det.present].sum())
         objects += int(det.present.sum())
-    return {"mse": image_se / pixels, "object_mse": object_se / objects if objects else float("nan"), "objects": objects}
+    return {
+        "mse": image_se / pixels,
+        "object_mse": object_se / objects if objects else float("nan"),
+        "objects": objects,
+    }
 
 
 def plot_sweeps(results: dict, specs: dict, path: Path) -> Path:
@@ -155,15 +160,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     specs = variants(args)
     if not specs:
         parser.error("nothing to run: give --max-sizes and/or --grids")
-    overrides = {"image_size": (args.canvas_size, args.canvas_size), **config_overrides(parser, args.set, SSDIRConfig())}
-    if args.detector_steps is not None:
-        overrides["detector_steps"] = args.detector_steps
+    overrides = ssdir_overrides(args, config_overrides(parser, args.set, SSDIRConfig()))
     out = Path(args.out)
     runs = {name: out / "runs" / name for name in specs}
     check_run_dirs(parser, list(runs.values()), args.resume)
     command = command_line(NAME, argv)
-    steps = None if args.steps is None else args.steps + overrides.get("detector_steps", SSDIRConfig.detector_steps)
-    run_args = type(args)(**{**vars(args), "steps": steps})
+    run_args = type(args)(**{**vars(args), "steps": ssdir_steps(args, overrides)})
 
     results, costs, models, tests = {}, {}, {}, {}
     source = {"root": args.data_root, "download": not args.no_download}
@@ -192,14 +194,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "machine": machine(),
         "train": train_record(run_args, SSDIR),
         "model": config_to_dict(first.config),
-        "variants": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()} for k, v in specs.items()},
+        "variants": {
+            k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
+            for k, v in specs.items()
+        },
         "cost": costs,
         "results": results,
         "figures": {k: str(v) for k, v in figures.items()},
     }
     write_record(out / f"{NAME}.json", record)
     rows = [{"variant": k, **r, "steps": costs[k]["steps"]} for k, r in results.items()]
-    print(table(rows, {"variant": "variant", "mse": "MSE", "object_mse": "object MSE", "ap50": "AP@.5", "steps": "steps"}))
+    print(
+        table(
+            rows,
+            {
+                "variant": "variant",
+                "mse": "MSE",
+                "object_mse": "object MSE",
+                "ap50": "AP@.5",
+                "steps": "steps",
+            },
+        )
+    )
     print(json.dumps({k: r["mse"] for k, r in results.items()}))
     return record
 

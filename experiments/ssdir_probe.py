@@ -54,6 +54,7 @@ from _common import (  # noqa: E402
     train_record,
     write_record,
 )
+from _ssdir import add_ssdir_args, ssdir_overrides, ssdir_steps  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from ppl_scenes import SPAIR, SSDIR, MultiScaleDigits, SPAIRConfig, SSDIRConfig  # noqa: E402
@@ -78,24 +79,21 @@ PROBE_KEYS = ("accuracy", "precision", "recall", "f1")
 
 def build_parser():
     parser = make_parser(__doc__, NAME, num_train=10_000, num_train_help="training scenes")
-    parser.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS), help="models to run")
+    add_ssdir_args(parser)
     parser.add_argument(
-        "--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2], help="training seeds (Table 2: 3)"
+        "--models", nargs="+", choices=tuple(MODELS), default=list(MODELS), help="models to run"
     )
     parser.add_argument(
-        "--detector-steps",
-        type=non_negative_int,
-        metavar="N",
-        help=f"SSDIR's supervised detector steps before --steps SVI steps (default: {SSDIRConfig.detector_steps})",
+        "--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2], help="training seeds (Table 2: 3)"
     )
     parser.add_argument("--num-test", type=positive_int, default=1000, metavar="N", help="test scenes")
     parser.add_argument(
         "--speed-batch", type=positive_int, default=32, metavar="B", help="images per timed inference pass"
     )
-    parser.add_argument("--canvas-size", type=positive_int, default=128, metavar="S", help="scene side")
-    parser.add_argument("--digit-sizes", nargs=2, type=positive_int, default=[16, 64], metavar=("MIN", "MAX"))
     parser.add_argument("--grid-sizes", nargs=2, type=positive_int, default=[2, 4], metavar=("MIN", "MAX"))
-    parser.add_argument("--ssdir-set", nargs="*", default=[], metavar="KEY=VALUE", help="SSDIR config overrides")
+    parser.add_argument(
+        "--ssdir-set", nargs="*", default=[], metavar="KEY=VALUE", help="SSDIR config overrides"
+    )
     parser.add_argument(
         "--spair-set",
         nargs="*",
@@ -120,21 +118,9 @@ def data_kwargs(args) -> dict:
 
 def model_overrides(parser, args) -> dict[str, dict]:
     """Each model's config overrides: the scenes' size, the script's SPAIR defaults, then ``--*-set``."""
-    size = (args.canvas_size, args.canvas_size)
-    ssdir = {"image_size": size, **config_overrides(parser, args.ssdir_set, SSDIRConfig())}
-    if args.detector_steps is not None:
-        ssdir["detector_steps"] = args.detector_steps
+    ssdir = ssdir_overrides(args, config_overrides(parser, args.ssdir_set, SSDIRConfig()))
     spair = {**SPAIR_DEFAULTS, **config_overrides(parser, args.spair_set, SPAIRConfig())}
     return {"ssdir": ssdir, "spair": spair}
-
-
-def total_steps(kind: str, args, overrides: dict) -> int | None:
-    """``--steps`` counts SVI steps; SSDIR's run also takes its detector steps first."""
-    if args.steps is None:
-        return None
-    if kind == "ssdir":
-        return args.steps + overrides.get("detector_steps", SSDIRConfig.detector_steps)
-    return args.steps
 
 
 def probe(model, test_set, seed: int, iou_threshold: float) -> dict:
@@ -219,7 +205,9 @@ def plot_tsne(models: dict, test_set, path: Path, seed: int, max_scenes: int = 3
             ax.set_title(f"{name.upper()}: too few detections for t-SNE", fontsize=9)
             continue
         perplexity = min(30.0, (len(codes) - 1) / 3)
-        emb = TSNE(2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(codes.double().numpy())
+        emb = TSNE(2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(
+            codes.double().numpy()
+        )
         ax.scatter(emb[:, 0], emb[:, 1], c=digits.numpy(), cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
         ax.set_title(f"{name.upper()}: z_what of detections, t-SNE", fontsize=10)
     fig.colorbar(
@@ -240,14 +228,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     check_run_dirs(parser, list(runs.values()), args.resume)
     command = command_line(NAME, argv)
     kwargs = data_kwargs(args)
-    data = {"name": "multiscale", "kwargs": {k: v for k, v in kwargs.items() if k not in ("root", "download")}}
+    data = {
+        "name": "multiscale",
+        "kwargs": {k: v for k, v in kwargs.items() if k not in ("root", "download")},
+    }
     test_set = MultiScaleDigits(args.num_test, "test", seed=10_000 + args.seed, **kwargs)
 
+    steps = {"ssdir": ssdir_steps(args, overrides["ssdir"]), "spair": args.steps}
     per_seed: dict[str, list[dict]] = {m: [] for m in args.models}
     costs, configs, speed, first = {}, {}, {}, {}
     for (kind, seed), run_dir in runs.items():
         train_set = MultiScaleDigits(args.num_train, "train", seed=seed, **kwargs)
-        run_args = type(args)(**{**vars(args), "seed": seed, "steps": total_steps(kind, args, overrides[kind])})
+        run_args = type(args)(**{**vars(args), "seed": seed, "steps": steps[kind]})
         model, cost = train_model(
             train_set, run_dir, run_args, data, command, not args.no_progress, MODELS[kind], **overrides[kind]
         )
@@ -273,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         accuracy = results["ssdir"]["accuracy"]["mean"]
         met["ssdir_accuracy"] = accuracy >= TARGETS["ssdir_accuracy"]
         if "spair" in results and "accuracy" in results["spair"]:
-            met["gap_over_spair"] = accuracy - results["spair"]["accuracy"]["mean"] >= TARGETS["gap_over_spair"]
+            met["gap_over_spair"] = (
+                accuracy - results["spair"]["accuracy"]["mean"] >= TARGETS["gap_over_spair"]
+            )
     if set(speed) == {"ssdir", "spair"}:
         key = "guide_images_per_second"
         met["ssdir_faster_than_spair"] = speed["ssdir"][key] > speed["spair"][key]
@@ -304,7 +298,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for m, rs in per_seed.items()
         for r in rs
     ]
-    columns = {"run": "run", "accuracy": "probe acc.", "f1": "F1", "n_codes": "codes", "ap50": "AP@.5", "steps": "steps"}
+    columns = {
+        "run": "run",
+        "accuracy": "probe acc.",
+        "f1": "F1",
+        "n_codes": "codes",
+        "ap50": "AP@.5",
+        "steps": "steps",
+    }
     print(table(rows, columns))
     print(json.dumps({"throughput": speed, "met": met}))
     return record

@@ -61,6 +61,7 @@ from ppl_scenes.models import (  # noqa: E402
     MIST,
     MODELS,
     SPAIR,
+    SSDIR,
     GMAIRConfig,
     GMAIRGuide,
     MISTConfig,
@@ -69,7 +70,6 @@ from ppl_scenes.models import (  # noqa: E402
     SceneParse,
     SPAIRConfig,
     SPAIRGuide,
-    SSDIR,
     SSDIRConfig,
     VariationalSaccading,
 )

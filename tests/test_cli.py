@@ -155,8 +155,26 @@ def test_train_ssdir_runs_both_stages(tmp_path, capsys):
     out = tmp_path / "ssdir"
     tiny = ["image_size=32,32", "backbone_widths=4,4,4", "pyramid_levels=2", "pyramid_channels=8"]
     tiny += ["what_dim=4", "patch_size=8", "decoder_width=8", "detector_steps=1"]
-    data = ["data.num_scenes=8", "data.canvas_size=32", "data.min_size=8", "data.max_size=16", "train.batch_size=4"]
-    args = ["train", "ssdir", "--out", str(out), "--num-test", "4", "--no-progress", "--steps", "3", *tiny, *data]
+    data = [
+        "data.num_scenes=8",
+        "data.canvas_size=32",
+        "data.min_size=8",
+        "data.max_size=16",
+        "train.batch_size=4",
+    ]
+    args = [
+        "train",
+        "ssdir",
+        "--out",
+        str(out),
+        "--num-test",
+        "4",
+        "--no-progress",
+        "--steps",
+        "3",
+        *tiny,
+        *data,
+    ]
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "ssdir" and config["data"]["name"] == "multiscale"

@@ -401,7 +401,9 @@ def test_ssdir_probe(script, digits, tmp_path):
     assert record["models"]["spair"]["cell_size"] == [16, 16]
     for path in record["figures"].values():
         assert Path(path).is_file() and Path(path).stat().st_size > 0
-    again = script("ssdir_probe").main([*TINY, *digits, *SSDIR_TINY, "--seeds", "0", "1", "--out", str(out), "--resume"])
+    again = script("ssdir_probe").main(
+        [*TINY, *digits, *SSDIR_TINY, "--seeds", "0", "1", "--out", str(out), "--resume"]
+    )
     assert again["cost"] == record["cost"]
 
 
@@ -410,7 +412,9 @@ def test_ssdir_ablation(script, digits, tmp_path):
     ssdir_set = SSDIR_TINY[SSDIR_TINY.index("--ssdir-set") + 1 : SSDIR_TINY.index("--spair-set")]
     flags = ["--canvas-size", "32", "--digit-sizes", "8", "16", "--num-test", "4", "--detector-steps", "1"]
     sweeps = ["--max-sizes", "12", "16", "--grids", "2"]
-    record = script("ssdir_ablation").main([*TINY, *digits, *flags, *sweeps, "--set", *ssdir_set, "--out", str(out)])
+    record = script("ssdir_ablation").main(
+        [*TINY, *digits, *flags, *sweeps, "--set", *ssdir_set, "--out", str(out)]
+    )
     assert set(record["results"]) == {"size12", "size16", "grid2"}
     assert record["variants"]["grid2"]["grid_size"] == 2 and record["variants"]["size12"]["max_size"] == 12
     for name, r in record["results"].items():

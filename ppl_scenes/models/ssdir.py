@@ -126,7 +126,9 @@ class SSDIRConfig:
         )
         ups = self.patch_size // 4
         if self.patch_size < 8 or self.patch_size % 4 or ups & (ups - 1):
-            raise ValueError(f"patch_size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {self.patch_size}")
+            raise ValueError(
+                f"patch_size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {self.patch_size}"
+            )
         check_int_fields(self, ("detector_steps",), minimum=0)
         smallest = 2 ** (len(self.backbone_widths) + self.pyramid_levels - 1)
         if min(self.image_size) < smallest:
@@ -411,7 +413,9 @@ class SSDIR(SceneModel):
         alpha = support * present.to(patches.dtype)[:, :, None, None, None]
         background: Tensor | float = 0.0
         if z_bg is not None:
-            background = F.interpolate(self.background_decoder(z_bg), size=size, mode="bilinear", align_corners=False)
+            background = F.interpolate(
+                self.background_decoder(z_bg), size=size, mode="bilinear", align_corners=False
+            )
         return composite(placed, alpha, depth, background)
 
     def likelihood(self, mean: Tensor):

@@ -14,7 +14,6 @@ from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
-
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 
@@ -37,7 +36,10 @@ class PyramidBackbone(nn.Module):
     """
 
     def __init__(
-        self, channels: int, widths: tuple[int, ...] = (8, 16, 32), level_channels: tuple[int, ...] = (64,) * 4
+        self,
+        channels: int,
+        widths: tuple[int, ...] = (8, 16, 32),
+        level_channels: tuple[int, ...] = (64,) * 4,
     ):
         super().__init__()
         stages: list[nn.Module] = []

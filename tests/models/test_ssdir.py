@@ -86,7 +86,9 @@ def test_standard_model_test(variant, tmp_path):
     assert parse.reconstruction.shape == x.shape
     for boxes, scores, what, labels in zip(parse.boxes, parse.scores, parse.what, parse.labels):
         n = len(boxes)
-        assert boxes.shape == (n, 4) and scores.shape == (n,) and what.shape == (n, 4) and labels.shape == (n,)
+        assert (
+            boxes.shape == (n, 4) and scores.shape == (n,) and what.shape == (n, 4) and labels.shape == (n,)
+        )
         assert (scores > model.config.score_threshold).all()
     restored = load(tmp_path / "run")
     assert isinstance(restored, SSDIR)
@@ -190,7 +192,7 @@ def test_load_detector_round_trip(tmp_path):
     a, b = tiny(), tiny()
     a.save_detector(tmp_path / "d.pt")
     b.load_detector(tmp_path / "d.pt")
-    for (k, v), w in zip(a.detector.state_dict().items(), b.detector.state_dict().values()):
+    for v, w in zip(a.detector.state_dict().values(), b.detector.state_dict().values()):
         torch.testing.assert_close(v, w)
 
 
