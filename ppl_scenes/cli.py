@@ -424,7 +424,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ppl_scenes.runs import EVAL_FILE, write_json
+    from ppl_scenes.runs import EVAL_FILE, strict_json, write_json
 
     model, config, cls = _load_run(args.run_dir)
     name, test_set = _test_dataset(config, cls, args.dataset, args.num_test, args.data_root)
@@ -433,7 +433,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.run_dir) / (EVAL_FILE if own else f"eval-{name}.json")
     write_json(path, metrics)
     if args.json:
-        args.stdout.write(json.dumps(metrics) + "\n")
+        args.stdout.write(json.dumps(strict_json(metrics), allow_nan=False) + "\n")
     else:
         print(f"{config['model']} at step {model.step} on {len(test_set)} {name!r} test scenes:")
         print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step")}))

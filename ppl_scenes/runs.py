@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -46,9 +47,25 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as ``None``, so that it dumps as strict JSON.
+
+    (Metrics are NaN where they are undefined, e.g. clustering scores with no matched object; Python's
+    ``json`` would write a bare ``NaN`` that other JSON readers refuse.)
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2, default=_jsonable).encode()))
+    """Write ``data`` as indented strict JSON (NaN and infinities as ``null``), atomically."""
+    text = json.dumps(strict_json(data), indent=2, default=_jsonable, allow_nan=False)
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
@@ -150,7 +167,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def _jsonable(obj):
     if isinstance(obj, torch.Tensor):
-        return obj.tolist()
+        return strict_json(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -181,6 +181,10 @@ def test_train_ssdir_runs_both_stages(tmp_path, capsys):
     assert (out / "detector.pt").is_file()
     assert [r["stage"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())][-1] == 2
     assert {"ap50", "rmse"} <= set(json.loads((out / "eval.json").read_text()))
+    capsys.readouterr()
+    assert main(["eval", str(out), "--num-test", "4", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert printed["acc"] is None or 0 <= printed["acc"] <= 1  # undefined (no match) is null, not NaN
     assert main(["sample", str(out), "--num-samples", "2", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file()
 
