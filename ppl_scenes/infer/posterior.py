@@ -45,13 +45,20 @@ SITE_DIMS = {
 
 
 def _latent_sites(model, images: Tensor) -> list[str]:
-    """The guide's latent sites: the papers' names present, then the per-step ``z_0, z_1, ...``."""
+    """The latent sites: the papers' names present, then the guide's per-step ``z_0, z_1, ...``.
+
+    The papers' names are looked up in the guide and in the model run on the guide's draws, so that
+    latents the model fixes rather than the guide samples (SSDIR's observed ``z_pres`` and
+    deterministic ``z_where``) are reported too.
+    """
     import pyro.poutine as poutine
 
     with torch.no_grad():
         trace = poutine.trace(model.guide).get_trace(images)
+        model_trace = poutine.trace(poutine.replay(model.model, trace=trace)).get_trace(images)
     steps = sorted((n for n in trace.nodes if _step_index(n) is not None), key=_step_index)
-    return [name for name in LATENT_SITES if name in trace.nodes] + steps
+    present = set(trace.nodes) | set(model_trace.nodes)
+    return [name for name in LATENT_SITES if name in present] + steps
 
 
 def _step_index(name: str) -> int | None:

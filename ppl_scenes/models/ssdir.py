@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
 from ppl_scenes.checks import check_choice, check_int_fields
 from ppl_scenes.models.base import SceneModel, SceneParse
@@ -474,6 +474,20 @@ class SSDIR(SceneModel):
             if c.background:
                 pyro.sample("z_bg", dist.Normal(enc["background"].unsqueeze(1), c.what_scale).to_event(1))
         return enc
+
+    def present_boxes(self, z_pres: Tensor, z_where: Tensor, image_size: tuple[int, int]) -> list[Tensor]:
+        """Boxes of the present cells of each scene of a batch of latents (for posterior draws).
+
+        Args:
+            z_pres: ``[..., A]`` 0/1; z_where: ``[..., A, 4]`` cxcywh pixels (any leading dims,
+                flattened in order); image_size: unused (SSDIR's boxes are already in pixels), kept
+                for the signature the posterior helpers share.
+
+        Returns:
+            one ``[K_i, 4]`` xyxy tensor per scene.
+        """
+        boxes = box_convert(z_where.reshape(-1, z_where.shape[-2], 4), "cxcywh", "xyxy")
+        return [b[p > 0.5] for b, p in zip(boxes, z_pres.reshape(-1, z_pres.shape[-1]))]
 
     # -- parse -------------------------------------------------------------------------------------
     def parse(self, x: Tensor, score_threshold: float | None = None) -> SceneParse:

@@ -119,3 +119,32 @@ def test_saccade_posterior_stacks_its_steps_and_gives_each_draws_glimpses():
     assert not torch.equal(boxes[0][0], boxes[0][1])  # the draws differ
     idata = to_inference_data(samples)
     assert tuple(idata.posterior["z_t"].dims) == ("chain", "draw", "image", "saccade", "z_dim")
+
+
+def test_ssdir_posterior_reports_the_detectors_boxes_and_presence():
+    from ppl_scenes.models import SSDIR
+
+    model = SSDIR(
+        image_size=(32, 32), backbone_widths=(4, 4, 4), pyramid_levels=2, pyramid_channels=8, what_dim=4,
+        patch_size=8, decoder_width=8, max_objects=3,
+    )  # fmt: skip
+    with torch.no_grad():  # an untrained detector that calls every cell an object
+        for conv in model.detector.head.classification_head.module_list:
+            conv.weight.zero_()
+            conv.bias.view(-1, 11).copy_(torch.tensor([0.0, 5.0] + [0.0] * 9))
+    model.freeze_detector()
+    x = torch.rand(2, 1, 32, 32)
+    samples = sample_posterior(model, x, num_samples=3)
+    cells = samples["z_what"].shape[2]
+    assert set(samples) == {"z_pres", "z_where", "z_depth", "z_what", "reconstruction"}
+    assert samples["z_pres"].shape == (3, 2, cells) and samples["z_where"].shape == (3, 2, cells, 4)
+    assert (samples["z_pres"].sum(-1) == 3).all()  # the detections (max_objects), the same in every draw
+    assert not torch.equal(samples["z_what"][0], samples["z_what"][1])  # codes are sampled
+    counts = count_posterior(samples["z_pres"])
+    assert counts.probs[:, 3].tolist() == [1.0, 1.0]
+    boxes = posterior_boxes(model, samples, (32, 32))
+    parse = model.parse(x)
+    for i in range(2):
+        torch.testing.assert_close(
+            boxes[i][0][boxes[i][0][:, 0].argsort()], parse.boxes[i][parse.boxes[i][:, 0].argsort()]
+        )
