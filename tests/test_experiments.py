@@ -300,6 +300,7 @@ def test_docstrings_give_the_command(script):
         "saccade_cluttered",
         "ssdir_probe",
         "ssdir_ablation",
+        "saccade_fixed_batch",
     )
     for name in names:
         doc = script(name).__doc__
@@ -423,3 +424,17 @@ def test_ssdir_ablation(script, digits, tmp_path):
     assert read_record(out / "ssdir_ablation.json")["experiment"] == "ssdir_ablation"
     for path in record["figures"].values():
         assert Path(path).is_file() and Path(path).stat().st_size > 0
+
+
+def test_saccade_fixed_batch(script, digits, tmp_path):
+    out = tmp_path / "fixed"
+    flags = ["--steps", "2", "--batch-size", "4", "--proxy-weights", "1", "0.001", "--log-every", "1"]
+    record = script("saccade_fixed_batch").main(
+        [*flags, "--data-root", digits[1], "--threads", "1", "--out", str(out)]
+    )
+    assert set(record["results"]) == {"spread-w1", "spread-w0.001", "centre-w1", "centre-w0.001"}
+    for r in record["results"].values():
+        assert [p["step"] for p in r["curve"]] == [1, 2] and r["label_log_lik_per_scene"] <= 0
+        assert 0 <= r["train_accuracy"] <= 1
+    assert record["constant_predictor_log_lik_per_scene"] < 0
+    assert read_record(out / "saccade_fixed_batch.json")["experiment"] == "saccade_fixed_batch"

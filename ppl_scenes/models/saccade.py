@@ -34,6 +34,7 @@ each glimpse touches, so memory does not grow with the image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -68,6 +69,27 @@ def _conv_encoder(channels: int, size: int, width: int, out_dim: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+def initial_where_offsets(config: SaccadeConfig) -> Tensor:
+    """``[T, 3]`` starting (scale, x, y) logits of the ``T`` glimpses (``config.spread_glimpses``).
+
+    Spread: the glimpses start on the centres of a ``ceil(sqrt(T))``-square grid, each as wide as a
+    grid cell (within the allowed scales), so together they cover the image before anything is
+    learnt. Otherwise all start at the centre, at the middle scale.
+    """
+    t = config.num_saccades
+    offsets = torch.zeros(t, 3)
+    if not config.spread_glimpses:
+        return offsets
+    side = math.ceil(math.sqrt(t))
+    span = config.max_scale - config.min_scale
+    width = (1 / side - config.min_scale) / span if span > 0 else 0.5
+    offsets[:, 0] = torch.logit(torch.tensor(width).clamp(0.05, 0.95))
+    steps = torch.arange(t)
+    offsets[:, 1] = torch.logit((steps % side + 0.5) / side)
+    offsets[:, 2] = torch.logit((steps // side + 0.5) / side)
+    return offsets
+
+
 @dataclass
 class SaccadeConfig:
     """Settings of :class:`VariationalSaccading` (CPU-scale defaults).
@@ -86,14 +108,22 @@ class SaccadeConfig:
         conv_width: channels of the convolutional encoders.
         obs_scale: sigma of the Normal likelihood of the proxy.
         proxy_weight: coefficient of the proxy's log-likelihood in the bound (``poutine.scale`` on
-            the ``proxy_t`` sites). 1 is eq. 5 as written; there the proxy's thousand pixels outweigh
-            the label's few nats, and on 100x100 cluttered MNIST the classifier did not learn at all
-            in 4,000 steps (BENCHMARKS.md), so smaller values trade the VRNN's reconstruction for
-            the task.
+            the ``proxy_t`` sites). 1 is eq. 5 as written; there the proxy's thousand pixels (tens of
+            thousands of nats) outweigh the label's few nats and the classifier does not learn at
+            all (BENCHMARKS.md: a fixed batch of 32 scenes stays at the constant predictor's
+            log-likelihood with weight 1, fits with 0.001). The default 0.001 trades the VRNN's
+            reconstruction for the task.
         learn_posterior_scale: the guide learns ``sigma_q``; False fixes it to ``posterior_scale``
             (the paper's §4.1.1 compares both).
         posterior_scale: the fixed ``sigma_q``, and the learned one's initial value.
         localized: cut glimpses with the localized spatial transformer (Appendix 7.3).
+        spread_glimpses: the untrained model's ``T`` glimpses start spread over a grid that covers
+            the image (a learned per-step offset of the where-logits, :func:`initial_where_offsets`)
+            and the where-head starts at zero, so they stay there until the task moves them; False
+            starts them all at the centre with a random where-head. Centred glimpses of 20-50 % of
+            the side rarely see a digit of a cluttered scene, and glimpses that jump with the
+            posterior's noise give the classifier nothing steady to learn from: with both, not even
+            a fixed batch of 32 scenes was fitted in 200 steps (BENCHMARKS.md).
     """
 
     channels: int = 1
@@ -110,10 +140,11 @@ class SaccadeConfig:
     embed_dim: int = 128
     conv_width: int = 32
     obs_scale: float = 0.1
-    proxy_weight: float = 1.0
+    proxy_weight: float = 0.001
     learn_posterior_scale: bool = True
     posterior_scale: float = 0.5
     localized: bool = False
+    spread_glimpses: bool = True
 
     def __post_init__(self):
         check_choice(self.channels, (1, 3), "channels")
@@ -207,9 +238,16 @@ class VariationalSaccading(ImageLabelModel):
         self.posterior_net = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
         self.proxy_decoder = mlp([c.z_dim + c.hidden_dim, c.hidden_dim, c.channels * c.proxy_size**2])
         self.where_head = nn.Linear(c.z_dim, 3)
+        #: A learned offset of each step's (scale, x, y) logits, added to ``where_head(z_t)``.
+        self.where_offset = nn.Parameter(initial_where_offsets(c))
         self.classifier = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, c.num_outputs])
         with torch.no_grad():
             self.posterior_net[-1].bias[c.z_dim :].fill_(inverse_positive(c.posterior_scale))
+            self.where_head.bias.zero_()  # the glimpses start where ``where_offset`` puts them
+            if c.spread_glimpses:
+                # ... and stay there, whatever z_t says, until the label's gradient grows the head:
+                # glimpses that jump with the posterior's noise left the classifier nothing steady to fit.
+                self.where_head.weight.zero_()
 
     # -- pieces shared by model, guide and parse ---------------------------------------------------
     def min_image_size(self) -> tuple[int, int]:
@@ -232,11 +270,20 @@ class VariationalSaccading(ImageLabelModel):
             raise ValueError("proxy contains NaN or Inf values")
         return x, proxy
 
-    def saccade_boxes(self, z: Tensor, image_size: tuple[int, int]) -> Tensor:
-        """``[B, 4]`` cxcywh glimpse boxes in pixels from ``z_t`` (square, inside the image's range)."""
+    def saccade_boxes(self, z: Tensor, image_size: tuple[int, int], t: int | None = None) -> Tensor:
+        """Cxcywh glimpse boxes in pixels from ``z_t`` (square, inside the image's range).
+
+        Args:
+            z: ``[..., D]`` the codes of step ``t``, or ``[..., T, D]`` those of every step (``t=None``).
+            image_size: ``(H, W)`` of the full images.
+            t: the step, for the step's learned offset (:attr:`where_offset`).
+
+        Returns:
+            ``[..., 4]`` (or ``[..., T, 4]``).
+        """
         c = self.config
         h, w = image_size
-        raw = self.where_head(z)
+        raw = self.where_head(z) + (self.where_offset if t is None else self.where_offset[t])
         side = (c.min_scale + (c.max_scale - c.min_scale) * torch.sigmoid(raw[..., 0])) * min(h, w)
         cx = torch.sigmoid(raw[..., 1]) * w
         cy = torch.sigmoid(raw[..., 2]) * h
@@ -248,9 +295,9 @@ class VariationalSaccading(ImageLabelModel):
         size = (self.config.glimpse_size, self.config.glimpse_size)
         return cut(x, boxes[:, None], size)[:, 0]
 
-    def advance(self, x: Tensor, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One saccade: ``(boxes, e_t, h_{t+1})`` for the code ``z_t`` and the state ``h_t``."""
-        boxes = self.saccade_boxes(z, tuple(x.shape[-2:]))
+    def advance(self, x: Tensor, z: Tensor, h: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Saccade ``t``: ``(boxes, e_t, h_{t+1})`` for the code ``z_t`` and the state ``h_t``."""
+        boxes = self.saccade_boxes(z, tuple(x.shape[-2:]), t)
         embedding = self.glimpse_encoder(self.glimpse(x, boxes))
         return boxes, embedding, self.rnn(torch.cat((embedding, z), -1), h)
 
@@ -315,7 +362,7 @@ class VariationalSaccading(ImageLabelModel):
                 recon = self.decode_proxy(z, h)
                 with poutine.scale(scale=c.proxy_weight):
                     pyro.sample(f"proxy_{t}", dist.Normal(recon, c.obs_scale).to_event(3), obs=proxy)
-                _, embedding, h = self.advance(x, z, h)
+                _, embedding, h = self.advance(x, z, h, t)
                 embeddings.append(embedding)
             logits = self.classify(embeddings, h)
             pyro.sample("y", self.label_distribution(logits), obs=y)
@@ -344,7 +391,7 @@ class VariationalSaccading(ImageLabelModel):
         boxes, embeddings = [], []
         for t in pyro.markov(range(self.config.num_saccades)):
             loc, scale = self.posterior(features, h)
-            box, embedding, h = self.advance(x, draw(t, loc, scale), h)
+            box, embedding, h = self.advance(x, draw(t, loc, scale), h, t)
             boxes.append(box)
             embeddings.append(embedding)
         return boxes, embeddings, h

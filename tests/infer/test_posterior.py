@@ -108,7 +108,14 @@ def test_saccade_posterior_stacks_its_steps_and_gives_each_draws_glimpses():
     from ppl_scenes.models import VariationalSaccading
 
     model = VariationalSaccading(
-        proxy_size=8, glimpse_size=8, z_dim=3, hidden_dim=8, embed_dim=4, conv_width=4, num_saccades=2
+        proxy_size=8,
+        glimpse_size=8,
+        z_dim=3,
+        hidden_dim=8,
+        embed_dim=4,
+        conv_width=4,
+        num_saccades=2,
+        spread_glimpses=False,  # a random where-head: each draw's z moves the glimpses
     )
     x = torch.rand(2, 1, 24, 24)
     samples = sample_posterior(model, x, num_samples=5)

@@ -106,7 +106,7 @@ def test_registered_and_bound_sites():
 
 
 def test_another_proxy_can_stand_in():
-    model = tiny()
+    model = tiny(spread_glimpses=False)  # a random where-head: the glimpses follow the proxy at once
     x = torch.stack([im for im, _ in scenes()])
     noisy = (model.make_proxy(x) + 0.3 * torch.randn(4, 1, 8, 8)).clamp(0, 1)
     trace = poutine.trace(model.model).get_trace(x, proxy=noisy)
@@ -167,3 +167,14 @@ def test_proxy_weight_scales_the_proxy_terms():
         logs[weight] = {n: trace.nodes[n]["log_prob_sum"] for n in ("proxy_0", "y")}
     torch.testing.assert_close(logs[0.1]["proxy_0"], 0.1 * logs[1.0]["proxy_0"])
     torch.testing.assert_close(logs[0.1]["y"], logs[1.0]["y"])
+
+
+def test_untrained_glimpses_start_spread_over_the_image():
+    model = tiny(num_saccades=4, min_scale=0.2, max_scale=0.5)
+    boxes = model.saccade_boxes(torch.randn(4, 4), (100, 100))  # the untrained head ignores z
+    torch.testing.assert_close(boxes[:, :2], torch.tensor([[25.0, 25], [75, 25], [25, 75], [75, 75]]))
+    assert (boxes[:, 2] > 45).all()  # wide enough for the four to cover the image
+    centred = tiny(num_saccades=4, spread_glimpses=False).saccade_boxes(torch.zeros(4, 4), (100, 100))
+    torch.testing.assert_close(centred[:, :2], torch.full((4, 2), 50.0))
+    one = model.saccade_boxes(torch.zeros(2, 4), (100, 100), t=1)  # one step for a batch
+    torch.testing.assert_close(one[:, :2], torch.tensor([[75.0, 25], [75, 25]]))
