@@ -75,9 +75,8 @@ class SSDIRConfig:
             (class-agnostic: one object, one representation).
         max_objects: most detections kept per image.
         detector_steps: supervised steps of stage 1 before SSDIR trains (0: the detector is given,
-            e.g. with :meth:`SSDIR.load_detector`). 3,000 steps of 32 scenes left the default
-            detector classifying 93 % of its detections right and finding 48-82 % of the digits at
-            ``score_threshold`` (BENCHMARKS.md); its losses were still falling.
+            e.g. with :meth:`SSDIR.load_detector`). After 3,000 steps of 32 scenes the detector's
+            losses were still falling and the probe of the codes stopped at 0.88 (BENCHMARKS.md).
         what_dim: size of ``z_what``.
         what_scale, depth_scale: the guide's fixed standard deviations ``sigma_what``, ``sigma_depth``.
         patch_size: side of each decoded object patch (``4 * 2**k``; the paper's 64 by default).
