@@ -30,6 +30,8 @@ from ppl_scenes.checks import check_positive_int
 
 #: Latent sites of the object-centric models, in the papers' names; absent ones are skipped.
 LATENT_SITES = ("z_pres", "z_where", "z_depth", "z_what", "z_cat", "z_t")
+#: Coordinates of ``z_where`` unless the model names its own (``model.where_coords``).
+WHERE_COORDS = ("y", "x", "h", "w")
 #: Named dimensions of each site after the ``(chain, draw, image)`` ones.
 SITE_DIMS = {
     "z_pres": ["cell"],
@@ -188,6 +190,39 @@ def count_posterior(z_pres: Tensor, hdi_prob: float = 0.94) -> CountPosterior:
     return CountPosterior(probs=probs, mean=counts.float().mean(0), hdi=hdi, samples=counts)
 
 
+@dataclass
+class ObjectPosterior:
+    """Per-cell summaries of posterior draws: how sure the model is of each object and of its box.
+
+    Attributes:
+        presence: ``[B, N]`` posterior probability that cell ``n`` holds an object (the share of
+            draws whose ``z_pres`` rounds to 1).
+        where_mean: ``[B, N, 4]`` posterior mean of ``z_where`` (the model's own parameterisation).
+        where_std: ``[B, N, 4]`` its posterior standard deviation: the box's uncertainty (zero where
+            the model fixes the box, as SSDIR's detector does).
+    """
+
+    presence: Tensor
+    where_mean: Tensor
+    where_std: Tensor
+
+
+def object_posterior(samples: dict[str, Tensor]) -> ObjectPosterior:
+    """Per-object presence probability and box spread from :func:`sample_posterior`'s draws.
+
+    Raises:
+        ValueError: when the samples hold no ``z_pres`` and ``z_where`` (e.g. the saccade model's).
+    """
+    if "z_pres" not in samples or "z_where" not in samples:
+        raise ValueError("object_posterior needs draws of z_pres and z_where (an object-centric model's)")
+    where = samples["z_where"].float()
+    return ObjectPosterior(
+        presence=(samples["z_pres"] > 0.5).float().mean(0),
+        where_mean=where.mean(0),
+        where_std=where.std(0, unbiased=False),
+    )
+
+
 def _arviz():
     """The ``arviz`` module, imported without its FutureWarning about the coming refactoring."""
     with warnings.catch_warnings():
@@ -202,17 +237,19 @@ def _hdi(values: np.ndarray, prob: float) -> np.ndarray:
     return np.asarray(_arviz().hdi(values.astype(float), hdi_prob=prob))
 
 
-def to_inference_data(samples: dict[str, Tensor], sites: Sequence[str] | None = None):
+def to_inference_data(samples: dict[str, Tensor], sites: Sequence[str] | None = None, model=None):
     """An ArviZ ``InferenceData`` of posterior draws, one chain, with named dimensions.
 
-    Dimensions: ``chain``, ``draw``, ``image``, then ``cell``, ``where_coord`` (y, x, h, w), ...; a
-    ``count`` variable (objects present per draw) is added when ``z_pres`` is there, so
+    Dimensions: ``chain``, ``draw``, ``image``, then ``cell``, ``where_coord``, ...; a ``count``
+    variable (objects present per draw) is added when ``z_pres`` is there, so
     ``az.summary(idata, var_names=["count"])`` and ``az.hdi`` work on counts directly.
 
     Args:
         samples: from :func:`sample_posterior` (``[S, B, ...]`` tensors).
         sites: which entries to include (default: every latent site, the count and not the
             reconstruction).
+        model: the model the draws came from; its ``where_coords`` name the ``where_coord``
+            coordinates (default SPAIR's ``y, x, h, w``; SSDIR's are ``cx, cy, w, h``).
     """
     arrays = {}
     for name, value in samples.items():
@@ -221,7 +258,8 @@ def to_inference_data(samples: dict[str, Tensor], sites: Sequence[str] | None = 
     if "z_pres" in samples and (sites is None or "count" in sites):
         arrays["count"] = (samples["z_pres"] > 0.5).sum(-1).cpu().numpy()[None]
     dims = {name: ["image", *SITE_DIMS.get(name, [])] for name in arrays}
-    coords = {"where_coord": ["y", "x", "h", "w"]} if "z_where" in arrays else {}
+    where_coords = list(getattr(model, "where_coords", WHERE_COORDS))
+    coords = {"where_coord": where_coords} if "z_where" in arrays else {}
     return _from_dict(arrays, dims, coords)
 
 

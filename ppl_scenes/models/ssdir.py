@@ -197,6 +197,8 @@ class SSDIR(SceneModel):
     name: ClassVar[str] = "ssdir"
     config_class: ClassVar[type] = SSDIRConfig
     default_dataset: ClassVar[str] = "multiscale"
+    #: ``z_where`` is a box in pixels (the posterior helpers name its coordinates so).
+    where_coords: ClassVar[tuple[str, ...]] = ("cx", "cy", "w", "h")
     #: 8,000 detector steps (``config.detector_steps``), then 2,000 SVI steps.
     default_train: ClassVar[dict[str, Any]] = {"steps": 10_000, "batch_size": 32, "lr": 1e-3}
 

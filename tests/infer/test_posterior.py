@@ -5,6 +5,7 @@ import torch
 
 from ppl_scenes.infer.posterior import (
     count_posterior,
+    object_posterior,
     posterior_boxes,
     sample_posterior,
     sample_prior,
@@ -149,9 +150,26 @@ def test_ssdir_posterior_reports_the_detectors_boxes_and_presence():
     assert not torch.equal(samples["z_what"][0], samples["z_what"][1])  # codes are sampled
     counts = count_posterior(samples["z_pres"])
     assert counts.probs[:, 3].tolist() == [1.0, 1.0]
+    idata = to_inference_data(samples, model=model)
+    assert list(idata.posterior["z_where"].coords["where_coord"].values) == ["cx", "cy", "w", "h"]
+    assert float(object_posterior(samples).where_std.abs().max()) == 0.0  # the detector fixes the boxes
     boxes = posterior_boxes(model, samples, (32, 32))
     parse = model.parse(x)
     for i in range(2):
         torch.testing.assert_close(
             boxes[i][0][boxes[i][0][:, 0].argsort()], parse.boxes[i][parse.boxes[i][:, 0].argsort()]
         )
+
+
+def test_object_posterior_gives_presence_and_box_spread(model, images):
+    samples = sample_posterior(model, images, num_samples=20)
+    post = object_posterior(samples)
+    n = samples["z_pres"].shape[-1]
+    assert post.presence.shape == (2, n) and post.where_mean.shape == post.where_std.shape == (2, n, 4)
+    torch.testing.assert_close(post.presence, (samples["z_pres"] > 0.5).float().mean(0))
+    torch.testing.assert_close(post.presence.sum(-1), count_posterior(samples["z_pres"]).mean)
+    assert (post.where_std > 0).all()  # SPAIR samples its boxes
+    fixed = {"z_pres": torch.ones(3, 1, 2), "z_where": torch.tensor([1.0, 2, 3, 4]).expand(3, 1, 2, 4)}
+    assert object_posterior(fixed).where_std.abs().max() == 0 and object_posterior(fixed).presence.min() == 1
+    with pytest.raises(ValueError, match="z_pres and z_where"):
+        object_posterior({"z_t": torch.zeros(3, 1, 2, 4)})
