@@ -17,6 +17,7 @@ sampled the same way. Relaxed presence samples are rounded at 0.5 when objects a
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,7 +105,8 @@ def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = N
     """Scenes generated from the model's prior: latent draws and the rendered images.
 
     Args:
-        model: an SVI scene model whose ``model`` takes ``batch_size`` and ``image_size``.
+        model: an SVI scene model whose ``model`` takes ``batch_size`` and ``image_size`` (SPAIR,
+            GMAIR; a model without, such as SSDIR or the saccade model, raises ``ValueError``).
         num_samples: scenes to generate.
         image_size: ``(H, W)`` (default: the model's own default).
 
@@ -116,6 +118,11 @@ def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = N
     import pyro.poutine as poutine
 
     num_samples = check_positive_int(num_samples, "num_samples")
+    if "batch_size" not in inspect.signature(model.model).parameters:
+        raise ValueError(
+            f"{type(model).__name__} has no prior over whole scenes: its model needs an image (SSDIR's boxes "
+            "come from a detector run on it; the saccade model glimpses it)"
+        )
     trace = poutine.trace(model.model).get_trace(batch_size=num_samples, image_size=image_size)
     out = {
         name: _drop_plate_dims(trace.nodes[name]["value"], num_samples, leading=False)

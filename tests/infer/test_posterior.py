@@ -153,6 +153,8 @@ def test_ssdir_posterior_reports_the_detectors_boxes_and_presence():
     idata = to_inference_data(samples, model=model)
     assert list(idata.posterior["z_where"].coords["where_coord"].values) == ["cx", "cy", "w", "h"]
     assert float(object_posterior(samples).where_std.abs().max()) == 0.0  # the detector fixes the boxes
+    with pytest.raises(ValueError, match="no prior over whole scenes"):
+        sample_prior(model, num_samples=2)
     boxes = posterior_boxes(model, samples, (32, 32))
     parse = model.parse(x)
     for i in range(2):
