@@ -31,6 +31,8 @@ class SVITrainer(Trainer):
         super().__init__(model, config, **kwargs)
         self.elbo = elbo or Trace_ELBO(num_particles=self.config.num_particles, vectorize_particles=False)
         self.params: list[torch.nn.Parameter] = []
+        #: ``id(param) -> name`` of every optimised parameter, ``pyro.param`` sites included (set by setup)
+        self.param_names: dict[int, str] = {}
 
     def loss(self, batch: Tensor) -> Tensor:
         """``-ELBO`` of a batch (differentiable); a supervised model also gets its labels (``y=...``)."""
@@ -50,6 +52,7 @@ class SVITrainer(Trainer):
                 params.append(p)
                 names[id(p)] = site["name"]
         self.params = params
+        self.param_names = names
         self.optimizers = {"adam": self.make_optimizer(params, names)}
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:

@@ -34,17 +34,14 @@ class TwoStageTrainer(SVITrainer):
         return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch)
 
     def setup(self, example_batch: Tensor) -> None:
-        names = self.parameter_names()
+        super().setup(example_batch)  # traces the ELBO once to find every parameter and its name
         detector = list(self.model.detector.parameters())
-        self.detector_params = detector
-        super().setup(example_batch)  # traces the ELBO once to find every parameter
         frozen = {id(p) for p in detector}
+        self.detector_params = detector
         self.params = [p for p in self.params if id(p) not in frozen]
-        for p in self.params:
-            names.setdefault(id(p), "")
         self.optimizers = {
-            "detector": self.make_optimizer(detector, names),
-            "adam": self.make_optimizer(self.params, names),
+            "detector": self.make_optimizer(detector, self.param_names),
+            "adam": self.make_optimizer(self.params, self.param_names),
         }
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:
