@@ -98,12 +98,11 @@ def reconstruction_errors(model: SSDIR, dataset, batch_size: int = 64) -> dict[s
     for start in range(0, len(dataset), batch_size):
         x = torch.stack([dataset[i][0] for i in range(start, min(len(dataset), start + batch_size))])
         x = x.to(model.device)
-        recon = model.parse(x).reconstruction
-        image_se += float(((recon - x) ** 2).sum())
-        pixels += x.numel()
         det = model.detect(x)
         enc = model.encode(x, det)
-        patches = model.decoder(det.gather(enc["what"]))
+        recon, patches = model.decode(det, enc["what"], enc["depth"], enc.get("background"))
+        image_se += float(((recon - x) ** 2).sum())
+        pixels += x.numel()
         crops = crop(x, xyxy_to_cxcywh(det.gather(det.boxes)), size)
         err = ((patches - crops) ** 2).mean(dim=(-3, -2, -1))
         object_se += float(err[det.present].sum())
