@@ -102,6 +102,9 @@ class SaccadeConfig:
         max_sum: largest sum of the sum task (18 for two digits).
         num_saccades: ``T``, glimpses per image (4 in the paper).
         proxy_size: side of the default proxy (``X`` resized by area averaging).
+        proxy_noise: sigma of Gaussian noise added to the default proxy (then clipped to [0, 1]), in
+            training and evaluation alike; 0 (default) for the clean proxy. The paper's §4.1.1 varies
+            it. In evaluation mode the noise comes from a fixed seed, so ``parse`` stays deterministic.
         glimpse_size: side in pixels of a glimpse after resampling.
         min_scale, max_scale: range of a glimpse's side as a fraction of the image's shorter side.
         z_dim: size of ``z_t``; hidden_dim: RNN state; embed_dim: glimpse and proxy embeddings.
@@ -133,6 +136,7 @@ class SaccadeConfig:
     max_sum: int = 18
     num_saccades: int = 4
     proxy_size: int = 32
+    proxy_noise: float = 0.0
     glimpse_size: int = 32
     min_scale: float = 0.2
     max_scale: float = 0.5
@@ -162,6 +166,8 @@ class SaccadeConfig:
         for name in ("obs_scale", "posterior_scale", "proxy_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 <= self.proxy_noise < math.inf:
+            raise ValueError(f"proxy_noise must be a finite number >= 0, got {self.proxy_noise!r}")
 
     @property
     def num_outputs(self) -> int:
@@ -255,9 +261,20 @@ class VariationalSaccading(ImageLabelModel):
         return (4, 4)
 
     def make_proxy(self, x: Tensor) -> Tensor:
-        """The default proxy: ``x`` resized to ``proxy_size x proxy_size`` by area averaging."""
-        size = self.config.proxy_size
-        return F.adaptive_avg_pool2d(x, (size, size))
+        """The default proxy: ``x`` resized to ``proxy_size x proxy_size`` by area averaging.
+
+        With ``config.proxy_noise`` > 0, Gaussian noise of that sigma is added and the result clipped to
+        [0, 1]; fresh noise in training mode, noise from a fixed seed in evaluation mode.
+        """
+        c = self.config
+        proxy = F.adaptive_avg_pool2d(x, (c.proxy_size, c.proxy_size))
+        if c.proxy_noise == 0:
+            return proxy
+        generator = None
+        if not self.training:
+            generator = torch.Generator(device=proxy.device).manual_seed(0)
+        noise = torch.randn(proxy.shape, generator=generator, device=proxy.device, dtype=proxy.dtype)
+        return (proxy + c.proxy_noise * noise).clamp(0.0, 1.0)
 
     def _inputs(self, x: Tensor, proxy: Tensor | None) -> tuple[Tensor, Tensor]:
         x = self.check_input(x)

@@ -117,6 +117,24 @@ def test_another_proxy_can_stand_in():
         model.parse(x, proxy=torch.zeros(4, 1, 9, 9))
 
 
+def test_proxy_noise_is_fresh_in_training_and_fixed_in_evaluation():
+    x = torch.stack([im for im, _ in scenes()])
+    model = tiny(proxy_noise=0.5)
+    first, second = model.make_proxy(x), model.make_proxy(x)
+    assert not torch.equal(first, second)  # fresh noise at every training step
+    assert first.min() >= 0 and first.max() <= 1
+    # the noise is what it says: on a mid-grey image (little clipping) residuals of sigma 0.1
+    grey = torch.full((4, 1, 24, 24), 0.5)
+    residual = tiny(proxy_noise=0.1).make_proxy(grey) - 0.5
+    assert 0.08 < float(residual.std()) < 0.12 and abs(float(residual.mean())) < 0.03
+    model.eval()
+    torch.testing.assert_close(model.make_proxy(x), model.make_proxy(x))
+    a, b = model.parse(x), model.parse(x)
+    assert all(torch.equal(p, q) for p, q in zip(a.boxes, b.boxes))
+    with pytest.raises(ValueError, match="proxy_noise"):
+        tiny(proxy_noise=-0.1)
+
+
 def test_fixed_posterior_scale_is_fixed():
     model = tiny(learn_posterior_scale=False, posterior_scale=0.3)
     _, scale = model.posterior(torch.randn(2, 8), torch.randn(2, 16))
