@@ -24,9 +24,10 @@ Data
     ``make_dataset`` -- build a scene generator by name; ``DATASETS`` -- the registry of generators
     (``{"scattered": ScatteredDigits, ...}``); the generators ``ScatteredDigits``,
     ``LargeScatteredDigits``, ``MultiMNIST``, ``MultiScaleDigits``, ``ClutteredDigits``,
-    ``MISTDigits``, ``GaborNoise``, ``Shapes`` and the ``RandomCrops`` wrapper; their base class
-    ``SceneDataset``; ``collate_scenes`` (a DataLoader ``collate_fn``); ``load_digits`` (MNIST or
-    the offline fallback); ``DigitFallbackWarning`` -- warned once when MNIST is unavailable.
+    ``MISTDigits``, ``GaborNoise``, ``Shapes`` and the ``RandomCrops`` and ``Upscaled`` wrappers;
+    their base class ``SceneDataset``; ``collate_scenes`` (a DataLoader ``collate_fn``);
+    ``load_digits`` (MNIST or the offline fallback); ``DigitFallbackWarning`` -- warned once when
+    MNIST is unavailable.
 
 ``__version__`` is the package version. Figures live in :mod:`ppl_scenes.viz`, metrics in
 :mod:`ppl_scenes.metrics`, the command line (``ppl-scenes``) in :mod:`ppl_scenes.cli`.
@@ -50,6 +51,7 @@ from ppl_scenes.data import (  # noqa: E402
     ScatteredDigits,
     SceneDataset,
     Shapes,
+    Upscaled,
     collate_scenes,
     load_digits,
     make_dataset,
@@ -92,6 +94,7 @@ __all__ = [
     "MultiMNIST",
     "MultiScaleDigits",
     "RandomCrops",
+    "Upscaled",
     "RunDirError",
     "SPAIRConfig",
     "SPAIRGuide",

@@ -33,6 +33,7 @@ NAMES = [
     "GaborNoise",
     "Shapes",
     "RandomCrops",
+    "Upscaled",
     "__version__",
 ]
 

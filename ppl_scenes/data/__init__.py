@@ -30,6 +30,7 @@ from .multiscale import MultiScaleDigits
 from .scattered import LargeScatteredDigits, MultiMNIST, ScatteredDigits
 from .scenes import PlacementError, SceneDataset, collate_scenes
 from .shapes import SHAPE_NAMES, Shapes
+from .upscaled import Upscaled
 
 __all__ = [
     "DATASETS",
@@ -47,6 +48,7 @@ __all__ = [
     "ScatteredDigits",
     "SceneDataset",
     "Shapes",
+    "Upscaled",
     "collate_scenes",
     "load_digits",
     "make_dataset",
@@ -71,6 +73,21 @@ def scattered_crops(
     return RandomCrops(scenes, size=size, seed=seed)
 
 
+def cluttered_large(
+    split: str = "train",
+    num_scenes: int = 10_000,
+    seed: int = 0,
+    *,
+    size: int | tuple[int, int] = 1024,
+    **kwargs: object,
+) -> Upscaled:
+    """Saccading §4.1 (Table 1 top): 100x100 two-digit cluttered scenes upsampled to ``size`` (1024).
+
+    Further keyword arguments go to :class:`ClutteredDigits` (e.g. its ``canvas_size``, default 100).
+    """
+    return Upscaled(ClutteredDigits(num_scenes, split, seed, **kwargs), size)
+
+
 def mist_easy(split: str = "train", **kwargs: object) -> MISTDigits:
     """MIST's MNIST easy scenes (:class:`MISTDigits` with ``mode="easy"``)."""
     return MISTDigits(split=split, mode="easy", **kwargs)
@@ -89,6 +106,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "multimnist": MultiMNIST,
     "multiscale": MultiScaleDigits,
     "cluttered": ClutteredDigits,
+    "cluttered-large": cluttered_large,
     "mist-easy": mist_easy,
     "mist-hard": mist_hard,
     "gabor": GaborNoise,

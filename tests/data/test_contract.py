@@ -17,6 +17,7 @@ SMALL = {
     "multimnist": {"canvas_size": 64, "num_digits": (1, 5)},
     "multiscale": {"canvas_size": 64, "min_size": 8, "max_size": 32},
     "cluttered": {"canvas_size": 60},
+    "cluttered-large": {"canvas_size": 60, "size": 96},
     "mist-easy": {},
     "mist-hard": {},
     "gabor": {"canvas_size": 48},
