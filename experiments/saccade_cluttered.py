@@ -30,8 +30,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from _common import (  # noqa: E402
     apply_threads,
     check_run_dirs,
@@ -40,20 +38,19 @@ from _common import (  # noqa: E402
     finite,
     machine,
     make_parser,
-    positive_int,
     settings_record,
     table,
     train_model,
     train_record,
     write_record,
 )
-from matplotlib.figure import Figure  # noqa: E402
+from _saccade import add_saccade_args, cluttered_scenes, curve_fit_kwargs, example_scenes, plot_saccades  # noqa: E402
 
-from ppl_scenes import ClutteredDigits, SaccadeConfig, VariationalSaccading  # noqa: E402
+from ppl_scenes import SaccadeConfig, VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
-from ppl_scenes.viz import draw_boxes, plot_curves, show_image  # noqa: E402
+from ppl_scenes.viz import plot_curves  # noqa: E402
 
 NAME = "saccade_cluttered"
 MODELS = {
@@ -76,45 +73,8 @@ def build_parser():
     parser = make_parser(__doc__, NAME, num_train=20_000, num_train_help="training scenes")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["saccade", "resnet"])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--canvas-size", type=positive_int, default=100, help="scene side in pixels")
-    parser.add_argument("--num-test", type=positive_int, default=1000, help="test scenes")
-    parser.add_argument("--curve-scenes", type=positive_int, default=200, help="test scenes per curve point")
-    parser.add_argument("--eval-every", type=int, default=500, help="steps between curve points (0: none)")
-    parser.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides of the saccade model's config (e.g. proxy_weight=0.001)",
-    )
+    add_saccade_args(parser)
     return parser
-
-
-def plot_saccades(model, images, targets, task: str, path: Path) -> Path:
-    """Fig. 3: each scene with its glimpses numbered by t, and the proxy the saccades were planned on."""
-    parse = model.parse(images.to(model.device))
-    proxy = model.make_proxy(images)
-    n = len(images)
-    fig = Figure(figsize=(2.0 * n, 4.2), layout="constrained")
-    axes = np.asarray(fig.subplots(2, n, squeeze=False))
-    colors = ["red", "orange", "yellow", "cyan", "magenta", "lime"]
-    for j in range(n):
-        show_image(axes[0, j], images[j])
-        for t, box in enumerate(parse.boxes[j].cpu()):
-            draw_boxes(axes[0, j], box[None], color=colors[t % len(colors)], labels=[t], linewidth=1.2)
-        show_image(axes[1, j], proxy[j])
-        pred = parse.image_labels[j]
-        if task == "identify":
-            pred_text = ",".join(str(k) for k in pred.nonzero().flatten().tolist())
-            true_text = ",".join(str(k) for k in targets[j]["multi_label"].nonzero().flatten().tolist())
-        else:
-            pred_text, true_text = str(int(pred)), str(int(targets[j]["sum"]))
-        axes[0, j].set_title(f"pred {pred_text} / true {true_text}", fontsize=8)
-    axes[0, 0].set_ylabel("glimpses (t)", fontsize=8)
-    axes[1, 0].set_ylabel("proxy", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -126,24 +86,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     runs = {(t, m): out / "runs" / f"{t}-{m}" for t in args.tasks for m in args.models}
     check_run_dirs(parser, list(runs.values()), args.resume)
     command = command_line(NAME, argv)
-    data_kwargs = {
-        "canvas_size": args.canvas_size,
-        "root": args.data_root,
-        "download": not args.no_download,
-    }
-    train_set = ClutteredDigits(args.num_train, split="train", seed=args.seed, **data_kwargs)
-    test_set = ClutteredDigits(args.num_test, split="test", seed=args.seed + 1, **data_kwargs)
-    curve_set = torch.utils.data.Subset(test_set, range(min(args.curve_scenes, len(test_set))))
-    data = {"name": "cluttered", "kwargs": {"canvas_size": args.canvas_size}}
+    train_set, test_set, data = cluttered_scenes(args)
 
     results, costs, configs, params, figures = {}, {}, {}, {}, {}
     for (task, kind), run_dir in runs.items():
         cls, extra = MODELS[kind]
         if kind == "saccade":
             extra = {**extra, **saccade_overrides}
-        fit_kwargs = {}
-        if args.eval_every:
-            fit_kwargs = {"eval_fn": lambda m: m.evaluate(curve_set), "eval_every": args.eval_every}
+        fit_kwargs = curve_fit_kwargs(args, test_set)
         key = f"{task}-{kind}"
         model, costs[key] = train_model(
             train_set,
@@ -164,10 +114,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         figures[f"training_{key}"] = out / f"training_{key}.png"
         plot_curves(read_metrics(run_dir), keys, path=figures[f"training_{key}"])
         if kind == "saccade":
-            items = [test_set[i] for i in range(6)]
-            images = torch.stack([im for im, _ in items])
+            images, targets = example_scenes(test_set)
             figures[f"saccades_{task}"] = plot_saccades(
-                model, images, [t for _, t in items], task, out / f"saccades_{task}.png"
+                model, images, targets, task, out / f"saccades_{task}.png"
             )
 
     met = {

@@ -301,6 +301,7 @@ def test_docstrings_give_the_command(script):
         "ssdir_probe",
         "ssdir_ablation",
         "saccade_fixed_batch",
+        "saccade_noisy_proxy",
     )
     for name in names:
         doc = script(name).__doc__
@@ -372,6 +373,25 @@ def test_saccade_cluttered(script, digits, tmp_path):
     )
     assert record["parameters"]["identify-resnet"] > record["parameters"]["identify-saccade"] > 0
     assert {"saccades_identify", "saccades_sum", "training_sum-resnet"} <= set(record["figures"])
+
+
+def test_saccade_noisy_proxy(script, digits, tmp_path):
+    out = tmp_path / "noisy"
+    small = ["--num-test", "6", "--curve-scenes", "3", "--eval-every", "1", "--canvas-size", "60"]
+    levels = ["--noise-levels", "0", "0.5", "--fixed-scales", "1.2"]
+    record = script("saccade_noisy_proxy").main([*TINY, *digits, *small, *levels, "--out", str(out)])
+    check_common(record, "saccade_noisy_proxy", out)
+    assert set(record["results"]) == {"noise-0", "noise-0.5", "fixed-1.2"}
+    for name, metrics in record["results"].items():
+        assert metrics["num_scenes"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
+        assert record["curves"][name]["step"] == [1, 2] and len(record["curves"][name]["accuracy"]) == 2
+    models = record["models"]
+    assert models["noise-0"]["proxy_noise"] == 0 and models["noise-0.5"]["learn_posterior_scale"] is True
+    fixed = {"proxy_noise": 0.5, "learn_posterior_scale": False, "posterior_scale": 1.2}
+    assert models["fixed-1.2"] | fixed == models["fixed-1.2"]
+    assert record["learned_run_at_noisiest"] == "noise-0.5"
+    assert {"proxies", "accuracy_vs_noise", "learned_vs_fixed"} == set(record["figures"])
+    assert type(load(out / "runs" / "fixed-1.2")).__name__ == "VariationalSaccading"
 
 
 SSDIR_TINY = [

@@ -1,0 +1,80 @@
+"""What the saccading experiments share: their flags, the cluttered scenes and the saccade figure."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import positive_int
+from matplotlib.figure import Figure
+
+from ppl_scenes import ClutteredDigits
+from ppl_scenes.viz import draw_boxes, show_image
+
+
+def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene side in pixels") -> None:
+    """``--canvas-size``, ``--num-test``, ``--curve-scenes``, ``--eval-every`` and ``--set``."""
+    parser.add_argument("--canvas-size", type=positive_int, default=100, help=canvas_help)
+    parser.add_argument("--num-test", type=positive_int, default=1000, help="test scenes")
+    parser.add_argument("--curve-scenes", type=positive_int, default=200, help="test scenes per curve point")
+    parser.add_argument("--eval-every", type=int, default=500, help="steps between curve points (0: none)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the saccade model's config (e.g. proxy_weight=0.001)",
+    )
+
+
+def cluttered_scenes(args: argparse.Namespace) -> tuple[ClutteredDigits, ClutteredDigits, dict[str, Any]]:
+    """The training and test scenes of ``--canvas-size`` and the data record of the runs' config."""
+    kwargs = {"canvas_size": args.canvas_size, "root": args.data_root, "download": not args.no_download}
+    train_set = ClutteredDigits(args.num_train, split="train", seed=args.seed, **kwargs)
+    test_set = ClutteredDigits(args.num_test, split="test", seed=args.seed + 1, **kwargs)
+    return train_set, test_set, {"name": "cluttered", "kwargs": {"canvas_size": args.canvas_size}}
+
+
+def curve_fit_kwargs(args: argparse.Namespace, test_set) -> dict[str, Any]:
+    """``fit`` keywords that log the accuracy on the first ``--curve-scenes`` test scenes."""
+    if not args.eval_every:
+        return {}
+    curve_set = torch.utils.data.Subset(test_set, range(min(args.curve_scenes, len(test_set))))
+    return {"eval_fn": lambda model: model.evaluate(curve_set), "eval_every": args.eval_every}
+
+
+def plot_saccades(model, images, targets, task: str, path: Path) -> Path:
+    """Fig. 3: each scene with its glimpses numbered by t, and the proxy the saccades were planned on."""
+    parse = model.parse(images.to(model.device))
+    with model.evaluating():
+        proxy = model.make_proxy(images.to(model.device)).cpu()
+    n = len(images)
+    fig = Figure(figsize=(2.0 * n, 4.2), layout="constrained")
+    axes = np.asarray(fig.subplots(2, n, squeeze=False))
+    colors = ["red", "orange", "yellow", "cyan", "magenta", "lime"]
+    for j in range(n):
+        show_image(axes[0, j], images[j])
+        for t, box in enumerate(parse.boxes[j].cpu()):
+            draw_boxes(axes[0, j], box[None], color=colors[t % len(colors)], labels=[t], linewidth=1.2)
+        show_image(axes[1, j], proxy[j])
+        pred = parse.image_labels[j]
+        if task == "identify":
+            pred_text = ",".join(str(k) for k in pred.nonzero().flatten().tolist())
+            true_text = ",".join(str(k) for k in targets[j]["multi_label"].nonzero().flatten().tolist())
+        else:
+            pred_text, true_text = str(int(pred)), str(int(targets[j]["sum"]))
+        axes[0, j].set_title(f"pred {pred_text} / true {true_text}", fontsize=8)
+    axes[0, 0].set_ylabel("glimpses (t)", fontsize=8)
+    axes[1, 0].set_ylabel("proxy", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def example_scenes(dataset, n: int = 6) -> tuple[torch.Tensor, list[dict]]:
+    """The first ``n`` scenes of ``dataset`` as a batch and their targets."""
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    return torch.stack([image for image, _ in items]), [target for _, target in items]
