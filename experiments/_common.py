@@ -321,7 +321,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
         return str(value)
 
     cells = [[cell(row.get(k)) for k in columns] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(columns.values())]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(columns.values())]
     lines = ["  ".join(h.rjust(w) for h, w in zip(columns.values(), widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)

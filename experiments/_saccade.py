@@ -11,7 +11,7 @@ import torch
 from _common import positive_int
 from matplotlib.figure import Figure
 
-from ppl_scenes import ClutteredDigits
+from ppl_scenes import ClutteredDigits, Upscaled
 from ppl_scenes.viz import draw_boxes, show_image
 
 
@@ -30,12 +30,18 @@ def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene 
     )
 
 
-def cluttered_scenes(args: argparse.Namespace) -> tuple[ClutteredDigits, ClutteredDigits, dict[str, Any]]:
-    """The training and test scenes of ``--canvas-size`` and the data record of the runs' config."""
+def cluttered_scenes(args: argparse.Namespace, size: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The training and test scenes of ``--canvas-size`` and the data record of the runs' config.
+
+    With ``size``, the scenes are upsampled to ``size`` pixels (the ``cluttered-large`` dataset).
+    """
     kwargs = {"canvas_size": args.canvas_size, "root": args.data_root, "download": not args.no_download}
     train_set = ClutteredDigits(args.num_train, split="train", seed=args.seed, **kwargs)
     test_set = ClutteredDigits(args.num_test, split="test", seed=args.seed + 1, **kwargs)
-    return train_set, test_set, {"name": "cluttered", "kwargs": {"canvas_size": args.canvas_size}}
+    if size is None:
+        return train_set, test_set, {"name": "cluttered", "kwargs": {"canvas_size": args.canvas_size}}
+    data = {"name": "cluttered-large", "kwargs": {"canvas_size": args.canvas_size, "size": size}}
+    return Upscaled(train_set, size), Upscaled(test_set, size), data
 
 
 def curve_fit_kwargs(args: argparse.Namespace, test_set) -> dict[str, Any]:

@@ -302,6 +302,7 @@ def test_docstrings_give_the_command(script):
         "ssdir_ablation",
         "saccade_fixed_batch",
         "saccade_noisy_proxy",
+        "saccade_large",
     )
     for name in names:
         doc = script(name).__doc__
@@ -392,6 +393,44 @@ def test_saccade_noisy_proxy(script, digits, tmp_path):
     assert record["learned_run_at_noisiest"] == "noise-0.5"
     assert {"proxies", "accuracy_vs_noise", "learned_vs_fixed"} == set(record["figures"])
     assert type(load(out / "runs" / "fixed-1.2")).__name__ == "VariationalSaccading"
+
+
+def test_saccade_large(script, digits, tmp_path):
+    """Two calls: the saccade model from a small-scene run's weights, then the ResNets and the costs."""
+    large = script("saccade_large")
+    small_run = tmp_path / "small"
+    script("saccade_cluttered").main(
+        [*TINY, *digits, "--canvas-size", "60", "--num-test", "2", "--eval-every", "0",
+         "--models", "saccade", "--tasks", "identify", "--out", str(small_run)]
+    )  # fmt: skip
+    out = tmp_path / "large"
+    flags = [*TINY, *digits, "--canvas-size", "60", "--size", "96", "--num-test", "4", "--eval-every",
+             "0", "--crop-grid", "2", "--cost-sides", "--cost-batch", "1", "--repeats", "1", "--out",
+             str(out)]  # fmt: skip
+    init = ["--init-from", str(small_run / "runs" / "identify-saccade")]
+    first = large.main([*flags, "--models", "saccade", "--skip-costs", *init])
+    assert first["inference"] == [] and first["comparison"] == {}
+    assert set(first["results"]) == {"saccade", "saccade_localized"}
+    # the localized transformer reads the same pixels: the same predictions
+    assert first["results"]["saccade"] == first["results"]["saccade_localized"]
+    record = large.main([*flags, "--resume"])
+    check_common(record, "saccade_large", out)
+    assert set(record["results"]) == {"saccade", "saccade_localized", "resnet", "resnet_crops"}
+    assert record["data"] == {"name": "cluttered-large", "kwargs": {"canvas_size": 60, "size": 96}}
+    kinds = [c["model"] for c in record["inference"]]
+    assert kinds == ["saccade", "saccade_localized", "resnet", "resnet_crops"]
+    for cost in record["inference"]:
+        assert cost["side"] == 96 and cost["seconds_per_image"] > 0 and cost["peak_working_mib"] >= 0
+        assert cost["input_mib"] == 96 * 96 * 4 / 2**20 and cost["weights_mib"] > 0
+    assert record["parameters"]["resnet"] > record["parameters"]["saccade"] > 0
+    assert (
+        set(record["comparison"]) == set(record["targets_met"]) == {"speedup", "memory_ratio", "accuracy_gap"}
+    )
+    assert record["cost"]["resnet"]["seconds_per_epoch"] > 0
+    assert {"saccades", "cost_vs_side"} == set(record["figures"])
+    with pytest.raises(SystemExit):
+        large.main([*flags, "--models", "saccade", "--init-from", str(out / "runs" / "resnet"), "--out",
+                    str(tmp_path / "other")])  # fmt: skip
 
 
 SSDIR_TINY = [
