@@ -30,17 +30,23 @@ def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene 
     )
 
 
-def cluttered_scenes(args: argparse.Namespace, size: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
+def cluttered_scenes(
+    args: argparse.Namespace, size: int | None = None, num_clutter: int | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
     """The training and test scenes of ``--canvas-size`` and the data record of the runs' config.
 
-    With ``size``, the scenes are upsampled to ``size`` pixels (the ``cluttered-large`` dataset).
+    With ``size``, the scenes are upsampled to ``size`` pixels (the ``cluttered-large`` dataset);
+    ``num_clutter`` overrides the generator's number of clutter fragments (0: clean scenes).
     """
-    kwargs = {"canvas_size": args.canvas_size, "root": args.data_root, "download": not args.no_download}
+    scene_kwargs: dict[str, Any] = {"canvas_size": args.canvas_size}
+    if num_clutter is not None:
+        scene_kwargs["num_clutter"] = num_clutter
+    kwargs = {**scene_kwargs, "root": args.data_root, "download": not args.no_download}
     train_set = ClutteredDigits(args.num_train, split="train", seed=args.seed, **kwargs)
     test_set = ClutteredDigits(args.num_test, split="test", seed=args.seed + 1, **kwargs)
     if size is None:
-        return train_set, test_set, {"name": "cluttered", "kwargs": {"canvas_size": args.canvas_size}}
-    data = {"name": "cluttered-large", "kwargs": {"canvas_size": args.canvas_size, "size": size}}
+        return train_set, test_set, {"name": "cluttered", "kwargs": scene_kwargs}
+    data = {"name": "cluttered-large", "kwargs": {**scene_kwargs, "size": size}}
     return Upscaled(train_set, size), Upscaled(test_set, size), data
 
 

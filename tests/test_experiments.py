@@ -373,6 +373,9 @@ def test_saccade_cluttered(script, digits, tmp_path):
         and record["models"]["identify-resnet_crops"]["crop_grid"] == 4
     )
     assert record["parameters"]["identify-resnet"] > record["parameters"]["identify-saccade"] > 0
+    assert record["data"]["sum"]["kwargs"]["num_clutter"] == 0  # the paper's sum task has no clutter
+    assert "num_clutter" not in record["data"]["identify"]["kwargs"]
+    assert load(out / "runs" / "sum-saccade").config.task == "sum"
     assert {"saccades_identify", "saccades_sum", "training_sum-resnet"} <= set(record["figures"])
 
 
