@@ -415,7 +415,7 @@ def test_saccade_large(script, digits, tmp_path):
     assert first["inference"] == [] and first["comparison"] == {}
     assert set(first["results"]) == {"saccade", "saccade_localized"}
     # the localized transformer reads the same pixels: the same predictions
-    assert first["results"]["saccade"] == first["results"]["saccade_localized"]
+    assert first["results"]["saccade"]["accuracy"] == first["results"]["saccade_localized"]["accuracy"]
     record = large.main([*flags, "--resume"])
     check_common(record, "saccade_large", out)
     assert set(record["results"]) == {"saccade", "saccade_localized", "resnet", "resnet_crops"}

@@ -317,13 +317,18 @@ def evaluate_image_labels(
         ``accuracy`` and ``num_scenes``; for ``"identify"`` also ``label_accuracy``, the mean per-class
         accuracy of the multi-hot prediction.
     """
-    from ppl_scenes.models.saccade import image_targets
-
     parses, targets, _ = parse_dataset(
         model, dataset, batch_size, max_scenes, progress=progress, keep_images=False
     )
+    return image_label_metrics(parses, targets, task)
+
+
+def image_label_metrics(parses: Sequence, targets: Sequence[dict], task: str) -> dict[str, float]:
+    """:func:`evaluate_image_labels`'s scores of given parses (one per batch) against the targets."""
+    from ppl_scenes.models.saccade import image_targets
+
     pred = torch.cat([p.image_labels.cpu() for p in parses])
-    truth = image_targets(task, targets).long()
+    truth = image_targets(task, list(targets)).long()
     n = len(targets)
     if task == "identify":
         correct = float((pred == truth).all(-1).sum())

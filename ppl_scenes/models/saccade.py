@@ -415,6 +415,28 @@ class VariationalSaccading(ImageLabelModel):
         return boxes, embeddings, h
 
     # -- the library's surface ----------------------------------------------------------------------
+    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
+        """Accuracy of the prediction, and how much the saccades depend on the image.
+
+        Returns :func:`ppl_scenes.infer.evaluate.evaluate_image_labels`'s scores plus
+        ``glimpse_centre_std``, the standard deviation over the scenes of the glimpses' centres (pixels;
+        the mean over ``t`` and over x and y), and ``glimpse_side``, their mean side (pixels). A
+        centre spread near 0 means the model looks at the same places in every image: a fixed tiling,
+        not saccades chosen from the proxy.
+        """
+        from ppl_scenes.infer.evaluate import image_label_metrics, parse_dataset
+
+        parses, targets, _ = parse_dataset(
+            self, dataset, batch_size, max_scenes, progress=progress, keep_images=False
+        )
+        results = image_label_metrics(parses, targets, self.config.task)
+        boxes = torch.cat([torch.stack(p.boxes) for p in parses]).cpu()  # [N, T, 4] xyxy
+        centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+        spread = centres.std(0) if len(boxes) > 1 else torch.zeros_like(centres[0])
+        results["glimpse_centre_std"] = float(spread.mean())
+        results["glimpse_side"] = float((boxes[..., 2] - boxes[..., 0]).mean())
+        return results
+
     def parse(self, x: Tensor, proxy: Tensor | None = None) -> SceneParse:
         """Saccades and prediction at the guide's means (no sampling).
 

@@ -146,9 +146,15 @@ def test_fixed_posterior_scale_is_fixed():
 def test_evaluate_scores_the_prediction():
     model = tiny()
     results = model.evaluate(scenes())
-    assert set(results) == {"accuracy", "label_accuracy", "num_scenes"} and results["num_scenes"] == 4
-    assert 0 <= results["accuracy"] <= results["label_accuracy"] <= 1
-    assert set(tiny(task="sum").evaluate(scenes())) == {"accuracy", "num_scenes"}
+    glimpses = {"glimpse_centre_std", "glimpse_side"}
+    assert set(results) == {"accuracy", "label_accuracy", "num_scenes"} | glimpses
+    assert results["num_scenes"] == 4 and 0 <= results["accuracy"] <= results["label_accuracy"] <= 1
+    assert set(tiny(task="sum").evaluate(scenes())) == {"accuracy", "num_scenes"} | glimpses
+    # the untrained spread model looks at the same grid in every image, the side within its range
+    assert results["glimpse_centre_std"] < 1e-4
+    assert 0.2 * 24 <= results["glimpse_side"] <= 0.5 * 24
+    # a random where-head follows the image: the glimpses move from scene to scene
+    assert tiny(spread_glimpses=False).evaluate(scenes())["glimpse_centre_std"] > 0.01
 
 
 def test_bad_inputs_are_refused():
