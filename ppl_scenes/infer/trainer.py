@@ -125,6 +125,38 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite steps; the last good checkpoint is left intact."""
 
 
+#: Training sets larger than this (estimated from the first image) are not stacked into one tensor:
+#: their batches are generated on demand (:class:`LazyScenes`). 2 GiB: e.g. 20,000 1024x1024 scenes
+#: (80 GB as float32) would not fit in memory.
+MAX_IN_MEMORY_BYTES = 2 * 2**30
+
+
+class LazyScenes:
+    """A dataset's images fetched batch by batch, for training sets too large to hold in memory.
+
+    Indexing with a tensor of scene indices (or a slice) generates those scenes and returns their
+    images stacked ``[B, C, H, W]`` (validated as training images); the targets of the last batch
+    fetched are kept in :attr:`last_targets` for the model's supervision.
+    """
+
+    def __init__(self, data) -> None:
+        self.data = data
+        self.last_targets: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index) -> Tensor:
+        rows = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
+        items = [self.data[int(i)] for i in rows]
+        self.last_targets = [item[1] if len(item) > 1 else None for item in items]
+        try:
+            images = torch.stack([item[0] for item in items])
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"training images differ in shape or are not tensors: {err}") from None
+        return check_images(images, name="training images")
+
+
 def materialize(data, desc: str = "scenes", progress: bool = True, with_targets: bool = False):
     """Images of a dataset of ``(image, target)`` pairs (or a tensor) as one ``[N, C, H, W]`` tensor.
 
@@ -154,6 +186,19 @@ def materialize(data, desc: str = "scenes", progress: bool = True, with_targets:
     if not with_targets:
         return stacked
     return stacked, [item[1] if len(item) > 1 else None for item in items]
+
+
+def _too_large(data) -> bool:
+    """Whether a dataset's images would take more than :data:`MAX_IN_MEMORY_BYTES` stacked."""
+    if isinstance(data, Tensor) or not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        return False
+    if len(data) == 0:
+        return False
+    first = data[0]
+    image = first[0] if isinstance(first, tuple | list) else first
+    if not isinstance(image, Tensor):
+        return False
+    return image.numel() * image.element_size() * len(data) > MAX_IN_MEMORY_BYTES
 
 
 def _fork_rng(device: torch.device):
@@ -220,6 +265,7 @@ class Trainer:
         self._writer = None
         self.batch_index: Tensor | None = None
         self.supervision: dict[str, Tensor] | None = None
+        self._lazy: LazyScenes | None = None
 
     # -- what subclasses provide ---------------------------------------------------------------
     def setup(self, example_batch: Tensor) -> None:
@@ -242,6 +288,11 @@ class Trainer:
         override this to keep targets of its own (MIST's); during :meth:`train_step`,
         ``self.batch_index`` holds the indices of the batch's scenes into these images.
         """
+        self._lazy = None
+        if _too_large(data):
+            self._lazy = LazyScenes(data)
+            self.supervision = {} if callable(getattr(self.model, "supervision", None)) else None
+            return self._lazy
         if not callable(getattr(self.model, "supervision", None)):
             self.supervision = None
             return materialize(data, progress=self.progress)
@@ -251,6 +302,9 @@ class Trainer:
 
     def batch_supervision(self, device) -> dict[str, Tensor]:
         """The model's supervision (see :meth:`prepare_data`) for the current batch; empty when none."""
+        if self.supervision is not None and self._lazy is not None:
+            labels = self.model.supervision(self._lazy.last_targets)
+            return {k: v.to(device) for k, v in labels.items()}
         if not self.supervision:
             return {}
         return {k: v[self.batch_index].to(device) for k, v in self.supervision.items()}

@@ -827,3 +827,36 @@ def test_model_default_train_settings_are_used(images):
     finally:
         trainer_mod.Trainer.batch_indices = saved
     assert trainer_batches == [3, 3]
+
+
+@pytest.mark.parametrize("model_name", ["spair", "saccade"])
+def test_large_training_sets_are_generated_batch_by_batch(monkeypatch, model_name):
+    """Above the memory limit the scenes are fetched per batch, with the same batches and labels."""
+    from ppl_scenes import ClutteredDigits, DigitFallbackWarning, VariationalSaccading
+
+    with pytest.warns(DigitFallbackWarning):
+        scenes = ClutteredDigits(6, seed=0, canvas_size=40, num_digits=1, root="/nonexistent", download=False)
+
+    def build():
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        if model_name == "spair":
+            return SPAIR(SPAIRConfig(cell_size=(8, 8), anchor=(24.0, 24.0), what_dim=4, backbone_width=8))
+        return VariationalSaccading(proxy_size=8, glimpse_size=8, z_dim=4, hidden_dim=16, embed_dim=8)
+
+    def losses():
+        config = TrainConfig(steps=3, batch_size=2, seed=0, log_every=1)
+        records = SVITrainer(build(), config, progress=False).fit(scenes)
+        return [r["loss"] for r in records]
+
+    in_memory = losses()
+    fetched = []
+    original = scenes.__class__.__getitem__
+    monkeypatch.setattr(trainer_mod, "MAX_IN_MEMORY_BYTES", 100)
+    counted = lambda self, i: fetched.append(i) or original(self, i)  # noqa: E731
+    monkeypatch.setattr(scenes.__class__, "__getitem__", counted)
+    lazy = losses()
+    assert lazy == pytest.approx(in_memory, rel=1e-5)
+    # scene 0 for the size estimate and the input check, then two per batch (setup and three steps):
+    # never the whole set at once
+    assert len(fetched) == 2 + 2 * 4
