@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .scenes import SceneDataset, Target, check_fraction, check_int, check_size
+from .scenes import SceneWrapper, Target, check_fraction, check_int, check_size
 
 __all__ = ["RandomCrops"]
 
@@ -16,7 +16,7 @@ _CROP_STREAM = 0x43524F50
 _BOX_KEYS = ("boxes", "patch_boxes")
 
 
-class RandomCrops(Dataset[tuple[Tensor, Target]]):
+class RandomCrops(SceneWrapper):
     """Random ``size`` x ``size`` crops of the scenes of another generator, one crop per scene.
 
     Crop ``i`` is cut from ``dataset[i]`` at a position drawn uniformly (crop fully inside the scene)
@@ -43,30 +43,17 @@ class RandomCrops(Dataset[tuple[Tensor, Target]]):
     def __init__(
         self, dataset: Dataset, size: int | tuple[int, int] = 48, seed: int = 0, min_visible: float = 0.5
     ) -> None:
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise ValueError(f"dataset must be a map-style Dataset, got {type(dataset).__name__}")
-        self.dataset = dataset
+        super().__init__(dataset)
         self.crop_size = check_size(size, "size")
         self.seed = check_int(seed, "seed", minimum=0)
         self.min_visible = check_fraction(min_visible, "min_visible")
         full = getattr(dataset, "image_size", None)
         if full is not None and (self.crop_size[0] > full[0] or self.crop_size[1] > full[1]):
             raise ValueError(f"crop size {self.crop_size} is larger than the dataset's images {tuple(full)}")
-        self.object_keys: tuple[str, ...] = getattr(dataset, "object_keys", SceneDataset.object_keys)
-        self.split: str | None = getattr(dataset, "split", None)
         self.image_size = self.crop_size
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        if isinstance(index, bool) or not isinstance(index, int | np.integer):
-            raise TypeError(f"scene index must be an integer, got {type(index).__name__}")
-        n = len(self)
-        i = int(index) + (n if index < 0 else 0)
-        if not 0 <= i < n:
-            raise IndexError(f"scene index {index} out of range for a dataset of {n} scenes")
-        image, target = self.dataset[i]
+        i, image, target = self.scene(index)
         ch, cw = self.crop_size
         height, width = image.shape[-2:]
         if ch > height or cw > width:

@@ -32,6 +32,8 @@ __all__ = [
     "DigitSceneDataset",
     "PlacementError",
     "SceneDataset",
+    "SceneWrapper",
+    "check_scene_index",
     "collate_scenes",
 ]
 
@@ -96,6 +98,22 @@ def check_split(split: object) -> str:
 # -------------------------------------------------------------------------------------- base classes
 
 
+def check_scene_index(index: int, num_scenes: int) -> int:
+    """``index`` as a scene number in ``[0, num_scenes)`` (negative ones count from the end).
+
+    Raises:
+        TypeError: not an integer; IndexError: out of range.
+    """
+    if isinstance(index, bool) or not isinstance(index, int | np.integer):
+        raise TypeError(f"scene index must be an integer, got {type(index).__name__}")
+    i = int(index)
+    if i < 0:
+        i += num_scenes
+    if not 0 <= i < num_scenes:
+        raise IndexError(f"scene index {index} out of range for a dataset of {num_scenes} scenes")
+    return i
+
+
 class SceneDataset(Dataset[tuple[Tensor, Target]]):
     """Base of every generator: length, index checks and the per-item random stream.
 
@@ -118,14 +136,7 @@ class SceneDataset(Dataset[tuple[Tensor, Target]]):
         return self.num_scenes
 
     def _check_index(self, index: int) -> int:
-        if isinstance(index, bool) or not isinstance(index, int | np.integer):
-            raise TypeError(f"scene index must be an integer, got {type(index).__name__}")
-        i = int(index)
-        if i < 0:
-            i += self.num_scenes
-        if not 0 <= i < self.num_scenes:
-            raise IndexError(f"scene index {index} out of range for a dataset of {self.num_scenes} scenes")
-        return i
+        return check_scene_index(index, self.num_scenes)
 
     def rng(self, index: int) -> np.random.Generator:
         """The random stream of scene ``index``: a pure function of (seed, split, generator, index)."""
@@ -183,6 +194,33 @@ class DigitSceneDataset(SceneDataset):
 
 
 # ----------------------------------------------------------------------------- placement, compositing
+
+
+class SceneWrapper(Dataset[tuple[Tensor, Target]]):
+    """Base of the datasets that transform another generator's scenes one by one (crops, upscaling).
+
+    Keeps the wrapped ``dataset`` and its ``object_keys`` and ``split``; its length is the dataset's;
+    :meth:`scene` fetches the wrapped scene of a checked index.
+
+    Raises:
+        ValueError: when ``dataset`` is not a map-style dataset.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ValueError(f"dataset must be a map-style Dataset, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.object_keys: tuple[str, ...] = getattr(dataset, "object_keys", SceneDataset.object_keys)
+        self.split: str | None = getattr(dataset, "split", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def scene(self, index: int) -> tuple[int, Tensor, Target]:
+        """``(i, image, target)``: the wrapped dataset's scene ``i`` for a checked ``index``."""
+        i = check_scene_index(index, len(self))
+        image, target = self.dataset[i]
+        return i, image, target
 
 
 def draw_count(rng: np.random.Generator, count_range: tuple[int, int]) -> int:

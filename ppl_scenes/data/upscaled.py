@@ -8,18 +8,17 @@ its truth is scaled with it, so the task (and the truth) is unchanged while the 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .scenes import SceneDataset, Target, check_size
+from .scenes import SceneWrapper, Target, check_size
 
 __all__ = ["Upscaled"]
 
 
-class Upscaled(Dataset[tuple[Tensor, Target]]):
+class Upscaled(SceneWrapper):
     """The scenes of another generator resized to ``size`` (bilinear), their boxes scaled to match.
 
     Every target entry whose name ends in ``boxes`` (``boxes``, ``patch_boxes``, ``clutter_boxes``, ...)
@@ -37,20 +36,11 @@ class Upscaled(Dataset[tuple[Tensor, Target]]):
     """
 
     def __init__(self, dataset: Dataset, size: int | tuple[int, int]) -> None:
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise ValueError(f"dataset must be a map-style Dataset, got {type(dataset).__name__}")
-        self.dataset = dataset
+        super().__init__(dataset)
         self.image_size = check_size(size, "size")
-        self.object_keys: tuple[str, ...] = getattr(dataset, "object_keys", SceneDataset.object_keys)
-        self.split: str | None = getattr(dataset, "split", None)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        if isinstance(index, bool) or not isinstance(index, int | np.integer):
-            raise TypeError(f"scene index must be an integer, got {type(index).__name__}")
-        image, target = self.dataset[int(index)]
+        _, image, target = self.scene(index)
         height, width = image.shape[-2:]
         new_h, new_w = self.image_size
         resized = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
