@@ -128,6 +128,11 @@ class SaccadeConfig:
             the side rarely see a digit of a cluttered scene, and glimpses that jump with the
             posterior's noise give the classifier nothing steady to learn from: with both, not even
             a fixed batch of 32 scenes was fitted in 200 steps (BENCHMARKS.md).
+        where_init_scale: with ``spread_glimpses``, the standard deviation of the where-head's
+            starting weights. 0 starts them at zero; then ``z_t`` gets no gradient through the
+            glimpses' positions and the glimpses tend to stay on the starting grid (an 80-minute run
+            read four fixed tiles, BENCHMARKS.md); a small value lets the positions follow the codes
+            from the first step.
     """
 
     channels: int = 1
@@ -150,6 +155,7 @@ class SaccadeConfig:
     posterior_scale: float = 0.5
     localized: bool = False
     spread_glimpses: bool = True
+    where_init_scale: float = 0.0
 
     def __post_init__(self):
         check_choice(self.channels, (1, 3), "channels")
@@ -166,6 +172,8 @@ class SaccadeConfig:
         for name in ("obs_scale", "posterior_scale", "proxy_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 <= self.where_init_scale < math.inf:
+            raise ValueError(f"where_init_scale must be a finite number >= 0, got {self.where_init_scale!r}")
         if not 0 <= self.proxy_noise < math.inf:
             raise ValueError(f"proxy_noise must be a finite number >= 0, got {self.proxy_noise!r}")
 
@@ -252,9 +260,10 @@ class VariationalSaccading(ImageLabelModel):
             self.posterior_net[-1].bias[c.z_dim :].fill_(inverse_positive(c.posterior_scale))
             self.where_head.bias.zero_()  # the glimpses start where ``where_offset`` puts them
             if c.spread_glimpses:
-                # ... and stay there, whatever z_t says, until the label's gradient grows the head:
-                # glimpses that jump with the posterior's noise left the classifier nothing steady to fit.
-                self.where_head.weight.zero_()
+                # ... and stay near there: glimpses that jump with the posterior's noise left the
+                # classifier nothing steady to fit. ``where_init_scale`` > 0 lets them move a little
+                # with ``z_t`` from the start, so the codes receive a gradient through the positions.
+                self.where_head.weight.normal_(0.0, c.where_init_scale)
 
     # -- pieces shared by model, guide and parse ---------------------------------------------------
     def min_image_size(self) -> tuple[int, int]:

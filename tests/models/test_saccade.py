@@ -155,6 +155,9 @@ def test_evaluate_scores_the_prediction():
     assert 0.2 * 24 <= results["glimpse_side"] <= 0.5 * 24
     # a random where-head follows the image: the glimpses move from scene to scene
     assert tiny(spread_glimpses=False).evaluate(scenes())["glimpse_centre_std"] > 0.01
+    # ... and so does a spread start with a small random where-head, near its starting grid
+    nudged = tiny(where_init_scale=0.05).evaluate(scenes())
+    assert 1e-3 < nudged["glimpse_centre_std"] < 0.1 * 24
 
 
 def test_bad_inputs_are_refused():
@@ -173,6 +176,7 @@ def test_bad_inputs_are_refused():
         ({"min_scale": 0.6, "max_scale": 0.5}, "min_scale"),
         ({"proxy_size": 2}, "proxy_size"),
         ({"num_saccades": 0}, "num_saccades"),
+        ({"where_init_scale": -0.1}, "where_init_scale"),
     ):
         with pytest.raises(ValueError, match=match):
             tiny(**bad)
