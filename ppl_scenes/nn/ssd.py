@@ -20,8 +20,12 @@ from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 __all__ = ["AnchorEncoder", "CodeDecoder", "PyramidBackbone", "build_ssd"]
 
 
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+def _conv(cin: int, cout: int, stride: int = 1, norm: bool = False) -> nn.Sequential:
+    """A 3x3 convolution (then batch normalisation when ``norm``) and a ReLU."""
+    if not norm:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class PyramidBackbone(nn.Module):
@@ -33,6 +37,8 @@ class PyramidBackbone(nn.Module):
             each stage is a strided 3x3 convolution, followed (after the first) by a 3x3 convolution.
         level_channels: channels of each pyramid level; level 0 has stride 8, each further level
             halves the map with a stride-2 convolution.
+        norm: batch normalisation after every convolution (in evaluation mode it is a per-channel
+            affine map of the running statistics).
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class PyramidBackbone(nn.Module):
         channels: int,
         widths: tuple[int, ...] = (8, 16, 32),
         level_channels: tuple[int, ...] = (64,) * 4,
+        norm: bool = False,
     ):
         super().__init__()
         stages: list[nn.Module] = []
@@ -47,14 +54,15 @@ class PyramidBackbone(nn.Module):
         for i, width in enumerate(widths):
             # Strided convolutions rather than convolution + pooling: no 3x3 convolution runs at the
             # image's full resolution, which made the backbone six times slower on a CPU.
-            stages.append(_conv(cin, width, stride=2))
+            stages.append(_conv(cin, width, stride=2, norm=norm))
             if i > 0:
-                stages.append(_conv(width, width))
+                stages.append(_conv(width, width, norm=norm))
             cin = width
         self.stem = nn.Sequential(*stages)
         self.levels = nn.ModuleList()
         for i, width in enumerate(level_channels):
-            self.levels.append(_conv(cin, width) if i == 0 else nn.Sequential(_conv(cin, width, stride=2)))
+            level = _conv(cin, width, norm=norm) if i == 0 else nn.Sequential(_conv(cin, width, 2, norm))
+            self.levels.append(level)
             cin = width
         self.out_channels = list(level_channels)
         self.stride = 2 ** len(widths)
@@ -80,6 +88,7 @@ def build_ssd(
     score_threshold: float = 0.3,
     nms_threshold: float = 0.45,
     max_detections: int = 32,
+    norm: bool = False,
 ) -> SSD:
     """A torchvision SSD over :class:`PyramidBackbone`, for images of exactly ``image_size``.
 
@@ -94,8 +103,9 @@ def build_ssd(
         min_ratio, max_ratio: default-box scales of the finest and coarsest level, as fractions of
             the image side.
         score_threshold, nms_threshold, max_detections: torchvision's post-processing settings.
+        norm: batch normalisation in the backbone (see :class:`PyramidBackbone`).
     """
-    backbone = PyramidBackbone(channels, widths, level_channels)
+    backbone = PyramidBackbone(channels, widths, level_channels, norm)
     anchors = DefaultBoxGenerator(
         [list(aspect_ratios)] * len(level_channels), min_ratio=min_ratio, max_ratio=max_ratio
     )
@@ -116,17 +126,31 @@ def build_ssd(
 
 
 class AnchorEncoder(SSDScoringHead):
-    """A 3x3 convolution per pyramid level giving ``dim`` numbers per default box: ``[B, A, dim]``.
+    """A convolutional head per pyramid level giving ``dim`` numbers per default box: ``[B, A, dim]``.
 
     The rows follow torchvision's anchor order, so they line up with the SSD head's box and class
     outputs (SSDIR's what and depth encoders).
+
+    Args:
+        in_channels: channels of each pyramid level.
+        num_anchors: default boxes per location of each level.
+        dim: numbers per default box.
+        hidden: 0 for one 3x3 convolution per level (a linear map of the 3x3 neighbourhood);
+            otherwise a 3x3 convolution to ``hidden`` channels, a ReLU, then a 1x1 convolution.
     """
 
-    def __init__(self, in_channels: list[int], num_anchors: list[int], dim: int):
-        convs = nn.ModuleList(
-            nn.Conv2d(c, a * dim, kernel_size=3, padding=1) for c, a in zip(in_channels, num_anchors)
-        )
-        super().__init__(convs, dim)
+    def __init__(self, in_channels: list[int], num_anchors: list[int], dim: int, hidden: int = 0):
+        if hidden < 0:
+            raise ValueError(f"hidden must be >= 0, got {hidden}")
+
+        def head(c: int, a: int) -> nn.Module:
+            if not hidden:
+                return nn.Conv2d(c, a * dim, kernel_size=3, padding=1)
+            return nn.Sequential(
+                nn.Conv2d(c, hidden, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, a * dim, 1)
+            )
+
+        super().__init__(nn.ModuleList(head(c, a) for c, a in zip(in_channels, num_anchors)), dim)
 
 
 class CodeDecoder(nn.Module):

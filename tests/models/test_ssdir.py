@@ -61,6 +61,7 @@ VARIANTS = {
     "background": {"background": True},
     "bernoulli": {"likelihood": "bernoulli"},
     "rgb": {"channels": 3},
+    "norm_hidden": {"backbone_norm": True, "encoder_hidden": 8},
 }
 
 
@@ -172,15 +173,16 @@ def test_frozen_detector_gets_no_gradient_and_encoders_do():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
 
 
-def test_trainer_switches_stage_and_freezes(tmp_path):
-    model = confident(tiny(detector_steps=3))
+@pytest.mark.parametrize("norm", [False, True])
+def test_trainer_switches_stage_and_freezes(tmp_path, norm):
+    model = confident(tiny(detector_steps=3, backbone_norm=norm))
     data = scenes()
     before = {k: v.clone() for k, v in model.detector.state_dict().items()}
     fit(model, data, steps=3, batch_size=2, out=tmp_path / "a", progress=False, log_every=1)
     moved = any(not torch.equal(before[k], v) for k, v in model.detector.state_dict().items())
     assert moved, "stage 1 trains the detector"
     assert not (tmp_path / "a" / DETECTOR_FILE).exists()
-    model = confident(tiny(detector_steps=1))
+    model = confident(tiny(detector_steps=1, backbone_norm=norm))
     fit(model, data, steps=4, batch_size=2, out=tmp_path / "b", progress=False, log_every=1)
     saved = torch.load(tmp_path / "b" / DETECTOR_FILE, weights_only=True)
     for k, v in model.detector.state_dict().items():
@@ -208,3 +210,5 @@ def test_bad_inputs_are_refused():
         tiny(image_size=(8, 8))
     with pytest.raises(ValueError, match="min_ratio"):
         tiny(min_ratio=0.6)
+    with pytest.raises(ValueError, match="encoder_hidden"):
+        tiny(encoder_hidden=-1)
