@@ -79,8 +79,9 @@ class SSDIRConfig:
             e.g. with :meth:`SSDIR.load_detector`). On the default scenes AP@0.5 rose from 0.93
             after 3,000 steps of 32 scenes to 0.95-0.96 after 8,000 (BENCHMARKS.md).
         what_dim: size of ``z_what``.
-        encoder_hidden: channels of the hidden layer of the what and depth encoders (0: each is one
-            3x3 convolution of the pyramid maps, a linear function of the detector's features).
+        what_hidden: channels of the hidden layer of the what-encoder (0: one 3x3 convolution of the
+            pyramid maps, a linear function of the detector's features). The depth encoder is always
+            one convolution.
         what_scale, depth_scale: the guide's fixed standard deviations ``sigma_what``, ``sigma_depth``.
         patch_size: side of each decoded object patch (``4 * 2**k``; the paper's 64 by default).
         decoder_width: channels of the patch decoder's first map.
@@ -107,7 +108,7 @@ class SSDIRConfig:
     max_objects: int = 24
     detector_steps: int = 8000
     what_dim: int = 16
-    encoder_hidden: int = 0
+    what_hidden: int = 0
     what_scale: float = 0.1
     depth_scale: float = 0.1
     patch_size: int = 64
@@ -135,7 +136,7 @@ class SSDIRConfig:
             raise ValueError(
                 f"patch_size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {self.patch_size}"
             )
-        check_int_fields(self, ("detector_steps", "encoder_hidden"), minimum=0)
+        check_int_fields(self, ("detector_steps", "what_hidden"), minimum=0)
         smallest = 2 ** (len(self.backbone_widths) + self.pyramid_levels - 1)
         if min(self.image_size) < smallest:
             raise ValueError(
@@ -226,8 +227,8 @@ class SSDIR(SceneModel):
         )
         levels = [c.pyramid_channels] * c.pyramid_levels
         per_level = self.detector.anchor_generator.num_anchors_per_location()
-        self.what_encoder = AnchorEncoder(levels, per_level, c.what_dim, c.encoder_hidden)
-        self.depth_encoder = AnchorEncoder(levels, per_level, 1, c.encoder_hidden)
+        self.what_encoder = AnchorEncoder(levels, per_level, c.what_dim, c.what_hidden)
+        self.depth_encoder = AnchorEncoder(levels, per_level, 1)
         self.decoder = CodeDecoder(c.what_dim, c.channels, c.patch_size, c.decoder_width)
         if c.background:
             self.background_encoder = nn.Linear(levels[-1], c.background_dim)

@@ -61,7 +61,7 @@ VARIANTS = {
     "background": {"background": True},
     "bernoulli": {"likelihood": "bernoulli"},
     "rgb": {"channels": 3},
-    "norm_hidden": {"backbone_norm": True, "encoder_hidden": 8},
+    "norm_hidden": {"backbone_norm": True, "what_hidden": 8},
 }
 
 
@@ -210,5 +210,5 @@ def test_bad_inputs_are_refused():
         tiny(image_size=(8, 8))
     with pytest.raises(ValueError, match="min_ratio"):
         tiny(min_ratio=0.6)
-    with pytest.raises(ValueError, match="encoder_hidden"):
-        tiny(encoder_hidden=-1)
+    with pytest.raises(ValueError, match="what_hidden"):
+        tiny(what_hidden=-1)
