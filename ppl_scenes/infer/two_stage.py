@@ -2,9 +2,10 @@
 
 Steps ``1 .. model.config.detector_steps`` minimise the model's ``detector_loss(images, **targets)``
 (its ``supervision(targets)`` gives the padded boxes and labels) with an optimiser of the detector's
-own. At the first step after them the trainer calls ``model.freeze_detector()``, writes the
-detector's weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other
-parameter. The stage follows from the step alone, so a resumed run picks up in the right stage.
+own. At the first step after them the trainer lets the model recalibrate the detector on the last
+training batches of stage 1 (``model.calibrate_detector(batches)``, where the model has one: SSDIR
+recomputes its batch-norm statistics), calls ``model.freeze_detector()``, writes the detector's
+weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other parameter. The stage follows from the step alone, so a resumed run picks up in the right stage.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class TwoStageTrainer(SVITrainer):
     """Supervised detector steps, then SVI steps; see the module docstring.
 
     The model provides ``detector`` (a module), ``detector_loss``, ``supervision``,
-    ``freeze_detector`` and ``save_detector``, besides ``model`` and ``guide``.
+    ``freeze_detector`` and ``save_detector``, besides ``model`` and ``guide``; optionally
+    ``calibrate_detector(batches)`` and a ``config.calibration_batches`` (how many, default 0).
     """
 
     @property
@@ -44,12 +46,26 @@ class TwoStageTrainer(SVITrainer):
             "adam": self.make_optimizer(self.params, self.param_names),
         }
 
+    def prepare_data(self, data) -> Tensor:
+        self.images = super().prepare_data(data)  # kept for the detector's calibration batches
+        return self.images
+
+    def calibration_batches(self):
+        """The last ``config.calibration_batches`` training batches of stage 1 (a pure function of the
+        seed, so a resumed run calibrates on the same images)."""
+        count = min(int(getattr(self.model.config, "calibration_batches", 0)), self.detector_steps)
+        device = next(iter(self.detector_params)).device
+        for step in range(self.detector_steps - count + 1, self.detector_steps + 1):
+            yield self.images[self.batch_indices(step, len(self.images))].to(device)
+
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         if self.step < self.detector_steps:
             loss, parts = self.model.detector_loss(batch, **self.batch_supervision(batch.device))
             norm = self.step_optimizer("detector", loss, self.detector_params)
             return {"loss": loss.item(), **parts, "grad_norm": norm, "stage": 1}
         if any(p.requires_grad for p in self.detector_params):
+            if callable(getattr(self.model, "calibrate_detector", None)):
+                self.model.calibrate_detector(self.calibration_batches())
             self.model.freeze_detector()
             if self.out is not None:
                 self.model.save_detector(self.out / DETECTOR_FILE)

@@ -212,3 +212,37 @@ def test_bad_inputs_are_refused():
         tiny(min_ratio=0.6)
     with pytest.raises(ValueError, match="what_hidden"):
         tiny(what_hidden=-1)
+
+
+def test_calibration_recomputes_batch_norm_statistics_as_plain_averages():
+    model = tiny(backbone_norm=True)
+    x = torch.stack([im for im, _ in scenes()])
+    norms = [m for m in model.detector.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:  # statistics far from the data's, as moving averages of odd batches leave them
+            m.running_mean.fill_(5.0)
+            m.running_var.fill_(50.0)
+    assert model.calibrate_detector([]) == 0  # no batches: the statistics are left alone
+    assert float(norms[0].running_mean[0]) == 5.0
+    assert model.calibrate_detector([x[:2], x[2:]]) == 2
+    first = norms[0]
+    conv = model.detector.backbone.stem[0][0]
+    with torch.no_grad():
+        pre = conv(model.detector.transform.normalize(x))
+    # the plain average of the two batches' means (equal batch sizes), not a moving average
+    expected = (pre[:2].mean((0, 2, 3)) + pre[2:].mean((0, 2, 3))) / 2
+    torch.testing.assert_close(first.running_mean, expected)
+    assert first.momentum == 0.1 and first.training  # momentum and mode restored
+    model.eval()
+    model.calibrate_detector([x])
+    assert not first.training
+    assert tiny().calibrate_detector([x]) == 0  # nothing to do without batch norm
+
+
+def test_trainer_calibrates_the_detector_when_stage_one_ends(tmp_path):
+    model = confident(tiny(detector_steps=2, backbone_norm=True, calibration_batches=2))
+    calls = []
+    original = model.calibrate_detector
+    model.calibrate_detector = lambda batches: calls.append(original(batches))
+    fit(model, scenes(), steps=3, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
+    assert calls == [2]
