@@ -5,7 +5,8 @@ Steps ``1 .. model.config.detector_steps`` minimise the model's ``detector_loss(
 own. At the first step after them the trainer lets the model recalibrate the detector on the last
 training batches of stage 1 (``model.calibrate_detector(batches)``, where the model has one: SSDIR
 recomputes its batch-norm statistics), calls ``model.freeze_detector()``, writes the detector's
-weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other parameter. The stage follows from the step alone, so a resumed run picks up in the right stage.
+weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other parameter.
+The stage follows from the step alone, so a resumed run picks up in the right stage.
 """
 
 from __future__ import annotations

@@ -147,7 +147,9 @@ class AnchorEncoder(SSDScoringHead):
             if not hidden:
                 return nn.Conv2d(c, a * dim, kernel_size=3, padding=1)
             return nn.Sequential(
-                nn.Conv2d(c, hidden, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, a * dim, 1)
+                nn.Conv2d(c, hidden, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, a * dim, kernel_size=1),
             )
 
         super().__init__(nn.ModuleList(head(c, a) for c, a in zip(in_channels, num_anchors)), dim)
