@@ -239,7 +239,10 @@ def test_calibration_recomputes_batch_norm_statistics_as_plain_averages():
     assert tiny().calibrate_detector([x]) == 0  # nothing to do without batch norm
 
 
-def test_trainer_calibrates_the_detector_when_stage_one_ends(tmp_path):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_trainer_calibrates_the_detector_when_stage_one_ends(tmp_path, monkeypatch, lazy):
+    if lazy:  # a training set too large to stack: its batches are generated on demand
+        monkeypatch.setattr("ppl_scenes.infer.trainer.MAX_IN_MEMORY_BYTES", 1)
     model = confident(tiny(detector_steps=2, backbone_norm=True, calibration_batches=2))
     calls = []
     original = model.calibrate_detector
