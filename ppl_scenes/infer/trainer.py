@@ -266,6 +266,8 @@ class Trainer:
         self.batch_index: Tensor | None = None
         self.supervision: dict[str, Tensor] | None = None
         self._lazy: LazyScenes | None = None
+        #: The training images (:meth:`prepare_data`'s result), set by :meth:`fit`.
+        self.images: Tensor | LazyScenes | None = None
 
     # -- what subclasses provide ---------------------------------------------------------------
     def setup(self, example_batch: Tensor) -> None:
@@ -388,7 +390,7 @@ class Trainer:
         device = torch.device(cfg.device)
         if resume and self.out is None:
             raise ValueError("resume needs a run directory (out)")
-        images = self.prepare_data(data)
+        images = self.images = self.prepare_data(data)
         self.model.check_input(images[:1], name="training images")
         self._check_run_dir(resume)
         pyro.set_rng_seed(cfg.seed)

@@ -47,10 +47,6 @@ class TwoStageTrainer(SVITrainer):
             "adam": self.make_optimizer(self.params, self.param_names),
         }
 
-    def prepare_data(self, data) -> Tensor:
-        self.images = super().prepare_data(data)  # kept for the detector's calibration batches
-        return self.images
-
     def calibration_batches(self):
         """The last ``config.calibration_batches`` training batches of stage 1 (a pure function of the
         seed, so a resumed run calibrates on the same images)."""

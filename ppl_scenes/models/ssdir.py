@@ -323,18 +323,18 @@ class SSDIR(SceneModel):
             the number of batches used (0 without batch normalisation: nothing to do).
         """
         norms = [m for m in self.detector.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        batches = list(batches) if norms else []
-        if not batches:
+        if not norms:
             return 0
         modes = [m.training for m in norms]
         momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average
-            m.train()
         used = 0
         try:
-            for x in batches:
+            for x in batches:  # one batch in memory at a time
+                if used == 0:  # statistics are reset only once there is a batch to replace them
+                    for m in norms:
+                        m.reset_running_stats()
+                        m.momentum = None  # a cumulative average
+                        m.train()
                 self.detector.backbone(self.detector.transform.normalize(self.check_input(x)))
                 used += 1
         finally:
