@@ -197,6 +197,29 @@ def test_proxy_weight_scales_the_proxy_terms():
     torch.testing.assert_close(logs[0.1]["y"], logs[1.0]["y"])
 
 
+def test_kl_weight_scales_both_sides_of_the_kl():
+    x = torch.stack([im for im, _ in scenes()])
+    y = torch.stack([t["multi_label"] for _, t in scenes()])
+    logs = {}
+    for weight in (1.0, 0.01):
+        torch.manual_seed(0)
+        model = tiny(kl_weight=weight)
+        guide = poutine.trace(model.guide).get_trace(x, y)
+        trace = poutine.trace(poutine.replay(model.model, trace=guide)).get_trace(x, y)
+        guide.compute_log_prob()
+        trace.compute_log_prob()
+        logs[weight] = {
+            "p": trace.nodes["z_1"]["log_prob_sum"],
+            "q": guide.nodes["z_1"]["log_prob_sum"],
+            "proxy": trace.nodes["proxy_1"]["log_prob_sum"],
+        }
+    torch.testing.assert_close(logs[0.01]["p"], 0.01 * logs[1.0]["p"])
+    torch.testing.assert_close(logs[0.01]["q"], 0.01 * logs[1.0]["q"])
+    torch.testing.assert_close(logs[0.01]["proxy"], logs[1.0]["proxy"])
+    with pytest.raises(ValueError, match="kl_weight"):
+        tiny(kl_weight=0.0)
+
+
 def test_untrained_glimpses_start_spread_over_the_image():
     model = tiny(num_saccades=4, min_scale=0.2, max_scale=0.5)
     boxes = model.saccade_boxes(torch.randn(4, 4), (100, 100))  # the untrained head ignores z
