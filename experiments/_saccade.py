@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,12 @@ import torch
 from _common import positive_int
 from matplotlib.figure import Figure
 
-from ppl_scenes import ClutteredDigits, Upscaled
+from ppl_scenes import ClutteredDigits, Upscaled, VariationalSaccading, load
 from ppl_scenes.viz import draw_boxes, show_image
 
 
 def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene side in pixels") -> None:
-    """``--canvas-size``, ``--num-test``, ``--curve-scenes``, ``--eval-every`` and ``--set``."""
+    """``--canvas-size``, ``--num-test``, ``--curve-scenes``, ``--eval-every``, ``--set``, ``--init-from``."""
     parser.add_argument("--canvas-size", type=positive_int, default=100, help=canvas_help)
     parser.add_argument("--num-test", type=positive_int, default=1000, help="test scenes")
     parser.add_argument("--curve-scenes", type=positive_int, default=200, help="test scenes per curve point")
@@ -27,6 +28,12 @@ def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene 
         default=[],
         metavar="KEY=VALUE",
         help="overrides of the saccade model's config (e.g. proxy_weight=0.001)",
+    )
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="start the saccade model from this saccade run's weights (those whose shapes fit; the rest, "
+        "e.g. the classifier's output layer for another task, start afresh and are named)",
     )
 
 
@@ -48,6 +55,33 @@ def cluttered_scenes(
         return train_set, test_set, {"name": "cluttered", "kwargs": scene_kwargs}
     data = {"name": "cluttered-large", "kwargs": {**scene_kwargs, "size": size}}
     return Upscaled(train_set, size), Upscaled(test_set, size), data
+
+
+def initial_weights(run_dir: str):
+    """A saccade model factory whose models start from ``run_dir``'s weights (``--init-from``).
+
+    Every weight whose name and shape fit the new model's is copied; the others keep their fresh start
+    and are listed on stderr (e.g. the classifier's output layer when the sum task starts from an
+    identification run). Nothing fitting at all is an error.
+    """
+    source = load(run_dir)
+    if not isinstance(source, VariationalSaccading):
+        raise SystemExit(f"--init-from {run_dir} holds a {type(source).__name__}, not a saccade model")
+    weights = source.state_dict()
+
+    def make(**kwargs):
+        model = VariationalSaccading(**kwargs)
+        own = model.state_dict()
+        fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+        if not fitting:
+            raise SystemExit(f"--init-from {run_dir}: none of its weights fit this config")
+        fresh = sorted(set(own) - set(fitting))
+        if fresh:
+            print(f"--init-from {run_dir}: starting afresh: {', '.join(fresh)}", file=sys.stderr)
+        model.load_state_dict(fitting, strict=False)
+        return model
+
+    return make
 
 
 def curve_fit_kwargs(args: argparse.Namespace, test_set) -> dict[str, Any]:

@@ -45,7 +45,14 @@ from _common import (  # noqa: E402
     train_record,
     write_record,
 )
-from _saccade import add_saccade_args, cluttered_scenes, curve_fit_kwargs, example_scenes, plot_saccades  # noqa: E402
+from _saccade import (  # noqa: E402
+    add_saccade_args,
+    cluttered_scenes,
+    curve_fit_kwargs,
+    example_scenes,
+    initial_weights,
+    plot_saccades,
+)
 
 from ppl_scenes import SaccadeConfig, VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
@@ -100,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cls, extra = MODELS[kind]
         if kind == "saccade":
             extra = {**extra, **saccade_overrides}
+            if args.init_from:
+                cls = initial_weights(args.init_from)
         fit_kwargs = curve_fit_kwargs(args, test_set)
         key = f"{task}-{kind}"
         model, costs[key] = train_model(

@@ -67,10 +67,17 @@ from _common import (  # noqa: E402
     train_record,
     write_record,
 )
-from _saccade import add_saccade_args, cluttered_scenes, curve_fit_kwargs, example_scenes, plot_saccades  # noqa: E402
+from _saccade import (  # noqa: E402
+    add_saccade_args,
+    cluttered_scenes,
+    curve_fit_kwargs,
+    example_scenes,
+    initial_weights,
+    plot_saccades,
+)
 from matplotlib.figure import Figure  # noqa: E402
 
-from ppl_scenes import SaccadeConfig, VariationalSaccading, load  # noqa: E402
+from ppl_scenes import SaccadeConfig, VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 
@@ -100,9 +107,6 @@ def build_parser():
     parser.add_argument("--size", type=positive_int, default=1024, help="side of the upsampled images")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--crop-grid", type=positive_int, default=12, help="crops per side of resnet_crops")
-    parser.add_argument(
-        "--init-from", metavar="RUN_DIR", help="start the saccade model from this saccade run's weights"
-    )
     parser.add_argument(
         "--cost-sides",
         nargs="*",
@@ -208,23 +212,6 @@ def plot_costs(costs: list[dict], path: Path) -> Path:
     ax_time.legend(fontsize=8)
     fig.savefig(path, dpi=100)
     return path
-
-
-def initial_weights(run_dir: str):
-    """A saccade model factory whose models start from ``run_dir``'s weights (``--init-from``)."""
-    source = load(run_dir)
-    if not isinstance(source, VariationalSaccading):
-        raise SystemExit(f"--init-from {run_dir} holds a {type(source).__name__}, not a saccade model")
-
-    def make(**kwargs):
-        model = VariationalSaccading(**kwargs)
-        try:
-            model.load_state_dict(source.state_dict())
-        except RuntimeError as err:
-            raise SystemExit(f"--init-from {run_dir}: its weights do not fit this config: {err}") from None
-        return model
-
-    return make
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -436,6 +436,24 @@ def test_saccade_large(script, digits, tmp_path):
                     str(tmp_path / "other")])  # fmt: skip
 
 
+def test_saccade_init_from_another_task(script, digits, tmp_path, capsys):
+    """The sum task starts from an identification run: every weight but the classifier's output layer."""
+    cluttered = script("saccade_cluttered")
+    flags = [*TINY, *digits, "--canvas-size", "60", "--num-test", "2", "--eval-every", "0"]
+    flags += ["--models", "saccade"]
+    cluttered.main([*flags, "--tasks", "identify", "--out", str(tmp_path / "identify")])
+    source = load(tmp_path / "identify" / "runs" / "identify-saccade")
+    make = script("_saccade").initial_weights(str(tmp_path / "identify" / "runs" / "identify-saccade"))
+    model = make(task="sum")
+    assert "classifier.2.weight" in capsys.readouterr().err  # named as starting afresh
+    torch.testing.assert_close(model.glimpse_encoder[0].weight, source.glimpse_encoder[0].weight)
+    torch.testing.assert_close(model.where_offset, source.where_offset)
+    assert model.classifier[-1].weight.shape != source.classifier[-1].weight.shape
+    init = ["--init-from", str(tmp_path / "identify" / "runs" / "identify-saccade")]
+    record = cluttered.main([*flags, "--tasks", "sum", *init, "--out", str(tmp_path / "sum")])
+    assert record["models"]["sum-saccade"]["task"] == "sum"
+
+
 SSDIR_TINY = [
     "--canvas-size", "32", "--digit-sizes", "8", "16", "--grid-sizes", "2", "2", "--num-test", "6",
     "--speed-batch", "2", "--detector-steps", "2",
