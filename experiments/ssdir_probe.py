@@ -95,6 +95,13 @@ def build_parser():
         "--ssdir-set", nargs="*", default=[], metavar="KEY=VALUE", help="SSDIR config overrides"
     )
     parser.add_argument(
+        "--detector-from",
+        metavar="OUT",
+        help="start each SSDIR seed from the trained detector of another run of this script "
+        "(OUT/runs/ssdir-seed<k>/detector.pt, same backbone settings) and skip the detector stage: "
+        "what-encoder variants on one detector",
+    )
+    parser.add_argument(
         "--spair-set",
         nargs="*",
         default=[],
@@ -121,6 +128,23 @@ def model_overrides(parser, args) -> dict[str, dict]:
     ssdir = ssdir_overrides(args, config_overrides(parser, args.ssdir_set, SSDIRConfig()))
     spair = {**SPAIR_DEFAULTS, **config_overrides(parser, args.spair_set, SPAIRConfig())}
     return {"ssdir": ssdir, "spair": spair}
+
+
+def given_detector(out: str, seed: int):
+    """An SSDIR factory whose models start from ``out``'s detector of ``seed`` (``--detector-from``)."""
+    path = Path(out) / "runs" / f"ssdir-seed{seed}" / "detector.pt"
+    if not path.is_file():
+        raise SystemExit(f"--detector-from: no trained detector at {path}")
+
+    def make(**kwargs):
+        model = SSDIR(**kwargs)
+        try:
+            model.load_detector(path)
+        except RuntimeError as err:
+            raise SystemExit(f"--detector-from: {path} does not fit this backbone: {err}") from None
+        return model
+
+    return make
 
 
 def probe(model, test_set, seed: int, iou_threshold: float) -> dict:
@@ -223,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     apply_threads(args)
     overrides = model_overrides(parser, args)
+    if args.detector_from:
+        overrides["ssdir"]["detector_steps"] = 0
     out = Path(args.out)
     runs = {(m, s): out / "runs" / f"{m}-seed{s}" for m in args.models for s in args.seeds}
     check_run_dirs(parser, list(runs.values()), args.resume)
@@ -240,8 +266,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for (kind, seed), run_dir in runs.items():
         train_set = MultiScaleDigits(args.num_train, "train", seed=seed, **kwargs)
         run_args = type(args)(**{**vars(args), "seed": seed, "steps": steps[kind]})
+        model_class = MODELS[kind]
+        if kind == "ssdir" and args.detector_from:
+            model_class = given_detector(args.detector_from, seed)
         model, cost = train_model(
-            train_set, run_dir, run_args, data, command, not args.no_progress, MODELS[kind], **overrides[kind]
+            train_set, run_dir, run_args, data, command, not args.no_progress, model_class, **overrides[kind]
         )
         costs[f"{kind}-seed{seed}"] = cost
         configs[kind] = config_to_dict(model.config)

@@ -486,6 +486,16 @@ def test_ssdir_probe(script, digits, tmp_path):
         [*TINY, *digits, *SSDIR_TINY, "--seeds", "0", "1", "--out", str(out), "--resume"]
     )
     assert again["cost"] == record["cost"]
+    # a what-encoder variant on seed 1's trained detector: no detector steps, the same detector weights
+    other = tmp_path / "variant"
+    flags = [*TINY, *digits, *SSDIR_TINY, "--models", "ssdir", "--seeds", "1", "--out", str(other)]
+    variant = script("ssdir_probe").main([*flags, "--detector-from", str(out)])
+    assert variant["cost"]["ssdir-seed1"]["steps"] == 2 and variant["models"]["ssdir"]["detector_steps"] == 0
+    trained, given = load(out / "runs" / "ssdir-seed1"), load(other / "runs" / "ssdir-seed1")
+    for name, weight in trained.detector.state_dict().items():
+        torch.testing.assert_close(given.detector.state_dict()[name], weight)
+    with pytest.raises(SystemExit, match="no trained detector"):
+        script("ssdir_probe").main([*flags, "--seeds", "2", "--detector-from", str(out)])
 
 
 def test_ssdir_ablation(script, digits, tmp_path):
