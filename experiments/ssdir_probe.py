@@ -98,8 +98,9 @@ def build_parser():
         "--detector-from",
         metavar="OUT",
         help="start each SSDIR seed from the trained detector of another run of this script "
-        "(OUT/runs/ssdir-seed<k>/detector.pt, same backbone settings) and skip the detector stage: "
-        "what-encoder variants on one detector",
+        "(OUT/runs/ssdir-seed<k>/detector.pt, same backbone settings): what-encoder variants on one "
+        "detector. The detector stage is skipped unless --detector-steps is given (then it trains on, "
+        "e.g. with a lower rate: --ssdir-set detector_lr_schedule='((0,0.1),)')",
     )
     parser.add_argument(
         "--spair-set",
@@ -247,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     apply_threads(args)
     overrides = model_overrides(parser, args)
-    if args.detector_from:
+    if args.detector_from and args.detector_steps is None:
         overrides["ssdir"]["detector_steps"] = 0
     out = Path(args.out)
     runs = {(m, s): out / "runs" / f"{m}-seed{s}" for m in args.models for s in args.seeds}

@@ -118,3 +118,33 @@ def check_int_fields(obj: object, names, minimum: int = 1) -> None:
     """
     for name in names:
         check_int(getattr(obj, name), name, minimum)
+
+
+def check_lr_schedule(value: object, name: str = "detector_lr_schedule") -> tuple[tuple[int, float], ...]:
+    """A learning-rate schedule of ``(step, factor)`` pairs: steps >= 0 increasing, factors > 0.
+
+    Lists (as a JSON config stores them) are accepted; the result is a tuple of tuples.
+    """
+    try:
+        pairs = tuple((step, factor) for step, factor in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of (step, factor) pairs, got {value!r}") from None
+    out = []
+    for step, factor in pairs:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"{name}: steps must be integers >= 0, got {step!r}")
+        if not _is_real(factor) or not 0 < factor < float("inf"):
+            raise ValueError(f"{name}: factors must be finite and positive, got {factor!r}")
+        out.append((step, float(factor)))
+    if any(a[0] >= b[0] for a, b in zip(out, out[1:])):
+        raise ValueError(f"{name}: steps must increase, got {[s for s, _ in out]}")
+    return tuple(out)
+
+
+def lr_factor(schedule: tuple[tuple[int, float], ...], step: int) -> float:
+    """The factor of ``schedule`` (see :func:`check_lr_schedule`) in force at ``step`` (1 before any)."""
+    factor = 1.0
+    for start, f in schedule:
+        if step >= start:
+            factor = f
+    return factor

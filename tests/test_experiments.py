@@ -488,12 +488,17 @@ def test_ssdir_probe(script, digits, tmp_path):
     assert again["cost"] == record["cost"]
     # a what-encoder variant on seed 1's trained detector: no detector steps, the same detector weights
     other = tmp_path / "variant"
-    flags = [*TINY, *digits, *SSDIR_TINY, "--models", "ssdir", "--seeds", "1", "--out", str(other)]
+    at = SSDIR_TINY.index("--detector-steps")
+    skipped = [*SSDIR_TINY[:at], *SSDIR_TINY[at + 2 :]]  # no --detector-steps: the detector stage is skipped
+    flags = [*TINY, *digits, *skipped, "--models", "ssdir", "--seeds", "1", "--out", str(other)]
     variant = script("ssdir_probe").main([*flags, "--detector-from", str(out)])
     assert variant["cost"]["ssdir-seed1"]["steps"] == 2 and variant["models"]["ssdir"]["detector_steps"] == 0
     trained, given = load(out / "runs" / "ssdir-seed1"), load(other / "runs" / "ssdir-seed1")
     for name, weight in trained.detector.state_dict().items():
         torch.testing.assert_close(given.detector.state_dict()[name], weight)
+    # ... or trained on from there
+    more = [*flags, "--detector-from", str(out), "--detector-steps", "1", "--out", str(tmp_path / "more")]
+    assert script("ssdir_probe").main(more)["cost"]["ssdir-seed1"]["steps"] == 3
     with pytest.raises(SystemExit, match="no trained detector"):
         script("ssdir_probe").main([*flags, "--seeds", "2", "--detector-from", str(out)])
 

@@ -6,7 +6,9 @@ own. At the first step after them the trainer lets the model recalibrate the det
 training batches of stage 1 (``model.calibrate_detector(batches)``, where the model has one: SSDIR
 recomputes its batch-norm statistics), calls ``model.freeze_detector()``, writes the detector's
 weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other parameter.
-The stage follows from the step alone, so a resumed run picks up in the right stage.
+The stage follows from the step alone, so a resumed run picks up in the right stage. A model whose
+config has a ``detector_lr_schedule`` (``(step, factor)`` pairs) has the detector's learning rates
+scaled by the factor in force at each stage-1 step.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ppl_scenes.checks import lr_factor
 from ppl_scenes.infer.svi import SVITrainer
 
 DETECTOR_FILE = "detector.pt"
@@ -55,8 +58,20 @@ class TwoStageTrainer(SVITrainer):
         for step in range(self.detector_steps - count + 1, self.detector_steps + 1):
             yield self.images[self.batch_indices(step, len(self.images))].to(device)
 
+    def schedule_detector_lr(self) -> None:
+        """Set the detector's learning rates for this step from ``config.detector_lr_schedule``.
+
+        Each parameter group keeps its configured rate as ``initial_lr`` (saved with the optimiser, so a
+        resumed run scales the same base), as torch's schedulers do.
+        """
+        factor = lr_factor(getattr(self.model.config, "detector_lr_schedule", ()), self.step)
+        for group in self.optimizers["detector"].param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
+
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         if self.step < self.detector_steps:
+            self.schedule_detector_lr()
             loss, parts = self.model.detector_loss(batch, **self.batch_supervision(batch.device))
             norm = self.step_optimizer("detector", loss, self.detector_params)
             return {"loss": loss.item(), **parts, "grad_norm": norm, "stage": 1}

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
-from ppl_scenes.checks import check_choice, check_int_fields
+from ppl_scenes.checks import check_choice, check_int_fields, check_lr_schedule
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
 from ppl_scenes.ops import composite, crop, paste, xyxy_to_cxcywh
@@ -82,6 +82,10 @@ class SSDIRConfig:
         detector_steps: supervised steps of stage 1 before SSDIR trains (0: the detector is given,
             e.g. with :meth:`SSDIR.load_detector`). On the default scenes AP@0.5 rose from 0.93
             after 3,000 steps of 32 scenes to 0.95-0.96 after 8,000 (BENCHMARKS.md).
+        detector_lr_schedule: ``(step, factor)`` pairs: from detector step ``step`` on, the
+            detector's learning rate is its configured one times ``factor`` (the last pair reached
+            wins); empty (default) keeps it constant. SSD itself drops its rate tenfold late in
+            training, e.g. ``((6000, 0.1),)``; ``((0, 0.1),)`` fine-tunes a given detector gently.
         what_dim: size of ``z_what``.
         what_hidden: channels of the hidden layer of the what-encoder (0: one 3x3 convolution of the
             pyramid maps, a linear function of the detector's features). The depth encoder is always
@@ -113,6 +117,7 @@ class SSDIRConfig:
     nms_threshold: float = 0.45
     max_objects: int = 24
     detector_steps: int = 8000
+    detector_lr_schedule: tuple[tuple[int, float], ...] = ()
     what_dim: int = 16
     what_hidden: int = 0
     what_scale: float = 0.1
@@ -143,6 +148,7 @@ class SSDIRConfig:
                 f"patch_size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {self.patch_size}"
             )
         check_int_fields(self, ("detector_steps", "what_hidden", "calibration_batches"), minimum=0)
+        self.detector_lr_schedule = check_lr_schedule(self.detector_lr_schedule)
         smallest = 2 ** (len(self.backbone_widths) + self.pyramid_levels - 1)
         if min(self.image_size) < smallest:
             raise ValueError(

@@ -249,3 +249,25 @@ def test_trainer_calibrates_the_detector_when_stage_one_ends(tmp_path, monkeypat
     model.calibrate_detector = lambda batches: calls.append(original(batches))
     fit(model, scenes(), steps=3, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
     assert calls == [2]
+
+
+def test_detector_learning_rate_follows_its_schedule_across_a_resume(tmp_path, monkeypatch):
+    rates = []
+    original = TwoStageTrainer.step_optimizer
+
+    def record(self, name, loss, params):
+        if name == "detector":
+            rates.append(self.optimizers[name].param_groups[0]["lr"])
+        return original(self, name, loss, params)
+
+    monkeypatch.setattr(TwoStageTrainer, "step_optimizer", record)
+    model = tiny(detector_steps=4, detector_lr_schedule=((2, 0.1), (3, 0.01)))
+    kwargs = dict(batch_size=2, lr=1e-3, out=tmp_path / "run", progress=False, checkpoint_every=1)
+    fit(model, scenes(), steps=3, **kwargs)
+    resumed = tiny(detector_steps=4, detector_lr_schedule=[[2, 0.1], [3, 0.01]])  # as JSON stores it
+    fit(resumed, scenes(), steps=5, resume=True, **kwargs)
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])  # steps 0-1, 2, then 3 after the resume
+    assert load(tmp_path / "run").config.detector_lr_schedule == ((2, 0.1), (3, 0.01))
+    for bad in (((2, 0.1), (1, 0.5)), ((-1, 0.1),), ((2, 0.0),), (2, 0.1), ((2.5, 0.1),)):
+        with pytest.raises(ValueError, match="detector_lr_schedule"):
+            tiny(detector_lr_schedule=bad)
