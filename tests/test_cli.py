@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ppl_scenes import cli
+from ppl_scenes import SPAIRConfig, SSDIRConfig, cli
 from ppl_scenes.cli import main, parse_value
+from ppl_scenes.models.base import replace_config
 
 # Small enough that a training step takes milliseconds; download=false keeps CI offline (fallback
 # digits with a warning when $PPL_SCENES_DATA has no MNIST).
@@ -382,3 +383,14 @@ def test_help_runs_as_a_program():
     assert result.returncode == 0, result.stderr
     for verb in ("train", "eval", "sample", "demo"):
         assert verb in result.stdout
+
+
+def test_tuple_overrides_take_every_written_form():
+    spair = SPAIRConfig()
+    for text in ("8,8", "(8, 8)", "[8,8]", " 8 , 8 "):
+        assert replace_config(spair, {"cell_size": text}).cell_size == (8, 8)
+    assert replace_config(spair, {"where_prior_loc": "0,0,-1,-1"}).where_prior_loc == (0.0, 0.0, -1.0, -1.0)
+    nested = replace_config(SSDIRConfig(), {"detector_lr_schedule": "((0, 0.1), (500, 0.01))"})
+    assert nested.detector_lr_schedule == ((0, 0.1), (500, 0.01))
+    with pytest.raises(ValueError, match="cell_size"):
+        replace_config(spair, {"cell_size": "8,8,8"})

@@ -7,6 +7,7 @@ so that ``ppl_scenes.load(run_dir)`` and the CLI can rebuild any of them from a 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import numbers
@@ -202,6 +203,18 @@ def coerce_value(default: Any, value: Any, key: str) -> Any:
         raise ValueError(f"config key {key!r} expects a value like {default!r}, got {value!r}") from None
 
 
+def _parse_sequence(text: str) -> list:
+    """``"12,12"``, ``"(12, 12)"``, ``"[1.0]"`` or nested ``"((0, 0.1),)"`` as a list of its items."""
+    text = text.strip()
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        if text[:1] + text[-1:] in ("()", "[]"):
+            text = text[1:-1]
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def _coerce(default: Any, value: Any) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
@@ -229,10 +242,7 @@ def _coerce(default: Any, value: Any) -> Any:
         return float(value)
     if isinstance(default, tuple):
         if isinstance(value, str):
-            text = value.strip()
-            if text[:1] + text[-1:] in ("()", "[]"):
-                text = text[1:-1]
-            value = [part.strip() for part in text.split(",") if part.strip()]
+            value = _parse_sequence(value)
         items = list(value) if isinstance(value, list | tuple) else [value]
         if len(default) == 1:  # a one-element default is a sequence of any (non-zero) length
             if not items:
