@@ -9,7 +9,8 @@ regression (scikit-learn, :func:`ppl_scenes.metrics.linear_probe`, 25 % of the c
 fitted on the ``z_what`` codes: accuracy, precision, recall and F1, mean and spread over the seeds.
 The same probe on the detections matched at IoU > 0.5 only is recorded beside it. Detection (AP at
 IoU 0.5 of each model's boxes) and the encoders' throughput (images per second of the guide -- the
-whole inference pass -- on a batch of test images, same threads, after a warm-up) complete the record.
+whole inference pass -- on a batch of test images, same threads, the median of 15 passes taken in turns
+after a warm-up) complete the record.
 
 Writes under ``--out`` (default ``benchmarks/ssdir_probe``):
 
@@ -28,6 +29,7 @@ Reproduce the recorded numbers (CPU; the models may train in separate processes,
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,19 +159,32 @@ def probe(model, test_set, seed: int, iou_threshold: float) -> dict:
     return {**{k: result[k] for k in PROBE_KEYS}, "n_codes": int(len(codes))}
 
 
+NAMES = ("guide", "parse")
+
+
 @torch.no_grad()
-def throughput(model, images: torch.Tensor, repeats: int = 5) -> dict:
-    """Images per second of the guide (the whole inference pass) and of ``parse``, after a warm-up."""
-    model.eval()
-    out = {}
-    for name, call in (("guide", model.guide), ("parse", model.parse)):
-        call(images)
-        start = time.perf_counter()
-        for _ in range(repeats):
+def throughputs(models: dict, images: torch.Tensor, repeats: int = 15) -> dict:
+    """Images per second of each model's guide (the whole inference pass) and of its ``parse``.
+
+    After a warm-up pass of each, the models are timed in turns -- one pass of each per round -- so a
+    change in the machine's load touches all of them alike; each figure is the median pass.
+    """
+    calls = {(kind, name): getattr(model, name) for kind, model in models.items() for name in NAMES}
+    for model in models.values():
+        model.eval()
+    seconds: dict = {key: [] for key in calls}
+    for round_ in range(repeats + 1):
+        for key, call in calls.items():
+            model = models[key[0]]
             if hasattr(model, "_cache"):
                 model._cache = None  # time the detector pass too
+            start = time.perf_counter()
             call(images)
-        out[f"{name}_images_per_second"] = round(repeats * len(images) / (time.perf_counter() - start), 1)
+            if round_:  # the first round warms up
+                seconds[key].append(time.perf_counter() - start)
+    out: dict = {kind: {"batch": len(images), "repeats": repeats} for kind in models}
+    for (kind, name), times in seconds.items():
+        out[kind][f"{name}_images_per_second"] = round(len(images) / statistics.median(times), 1)
     return out
 
 
@@ -263,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     steps = {"ssdir": ssdir_steps(args, overrides["ssdir"]), "spair": args.steps}
     per_seed: dict[str, list[dict]] = {m: [] for m in args.models}
-    costs, configs, speed, first = {}, {}, {}, {}
+    costs, configs, first = {}, {}, {}
     for (kind, seed), run_dir in runs.items():
         train_set = MultiScaleDigits(args.num_train, "train", seed=seed, **kwargs)
         run_args = type(args)(**{**vars(args), "seed": seed, "steps": steps[kind]})
@@ -284,11 +299,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "count_accuracy": detection["count_accuracy"],
         }
         per_seed[kind].append(finite(row))
-        if kind not in first:
-            first[kind] = model
-            speed_images = torch.stack([test_set[i][0] for i in range(min(args.speed_batch, len(test_set)))])
-            speed[kind] = {**throughput(model, speed_images.to(model.device)), "batch": len(speed_images)}
+        first.setdefault(kind, model)
 
+    speed_images = torch.stack([test_set[i][0] for i in range(min(args.speed_batch, len(test_set)))])
+    speed = throughputs(first, speed_images.to(next(iter(first.values())).device))
     results = {m: {"per_seed": rows, **summary(rows, (*PROBE_KEYS, "ap50"))} for m, rows in per_seed.items()}
     met = {}
     if "ssdir" in results and "accuracy" in results["ssdir"]:

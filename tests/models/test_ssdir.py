@@ -173,6 +173,23 @@ def test_frozen_detector_gets_no_gradient_and_encoders_do():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
 
 
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_guide_means_are_the_encoders_at_the_detections_and_the_prior_mean_elsewhere(hidden):
+    model = confident(tiny(what_hidden=hidden, max_objects=3))
+    model.freeze_detector()
+    x = torch.stack([im for im, _ in scenes()])
+    with torch.no_grad():
+        det = model.detect(x)
+        enc = model.encode(x, det)
+        full = {"what": model.what_encoder(det.features), "depth": model.depth_encoder(det.features)}
+    kept = det.cell_present
+    assert int(kept.sum()) == 4 * 3 == int(det.present.sum())
+    for key in ("what", "depth"):
+        torch.testing.assert_close(enc[key][kept], full[key][kept])
+        assert (enc[key][~kept] == 0).all()
+        torch.testing.assert_close(det.gather(det.scatter(det.gather(full[key]))), det.gather(full[key]))
+
+
 @pytest.mark.parametrize("norm", [False, True])
 def test_trainer_switches_stage_and_freezes(tmp_path, norm):
     model = confident(tiny(detector_steps=3, backbone_norm=norm))

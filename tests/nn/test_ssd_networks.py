@@ -1,0 +1,51 @@
+"""The SSD networks' shortcuts equal the computations they replace."""
+
+import pytest
+import torch
+from torch import nn
+
+from ppl_scenes.nn.ssd import AnchorEncoder, ConvNormReLU, PyramidBackbone
+
+
+@pytest.mark.parametrize("hidden", [0, 5])
+def test_anchor_encoder_at_equals_the_full_head_at_those_boxes(hidden):
+    torch.manual_seed(0)
+    encoder = AnchorEncoder([6, 6, 6], [4, 6, 4], dim=3, hidden=hidden)
+    features = [torch.randn(2, 6, 8, 8), torch.randn(2, 6, 4, 4), torch.randn(2, 6, 2, 2)]
+    full = encoder(features)  # [2, A, 3]
+    a = full.shape[1]
+    assert a == 8 * 8 * 4 + 4 * 4 * 6 + 2 * 2 * 4
+    index = torch.randint(0, a, (2, 9))
+    index[0, :3] = torch.tensor([0, 8 * 8 * 4, a - 1])  # the first box of each level's edge, the last
+    picked = encoder.at(features, index)
+    assert picked.shape == (2, 9, 3)
+    torch.testing.assert_close(picked, full.gather(1, index[..., None].expand(-1, -1, 3)))
+    picked.sum().backward()  # gradients reach the encoder's weights through the shortcut
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
+def test_conv_norm_relu_folds_the_normalisation_in_evaluation_mode():
+    torch.manual_seed(0)
+    block = ConvNormReLU(nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(5), nn.ReLU())
+    with torch.no_grad():
+        block[1].running_mean.uniform_(-1, 1)
+        block[1].running_var.uniform_(0.5, 2)
+        block[1].weight.uniform_(0.5, 2)
+        block[1].bias.uniform_(-1, 1)
+    x = torch.randn(4, 3, 9, 9)
+    plain = nn.Sequential(*block).eval()
+    block.eval()
+    torch.testing.assert_close(block(x), plain(x))
+    block.train()  # training mode normalises by the batch, as the plain stack does
+    torch.testing.assert_close(block(x), plain.train()(x))
+
+
+def test_backbone_keeps_its_state_dict_keys_and_accepts_either_memory_format():
+    backbone = PyramidBackbone(1, (4, 4, 4), (8, 8), norm=True).eval()
+    assert "stem.0.1.running_mean" in backbone.state_dict()  # checkpoints of earlier runs still load
+    x = torch.rand(2, 1, 32, 32)
+    a = backbone(x)
+    b = backbone(x.contiguous(memory_format=torch.channels_last))
+    assert list(a) == ["0", "1"] and a["0"].shape == (2, 8, 4, 4)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
