@@ -44,6 +44,7 @@ from _common import (
     apply_threads,
     check_run_dirs,
     command_line,
+    config_overrides,
     example_title,
     machine,
     make_parser,
@@ -59,6 +60,7 @@ from _common import (
 )
 from tqdm.auto import tqdm
 
+from ppl_scenes import SPAIRConfig
 from ppl_scenes.baselines import ConnComp
 from ppl_scenes.data import make_dataset
 from ppl_scenes.infer.evaluate import evaluate_detection
@@ -82,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=1,
         help="conditions trained at once, each in its own process with --threads threads (default 1)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="SPAIR config overrides for every condition (e.g. cell_size=8,8)",
     )
     add_conncomp_arg(parser)
     return parser
@@ -116,7 +125,8 @@ def run_condition(
         download=download,
     )
     data = {"name": "scattered", "kwargs": train_kwargs, "num_test": args.num_test}
-    model, cost = train_model(train_set, run_dir(args, count), args, data, command, progress)
+    run = run_dir(args, count)
+    model, cost = train_model(train_set, run, args, data, command, progress, **args.overrides)
     spair = evaluate_detection(model, test_set, progress=progress)
     write_eval(run_dir(args, count), cost["steps"], spair)
     spair_tight = with_tight_boxes(model, evaluate_detection, test_set)
@@ -179,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     counts = sorted(set(args.counts))
+    args.overrides = config_overrides(parser, args.set, SPAIRConfig())
     apply_threads(args)
     out = Path(args.out)
     check_run_dirs(parser, [run_dir(args, c) for c in counts], args.resume)
@@ -205,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "machine": machine(),
         "settings": settings_record(args) | {"counts": counts},
         "train": train_record(args),
-        "model": model_record(),
+        "model": model_record(**args.overrides),
         "conditions": conditions,
         "figures": {
             "ap_by_digits": str(figure),

@@ -105,6 +105,18 @@ def test_spair_scaling(script, digits, tmp_path):
     assert resumed["conditions"][0]["steps"] == 3
 
 
+def test_spair_scaling_takes_config_overrides(script, digits, tmp_path):
+    scaling = script("spair_scaling")
+    out = tmp_path / "scaling"
+    args = [*TINY, *digits, "--counts", "1", "--num-test", "2", "--out", str(out), "--set", "cell_size=8,8"]
+    record = scaling.main(args)
+    assert record["model"]["config"]["cell_size"] == [8, 8]
+    assert load(Path(record["conditions"][0]["run_dir"])).config.cell_size == (8, 8)
+    with pytest.raises(SystemExit):
+        scaling.main([*args[:-3], str(tmp_path / "other"), "--set", "no_such_field=1"])
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.mark.slow  # spawns two fresh Python processes (torch and Pyro imported in each)
 def test_spair_scaling_jobs_match_sequential(script, digits, tmp_path):
     scaling = script("spair_scaling")
