@@ -207,6 +207,19 @@ def test_trainer_switches_stage_and_freezes(tmp_path, norm):
     assert [r["stage"] for r in read_metrics(tmp_path / "b")] == [1, 2, 2, 2]
 
 
+def test_a_given_detector_keeps_its_batch_norm_statistics(tmp_path):
+    model = confident(tiny(detector_steps=0, backbone_norm=True))
+    with torch.no_grad():  # statistics of some earlier training, far from these scenes'
+        for m in model.detector.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(0.5)
+                m.running_var.fill_(2.0)
+    before = {k: v.clone() for k, v in model.detector.state_dict().items()}
+    fit(model, scenes(), steps=2, batch_size=2, out=tmp_path, progress=False, log_every=1)
+    for k, v in model.detector.state_dict().items():
+        assert torch.equal(before[k], v), k  # neither the trainer's setup trace nor SVI moved them
+
+
 def test_load_detector_round_trip(tmp_path):
     a, b = tiny(), tiny()
     a.save_detector(tmp_path / "d.pt")
@@ -253,7 +266,7 @@ def test_calibration_recomputes_batch_norm_statistics_as_plain_averages():
     model.eval()
     model.calibrate_detector([x])
     assert not first.training
-    assert tiny().calibrate_detector([x]) == 0  # nothing to do without batch norm
+    assert tiny(backbone_norm=False).calibrate_detector([x]) == 0  # nothing to do without batch norm
 
 
 @pytest.mark.parametrize("lazy", [False, True])
