@@ -20,10 +20,20 @@ Writes under ``--out`` (default ``benchmarks/ssdir_probe``):
 * ``tsne.png`` -- t-SNE of the matched ``z_what`` of SSDIR and SPAIR coloured by digit (Fig. 3);
 * ``runs/<model>-seed<k>/`` -- the training runs (SSDIR's hold ``detector.pt``).
 
-Reproduce the recorded numbers (CPU; the models may train in separate processes, then one call with
-``--resume`` only evaluates and writes the record)::
+SSDIR trains with its config's defaults (:class:`~ppl_scenes.SSDIRConfig`: 9,500 detector steps, the
+last 1,500 at a tenth of the rate) and ``--steps`` SVI steps, on a stream of ``--num-train`` fresh
+scenes (200,000 by default, generated batch by batch: a detector trained on a fixed 10,000 overfits
+them). Reproduce the recorded numbers (CPU; the models may train in separate processes, one thread
+each, then one call with ``--resume`` only evaluates, times both encoders and writes the record)::
 
-    PPL_SCENES_DATA=/path/to/data python experiments/ssdir_probe.py --no-progress
+    PPL_SCENES_DATA=/path/to/data python experiments/ssdir_probe.py --models ssdir --seeds 0 --steps 2000 \
+        --threads 1 --no-progress                         # likewise --seeds 1, --seeds 2
+    PPL_SCENES_DATA=/path/to/data python experiments/ssdir_probe.py --models spair --num-train 10000 \
+        --minutes 14 --steps 100000 --threads 1 --no-progress
+    PPL_SCENES_DATA=/path/to/data python experiments/ssdir_probe.py --resume --threads 1 --no-progress
+
+(The recorded runs trained the same recipe in two calls -- 8,000 detector steps, then
+``--detector-from`` with ``--detector-steps 1500`` at a tenth of the rate; see BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -80,7 +90,9 @@ PROBE_KEYS = ("accuracy", "precision", "recall", "f1")
 
 
 def build_parser():
-    parser = make_parser(__doc__, NAME, num_train=10_000, num_train_help="training scenes")
+    parser = make_parser(
+        __doc__, NAME, num_train=200_000, num_train_help="training scenes (generated batch by batch)"
+    )
     add_ssdir_args(parser)
     parser.add_argument(
         "--models", nargs="+", choices=tuple(MODELS), default=list(MODELS), help="models to run"
