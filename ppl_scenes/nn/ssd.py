@@ -24,15 +24,15 @@ __all__ = ["AnchorEncoder", "CodeDecoder", "ConvNormReLU", "PyramidBackbone", "b
 class ConvNormReLU(nn.Sequential):
     """A convolution without bias, batch normalisation and a ReLU (children ``0``, ``1``, ``2``).
 
-    In evaluation mode the normalisation, then an affine map of the running statistics, is folded
+    While the normalisation is in evaluation mode (an affine map of its running statistics) it is folded
     into the convolution's weights and bias: one convolution instead of a convolution and a pass of
     the normalisation over its output (the same values up to rounding).
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            return super().forward(x)
         conv, norm, activation = self
+        if norm.training:  # the normalisation's own mode decides (a calibration may set it alone)
+            return super().forward(x)
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         weight = conv.weight * scale.view(-1, 1, 1, 1)
         bias = norm.bias - norm.running_mean * scale

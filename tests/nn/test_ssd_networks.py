@@ -38,6 +38,12 @@ def test_conv_norm_relu_folds_the_normalisation_in_evaluation_mode():
     torch.testing.assert_close(block(x), plain(x))
     block.train()  # training mode normalises by the batch, as the plain stack does
     torch.testing.assert_close(block(x), plain.train()(x))
+    block.eval()
+    block[1].train()  # the normalisation alone in training mode (a calibration): it is used, not folded
+    block[1].momentum = None
+    block[1].reset_running_stats()
+    block(x)
+    torch.testing.assert_close(block[1].running_mean, block[0](x).mean((0, 2, 3)))
 
 
 def test_backbone_keeps_its_state_dict_keys_and_accepts_either_memory_format():
