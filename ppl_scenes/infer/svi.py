@@ -43,8 +43,14 @@ class SVITrainer(Trainer):
         names = self.parameter_names()
         params = list(self.model.parameters())
         seen = {id(p) for p in params}
+        # the trace is a forward pass: it must leave the model's buffers (batch-norm statistics) as
+        # they were, or a given, already calibrated network would drift before training starts
+        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
         with poutine.trace(param_only=True) as capture:
             self.loss(example_batch)
+        with torch.no_grad():
+            for name, b in self.model.named_buffers():
+                b.copy_(buffers[name])
         for site in capture.trace.nodes.values():
             p = site["value"].unconstrained()
             if id(p) not in seen:

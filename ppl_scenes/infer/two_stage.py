@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ppl_scenes.checks import lr_factor
@@ -41,14 +40,7 @@ class TwoStageTrainer(SVITrainer):
         return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch)
 
     def setup(self, example_batch: Tensor) -> None:
-        # super().setup traces the ELBO once to find every parameter and its name; that forward pass
-        # must not move the detector's batch-norm statistics (a given detector, ``detector_steps=0``,
-        # is never calibrated again), so its buffers are put back afterwards
-        buffers = {name: b.clone() for name, b in self.model.detector.named_buffers()}
-        super().setup(example_batch)
-        with torch.no_grad():
-            for name, b in self.model.detector.named_buffers():
-                b.copy_(buffers[name])
+        super().setup(example_batch)  # traces the ELBO once to find every parameter and its name
         detector = list(self.model.detector.parameters())
         frozen = {id(p) for p in detector}
         self.detector_params = detector
