@@ -25,6 +25,12 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def channels_last(x: Tensor) -> Tensor:
+    """``x [N, C, H, W]`` in channels-last memory, the layout of the networks that keep their weights
+    in it (SSD, MIST): their CPU convolutions run 1.2-2x faster so, training included; same values."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def positive(raw: Tensor, floor: float = 1e-3) -> Tensor:
     """Map an unconstrained network output to a positive scale (softplus plus a floor)."""
     return F.softplus(raw) + floor

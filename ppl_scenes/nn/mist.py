@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppl_scenes.checks import check_int
+from ppl_scenes.nn.blocks import channels_last
 
 
 def _layer_norm(channels: int) -> nn.GroupNorm:
@@ -122,7 +123,7 @@ class MultiscaleHeatmapNet(nn.Module):
         if images.dim() != 4 or images.shape[1] != self.in_channels:
             raise ValueError(f"images must be [B, {self.in_channels}, H, W], got shape {tuple(images.shape)}")
         height, width = images.shape[-2:]
-        images = _channels_last(images)
+        images = channels_last(images)
         maps = []
         for scale in self.scales:
             if scale == 1.0:
@@ -147,15 +148,9 @@ def _check_patch_args(
         raise ValueError(f"patch_size {patch_size} must be divisible by 2**levels = {2**levels}")
 
 
-def _channels_last(x: Tensor) -> Tensor:
-    """``x [N, C, H, W]`` in channels-last memory (the layout these networks' weights use: CPU
-    convolutions run 1.2-1.5x faster in it, training included; the values are the same)."""
-    return x.contiguous(memory_format=torch.channels_last)
-
-
 def _over_leading_dims(net: nn.Module, x: Tensor) -> Tensor:
     """``net`` applied to ``x [*, C, H, W]`` as one batch, the leading dimensions ``*`` kept."""
-    out = net(_channels_last(x.reshape(-1, *x.shape[-3:])))
+    out = net(channels_last(x.reshape(-1, *x.shape[-3:])))
     return out.reshape(*x.shape[:-3], *out.shape[-3:])
 
 

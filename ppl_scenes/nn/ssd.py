@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 
+from ppl_scenes.nn.blocks import channels_last
+
 __all__ = ["AnchorEncoder", "CodeDecoder", "ConvNormReLU", "PyramidBackbone", "build_ssd"]
 
 
@@ -87,7 +89,7 @@ class PyramidBackbone(nn.Module):
         self.stride = 2 ** len(widths)
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
-        h = self.stem(images.contiguous(memory_format=torch.channels_last))
+        h = self.stem(channels_last(images))
         out = OrderedDict()
         for i, level in enumerate(self.levels):
             h = level(h)
@@ -192,15 +194,15 @@ class AnchorEncoder(SSDScoringHead):
         image = torch.arange(b, device=index.device).repeat_interleave(m)
         out = features[0].new_zeros(b * m, self.num_columns)
         offsets = torch.arange(3, device=index.device)
-        start = 0
+        start = 0  # the level's first default box
         for level, (maps, per_location) in enumerate(zip(features, self.num_anchors)):
             h, w = maps.shape[-2:]
-            count = h * w * per_location
-            rows = torch.nonzero((flat >= start) & (flat < start + count)).squeeze(1)
-            start += count
+            local = flat - start
+            start += h * w * per_location
+            rows = torch.nonzero((local >= 0) & (flat < start)).squeeze(1)
             if not len(rows):
                 continue
-            local = flat[rows] - (start - count)
+            local = local[rows]
             location, box = local // per_location, local % per_location
             y, x = location // w, location % w
             padded = F.pad(maps, (1, 1, 1, 1))
