@@ -128,7 +128,7 @@ def run_condition(
     run = run_dir(args, count)
     model, cost = train_model(train_set, run, args, data, command, progress, **args.overrides)
     spair = evaluate_detection(model, test_set, progress=progress)
-    write_eval(run_dir(args, count), cost["steps"], spair)
+    write_eval(run, cost["steps"], spair)
     spair_tight = with_tight_boxes(model, evaluate_detection, test_set)
     conncomp = evaluate_detection(ConnComp(threshold=args.conncomp_threshold), test_set)
 
