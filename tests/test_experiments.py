@@ -284,6 +284,26 @@ def test_spair_misses_splits_the_misses_by_cause(script, digits, tmp_path):
     assert read_record(tmp_path / "misses" / "spair_misses.json")["num_test"] == 4
 
 
+def test_spair_boxes_scores_where_and_tightened_boxes(script, digits, tmp_path):
+    scaling = script("spair_scaling")
+    runs = tmp_path / "scaling"
+    scaling.main([*TINY, *digits, "--counts", "3", "--num-test", "2", "--out", str(runs)])
+    out = tmp_path / "boxes"
+    record = script("spair_boxes").main(
+        [str(runs / "runs" / "digits-3"), "--num-val", "3", "--num-test", "4", "--out", str(out)]
+        + ["--opacity-thresholds", "0.1", "--ink-thresholds", "0.05", "0.2"]
+    )
+    assert [r["boxes"] for r in record["settings"]] == ["where", "opacity", "ink", "ink"]
+    counts = {r["test"]["count_accuracy"] for r in record["settings"]}
+    assert len(counts) == 1  # boxes do not change the counts
+    assert set(record["chosen_on_validation"]) == {"where", "opacity", "ink"}
+    chosen = record["chosen_on_validation"]["ink"]
+    assert chosen["tight_threshold"] in (0.05, 0.2)
+    assert len(chosen["test_ap_by_iou"]) == 9
+    assert read_record(out / "spair_boxes.json")["num_test"] == 4
+    assert (out / "ap_by_iou.png").stat().st_size > 0
+
+
 def test_miss_report_on_a_constructed_case(script):
     report = script("spair_misses").miss_report
     truth = [
@@ -306,6 +326,7 @@ def test_docstrings_give_the_command(script):
         "spair_atari",
         "spair_speed",
         "spair_misses",
+        "spair_boxes",
         "gmair_clustering",
         "mist_reconstruction",
         "mist_classification",

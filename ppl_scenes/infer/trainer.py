@@ -65,6 +65,12 @@ class TrainConfig:
         seed: seeds the model's randomness and the batch order.
         device: ``cpu`` or ``cuda``.
         tensorboard: also write TensorBoard scalars under ``RUN_DIR/tb`` (needs ``tensorboard``).
+        lr_decay_from: fraction of the budget after which every learning rate decays (1 = never, the
+            default). The budget's fraction is the larger of ``step / steps`` and, with ``minutes``,
+            the share of the wall-clock budget spent, so a run limited by minutes decays over its
+            last minutes. Late in a run, Adam's constant rate keeps the metrics swinging from one
+            evaluation to the next; a decayed rate settles them.
+        lr_decay_to: the factor the learning rates reach at the end of the budget (half-cosine from 1).
     """
 
     steps: int = 1000
@@ -81,6 +87,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     tensorboard: bool = False
+    lr_decay_from: float = 1.0
+    lr_decay_to: float = 0.1
 
     def __post_init__(self):
         self.steps = check_positive_int(self.steps, "steps")
@@ -100,6 +108,11 @@ class TrainConfig:
             if not isinstance(prefix, str) or not prefix:
                 raise ValueError(f"lr_per_module keys must be parameter-name prefixes, got {prefix!r}")
             check_positive(lr, f"lr_per_module[{prefix!r}]")
+        for name in ("lr_decay_from", "lr_decay_to"):
+            value = check_non_negative(getattr(self, name), name)
+            if value > 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+            setattr(self, name, value)
         if not isinstance(self.tensorboard, bool):
             raise ValueError(f"tensorboard must be True or False, got {self.tensorboard!r}")
         if not isinstance(self.device, str) or not (
@@ -336,6 +349,34 @@ class Trainer:
             groups.setdefault(group_lr, []).append(p)
         return torch.optim.Adam([{"params": ps, "lr": g} for g, ps in groups.items()])
 
+    def lr_decay_factor(self, step: int) -> float:
+        """The factor on every learning rate at ``step`` (see ``TrainConfig.lr_decay_from``)."""
+        cfg = self.config
+        if cfg.lr_decay_from >= 1:
+            return 1.0
+        done = step / cfg.steps
+        if cfg.minutes:
+            done = max(done, self.elapsed / (cfg.minutes * 60))
+        if done <= cfg.lr_decay_from:
+            return 1.0
+        t = min(1.0, (done - cfg.lr_decay_from) / (1 - cfg.lr_decay_from))
+        return cfg.lr_decay_to + (1 - cfg.lr_decay_to) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def decay_learning_rates(self, step: int) -> dict[str, float]:
+        """Scale every optimiser's rates by :meth:`lr_decay_factor`; returns ``{"lr_factor": f}`` to log.
+
+        Each parameter group keeps its configured rate as ``initial_lr`` (saved with the optimiser, so
+        a resumed run scales the same base), as torch's schedulers do. No decay set: nothing changes.
+        """
+        if self.config.lr_decay_from >= 1:
+            return {}
+        factor = self.lr_decay_factor(step)
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor
+        return {"lr_factor": factor}
+
     def parameter_names(self) -> dict[int, str]:
         """``id(param) -> name`` of the model's parameters (what :meth:`make_optimizer` matches)."""
         return {id(p): n for n, p in self.model.named_parameters()}
@@ -418,7 +459,7 @@ class Trainer:
         try:
             while self.step < cfg.steps and self.elapsed < budget:
                 step = self.step + 1
-                annealed = self.model.set_step(step)
+                annealed = {**self.model.set_step(step), **self.decay_learning_rates(step)}
                 self.batch_index = self.batch_indices(step, len(images))
                 batch = images[self.batch_index].to(device)
                 try:

@@ -65,6 +65,7 @@ class TwoStageTrainer(SVITrainer):
         resumed run scales the same base), as torch's schedulers do.
         """
         factor = lr_factor(getattr(self.model.config, "detector_lr_schedule", ()), self.step)
+        factor *= self.lr_decay_factor(self.step)  # the run's own decay (TrainConfig.lr_decay_from) too
         for group in self.optimizers["detector"].param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * factor

@@ -57,6 +57,7 @@ from ppl_scenes.ops import (
     crop,
     cxcywh_to_xyxy,
     depth_weighted_layers,
+    drawn_boxes,
     grid_cell_origins,
     paste,
     tighten_boxes,
@@ -66,6 +67,7 @@ from ppl_scenes.ops import spair_where_to_cxcywh as where_to_cxcywh
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "normal")
 ORDERS = ("wavefront", "raster")
 PRES_PRIORS = ("count", "bernoulli")
+TIGHT_MODES = ("opacity", "ink")
 
 
 @dataclass
@@ -107,7 +109,13 @@ class SPAIRConfig:
         tight_boxes: ``parse`` shrinks each box to the part of its decoded glimpse whose opacity
             exceeds ``tight_threshold`` (GMAIR's evaluation, its Appendix B.3). Off by default: the
             paper's boxes are those of ``z_where``.
-        tight_threshold: opacity above which a glimpse pixel counts as drawn.
+        tight_mode: how ``tight_boxes`` finds an object's extent. ``opacity``: the rows and columns of
+            its decoded glimpse whose opacity exceeds ``tight_threshold`` (GMAIR's rule). ``ink``: the
+            object drawn alone on the canvas, its pixels whose opacity times contrast with the
+            background exceed ``tight_threshold`` -- the rule by which the scene generators box the
+            truth around each digit's ink (:func:`~ppl_scenes.ops.drawn_boxes`); it also trims a
+            glimpse drawn with full opacity and an empty (background-coloured) margin.
+        tight_threshold: value above which a pixel counts as drawn.
     """
 
     channels: int = 1
@@ -141,11 +149,17 @@ class SPAIRConfig:
     score_threshold: float = 0.5
     tight_boxes: bool = False
     tight_threshold: float = 0.1
+    tight_mode: str = "opacity"
 
     def __post_init__(self):
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        for name, options in (("likelihood", LIKELIHOODS), ("order", ORDERS), ("pres_prior", PRES_PRIORS)):
+        for name, options in (
+            ("likelihood", LIKELIHOODS),
+            ("order", ORDERS),
+            ("pres_prior", PRES_PRIORS),
+            ("tight_mode", TIGHT_MODES),
+        ):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
         if self.background not in ("fixed", "learned"):
@@ -478,18 +492,48 @@ class SPAIR(SceneModel):
         """
         c = self.config
         grid = grid_shape(image_size, c.cell_size)
+        drawn = self.draw_windows(z_pres, z_where, z_what, image_size)
+        layers = depth_weighted_layers(drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0])
+        canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, window_pad(c))
+        return canvas[..., : image_size[0], : image_size[1]], drawn
+
+    def draw_windows(self, z_pres: Tensor, z_where: Tensor, z_what: Tensor, image_size) -> Tensor:
+        """Each cell's object alone on its window: ``[B, N, C + 1, h, w]`` (appearance, opacity x presence).
+
+        Window ``n`` covers the image from :meth:`window_origins` ``[n]`` on (cell plus
+        :func:`window_pad` on every side).
+        """
+        c = self.config
+        grid = grid_shape(image_size, c.cell_size)
         appearance, alpha = self.object_decoder(z_what)
         alpha = alpha * z_pres[..., None, None, None]
         pad = window_pad(c)
         window = (c.cell_size[0] + 2 * pad[0], c.cell_size[1] + 2 * pad[1])
         boxes = where_to_cxcywh(z_where, grid, c.cell_size, c.anchor, c.center_bounds)
-        origins = grid_cell_origins(grid, c.cell_size, device=boxes.device)
-        shift = torch.tensor([pad[1], pad[0]], device=boxes.device, dtype=boxes.dtype)
-        local = torch.cat((boxes[..., :2] - origins + shift, boxes[..., 2:]), -1)
-        drawn = paste(torch.cat((appearance, alpha), 2), local, window)
-        layers = depth_weighted_layers(drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0])
-        canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, pad)
-        return canvas[..., : image_size[0], : image_size[1]], drawn
+        local = torch.cat((boxes[..., :2] - self.window_origins(grid, boxes.device), boxes[..., 2:]), -1)
+        return paste(torch.cat((appearance, alpha), 2), local, window)
+
+    def window_origins(self, grid: tuple[int, int], device=None) -> Tensor:
+        """Image position ``(x, y)`` of the top-left pixel of every cell's window: ``[N, 2]``."""
+        c = self.config
+        pad = window_pad(c)
+        shift = torch.tensor([pad[1], pad[0]], dtype=torch.float32, device=device)
+        return grid_cell_origins(grid, c.cell_size, device=device) - shift
+
+    def tight_boxes(self, lat: CellLatents, boxes: Tensor, image_size) -> Tensor:
+        """Every cell's box shrunk to what its object draws (``config.tight_mode``); ``[B, N, 4]``.
+
+        Each cell's object is decoded as if present, so candidates below the presence threshold are
+        tightened too (average precision ranks them).
+        """
+        c = self.config
+        if c.tight_mode == "opacity":
+            return tighten_boxes(boxes, self.object_decoder(lat.what)[1], c.tight_threshold)
+        drawn = self.draw_windows(torch.ones_like(lat.pres), lat.where, lat.what, image_size)
+        contrast = (drawn[:, :, :-1] - self.background()[:, None, None]).abs().amax(2)
+        origins = self.window_origins(grid_shape(image_size, c.cell_size), boxes.device)
+        ink, found = drawn_boxes(drawn[:, :, -1] * contrast, origins, c.tight_threshold)
+        return torch.where(found[..., None], ink, boxes)
 
     # -- guide and parse -----------------------------------------------------------------------
     def guide(self, x: Tensor):
@@ -515,7 +559,7 @@ class SPAIR(SceneModel):
             recon = self.render(lat.pres, lat.where, lat.depth, lat.what, size)
             boxes = self.where_boxes(lat.where, size, clip=False)
             if c.tight_boxes:
-                boxes = tighten_boxes(boxes, self.object_decoder(lat.what)[1], c.tight_threshold)
+                boxes = self.tight_boxes(lat, boxes, size)
             boxes = clip_boxes(boxes, size)
             scores = torch.sigmoid(lat.pres_logits)
             keep = scores >= threshold

@@ -21,6 +21,7 @@ __all__ = [
     "spair_where_to_cxcywh",
     "clip_boxes",
     "tighten_boxes",
+    "drawn_boxes",
 ]
 
 
@@ -98,19 +99,58 @@ def tighten_boxes(boxes: Tensor, alpha: Tensor, threshold: float = 0.1) -> Tenso
     if alpha.dim() == boxes.dim() + 2:
         alpha = alpha.squeeze(-3)
     gh, gw = alpha.shape[-2:]
-    drawn = alpha > threshold
-    rows, cols = drawn.any(-1), drawn.any(-2)  # [..., h], [..., w]
-
-    def extent(mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
-        first = mask.float().argmax(-1)
-        last = size - 1 - mask.flip(-1).float().argmax(-1)
-        empty = ~mask.any(-1)
-        return torch.where(empty, 0, first).to(boxes.dtype), torch.where(empty, size - 1, last).to(
-            boxes.dtype
-        )
-
-    c0, c1 = extent(cols, gw)
-    r0, r1 = extent(rows, gh)
+    (c0, c1), (r0, r1) = _drawn_extent(alpha > threshold, boxes.dtype)
     x1, y1, x2, y2 = boxes.unbind(-1)
     bw, bh = (x2 - x1) / gw, (y2 - y1) / gh
     return torch.stack((x1 + c0 * bw, y1 + r0 * bh, x1 + (c1 + 1) * bw, y1 + (r1 + 1) * bh), dim=-1)
+
+
+def _drawn_extent(drawn: Tensor, dtype) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """First and last drawn column and row of boolean maps ``[..., h, w]``: ``((c0, c1), (r0, r1))``.
+
+    A map with nothing drawn gets its full extent.
+    """
+    rows, cols = drawn.any(-1), drawn.any(-2)  # [..., h], [..., w]
+
+    def extent(mask: Tensor) -> tuple[Tensor, Tensor]:
+        size = mask.shape[-1]
+        first = mask.float().argmax(-1)
+        last = size - 1 - mask.flip(-1).float().argmax(-1)
+        empty = ~mask.any(-1)
+        return torch.where(empty, 0, first).to(dtype), torch.where(empty, size - 1, last).to(dtype)
+
+    return extent(cols), extent(rows)
+
+
+def drawn_boxes(visible: Tensor, origins: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Pixel boxes of what is drawn in image-aligned windows, by the rule of the truth boxes.
+
+    The scene generators box each object around its ink: the pixels whose intensity exceeds a
+    threshold, ends exclusive. Applied to a model's rendering of one object (each object drawn alone
+    on a window of the canvas), the same rule gives a box defined exactly as the truth is.
+
+    Args:
+        visible: ``[..., h, w]`` how strongly each window pixel shows the object (e.g. its opacity
+            times its contrast with the background), one window per object.
+        origins: ``[..., 2]`` image position ``(x, y)`` of each window's top-left pixel (broadcast
+            against ``visible``'s leading dims).
+        threshold: value above which a pixel counts as drawn.
+
+    Returns:
+        ``[..., 4]`` xyxy boxes and ``[...]`` whether anything was drawn at all (a window with nothing
+        above the threshold gets its full extent and ``False``).
+    """
+    try:
+        if origins.shape[-1] != 2:
+            raise RuntimeError
+        torch.broadcast_shapes(visible.shape[:-2], origins.shape[:-1])
+    except RuntimeError:
+        raise ValueError(
+            f"origins [..., 2] must broadcast against the leading dims of visible [..., h, w], got "
+            f"{tuple(origins.shape)} and {tuple(visible.shape)}"
+        ) from None
+    drawn = visible > threshold
+    (c0, c1), (r0, r1) = _drawn_extent(drawn, origins.dtype)
+    x0, y0 = origins.unbind(-1)
+    boxes = torch.stack((x0 + c0, y0 + r0, x0 + c1 + 1, y0 + r1 + 1), dim=-1)
+    return boxes, drawn.flatten(-2).any(-1)

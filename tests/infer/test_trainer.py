@@ -282,6 +282,40 @@ class RecordingTrainer(SVITrainer):
         return norm
 
 
+def test_lr_decay_holds_then_falls_to_its_final_factor(tmp_path, images):
+    cfg = TrainConfig(steps=10, batch_size=4, lr=0.01, log_every=1, lr_decay_from=0.5, lr_decay_to=0.1)
+    trainer = SVITrainer(make_toy(), cfg, out=tmp_path / "run", progress=False)
+    records = trainer.fit(images)
+    factors = [r["lr_factor"] for r in records]
+    assert factors[:5] == [1.0] * 5  # the first half of the budget at the full rate
+    assert all(a > b for a, b in zip(factors[4:], factors[5:]))  # then strictly falling
+    assert factors[-1] == pytest.approx(0.1)
+    for group in trainer.optimizers["adam"].param_groups:
+        assert group["lr"] == pytest.approx(0.01 * 0.1) and group["initial_lr"] == 0.01
+
+
+def test_lr_decay_follows_the_minutes_budget(images, monkeypatch):
+    clock = {"t": 0.0}
+
+    def fake_perf_counter():
+        clock["t"] += 6.0  # every reading of the clock is a tenth of a minute later
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=fake_perf_counter))
+    cfg = TrainConfig(steps=1000, minutes=1.0, batch_size=4, log_every=1, lr_decay_from=0.0, lr_decay_to=0.0)
+    records = SVITrainer(make_toy(), cfg, progress=False).fit(images)
+    assert records[-1]["step"] < 20  # the minutes, not the 1,000 steps, end the run
+    factors = [r["lr_factor"] for r in records]
+    assert factors[0] > 0.9 and factors[-1] < 0.1  # decayed over the minutes
+
+
+def test_no_lr_decay_by_default_leaves_rates_and_records_alone(images):
+    trainer = SVITrainer(make_toy(), TrainConfig(steps=3, batch_size=4, lr=0.01, log_every=1), progress=False)
+    records = trainer.fit(images)
+    assert all("lr_factor" not in r for r in records)
+    assert [g["lr"] for g in trainer.optimizers["adam"].param_groups] == [0.01]
+
+
 def test_clip_norm_bounds_the_gradient_used_by_the_step(images):
     trainer = RecordingTrainer(
         make_toy(), TrainConfig(steps=3, batch_size=4, clip_norm=0.01, log_every=1), progress=False
@@ -769,6 +803,10 @@ def test_bad_steps_below_the_limit_do_not_stop_training(images):
         ("lr_per_module", {"": 0.1}),
         ("lr_per_module", [("encoder", 0.1)]),
         ("tensorboard", "yes"),
+        ("lr_decay_from", 1.5),
+        ("lr_decay_from", -0.1),
+        ("lr_decay_to", 2.0),
+        ("lr_decay_to", float("nan")),
     ],
 )
 def test_train_config_rejects_bad_values(field, value):

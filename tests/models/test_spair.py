@@ -41,6 +41,7 @@ VARIANTS = {
     "rgb": {"channels": 3},
     "unmasked": {"mask_absent": False},
     "tight_boxes": {"tight_boxes": True},
+    "tight_ink_boxes": {"tight_boxes": True, "tight_mode": "ink"},
 }
 
 
@@ -267,6 +268,44 @@ def test_tight_boxes_lie_inside_the_where_boxes():
         widths = (b[:, 2] - b[:, 0]) / (a[:, 2] - a[:, 0]).clamp(min=1e-6)
         inside = (a[:, 0] > 0) & (a[:, 2] < 18)  # boxes not clipped by the image edge
         torch.testing.assert_close(widths[inside], torch.full_like(widths[inside], 1 / 3))
+
+
+@pytest.mark.parametrize("background_value", [0.0, 0.3])
+def test_ink_boxes_are_the_truth_rule_applied_to_each_object_drawn_alone(background_value):
+    torch.manual_seed(0)
+    model = tiny(tight_boxes=True, tight_mode="ink", tight_threshold=0.05, background_value=background_value)
+    ramp = torch.linspace(0, 1, 6)
+
+    def blob(codes):  # opacity rising across the glimpse, ink brighter than the background
+        alpha = (ramp[:, None] * ramp.flip(0)[None, :]).expand(*codes.shape[:-1], 1, 6, 6)
+        return torch.full_like(alpha, 0.9), alpha
+
+    model.object_decoder.forward = blob
+    x = images()
+    with torch.no_grad():
+        lat = model.posterior_modes(x)
+        where = model.where_boxes(lat.where, (12, 18), clip=False)
+        boxes = model.tight_boxes(lat, where, (12, 18))
+        for b, n in [(0, 1), (1, 4)]:
+            alone = torch.zeros_like(lat.pres)
+            alone[b, n] = 1.0  # only this cell's object, drawn over the background
+            canvas = model.render(alone, lat.where, lat.depth, lat.what, (12, 18))[b, 0]
+            ink = (canvas - background_value).abs() > 0.05
+            rows, cols = ink.any(1).nonzero()[:, 0], ink.any(0).nonzero()[:, 0]
+            assert 0 < len(rows) and 0 < len(cols)
+            expected = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=boxes.dtype)
+            torch.testing.assert_close(boxes[b, n], expected)
+
+
+def test_ink_boxes_keep_the_where_box_of_an_object_that_draws_nothing():
+    model = tiny(tight_boxes=True, tight_mode="ink")
+    decode = model.object_decoder.forward
+    model.object_decoder.forward = lambda codes: (decode(codes)[0], torch.zeros_like(decode(codes)[1]))
+    x = images()
+    with torch.no_grad():
+        lat = model.posterior_modes(x)
+        where = model.where_boxes(lat.where, (12, 18), clip=False)
+        torch.testing.assert_close(model.tight_boxes(lat, where, (12, 18)), where)
 
 
 def test_conditioned_latents_render_where_the_box_says():
