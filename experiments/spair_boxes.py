@@ -8,8 +8,8 @@ own rule), each at several thresholds. Thresholds are chosen on **validation** s
 dataset, training digits, another seed than the training scenes) by AP over IoU 0.1:0.1:0.9, then
 every setting is scored on the unseen **test** scenes. Counts do not depend on the boxes.
 
-Writes ``spair_boxes.json`` and ``ap_by_iou.png`` (test AP against the IoU threshold) under
-``--out``. Reproduce::
+Writes ``spair_boxes.json``, ``ap_by_iou.png`` (test AP against the IoU threshold) and
+``parses_<boxes>.png`` (test scenes with each kind of box, truth in yellow) under ``--out``. Reproduce::
 
     PPL_SCENES_DATA=/path/to/data python experiments/spair_boxes.py runs/spair-5digits-30min \\
         --out benchmarks/spair_boxes
@@ -46,11 +46,16 @@ def settings(opacity: Sequence[float], ink: Sequence[float]) -> list[dict]:
     return rows
 
 
-def score(model, dataset, setting: dict) -> dict:
-    """Detection scores of ``model`` on ``dataset`` with the boxes of ``setting`` (set on its config)."""
+def apply_setting(model, setting: dict) -> None:
+    """Set the box settings of ``setting`` on the model's config."""
     for key in ("tight_boxes", "tight_mode", "tight_threshold"):
         if key in setting:
             setattr(model.config, key, setting[key])
+
+
+def score(model, dataset, setting: dict) -> dict:
+    """Detection scores of ``model`` on ``dataset`` with the boxes of ``setting``."""
+    apply_setting(model, setting)
     return evaluate_detection(model, dataset)
 
 
@@ -102,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         candidates = [r for r in rows if r["boxes"] == mode]
         if candidates:
             best = max(candidates, key=lambda r: r["validation"]["ap_spair"])
-            score(model, test, best)
+            apply_setting(model, best)
             chosen[mode] = {**best, "test_ap_by_iou": ap_by_iou(model, test)}
     record = {
         "command": command_line(NAME, argv),
@@ -116,7 +121,34 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = Path(args.out)
     write_record(out / f"{NAME}.json", record)
     plot_ap_by_iou(chosen, out / "ap_by_iou.png")
+    for mode, row in chosen.items():
+        plot_parses(model, test, row, out / f"parses_{mode}.png")
     return record
+
+
+def plot_parses(model, dataset, setting: dict, path: Path, num: int = 8) -> None:
+    """The first ``num`` scenes of ``dataset`` with the boxes of ``setting`` (truth in yellow)."""
+    import torch
+
+    from ppl_scenes.viz import plot_scenes
+
+    apply_setting(model, setting)
+    items = [dataset[i] for i in range(min(num, len(dataset)))]
+    images = torch.stack([im for im, _ in items])
+    parse = model.parse(images.to(model.device))
+    label = (
+        setting["boxes"]
+        if setting["boxes"] == "where"
+        else f"{setting['boxes']} > {setting['tight_threshold']}"
+    )
+    plot_scenes(
+        images,
+        [b.cpu() for b in parse.boxes],
+        [t["boxes"] for _, t in items],
+        reconstructions=parse.reconstruction.cpu(),
+        titles=[f"{label}: {len(b)} found, {len(t['boxes'])} true" for b, (_, t) in zip(parse.boxes, items)],
+        path=path,
+    )
 
 
 def plot_ap_by_iou(chosen: dict, path: Path) -> None:

@@ -301,7 +301,8 @@ def test_spair_boxes_scores_where_and_tightened_boxes(script, digits, tmp_path):
     assert chosen["tight_threshold"] in (0.05, 0.2)
     assert len(chosen["test_ap_by_iou"]) == 9
     assert read_record(out / "spair_boxes.json")["num_test"] == 4
-    assert (out / "ap_by_iou.png").stat().st_size > 0
+    for name in ("ap_by_iou", "parses_where", "parses_opacity", "parses_ink"):
+        assert (out / f"{name}.png").stat().st_size > 0
 
 
 def test_miss_report_on_a_constructed_case(script):
