@@ -113,7 +113,34 @@ def make_parser(
         "existing runs there are an error",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--train-set",
+        nargs="*",
+        default=[],
+        type=train_item,
+        metavar="KEY=VALUE",
+        help="other TrainConfig fields for every trained model (e.g. lr=3e-4 lr_decay_from=0.5)",
+    )
     return parser
+
+
+#: TrainConfig fields with flags of their own, which ``--train-set`` leaves to those flags.
+_FLAGGED_TRAIN_FIELDS = ("steps", "minutes", "batch_size", "seed", "device")
+
+
+def train_item(item: str) -> tuple[str, Any]:
+    """One ``--train-set KEY=VALUE`` item as ``(field, typed value)`` of :class:`TrainConfig`."""
+    from ppl_scenes.models.base import replace_config
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    if key in _FLAGGED_TRAIN_FIELDS:
+        raise argparse.ArgumentTypeError(f"{key!r} has its own flag: --{key.replace('_', '-')}")
+    try:
+        return key, getattr(replace_config(TrainConfig(), {key: value}), key)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_conncomp_arg(parser: argparse.ArgumentParser) -> None:
@@ -169,7 +196,7 @@ def check_run_dirs(parser: argparse.ArgumentParser, run_dirs: Sequence[Path], re
 
 def train_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``fit`` keyword arguments the flags override (nothing else: the library's defaults hold)."""
-    settings: dict[str, Any] = {"seed": args.seed}
+    settings: dict[str, Any] = {**dict(getattr(args, "train_set", [])), "seed": args.seed}
     if args.minutes is not None:
         settings["minutes"] = args.minutes
     if args.batch_size is not None:

@@ -109,12 +109,23 @@ def test_spair_scaling_takes_config_overrides(script, digits, tmp_path):
     scaling = script("spair_scaling")
     out = tmp_path / "scaling"
     args = [*TINY, *digits, "--counts", "1", "--num-test", "2", "--out", str(out), "--set", "cell_size=8,8"]
-    record = scaling.main(args)
+    record = scaling.main([*args, "--train-set", "lr_decay_from=0.5", "lr=5e-4"])
     assert record["model"]["config"]["cell_size"] == [8, 8]
-    assert load(Path(record["conditions"][0]["run_dir"])).config.cell_size == (8, 8)
+    run_dir = Path(record["conditions"][0]["run_dir"])
+    assert load(run_dir).config.cell_size == (8, 8)
+    stored = json.loads((run_dir / "config.json").read_text())["train_config"]
+    assert stored["lr_decay_from"] == 0.5 and stored["lr"] == 5e-4
     with pytest.raises(SystemExit):
         scaling.main([*args[:-3], str(tmp_path / "other"), "--set", "no_such_field=1"])
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("item", ["lr_decay_from", "no_such_field=1", "lr=fast", "steps=3"])
+def test_bad_train_set_items_exit_2(script, item, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        script("spair_scaling").main(["--out", str(tmp_path / "x"), "--train-set", item])
+    assert err.value.code == 2
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow  # spawns two fresh Python processes (torch and Pyro imported in each)
