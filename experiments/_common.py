@@ -130,17 +130,13 @@ _FLAGGED_TRAIN_FIELDS = ("steps", "minutes", "batch_size", "seed", "device")
 
 def train_item(item: str) -> tuple[str, Any]:
     """One ``--train-set KEY=VALUE`` item as ``(field, typed value)`` of :class:`TrainConfig`."""
-    from ppl_scenes.models.base import replace_config
-
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-    if key in _FLAGGED_TRAIN_FIELDS:
-        raise argparse.ArgumentTypeError(f"{key!r} has its own flag: --{key.replace('_', '-')}")
     try:
-        return key, getattr(replace_config(TrainConfig(), {key: value}), key)
+        ((key, value),) = parse_overrides([item], TrainConfig(), "--train-set").items()
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    if key in _FLAGGED_TRAIN_FIELDS:
+        raise argparse.ArgumentTypeError(f"{key!r} has its own flag: --{key.replace('_', '-')}")
+    return key, value
 
 
 def add_conncomp_arg(parser: argparse.ArgumentParser) -> None:
@@ -153,21 +149,30 @@ def add_conncomp_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_overrides(parser: argparse.ArgumentParser, items: Sequence[str], config) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items as typed, validated fields of ``config`` (a config instance)."""
+def parse_overrides(items: Sequence[str], config, flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` items as typed, validated fields of ``config`` (a config instance).
+
+    Raises:
+        ValueError: for an item without ``=``, an unknown key or a value of the wrong kind.
+    """
     from ppl_scenes.models.base import replace_config
 
     raw = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            parser.error(f"--set takes KEY=VALUE items, got {item!r}")
+            raise ValueError(f"{flag} takes KEY=VALUE items, got {item!r}")
         raw[key] = value
+    replaced = replace_config(config, raw)
+    return {key: getattr(replaced, key) for key in raw}
+
+
+def config_overrides(parser: argparse.ArgumentParser, items: Sequence[str], config) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as typed, validated fields of ``config``; a bad item exits with status 2."""
     try:
-        replaced = replace_config(config, raw)
+        return parse_overrides(items, config)
     except ValueError as err:
         parser.error(str(err))
-    return {key: getattr(replaced, key) for key in raw}
 
 
 def apply_threads(args: argparse.Namespace) -> None:
@@ -196,7 +201,7 @@ def check_run_dirs(parser: argparse.ArgumentParser, run_dirs: Sequence[Path], re
 
 def train_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``fit`` keyword arguments the flags override (nothing else: the library's defaults hold)."""
-    settings: dict[str, Any] = {**dict(getattr(args, "train_set", [])), "seed": args.seed}
+    settings: dict[str, Any] = {**dict(args.train_set), "seed": args.seed}
     if args.minutes is not None:
         settings["minutes"] = args.minutes
     if args.batch_size is not None:
