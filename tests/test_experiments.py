@@ -254,6 +254,21 @@ def test_bad_flags_exit_2(script, name, tmp_path):
     assert err.value.code == 2
 
 
+def test_spair_stream_speed(script, digits, tmp_path):
+    out = tmp_path / "stream"
+    args = ["--steps", "2", "--warmup", "1", "--log-every", "1", "--repeats", "1", "--batch-size", "2"]
+    args += ["--memory-scenes", "4", "--out", str(out), *digits[:2]]
+    record = script("spair_stream_speed").main(args)
+    conditions = record["conditions"]
+    assert set(conditions) == {"memory", "stream", "stream_default_malloc"}
+    assert conditions["memory"]["generated_batch_by_batch"] is False
+    assert conditions["stream"]["generated_batch_by_batch"] is True
+    for result in conditions.values():
+        assert result["median_ms"] > 0 and len(result["per_run_median_ms"]) == 1
+    assert all(len(r[0]["ms_per_step"]) == 2 for r in record["runs"].values())  # steps 1-2, 2-3
+    assert read_record(out / "spair_stream_speed.json")["settings"]["steps"] == 2
+
+
 def test_spair_speed(script, digits, tmp_path):
     out = tmp_path / "speed"
     args = [

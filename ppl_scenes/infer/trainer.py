@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ppl_scenes import __version__
 from ppl_scenes.checks import check_images, check_non_negative, check_positive, check_positive_int
+from ppl_scenes.infer.allocator import keep_freed_memory
 from ppl_scenes.runs import (
     CONFIG_FILE,
     EVAL_FILE,
@@ -71,6 +72,10 @@ class TrainConfig:
             last minutes. Late in a run, Adam's constant rate keeps the metrics swinging from one
             evaluation to the next; a decayed rate settles them.
         lr_decay_to: the factor the learning rates reach at the end of the budget (half-cosine from 1).
+        keep_freed_memory: when the scenes are generated batch by batch (a dataset too large to hold
+            in memory), fix glibc's malloc thresholds so freed tensors stay in the heap for the next
+            step (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; about a fifth faster on CPU).
+            Default True; it changes nothing for data held in memory.
     """
 
     steps: int = 1000
@@ -89,6 +94,7 @@ class TrainConfig:
     tensorboard: bool = False
     lr_decay_from: float = 1.0
     lr_decay_to: float = 0.1
+    keep_freed_memory: bool = True
 
     def __post_init__(self):
         self.steps = check_positive_int(self.steps, "steps")
@@ -113,8 +119,9 @@ class TrainConfig:
             if value > 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
             setattr(self, name, value)
-        if not isinstance(self.tensorboard, bool):
-            raise ValueError(f"tensorboard must be True or False, got {self.tensorboard!r}")
+        for name in ("tensorboard", "keep_freed_memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or not (
             self.device in ("cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)
         ):
@@ -306,6 +313,8 @@ class Trainer:
         self._lazy = None
         if _too_large(data):
             self._lazy = LazyScenes(data)
+            if self.config.keep_freed_memory:
+                keep_freed_memory()
             self.supervision = {} if callable(getattr(self.model, "supervision", None)) else None
             return self._lazy
         if not callable(getattr(self.model, "supervision", None)):
