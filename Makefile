@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ppl_scenes experiments tests
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n auto --durations=25
+	$(BIN)/python -m pytest -n auto --dist worksteal --durations=25
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -97,6 +97,8 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     # The quickstart as written, with a step count for a test instead of a real training run.
     code, n = re.subn(r"^STEPS = \d+", "STEPS = 2", code, flags=re.M)
     assert n == 1, "the quickstart should set its step count in one `STEPS = N` line"
+    code, n = re.subn(r"^MINUTES = \d+", "MINUTES = 0.002", code, flags=re.M)  # the recipe: ~0.1 s
+    assert n == 1, "the recipe should set its budget in one `MINUTES = N` line"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
