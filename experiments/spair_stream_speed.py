@@ -43,7 +43,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from ppl_scenes import SPAIR, make_dataset
     from ppl_scenes.infer.svi import SVITrainer
-    from ppl_scenes.infer.trainer import TrainConfig
+    from ppl_scenes.infer.trainer import LazyScenes, TrainConfig
     from ppl_scenes.models.spair import SPAIRConfig
 
     torch.set_num_threads(args.threads)
@@ -70,7 +70,7 @@ def worker(args: argparse.Namespace) -> None:
         for a, b in zip(records, records[1:])
         if a["step"] >= args.warmup
     ]
-    print(json.dumps({"lazy": trainer._lazy is not None, "ms_per_step": times}))
+    print(json.dumps({"lazy": isinstance(trainer.images, LazyScenes), "ms_per_step": times}))
 
 
 def run_condition(condition: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -74,7 +74,7 @@ class TrainConfig:
         lr_decay_to: the factor the learning rates reach at the end of the budget (half-cosine from 1).
         keep_freed_memory: when the scenes are generated batch by batch (a dataset too large to hold
             in memory), fix glibc's malloc thresholds so freed tensors stay in the heap for the next
-            step (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; about a fifth faster on CPU).
+            step (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; about a quarter less time a step).
             Default True; it changes nothing for data held in memory.
     """
 
