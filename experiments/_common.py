@@ -28,7 +28,7 @@ from ppl_scenes import SPAIR, SPAIRConfig, TrainConfig, fit
 from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_int  # noqa: F401
 from ppl_scenes.data import make_dataset
 from ppl_scenes.data.digits import INK_THRESHOLD
-from ppl_scenes.models.base import config_to_dict
+from ppl_scenes.models.base import config_to_dict, replace_config
 from ppl_scenes.runs import read_metrics
 from ppl_scenes.runs import write_json as write_run_json
 
@@ -231,10 +231,16 @@ def train_model(
     """
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)  # the initial weights
-    model = model_class(**overrides)
     resume = args.resume and (run_dir / "checkpoint.pt").is_file()
     # the threads the run trained with: a later call that only evaluates it may use other settings
     earlier = json.loads((run_dir / "config.json").read_text()) if resume else {}
+    # a resumed run keeps its own model settings (e.g. a --set of the call that trained it), with
+    # this call's overrides on top (model_class may also be a factory, which builds from overrides)
+    config_class = getattr(model_class, "config_class", None)
+    if earlier.get("model") == getattr(model_class, "name", None) and config_class is not None:
+        model = model_class(replace_config(config_class(), {**earlier.get("model_config", {}), **overrides}))
+    else:
+        model = model_class(**overrides)
     threads = earlier.get("torch_threads", torch.get_num_threads())
     run_info = {
         "data": {**data, "root": getattr(args, "data_root", None)},

@@ -58,9 +58,10 @@ def add_mist_args(parser: argparse.ArgumentParser, datasets: Sequence[str], mode
     )
 
 
-def overrides(parser: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, Any]:
-    """``--set`` items as typed, validated :class:`~ppl_scenes.models.MISTConfig` fields."""
-    return config_overrides(parser, items, MISTConfig())
+def overrides(parser: argparse.ArgumentParser, items: Sequence[str], **base: Any) -> dict[str, Any]:
+    """``--set`` items as typed :class:`~ppl_scenes.models.MISTConfig` fields, validated on top of the
+    experiment's own fields ``base`` (e.g. the classification task)."""
+    return config_overrides(parser, items, MISTConfig(**base))
 
 
 def data_kwargs(dataset: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.datasets != ["hard"] or "grid" in args.models:
         parser.error("Table 2 is MNIST hard (--datasets hard) with --models mist and/or channelwise")
     apply_threads(args)
-    extra = {**TASK, **overrides(parser, args.set)}
+    extra = {**TASK, **overrides(parser, args.set, **TASK)}
     out = Path(args.out)
     runs = {m: out / "runs" / m for m in args.models}
     check_run_dirs(parser, list(runs.values()), args.resume)

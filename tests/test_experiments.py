@@ -393,12 +393,15 @@ def test_mist_reconstruction(script, digits, tmp_path):
 def test_mist_classification_in_two_processes(script, digits, tmp_path):
     """Each model trained by its own call; a last call with --resume only evaluates them both."""
     classify = script("mist_classification")
-    args = [*TINY, *digits, *MIST_SMALL, *MIST_TINY, "--out", str(tmp_path)]
-    first = classify.main([*args, "--models", "channelwise"])
+    args = [*TINY, *digits, *MIST_SMALL, "--out", str(tmp_path)]
+    first = classify.main([*args, *MIST_TINY, "--models", "channelwise"])
     assert set(first["results"]) == {"channelwise"} and first["targets_met"] == {}
-    classify.main([*args, "--models", "mist"])
-    record = classify.main([*args, "--resume"])
+    classify.main([*args, *MIST_TINY, "recon_weight=1.5", "task_jitter=1", "--models", "mist"])
+    # the evaluating call does not repeat the mist run's own --set items: the run keeps them
+    record = classify.main([*args, *MIST_TINY, "--resume"])
     check_common(record, "mist_classification", tmp_path)
+    assert record["models"]["mist"]["recon_weight"] == 1.5 and record["models"]["mist"]["task_jitter"] == 1.0
+    assert "rmse" in record["results"]["mist"] and "rmse" not in record["results"]["channelwise"]
     assert record["cost"]["mist"]["steps"] == 2 and record["cost"]["channelwise"]["steps"] == 2
     for metrics in record["results"].values():
         for key in ("detection_rate", "detected_and_classified"):

@@ -3,7 +3,8 @@
 The top-K extractor ``E_K`` has no gradient with respect to the heatmap, so MIST is trained by
 alternating optimisation over a lifted problem, per batch:
 
-1. fit the task network ``tau`` on ``L_task`` at the patches ``E_K(H_eta(I))``;
+1. fit the task network ``tau`` on ``L_task`` at the patches ``E_K(H_eta(I))`` (shifted at random by
+   up to ``config.task_jitter`` pixels when that is set);
 2. with ``tau`` fixed, optimise the patch positions (and scales) on ``L_task`` with a few gradient
    steps (``config.refine_steps`` Adam steps of ``config.refine_lr`` pixels, restarted per batch);
 3. build the target heatmap ``h_bar = E_K^{-1}(x*)`` of the optimised patches
@@ -54,12 +55,12 @@ class PatchTaskTrainer(Trainer):
 class LiftingTrainer(PatchTaskTrainer):
     """Algorithm 1 of MIST: task step, patch refinement, target heatmap, lift step (module docstring).
 
-    Logged per step: ``loss`` and ``task_loss`` (``L_task`` at the extracted patches, before the
-    task step), ``refined_task_loss`` (after the refinement of the positions), ``lift_loss``
-    (``L_lift`` before the heatmap step), ``shift`` (mean distance in pixels the refinement moved a
-    patch) and the gradient norms. A stage whose loss or gradient is not finite raises
-    :class:`NonFiniteStep` before its optimiser steps; the stages before it in that batch keep their
-    step.
+    Logged per step: ``loss`` and ``task_loss`` (``L_task`` at the extracted patches, jittered if
+    ``task_jitter`` is set, before the task step), ``refined_task_loss`` (after the refinement of
+    the positions), ``lift_loss`` (``L_lift`` before the heatmap step), ``shift`` (mean distance
+    in pixels the refinement moved a patch) and the gradient norms. A stage whose loss or gradient
+    is not finite raises :class:`NonFiniteStep` before its optimiser steps; the stages before it in
+    that batch keep their step.
     """
 
     def setup(self, example_batch: Tensor) -> None:
@@ -125,7 +126,10 @@ class LiftingTrainer(PatchTaskTrainer):
         with torch.no_grad():
             found = model.locate(batch)
 
-        task_loss = model.task_loss(batch, found.positions, found.scales, targets, mask).mean()
+        fit_at = found.positions
+        if cfg.task_jitter:
+            fit_at = fit_at + cfg.task_jitter * (2 * torch.rand_like(fit_at) - 1)
+        task_loss = model.task_loss(batch, fit_at, found.scales, targets, mask).mean()
         task_norm = self.step_optimizer("task", task_loss, self.task_params)
 
         # Masked patches get no task gradient, so the refinement leaves them where they were found.

@@ -89,6 +89,14 @@ class MISTConfig:
         refine_steps: inner gradient steps on the patch positions per batch (Algorithm 1, line 4).
         refine_lr: step size of those steps in pixels (Adam, restarted for every batch).
         refine_scales: also optimise the patch scales (only meaningful with several heatmap scales).
+        recon_weight: classification only: weight of eq. 2's reconstruction error (per-pixel mean)
+            added to eq. 3, with a patch decoder on the classifier's encoder. 0 (default) is the
+            paper's loss. Eq. 3 alone does not care where on a digit a patch sits, so its patches can
+            drift off the digits while the classifier learns to read them there; reconstructing the
+            image needs each patch on its digit. Uses no labels beyond eq. 3's.
+        task_jitter: shift each patch the task network is fitted on (Algorithm 1, step 1) by a
+            uniform random offset of up to this many pixels per coordinate, so that the task network
+            tolerates off-centre patches (0, the default, is the paper).
     """
 
     channels: int = 1
@@ -111,6 +119,8 @@ class MISTConfig:
     refine_steps: int = 5
     refine_lr: float = 0.5
     refine_scales: bool = True
+    recon_weight: float = 0.0
+    task_jitter: float = 0.0
 
     def __post_init__(self):
         check_choice(self.channels, (1, 3), "channels")
@@ -133,6 +143,15 @@ class MISTConfig:
             )
         self.patch_side = check_positive(self.patch_side, "patch_side")
         self.refine_lr = check_positive(self.refine_lr, "refine_lr")
+        for name in ("recon_weight", "task_jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+            setattr(self, name, float(value))
+        if self.recon_weight and self.task != "classification":
+            raise ValueError(
+                "recon_weight adds reconstruction to the classification task; use task='classification'"
+            )
         if not 0 <= self.background <= 1:
             raise ValueError(f"background must lie in [0, 1], got {self.background!r}")
 
@@ -240,7 +259,9 @@ class MIST(SceneModel):
         if cfg.task == "reconstruction":
             self.task_net = PatchAutoEncoder(cfg.channels, **net)
         else:
-            self.task_net = PatchClassifier(cfg.channels, cfg.num_classes, **net)
+            self.task_net = PatchClassifier(
+                cfg.channels, cfg.num_classes, decoder=cfg.recon_weight > 0, **net
+            )
 
     def build_heatmap_net(self) -> torch.nn.Module | None:
         """``H_eta``: one map per scale."""
@@ -333,14 +354,24 @@ class MIST(SceneModel):
 
         Reconstruction: the mean squared error of eq. 2 (its sum divided by the pixel count).
         Classification: eq. 3 (:func:`multi_instance_loss`); ``targets["label_freq"]`` is needed.
+        With ``config.recon_weight``, classification adds that weight times eq. 2's error.
         """
+        cfg = self.config
         patches = self.crop_patches(x, positions, scales)
-        if self.config.task == "reconstruction":
-            recon = self.compose(self.task_net(patches), positions, scales, tuple(x.shape[-2:]), mask)
-            return ((x - recon) ** 2).flatten(1).mean(1)
+        if cfg.task == "reconstruction":
+            return self._reconstruction_error(x, self.task_net(patches), positions, scales, mask)
         if targets is None or "label_freq" not in targets:
             raise ValueError("the classification task needs targets['label_freq'] (the images' labels)")
-        return multi_instance_loss(self.task_net(patches), targets["label_freq"], mask)
+        features = self.task_net.encoder(patches)
+        loss = multi_instance_loss(self.task_net.head(features.flatten(-3)), targets["label_freq"], mask)
+        if cfg.recon_weight:
+            decoded = self.task_net.decoder(features)
+            loss = loss + cfg.recon_weight * self._reconstruction_error(x, decoded, positions, scales, mask)
+        return loss
+
+    def _reconstruction_error(self, x, decoded, positions, scales, mask) -> Tensor:
+        recon = self.compose(decoded, positions, scales, tuple(x.shape[-2:]), mask)
+        return ((x - recon) ** 2).flatten(1).mean(1)
 
     def lift_loss(self, x: Tensor, target: Tensor) -> Tensor:
         """``L_lift = ||h_bar - H_eta(I)||^2`` per image ``[B]``, for a target heatmap ``[B, S, H, W]``."""
@@ -358,7 +389,7 @@ class MIST(SceneModel):
         Returns:
             a :class:`SceneParse` with ``what`` (the task network's patch codes), ``labels`` (the
             classifier's class per patch; None for reconstruction) and ``reconstruction`` (eq. 2's
-            synthesis from the reported patches; None for classification).
+            synthesis from the reported patches; None for classification without ``recon_weight``).
         """
         x = self.check_input(x)
         if self.config.count_from_labels and counts is None:
@@ -369,10 +400,10 @@ class MIST(SceneModel):
             patches = self.crop_patches(x, found.positions, found.scales)
             features = self.task_net.encoder(patches)
             recon = labels = None
-            if self.config.task == "reconstruction":
+            if getattr(self.task_net, "decoder", None) is not None:
                 out = self.task_net.decoder(features)
                 recon = self.compose(out, found.positions, found.scales, tuple(x.shape[-2:]), mask)
-            else:
+            if self.config.task == "classification":
                 labels = self.task_net.head(features.flatten(-3)).argmax(-1)
             codes = features.flatten(2)
         boxes = cxcywh_to_xyxy(self.patch_boxes(found.positions, found.scales))

@@ -278,6 +278,8 @@ class PatchClassifier(nn.Module):
         in_channels: patch channels.
         num_classes: number of classes (10 digits in the paper).
         patch_size, levels, blocks_per_level, width: as for :class:`PatchEncoder`.
+        decoder: also build the auto-encoder's :class:`PatchDecoder` on the same code (``self.decoder``,
+            else None), for a reconstruction term beside the classification.
     """
 
     def __init__(
@@ -288,11 +290,15 @@ class PatchClassifier(nn.Module):
         levels: int = 5,
         blocks_per_level: int = 3,
         width: int = 16,
+        decoder: bool = False,
     ):
         super().__init__()
         check_int(num_classes, "num_classes")
         self.encoder = PatchEncoder(in_channels, patch_size, levels, blocks_per_level, width)
         self.head = nn.Linear(self.encoder.latent_dim, num_classes)
+        self.decoder = (
+            PatchDecoder(in_channels, patch_size, levels, blocks_per_level, width) if decoder else None
+        )
 
     def forward(self, patches: Tensor) -> Tensor:
         features = self.encoder(patches)

@@ -48,6 +48,10 @@ VARIANTS = {
     "reconstruction": (MIST, {}),
     "classification": (MIST, {"task": "classification"}),
     "count_from_labels": (MIST, {"task": "classification", "count_from_labels": True}),
+    "classification_with_reconstruction": (
+        MIST,
+        {"task": "classification", "recon_weight": 2.0, "task_jitter": 1.5},
+    ),
     "two_scales": (MIST, {"heatmap_scales": (1.0, 0.5), "patch_side": 6.0}),
     "rgb": (MIST, {"channels": 3}),
     "grey_background": (MIST, {"background": 0.5}),
@@ -81,7 +85,7 @@ def test_standard_model_test(variant, tmp_path):
     if model.config.task == "reconstruction":
         assert parse.reconstruction.shape == x.shape and parse.labels is None
     else:
-        assert parse.reconstruction is None
+        assert (parse.reconstruction is not None) == (model.config.recon_weight > 0)
         assert all(((lab >= 0) & (lab < 3)).all() for lab in parse.labels)
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [1, 2] and all("task_loss" in r for r in records)
@@ -193,6 +197,53 @@ def test_lifting_drives_the_heatmap_to_its_target_positions():
     order = got.positions[..., 1].argsort(-1)
     torch.testing.assert_close(got.positions.gather(1, order[..., None].expand(-1, -1, 2)), positions)
     torch.testing.assert_close(got.scales.gather(1, order), scales, atol=1.5, rtol=0)
+
+
+def test_recon_weight_adds_the_reconstruction_error_to_the_classification_loss():
+    torch.manual_seed(0)
+    both = MIST(**{**TINY, "task": "classification", "recon_weight": 3.0})
+    plain = MIST(**{**TINY, "task": "classification"})
+    plain.load_state_dict(both.state_dict(), strict=False)  # the same encoder, head and heatmap
+    assert both.task_net.decoder is not None and plain.task_net.decoder is None
+    x = torch.stack([im for im, _ in scenes()])
+    targets = {"label_freq": torch.tensor([[0.5, 0.5, 0.0]]).repeat(4, 1)}
+    positions, scales = torch.tensor([[[6.0, 6.0], [7.0, 15.0]]]).repeat(4, 1, 1), torch.full((4, 2), 8.0)
+    with torch.no_grad():
+        recon = both.compose(
+            both.task_net.decoder(both.task_net.encoder(both.crop_patches(x, positions, scales))),
+            positions,
+            scales,
+            (24, 24),
+        )
+        expected = plain.task_loss(x, positions, scales, targets) + 3.0 * ((x - recon) ** 2).flatten(1).mean(
+            1
+        )
+        torch.testing.assert_close(both.task_loss(x, positions, scales, targets), expected)
+        parse = both.parse(x)
+    assert parse.reconstruction.shape == x.shape and parse.labels is not None
+    assert plain.parse(x).reconstruction is None
+
+
+def test_task_jitter_fits_the_task_network_at_shifted_patches(monkeypatch):
+    """The task step sees the extracted positions moved by at most task_jitter; the refinement starts
+    from the unshifted ones."""
+    torch.manual_seed(0)
+    model = MIST(**{**TINY, "task_jitter": 2.0, "refine_steps": 0})
+    trainer, x = _trainer(model, scenes())
+    seen = []
+    original = model.task_loss
+
+    def spy(images, positions, *args, **kwargs):
+        seen.append(positions.detach().clone())
+        return original(images, positions, *args, **kwargs)
+
+    monkeypatch.setattr(model, "task_loss", spy)
+    with torch.no_grad():
+        found = model.locate(x)
+    trainer.train_step(x)
+    shift = seen[0] - found.positions
+    assert shift.abs().max() <= 2.0 and shift.abs().min() > 0 and shift.std() > 0.5
+    torch.testing.assert_close(seen[1], found.positions)  # the refinement's start (no steps)
 
 
 def test_losses_and_helpers_against_direct_computation():
@@ -311,6 +362,10 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
         ({"patch_size": 10, "task_levels": 2}, "divisible"),
         ({"background": 2.0}, "background"),
         ({"num_patches": 0}, "num_patches"),
+        ({"recon_weight": 1.0}, "classification"),
+        ({"task": "classification", "recon_weight": -1.0}, "recon_weight"),
+        ({"task_jitter": float("nan")}, "task_jitter"),
+        ({"task_jitter": True}, "task_jitter"),
     ],
 )
 def test_bad_configs_are_refused(overrides, match):
