@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ppl_scenes.checks import check_choice, check_int_fields, check_positive
+from ppl_scenes.checks import check_choice, check_int_fields, check_non_negative, check_positive
 from ppl_scenes.models.base import SceneModel, SceneParse
 from ppl_scenes.nn.mist import MultiscaleHeatmapNet, PatchAutoEncoder, PatchClassifier
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
@@ -143,11 +143,8 @@ class MISTConfig:
             )
         self.patch_side = check_positive(self.patch_side, "patch_side")
         self.refine_lr = check_positive(self.refine_lr, "refine_lr")
-        for name in ("recon_weight", "task_jitter"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-            setattr(self, name, float(value))
+        self.recon_weight = check_non_negative(self.recon_weight, "recon_weight")
+        self.task_jitter = check_non_negative(self.task_jitter, "task_jitter")
         if self.recon_weight and self.task != "classification":
             raise ValueError(
                 "recon_weight adds reconstruction to the classification task; use task='classification'"
@@ -400,7 +397,7 @@ class MIST(SceneModel):
             patches = self.crop_patches(x, found.positions, found.scales)
             features = self.task_net.encoder(patches)
             recon = labels = None
-            if getattr(self.task_net, "decoder", None) is not None:
+            if self.task_net.decoder is not None:
                 out = self.task_net.decoder(features)
                 recon = self.compose(out, found.positions, found.scales, tuple(x.shape[-2:]), mask)
             if self.config.task == "classification":

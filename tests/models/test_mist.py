@@ -215,9 +215,8 @@ def test_recon_weight_adds_the_reconstruction_error_to_the_classification_loss()
             scales,
             (24, 24),
         )
-        expected = plain.task_loss(x, positions, scales, targets) + 3.0 * ((x - recon) ** 2).flatten(1).mean(
-            1
-        )
+        error = ((x - recon) ** 2).flatten(1).mean(1)
+        expected = plain.task_loss(x, positions, scales, targets) + 3.0 * error
         torch.testing.assert_close(both.task_loss(x, positions, scales, targets), expected)
         parse = both.parse(x)
     assert parse.reconstruction.shape == x.shape and parse.labels is not None
