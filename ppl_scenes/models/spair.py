@@ -272,14 +272,16 @@ class SPAIRGuide(nn.Module):
         grid = grid_shape(x, c.cell_size)
         gh, gw = grid
         feats = self.backbone(pad_to_grid(x, c.cell_size)).flatten(2).transpose(1, 2)  # [B, N, F]
-        groups = cell_groups(grid, order or c.order) if c.lateral else [torch.arange(gh * gw)]
+        if c.lateral:
+            groups = cell_groups(grid, order or c.order, device=x.device)
+        else:
+            groups = [torch.arange(gh * gw, device=x.device)]
         b, n = feats.shape[:2]
         # Latents of processed cells live in a padded grid (one row above, one column each side) whose
         # border holds the learned `outside` vector; neighbours are read from it by index.
         state = self.outside.expand(b, gh + 1, gw + 2, self.latent_dim).clone()
         outputs: list[tuple[Tensor, dict[str, Tensor]]] = []
         for cells in groups:
-            cells = cells.to(x.device)
             rows, cols = cells // gw, cells % gw
             inputs = [feats[:, cells]]
             if c.lateral:
@@ -290,7 +292,7 @@ class SPAIRGuide(nn.Module):
             outputs.append((cells, out))
             if c.lateral:
                 state[:, rows + 1, cols + 1] = out["lateral"]
-        cells = torch.cat([g for g, _ in outputs]).to(x.device)
+        cells = torch.cat([g for g, _ in outputs])
         inverse = torch.empty_like(cells)
         inverse[cells] = torch.arange(len(cells), device=x.device)
         merged = {
@@ -400,16 +402,18 @@ class SPAIR(SceneModel):
         """The prior over the presence vector at the current annealing step."""
         if self._pres_prior is not None:
             return self._pres_prior(self.pres_prob, num_cells)
+        prob = torch.as_tensor(self.pres_prob, dtype=torch.get_default_dtype(), device=self.device)
         if self.config.pres_prior == "count":
-            return CountPrior(self.pres_prob, num_cells)
-        return IndependentBernoulliPrior(self.pres_prob, num_cells)
+            return CountPrior(prob, num_cells)
+        return IndependentBernoulliPrior(prob, num_cells)
 
     def what_prior(self, batch_shape: tuple[int, ...]):
         """The prior over ``z_what`` with the given batch shape (event shape ``[A]``)."""
         if self._what_prior is not None:
             return self._what_prior(batch_shape)
         c = self.config
-        return dist.Normal(0.0, c.what_prior_scale).expand([*batch_shape, c.what_dim]).to_event(1)
+        loc = torch.zeros((), device=self.device)
+        return dist.Normal(loc, c.what_prior_scale).expand([*batch_shape, c.what_dim]).to_event(1)
 
     # -- model ---------------------------------------------------------------------------------
     def model(
@@ -679,13 +683,13 @@ def window_pad(c: SPAIRConfig) -> tuple[int, int]:
     return pads[0], pads[1]
 
 
-def cell_groups(grid: tuple[int, int], order: str) -> list[Tensor]:
-    """Cells (raster indices) in the order the lateral guide visits them.
+def cell_groups(grid: tuple[int, int], order: str, device: torch.device | str | None = None) -> list[Tensor]:
+    """Cells (raster indices, on ``device``) in the order the lateral guide visits them.
 
     ``wavefront``: one group per anti-diagonal ``2i + j``; ``raster``: one cell per group.
     """
     gh, gw = grid
-    idx = torch.arange(gh * gw)
+    idx = torch.arange(gh * gw, device=device)
     if order == "raster":
         return [idx[k : k + 1] for k in range(gh * gw)]
     key = 2 * (idx // gw) + idx % gw
