@@ -363,7 +363,7 @@ class MIST(SceneModel):
         if targets is None or "label_freq" not in targets:
             raise ValueError("the classification task needs targets['label_freq'] (the images' labels)")
         features = self.task_net.encoder(patches)
-        loss = multi_instance_loss(self.task_net.head(features.flatten(-3)), targets["label_freq"], mask)
+        loss = multi_instance_loss(self.task_net.logits(features), targets["label_freq"], mask)
         if cfg.recon_weight:
             decoded = self.task_net.decoder(features)
             loss = loss + cfg.recon_weight * self._reconstruction_error(x, decoded, positions, scales, mask)
@@ -404,7 +404,7 @@ class MIST(SceneModel):
                 out = self.task_net.decoder(features)
                 recon = self.compose(out, found.positions, found.scales, tuple(x.shape[-2:]), mask)
             if self.config.task == "classification":
-                labels = self.task_net.head(features.flatten(-3)).argmax(-1)
+                labels = self.task_net.logits(features).argmax(-1)
             codes = features.flatten(2)
         boxes = cxcywh_to_xyxy(self.patch_boxes(found.positions, found.scales))
         keep = list(mask)

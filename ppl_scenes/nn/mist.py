@@ -300,6 +300,9 @@ class PatchClassifier(nn.Module):
             PatchDecoder(in_channels, patch_size, levels, blocks_per_level, width) if decoder else None
         )
 
-    def forward(self, patches: Tensor) -> Tensor:
-        features = self.encoder(patches)
+    def logits(self, features: Tensor) -> Tensor:
+        """Class scores ``[..., num_classes]`` of the encoder's codes ``[..., C, h, w]``."""
         return self.head(features.flatten(-3))
+
+    def forward(self, patches: Tensor) -> Tensor:
+        return self.logits(self.encoder(patches))
