@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from _common import positive_int
+from _common import apply_threads, config_overrides, positive_int
 from matplotlib.figure import Figure
 
-from ppl_scenes import ClutteredDigits, Upscaled, VariationalSaccading, load
+from ppl_scenes import ClutteredDigits, SaccadeConfig, Upscaled, VariationalSaccading, load
 from ppl_scenes.viz import draw_boxes, show_image
 
 
@@ -35,6 +36,15 @@ def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene 
         help="start the saccade model from this saccade run's weights (those whose shapes fit; the rest, "
         "e.g. the classifier's output layer for another task, start afresh and are named)",
     )
+
+
+def parse_saccade_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Parse ``argv``, apply ``--threads``, and read ``--set`` as :class:`SaccadeConfig` overrides."""
+    args = parser.parse_args(argv)
+    apply_threads(args)
+    return args, config_overrides(parser, args.set, SaccadeConfig())
 
 
 def cluttered_scenes(

@@ -32,10 +32,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 from _common import (  # noqa: E402
-    apply_threads,
     check_run_dirs,
     command_line,
-    config_overrides,
     finite,
     machine,
     make_parser,
@@ -51,10 +49,11 @@ from _saccade import (  # noqa: E402
     curve_fit_kwargs,
     example_scenes,
     initial_weights,
+    parse_saccade_args,
     plot_saccades,
 )
 
-from ppl_scenes import SaccadeConfig, VariationalSaccading  # noqa: E402
+from ppl_scenes import VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
@@ -90,9 +89,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    apply_threads(args)
-    saccade_overrides = config_overrides(parser, args.set, SaccadeConfig())
+    args, saccade_overrides = parse_saccade_args(parser, argv)
     out = Path(args.out)
     runs = {(t, m): out / "runs" / f"{t}-{m}" for t in args.tasks for m in args.models}
     check_run_dirs(parser, list(runs.values()), args.resume)

@@ -53,10 +53,8 @@ import matplotlib
 matplotlib.use("Agg")
 import torch  # noqa: E402
 from _common import (  # noqa: E402
-    apply_threads,
     check_run_dirs,
     command_line,
-    config_overrides,
     finite,
     machine,
     make_parser,
@@ -73,11 +71,12 @@ from _saccade import (  # noqa: E402
     curve_fit_kwargs,
     example_scenes,
     initial_weights,
+    parse_saccade_args,
     plot_saccades,
 )
 from matplotlib.figure import Figure  # noqa: E402
 
-from ppl_scenes import SaccadeConfig, VariationalSaccading  # noqa: E402
+from ppl_scenes import VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 
@@ -216,10 +215,9 @@ def plot_costs(costs: list[dict], path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    apply_threads(args)
+    args, overrides = parse_saccade_args(parser, argv)
     threads = torch.get_num_threads()
-    saccade_overrides = {"task": "identify", **config_overrides(parser, args.set, SaccadeConfig())}
+    saccade_overrides = {"task": "identify", **overrides}
     resnet_overrides = {"task": "identify"}
     overrides = {
         "saccade": saccade_overrides,

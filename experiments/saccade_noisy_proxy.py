@@ -33,10 +33,8 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from _common import (  # noqa: E402
-    apply_threads,
     check_run_dirs,
     command_line,
-    config_overrides,
     finite,
     machine,
     make_parser,
@@ -46,10 +44,10 @@ from _common import (  # noqa: E402
     train_record,
     write_record,
 )
-from _saccade import add_saccade_args, cluttered_scenes, curve_fit_kwargs, example_scenes  # noqa: E402
+from _saccade import add_saccade_args, cluttered_scenes, curve_fit_kwargs, example_scenes, parse_saccade_args  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ppl_scenes import SaccadeConfig, VariationalSaccading  # noqa: E402
+from ppl_scenes import VariationalSaccading  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
 from ppl_scenes.viz import show_image  # noqa: E402
@@ -135,9 +133,7 @@ def plot_proxies(models: dict[str, VariationalSaccading], images, path: Path) ->
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    apply_threads(args)
-    overrides = config_overrides(parser, args.set, SaccadeConfig())
+    args, overrides = parse_saccade_args(parser, argv)
     settings = run_settings(args)
     out = Path(args.out)
     runs = {name: out / "runs" / name for name in settings}

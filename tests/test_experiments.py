@@ -363,6 +363,7 @@ def test_docstrings_give_the_command(script):
         "saccade_fixed_batch",
         "saccade_noisy_proxy",
         "saccade_large",
+        "saccade_attention_start",
     )
     for name in names:
         doc = script(name).__doc__
@@ -596,3 +597,19 @@ def test_saccade_fixed_batch(script, digits, tmp_path):
         assert 0 <= r["train_accuracy"] <= 1
     assert record["constant_predictor_log_lik_per_scene"] < 0
     assert read_record(out / "saccade_fixed_batch.json")["experiment"] == "saccade_fixed_batch"
+
+
+def test_saccade_attention_start(script, digits, tmp_path):
+    out = tmp_path / "start"
+    flags = ["--num-test", "4", "--canvas-size", "60", "--saliency", "0", "120", "--inhibition", "0", "30"]
+    record = script("saccade_attention_start").main(
+        [*digits, *flags, "--set", "proxy_size=16", "--out", str(out)]
+    )
+    assert set(record["attention"]) == {f"saliency={s},inhibition={v}" for s in (0, 120) for v in (0, 30)}
+    for metrics in [record["tiles"], *record["attention"].values()]:
+        assert 0.0 <= metrics["objects_in_view"] <= 1.0 and metrics["glimpse_side"] > 0
+    # with neither brightness nor inhibition, the untrained glimpses sit on the same places in every scene
+    assert record["attention"]["saliency=0,inhibition=0"]["glimpse_centre_std"] < 1e-4
+    assert record["attention"]["saliency=120,inhibition=30"]["glimpse_centre_std"] > 0.1
+    assert all(Path(path).is_file() for path in record["figures"].values())
+    assert (out / "saccade_attention_start.json").is_file()

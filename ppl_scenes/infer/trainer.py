@@ -339,20 +339,27 @@ class Trainer:
     ):
         """Adam over ``params``, with per-module learning rates from ``config.lr_per_module``.
 
+        Parameters no ``lr_per_module`` prefix names take the base rate times the model's
+        :meth:`~ppl_scenes.models.base.SceneModel.learning_rate_factors` (1 where none applies).
+
         Args:
             params: the parameters to optimise.
             names: ``id(param) -> name`` (e.g. from ``model.named_parameters()``), for the prefixes.
             lr: learning rate of the parameters no prefix matches (default ``config.lr``).
         """
         base_lr = lr if lr is not None else self.config.lr
+        factors = getattr(self.model, "learning_rate_factors", dict)()
         groups: dict[float, list] = {}
         for p in params:
             name = names.get(id(p), "")
             matches = [k for k in self.config.lr_per_module if _module_prefix_matches(name, k)]
+            relative = [k for k in factors if _module_prefix_matches(name, k)]
             if matches:
                 key = max(matches, key=len)
                 self._matched_prefixes.add(key)
                 group_lr = self.config.lr_per_module[key]
+            elif relative:
+                group_lr = base_lr * factors[max(relative, key=len)]
             else:
                 group_lr = base_lr
             groups.setdefault(group_lr, []).append(p)

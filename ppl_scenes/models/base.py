@@ -133,6 +133,14 @@ class SceneModel(PyroModule):
         """Named parts of the last training loss worth logging (empty by default)."""
         return {}
 
+    def learning_rate_factors(self) -> dict[str, float]:
+        """Module-path prefix -> factor of the base learning rate, for parts that must learn slower.
+
+        The trainer applies them to the parameters that ``TrainConfig.lr_per_module`` does not name
+        (the longest matching prefix wins). Empty by default: every parameter at the base rate.
+        """
+        return {}
+
     def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None) -> dict[str, float]:
         """Score the model on a dataset of ``(image, target)`` pairs; detection metrics by default."""
         from ppl_scenes.infer.evaluate import evaluate_detection

@@ -27,6 +27,11 @@ Tasks: ``"identify"`` (which of the classes are present: a multi-hot target, ind
 outputs) and ``"sum"`` (the sum of the digits: a categorical over ``0 .. max_sum``). ``parse``
 returns the saccades' boxes (in order of ``t``) and the prediction in ``image_labels``.
 
+With ``where_attention=True`` the guide's ``q(z_t | proxy, h_t)`` places each glimpse by attention
+over a convolutional map of the proxy (a query from ``h_t`` against the map, plus a learned prior
+map per step; its soft-argmax is the mean of the glimpse's position), and ``where(z_t)`` reads the
+(scale, x, y) logits from ``z_t[:3]``, as the reference code does.
+
 Glimpses are cut with :func:`ppl_scenes.ops.crop`, or with the localized spatial transformer
 :func:`ppl_scenes.ops.crop_localized` (Appendix 7.3; ``localized=True``), which reads only the window
 each glimpse touches, so memory does not grow with the image.
@@ -47,8 +52,9 @@ from torch import Tensor, nn
 
 from ppl_scenes.checks import check_choice, check_int_fields
 from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.nn.attention import ProxyAttention, spread_grid
 from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
-from ppl_scenes.ops.boxes import cxcywh_to_xyxy
+from ppl_scenes.ops.boxes import covered_fraction, cxcywh_to_xyxy
 from ppl_scenes.ops.transformer import crop, crop_localized
 
 TASKS = ("identify", "sum")
@@ -84,9 +90,9 @@ def initial_where_offsets(config: SaccadeConfig) -> Tensor:
     span = config.max_scale - config.min_scale
     width = (1 / side - config.min_scale) / span if span > 0 else 0.5
     offsets[:, 0] = torch.logit(torch.tensor(width).clamp(0.05, 0.95))
-    steps = torch.arange(t)
-    offsets[:, 1] = torch.logit((steps % side + 0.5) / side)
-    offsets[:, 2] = torch.logit((steps // side + 0.5) / side)
+    if config.where_attention:  # the positions come from the attention's prior maps
+        return offsets
+    offsets[:, 1:] = torch.logit(spread_grid(t))
     return offsets
 
 
@@ -107,6 +113,9 @@ class SaccadeConfig:
             it. In evaluation mode the noise comes from a fixed seed, so ``parse`` stays deterministic.
         glimpse_size: side in pixels of a glimpse after resampling.
         min_scale, max_scale: range of a glimpse's side as a fraction of the image's shorter side.
+            The default 0.3 is the reference code's largest window (``max_image_percentage``): four
+            glimpses cannot tile the image, so they must be placed (at 0.5 the model learnt to read
+            four fixed tiles instead, BENCHMARKS.md).
         z_dim: size of ``z_t``; hidden_dim: RNN state; embed_dim: glimpse and proxy embeddings.
         conv_width: channels of the convolutional encoders.
         obs_scale: sigma of the Normal likelihood of the proxy.
@@ -126,22 +135,51 @@ class SaccadeConfig:
             VRNN's own balance (a beta-VAE view of the down-weighted VRNN bound). Measured with 1e-4
             (BENCHMARKS.md): from scratch the glimpses then move with the image, but the classifier
             learnt nothing in 6,000 steps; from a trained tiling run they stayed on the tiles.
+            The default 1e-4 matches ``proxy_weight``: the reference code multiplies the VRNN's loss
+            by the label's, which down-weights both VRNN terms alike against the label.
         learn_posterior_scale: the guide learns ``sigma_q``; False fixes it to ``posterior_scale``
             (the paper's §4.1.1 compares both).
         posterior_scale: the fixed ``sigma_q``, and the learned one's initial value.
         localized: cut glimpses with the localized spatial transformer (Appendix 7.3).
-        spread_glimpses: the untrained model's ``T`` glimpses start spread over a grid that covers
-            the image (a learned per-step offset of the where-logits, :func:`initial_where_offsets`)
-            and the where-head starts at zero, so they stay there until the task moves them; False
-            starts them all at the centre with a random where-head. Centred glimpses of 20-50 % of
-            the side rarely see a digit of a cluttered scene, and glimpses that jump with the
-            posterior's noise give the classifier nothing steady to learn from: with both, not even
-            a fixed batch of 32 scenes was fitted in 200 steps (BENCHMARKS.md).
+        spread_glimpses: with ``where_attention``, each step's prior map starts as a bump on its
+            cell of a grid that covers the image
+            (:func:`ppl_scenes.nn.attention.initial_attention_maps`), else flat. With the
+            where-head, the untrained model's ``T`` glimpses start spread over that grid (a learned
+            per-step offset of the where-logits, :func:`initial_where_offsets`) and the where-head
+            starts at zero, so they stay there until the task moves them; False starts them all at
+            the centre with a random where-head. Centred glimpses of 20-50 % of the side rarely see
+            a digit of a cluttered scene, and glimpses that jump with the posterior's noise give the
+            classifier nothing steady to learn from: with both, not even a fixed batch of 32 scenes
+            was fitted in 200 steps (BENCHMARKS.md).
         where_init_scale: with ``spread_glimpses``, the standard deviation of the where-head's
             starting weights. 0 starts them at zero; then ``z_t`` gets no gradient through the
             glimpses' positions and the glimpses tend to stay on the starting grid (an 80-minute run
             read four fixed tiles, BENCHMARKS.md); a small value lets the positions follow the codes
             from the first step.
+        where_attention: the guide places each glimpse by attention over a map of the proxy
+            (:class:`ppl_scenes.nn.attention.ProxyAttention`): a convolutional map of the proxy is
+            scored against a query from ``h_t``, plus a learned per-step prior map, minus the
+            inhibition of return; the soft-argmax of the scores is the posterior mean of the
+            glimpse's position. Then ``z_t[:3]`` are the glimpse's (scale, x, y) logits themselves,
+            as in the reference code, and there is no where-head. The convolutional map is
+            translation-equivariant: what the label teaches about a digit's blob at one place holds
+            at every place, which a dense where-head on a pooled code must learn place by place
+            (and, in BENCHMARKS.md, did not: four fixed tiles). False: ``where_head(z_t)``.
+        attention_saliency: with ``where_attention``, the starting weight of the proxy's local
+            brightness (its mean over 3x3 places of the attention map) in the attention scores; a
+            learned weight. A positive start sends the untrained glimpses to the brightest blobs of the
+            proxy (digits more than clutter), so the classifier sees digits from the first step;
+            learnt from the label alone, the attention first fled to blank corners, where an untrained
+            classifier's answer varies least (BENCHMARKS.md). 0 leaves brightness out.
+        inhibition_of_return: with ``where_attention``, the starting strength of a learned penalty
+            on the places already looked at: step ``t``'s scores lose this much times a Gaussian
+            bump (sigma ``max_scale / 2`` of the side) on each earlier glimpse's centre, so the
+            ``T`` steps visit different blobs. 0 turns it off.
+        attention_lr_factor: with ``where_attention``, the attention modules learn at this fraction
+            of the base learning rate (:meth:`VariationalSaccading.learning_rate_factors`). Until the
+            classifier can read digits, the label's gradient on the glimpses' positions only says
+            "show less": at the full rate it drove the glimpses off the digits within 1,500 steps,
+            while at 1/100 they stayed on them (BENCHMARKS.md).
     """
 
     channels: int = 1
@@ -153,19 +191,23 @@ class SaccadeConfig:
     proxy_noise: float = 0.0
     glimpse_size: int = 32
     min_scale: float = 0.2
-    max_scale: float = 0.5
+    max_scale: float = 0.3
     z_dim: int = 32
     hidden_dim: int = 256
     embed_dim: int = 128
     conv_width: int = 32
     obs_scale: float = 0.1
     proxy_weight: float = 0.0001
-    kl_weight: float = 1.0
+    kl_weight: float = 0.0001
     learn_posterior_scale: bool = True
     posterior_scale: float = 0.5
     localized: bool = False
     spread_glimpses: bool = True
     where_init_scale: float = 0.0
+    where_attention: bool = True
+    attention_saliency: float = 120.0
+    inhibition_of_return: float = 30.0
+    attention_lr_factor: float = 0.01
 
     def __post_init__(self):
         check_choice(self.channels, (1, 3), "channels")
@@ -179,13 +221,20 @@ class SaccadeConfig:
             raise ValueError(
                 f"need 0 < min_scale <= max_scale <= 1, got {self.min_scale} and {self.max_scale}"
             )
-        for name in ("obs_scale", "posterior_scale", "proxy_weight", "kl_weight"):
+        for name in ("attention_saliency", "inhibition_of_return"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        for name in ("obs_scale", "posterior_scale", "proxy_weight", "kl_weight", "attention_lr_factor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not 0 <= self.where_init_scale < math.inf:
             raise ValueError(f"where_init_scale must be a finite number >= 0, got {self.where_init_scale!r}")
         if not 0 <= self.proxy_noise < math.inf:
             raise ValueError(f"proxy_noise must be a finite number >= 0, got {self.proxy_noise!r}")
+        if self.where_attention and self.z_dim < 3:
+            raise ValueError(
+                f"where_attention reads (scale, x, y) from z_t[:3]: z_dim must be >= 3, got {self.z_dim}"
+            )
 
     @property
     def num_outputs(self) -> int:
@@ -262,18 +311,41 @@ class VariationalSaccading(ImageLabelModel):
         self.prior_net = mlp([c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
         self.posterior_net = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
         self.proxy_decoder = mlp([c.z_dim + c.hidden_dim, c.hidden_dim, c.channels * c.proxy_size**2])
-        self.where_head = nn.Linear(c.z_dim, 3)
+        self.where_head = None if c.where_attention else nn.Linear(c.z_dim, 3)
         #: A learned offset of each step's (scale, x, y) logits, added to ``where_head(z_t)``.
         self.where_offset = nn.Parameter(initial_where_offsets(c))
         self.classifier = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, c.num_outputs])
+        if c.where_attention:
+            #: Places the glimpses (``where_attention``); its own parameters, at its own rate.
+            self.attention = ProxyAttention(
+                c.channels,
+                c.conv_width,
+                c.hidden_dim,
+                c.num_saccades,
+                c.proxy_size,
+                spread=c.spread_glimpses,
+                saliency=c.attention_saliency,
+                inhibition=c.inhibition_of_return,
+                inhibition_sigma=c.max_scale / 2,
+            )
         with torch.no_grad():
             self.posterior_net[-1].bias[c.z_dim :].fill_(inverse_positive(c.posterior_scale))
-            self.where_head.bias.zero_()  # the glimpses start where ``where_offset`` puts them
-            if c.spread_glimpses:
+            if c.where_attention:  # the glimpses start at the offset's scale
+                self.posterior_net[-1].weight[:1].zero_()
+                self.posterior_net[-1].bias[:1].zero_()
+            else:
+                self.where_head.bias.zero_()  # the glimpses start where ``where_offset`` puts them
+            if c.spread_glimpses and not c.where_attention:
                 # ... and stay near there: glimpses that jump with the posterior's noise left the
                 # classifier nothing steady to fit. ``where_init_scale`` > 0 lets them move a little
                 # with ``z_t`` from the start, so the codes receive a gradient through the positions.
                 self.where_head.weight.normal_(0.0, c.where_init_scale)
+
+    def learning_rate_factors(self) -> dict[str, float]:
+        """With ``where_attention``: the attention modules at ``config.attention_lr_factor``."""
+        if not self.config.where_attention:
+            return {}
+        return {"attention": self.config.attention_lr_factor}
 
     # -- pieces shared by model, guide and parse ---------------------------------------------------
     def min_image_size(self) -> tuple[int, int]:
@@ -320,7 +392,8 @@ class VariationalSaccading(ImageLabelModel):
         """
         c = self.config
         h, w = image_size
-        raw = self.where_head(z) + (self.where_offset if t is None else self.where_offset[t])
+        offset = self.where_offset if t is None else self.where_offset[t]
+        raw = (z[..., :3] if self.where_head is None else self.where_head(z)) + offset
         side = (c.min_scale + (c.max_scale - c.min_scale) * torch.sigmoid(raw[..., 0])) * min(h, w)
         cx = torch.sigmoid(raw[..., 1]) * w
         cy = torch.sigmoid(raw[..., 2]) * h
@@ -347,10 +420,26 @@ class VariationalSaccading(ImageLabelModel):
         """``p(z_t | h_t)``: loc and scale."""
         return self._gaussian(self.prior_net(h))
 
-    def posterior(self, proxy_features: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """``q(z_t | proxy, h_t)``: loc and scale (scale fixed unless ``learn_posterior_scale``)."""
+    def posterior(
+        self,
+        proxy_features: Tensor,
+        h: Tensor,
+        keys: Tensor | None = None,
+        t: int = 0,
+        visited: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """``q(z_t | proxy, h_t)``: loc and scale (scale fixed unless ``learn_posterior_scale``).
+
+        With ``where_attention``, ``keys`` is :attr:`attention`'s map of the proxy and the loc's
+        position logits ``[1:3]`` are the logits of :attr:`attention`'s point for step ``t``
+        (``visited``: the earlier glimpses' centres), so only the attention modules place glimpses.
+        """
         out = self.posterior_net(torch.cat((proxy_features, h), -1))
-        return self._gaussian(out, self.config.learn_posterior_scale)
+        loc, scale = self._gaussian(out, self.config.learn_posterior_scale)
+        if keys is None:
+            return loc, scale
+        centre = torch.logit(self.attention(keys, h, t, visited), eps=1e-4)
+        return torch.cat((loc[..., :1], centre, loc[..., 3:]), -1), scale
 
     def decode_proxy(self, z: Tensor, h: Tensor) -> Tensor:
         """The VRNN's reconstruction of the proxy from ``z_t`` and ``h_t``, in [0, 1]."""
@@ -427,9 +516,12 @@ class VariationalSaccading(ImageLabelModel):
         """
         h = x.new_zeros(x.shape[0], self.config.hidden_dim)
         features = self.proxy_encoder(proxy)
+        keys = self.attention.keys(proxy) if self.config.where_attention else None
+        size = torch.tensor(x.shape[:-3:-1], dtype=x.dtype, device=x.device)  # (W, H)
         boxes, embeddings = [], []
         for t in pyro.markov(range(self.config.num_saccades)):
-            loc, scale = self.posterior(features, h)
+            visited = torch.stack([b[:, :2].detach() / size for b in boxes], 1) if boxes else None
+            loc, scale = self.posterior(features, h, keys, t, visited)
             box, embedding, h = self.advance(x, draw(t, loc, scale), h, t)
             boxes.append(box)
             embeddings.append(embedding)
@@ -443,7 +535,9 @@ class VariationalSaccading(ImageLabelModel):
         ``glimpse_centre_std``, the standard deviation over the scenes of the glimpses' centres (pixels;
         the mean over ``t`` and over x and y), and ``glimpse_side``, their mean side (pixels). A
         centre spread near 0 means the model looks at the same places in every image: a fixed tiling,
-        not saccades chosen from the proxy.
+        not saccades chosen from the proxy. When the targets hold ``boxes`` (the true objects), also
+        ``objects_in_view``: the fraction of the objects of which some glimpse holds at least 90 % of
+        the box.
         """
         from ppl_scenes.infer.evaluate import image_label_metrics, parse_dataset
 
@@ -456,6 +550,14 @@ class VariationalSaccading(ImageLabelModel):
         spread = centres.std(0) if len(boxes) > 1 else torch.zeros_like(centres[0])
         results["glimpse_centre_std"] = float(spread.mean())
         results["glimpse_side"] = float((boxes[..., 2] - boxes[..., 0]).mean())
+        if all("boxes" in t for t in targets):
+            seen = [
+                (covered_fraction(t["boxes"].float(), b).amax(-1) >= 0.9)
+                if len(t["boxes"])
+                else torch.ones(0)
+                for t, b in zip(targets, boxes)
+            ]
+            results["objects_in_view"] = float(torch.cat(seen).float().mean()) if seen else float("nan")
         return results
 
     def parse(self, x: Tensor, proxy: Tensor | None = None) -> SceneParse:

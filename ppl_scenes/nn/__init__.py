@@ -1,5 +1,6 @@
 """Reusable networks shared by the models."""
 
+from ppl_scenes.nn.attention import ProxyAttention
 from ppl_scenes.nn.blocks import (
     GlimpseDecoder,
     GlimpseEncoder,
@@ -30,6 +31,7 @@ __all__ = [
     "PatchClassifier",
     "PatchDecoder",
     "PatchEncoder",
+    "ProxyAttention",
     "PyramidBackbone",
     "ResidualBlock",
     "inverse_positive",

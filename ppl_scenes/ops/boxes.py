@@ -154,3 +154,17 @@ def drawn_boxes(visible: Tensor, origins: Tensor, threshold: float) -> tuple[Ten
     x0, y0 = origins.unbind(-1)
     boxes = torch.stack((x0 + c0, y0 + r0, x0 + c1 + 1, y0 + r1 + 1), dim=-1)
     return boxes, drawn.flatten(-2).any(-1)
+
+
+def covered_fraction(boxes: Tensor, windows: Tensor) -> Tensor:
+    """``[N, M]`` fraction of each xyxy box's area that lies inside each xyxy window.
+
+    Args:
+        boxes: ``[N, 4]`` boxes (e.g. true objects).
+        windows: ``[M, 4]`` windows (e.g. glimpses).
+    """
+    top_left = torch.maximum(boxes[:, None, :2], windows[None, :, :2])
+    bottom_right = torch.minimum(boxes[:, None, 2:], windows[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
+    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(-1)
+    return inter / area.clamp(min=1e-12)[:, None]

@@ -244,6 +244,21 @@ def test_lr_per_module_longest_prefix_wins_and_matches_module_boundaries(images)
     assert groups[0.3] == ["encoder.bias"] and groups[0.05] == ["encoder.weight"]
 
 
+def test_model_learning_rate_factors_scale_the_base_rate_unless_lr_per_module_names_the_parameter(images):
+    model = make_toy()
+    model.learning_rate_factors = lambda: {"encoder": 0.1, "decoder.bias": 0.5}
+    cfg = TrainConfig(steps=1, batch_size=4, lr=0.01, clip_norm=0, lr_per_module={"encoder.bias": 0.3})
+    trainer = SVITrainer(model, cfg, progress=False)
+    trainer.fit(images)
+    groups = {round(lr, 9): names for lr, names in _groups_by_lr(trainer, model).items()}
+    assert groups == {
+        0.3: ["encoder.bias"],  # named in the config: the config's rate
+        0.001: ["encoder.weight"],
+        0.005: ["decoder.bias"],
+        0.01: ["decoder.weight", "offset"],
+    }
+
+
 @pytest.mark.parametrize("prefix", ["enc", "nonexistent", "encoder.weigh"])
 def test_lr_per_module_prefix_matching_nothing_is_an_error(tmp_path, images, prefix):
     with pytest.raises(ValueError, match="lr_per_module"):

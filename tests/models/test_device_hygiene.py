@@ -76,6 +76,7 @@ CASES = {
     ),
     "gmair": (lambda: GMAIR(cell_size=(8, 8), anchor=(10.0, 10.0), num_clusters=3, what_dim=4), {}),
     "saccade": (saccade, {"y": MULTI_LABEL}),
+    "saccade-where-head": (lambda: saccade(where_attention=False), {"y": MULTI_LABEL}),
     "saccade-sum-localized": (lambda: saccade(task="sum", localized=True), {"y": torch.tensor([1, 3])}),
 }
 

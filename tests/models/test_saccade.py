@@ -31,12 +31,23 @@ def scenes(n=4, size=24, c=1):
         x[:, 14:20, 12:18] = 0.25 * (b + 1)
         multi = torch.zeros(4)
         multi[[a, b]] = 1.0
-        items.append((x, {"multi_label": multi, "sum": torch.tensor(a + b), "count": 2}))
+        boxes = torch.tensor([[2.0, 2, 8, 8], [12, 14, 18, 20]])
+        items.append((x, {"multi_label": multi, "sum": torch.tensor(a + b), "count": 2, "boxes": boxes}))
     return items
 
 
 def tiny(**overrides):
     return VariationalSaccading(**{**TINY, **overrides})
+
+
+#: The where-head design (before ``where_attention``): glimpses from a dense head on ``z_t``.
+HEAD = dict(where_attention=False, max_scale=0.5)
+
+
+def glimpse_centres(model, x):
+    """``[B, T, 2]`` the centres of the glimpses ``parse`` reports."""
+    boxes = torch.stack(model.parse(x).boxes)
+    return (boxes[..., :2] + boxes[..., 2:]) / 2
 
 
 VARIANTS = {
@@ -45,6 +56,7 @@ VARIANTS = {
     "fixed_posterior_scale": {"learn_posterior_scale": False},
     "localized": {"localized": True},
     "rgb": {"channels": 3},
+    "where_head": {"where_attention": False},
 }
 
 
@@ -106,7 +118,7 @@ def test_registered_and_bound_sites():
 
 
 def test_another_proxy_can_stand_in():
-    model = tiny(spread_glimpses=False)  # a random where-head: the glimpses follow the proxy at once
+    model = tiny(**HEAD, spread_glimpses=False)  # a random where-head: the glimpses follow the proxy at once
     x = torch.stack([im for im, _ in scenes()])
     noisy = (model.make_proxy(x) + 0.3 * torch.randn(4, 1, 8, 8)).clamp(0, 1)
     trace = poutine.trace(model.model).get_trace(x, proxy=noisy)
@@ -144,19 +156,23 @@ def test_fixed_posterior_scale_is_fixed():
 
 
 def test_evaluate_scores_the_prediction():
-    model = tiny()
+    model = tiny(**HEAD)
     results = model.evaluate(scenes())
-    glimpses = {"glimpse_centre_std", "glimpse_side"}
+    glimpses = {"glimpse_centre_std", "glimpse_side", "objects_in_view"}
     assert set(results) == {"accuracy", "label_accuracy", "num_scenes"} | glimpses
     assert results["num_scenes"] == 4 and 0 <= results["accuracy"] <= results["label_accuracy"] <= 1
-    assert set(tiny(task="sum").evaluate(scenes())) == {"accuracy", "num_scenes"} | glimpses
+    assert set(tiny(**HEAD, task="sum").evaluate(scenes())) == {"accuracy", "num_scenes"} | glimpses
     # the untrained spread model looks at the same grid in every image, the side within its range
     assert results["glimpse_centre_std"] < 1e-4
     assert 0.2 * 24 <= results["glimpse_side"] <= 0.5 * 24
+    # the top-left glimpse of the starting grid holds the first square; none holds the second
+    assert results["objects_in_view"] == 0.5
+    unboxed = [(x, {k: v for k, v in t.items() if k != "boxes"}) for x, t in scenes()]
+    assert "objects_in_view" not in model.evaluate(unboxed)
     # a random where-head follows the image: the glimpses move from scene to scene
-    assert tiny(spread_glimpses=False).evaluate(scenes())["glimpse_centre_std"] > 0.01
+    assert tiny(**HEAD, spread_glimpses=False).evaluate(scenes())["glimpse_centre_std"] > 0.01
     # ... and so does a spread start with a small random where-head, near its starting grid
-    nudged = tiny(where_init_scale=0.05).evaluate(scenes())
+    nudged = tiny(**HEAD, where_init_scale=0.05).evaluate(scenes())
     assert 1e-3 < nudged["glimpse_centre_std"] < 0.1 * 24
 
 
@@ -216,11 +232,54 @@ def test_kl_weight_scales_both_sides_of_the_kl():
 
 
 def test_untrained_glimpses_start_spread_over_the_image():
-    model = tiny(num_saccades=4, min_scale=0.2, max_scale=0.5)
+    model = tiny(**HEAD, num_saccades=4, min_scale=0.2)
     boxes = model.saccade_boxes(torch.randn(4, 4), (100, 100))  # the untrained head ignores z
     torch.testing.assert_close(boxes[:, :2], torch.tensor([[25.0, 25], [75, 25], [25, 75], [75, 75]]))
     assert (boxes[:, 2] > 45).all()  # wide enough for the four to cover the image
-    centred = tiny(num_saccades=4, spread_glimpses=False).saccade_boxes(torch.zeros(4, 4), (100, 100))
+    centred = tiny(**HEAD, num_saccades=4, spread_glimpses=False).saccade_boxes(torch.zeros(4, 4), (100, 100))
     torch.testing.assert_close(centred[:, :2], torch.full((4, 2), 50.0))
     one = model.saccade_boxes(torch.zeros(2, 4), (100, 100), t=1)  # one step for a batch
     torch.testing.assert_close(one[:, :2], torch.tensor([[75.0, 25], [75, 25]]))
+
+
+def test_attention_starts_on_the_grid():
+    # without brightness or inhibition of return, only the per-step prior maps place the glimpses
+    model = tiny(num_saccades=4, attention_saliency=0, inhibition_of_return=0)
+    assert model.where_head is None
+    x = torch.stack([im for im, _ in scenes()])
+    centres = glimpse_centres(model, x)
+    torch.testing.assert_close(centres, centres[:1].expand_as(centres))  # untrained: same for every image
+    left, top = centres[0, :, 0] < 12, centres[0, :, 1] < 12  # one glimpse per quadrant, in grid order
+    assert left.tolist() == [True, False, True, False] and top.tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match="z_dim"):
+        tiny(z_dim=2)
+
+
+def test_saliency_finds_the_brightest_blob_and_inhibition_of_return_the_next():
+    sizes = dict(TINY, proxy_size=16, num_saccades=2)
+    x = torch.zeros(2, 1, 48, 48)
+    x[:, :, 30:42, 30:42] = 1.0  # bright blob, centre (36, 36)
+    x[:, :, 6:18, 4:16] = 0.8  # dimmer blob, centre (10, 12)
+    x[1] = x[1].flip(-1)  # mirrored: centres (12, 36) and (38, 12)
+    bright, dim = torch.tensor([[36.0, 36], [12, 36]]), torch.tensor([[10.0, 12], [38, 12]])
+    both = VariationalSaccading(**sizes)  # the defaults: brightness 120, inhibition 30
+    centres = glimpse_centres(both, x)
+    assert (centres[:, 0] - bright).norm(dim=-1).max() < 3
+    assert (centres[:, 1] - dim).norm(dim=-1).max() < 5
+    again = VariationalSaccading(**sizes, inhibition_of_return=0)
+    assert (glimpse_centres(again, x)[:, 1] - bright).norm(dim=-1).max() < 3  # back to the bright one
+    with pytest.raises(ValueError, match="inhibition_of_return"):
+        tiny(inhibition_of_return=-1.0)
+
+
+def test_attention_learns_at_its_fraction_of_the_rate():
+    assert tiny(**HEAD).learning_rate_factors() == {}
+    model = tiny(attention_lr_factor=0.05)
+    factors = model.learning_rate_factors()
+    assert factors == {"attention": 0.05}
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in factors:  # each names real parameters, and the rest of the model is not slowed
+        assert any(n == prefix or n.startswith(prefix + ".") for n in names)
+    assert not any(n.startswith(("classifier", "glimpse_encoder", "posterior_net")) for n in factors)
+    with pytest.raises(ValueError, match="attention_lr_factor"):
+        tiny(attention_lr_factor=0.0)
