@@ -221,16 +221,12 @@ class SaccadeConfig:
             raise ValueError(
                 f"need 0 < min_scale <= max_scale <= 1, got {self.min_scale} and {self.max_scale}"
             )
-        for name in ("attention_saliency", "inhibition_of_return"):
-            if not 0 <= getattr(self, name) < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         for name in ("obs_scale", "posterior_scale", "proxy_weight", "kl_weight", "attention_lr_factor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not 0 <= self.where_init_scale < math.inf:
-            raise ValueError(f"where_init_scale must be a finite number >= 0, got {self.where_init_scale!r}")
-        if not 0 <= self.proxy_noise < math.inf:
-            raise ValueError(f"proxy_noise must be a finite number >= 0, got {self.proxy_noise!r}")
+        for name in ("where_init_scale", "proxy_noise", "attention_saliency", "inhibition_of_return"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.where_attention and self.z_dim < 3:
             raise ValueError(
                 f"where_attention reads (scale, x, y) from z_t[:3]: z_dim must be >= 3, got {self.z_dim}"
@@ -312,7 +308,8 @@ class VariationalSaccading(ImageLabelModel):
         self.posterior_net = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
         self.proxy_decoder = mlp([c.z_dim + c.hidden_dim, c.hidden_dim, c.channels * c.proxy_size**2])
         self.where_head = None if c.where_attention else nn.Linear(c.z_dim, 3)
-        #: A learned offset of each step's (scale, x, y) logits, added to ``where_head(z_t)``.
+        #: A learned offset of each step's (scale, x, y) logits, added to ``where_head(z_t)`` (or to
+        #: ``z_t[:3]`` with ``where_attention``).
         self.where_offset = nn.Parameter(initial_where_offsets(c))
         self.classifier = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, c.num_outputs])
         if c.where_attention:
@@ -554,7 +551,7 @@ class VariationalSaccading(ImageLabelModel):
             seen = [
                 (covered_fraction(t["boxes"].float(), b).amax(-1) >= 0.9)
                 if len(t["boxes"])
-                else torch.ones(0)
+                else torch.ones(0, dtype=torch.bool)
                 for t, b in zip(targets, boxes)
             ]
             results["objects_in_view"] = float(torch.cat(seen).float().mean()) if seen else float("nan")
