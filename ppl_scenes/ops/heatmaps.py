@@ -17,9 +17,9 @@ network scores every pixel at ``S`` discrete scales, giving ``h = {h_s}`` of sha
 
 Pixel convention (as in :mod:`ppl_scenes.ops.boxes`): pixel ``i`` covers ``[i, i + 1)``, so positions
 are continuous ``(x, y)`` coordinates, a peak found at pixel ``(i, j)`` (row ``j``) is reported at its
-centre ``(i + 0.5, j + 0.5)``, and "rounding to the nearest pixel" means taking the pixel that contains
-the position (whose centre is nearest). Scales are whatever values the caller attaches to the ``S``
-maps (e.g. patch sizes in pixels); they must be strictly increasing.
+centre ``(i + 0.5, j + 0.5)``, and "rounding to the nearest pixel" means taking the pixel whose centre
+is nearest, ties to the even index (:func:`nearest_pixel`). Scales are whatever values the caller
+attaches to the ``S`` maps (e.g. patch sizes in pixels); they must be strictly increasing.
 """
 
 from __future__ import annotations
@@ -207,13 +207,34 @@ def extract_top_k(
     return positions.to(heatmap.dtype) + 0.5, scales
 
 
+def nearest_pixel(coords: Tensor) -> Tensor:
+    """Index of the pixel whose centre (``index + 0.5``) is nearest to each continuous coordinate.
+
+    A coordinate on the edge between two pixels is as near to both; it goes to the even index
+    (``torch.round``), so a move of half a pixel from a pixel's centre rounds alike to the right and
+    to the left: from centre ``i + 0.5``, ``+0.5`` and ``-0.5`` both stay on ``i`` or go to ``i + 1``
+    and ``i - 1``. Taking the pixel that *contains* the coordinate (``floor``) is biased exactly
+    there: ``+0.5`` moves a whole pixel and ``-0.5`` does not move at all. MIST's refinement makes
+    such moves all the time (Adam's first step is ``refine_lr`` = 0.5 px times the gradient's sign),
+    and with ``floor`` its targets walked the patches right and down, step after step, off the
+    digits (BENCHMARKS.md, MIST).
+
+    Args:
+        coords: continuous coordinates (pixel ``i`` covers ``[i, i + 1)``).
+
+    Returns:
+        ``long`` pixel indices, not clamped to the image.
+    """
+    return torch.round(coords - 0.5).long()
+
+
 def target_heatmap(
     positions: Tensor, scales: Tensor, scale_values: Sequence[float] | Tensor, size: tuple[int, int]
 ) -> Tensor:
     """The inverse extractor ``E_K^{-1}``: the target heatmap for the lifted training stage (MIST §4).
 
-    Zero everywhere except one unit of mass per object at the pixel containing its position (the pixel
-    whose centre is nearest; positions outside the image are clamped to the border pixel). Across
+    Zero everywhere except one unit of mass per object at the pixel whose centre is nearest to its
+    position (:func:`nearest_pixel`; positions outside the image are clamped to the border pixel). Across
     scales the mass is split linearly between the two scale values that bracket the object's scale,
     so the centre of mass ``sum_s w_s * s`` equals it; scales outside the range of ``scale_values``
     are clamped to it, and a single scale value takes all the mass. Objects that fall on the same
@@ -241,8 +262,8 @@ def target_heatmap(
     values = _scale_tensor(scale_values, positions)
     n = values.numel()
 
-    cols = positions[..., 0].detach().floor().long().clamp(0, w - 1)
-    rows = positions[..., 1].detach().floor().long().clamp(0, h - 1)
+    cols = nearest_pixel(positions[..., 0].detach()).clamp(0, w - 1)
+    rows = nearest_pixel(positions[..., 1].detach()).clamp(0, h - 1)
     scales = scales.to(positions.dtype).clamp(values[0], values[-1])
     if n == 1:
         lower = torch.zeros_like(cols)

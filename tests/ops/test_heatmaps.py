@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from ppl_scenes.ops import extract_top_k, local_maxima, local_spatial_softmax, scale_pool, target_heatmap
+from ppl_scenes.ops import (
+    extract_top_k,
+    local_maxima,
+    local_spatial_softmax,
+    nearest_pixel,
+    scale_pool,
+    target_heatmap,
+)
 
 
 def _loop_local_softmax(h: torch.Tensor, window: int, border: str = "clip") -> torch.Tensor:
@@ -152,9 +159,9 @@ def test_target_heatmap_rounds_positions_and_splits_scales():
     assert target.shape == (1, 4, 5, 6)
     expected = torch.zeros(1, 4, 5, 6)
     expected[0, 1, 0, 2] = expected[0, 2, 0, 2] = 0.5  # 3 = (2 + 4) / 2
-    expected[0, 0, 4, 3] = 1.0  # below the range: smallest scale
+    expected[0, 0, 4, 2] = 1.0  # below the range: smallest scale; x = 3.0 is on an edge: to even 2
     expected[0, 3, 4, 0] = 1.0  # outside the image and above the range: clamped
-    expected[0, 2, 1, 1] = 1.0  # exactly a scale value
+    expected[0, 2, 0, 0] = 1.0  # exactly a scale value; (1.0, 1.0) on edges: to even (0, 0)
     torch.testing.assert_close(target, expected)
     (target * torch.arange(4.0)[:, None, None]).sum().backward()
     torch.testing.assert_close(scales.grad, torch.tensor([[0.5, 0.0, 0.0, 0.25]]))  # d/ds of the mass split
@@ -165,6 +172,34 @@ def test_target_heatmap_with_a_single_scale_puts_unit_mass():
     expected = torch.zeros(1, 1, 2, 3)
     expected[0, 0, 0, 1] = 1.0
     torch.testing.assert_close(target, expected)
+
+
+def test_nearest_pixel_takes_the_nearest_centre_and_rounds_half_steps_alike_both_ways():
+    coords = torch.tensor([0.0, 0.4, 0.99, 1.2, 2.51, 3.7, -0.2])
+    assert nearest_pixel(coords).tolist() == [0, 0, 0, 1, 2, 3, -1]
+    centres = torch.arange(10).float() + 0.5
+    for step in (0.5, 1.0, 1.5):  # a move of `step` px right and the same move left: mirrored targets
+        right = nearest_pixel(centres + step) - torch.arange(10)
+        left = nearest_pixel(centres - step) - torch.arange(10)
+        assert torch.equal(right, -left)
+    # the pixel that contains the coordinate (floor) moves half a step right and never half a step left
+    assert (torch.floor(centres + 0.5) - torch.arange(10)).eq(1).all()
+    assert (torch.floor(centres - 0.5) - torch.arange(10)).eq(0).all()
+
+
+def test_target_heatmap_has_no_drift_under_symmetric_half_pixel_moves():
+    """Refined positions half a pixel either side of the found centres: the targets' mean move is 0."""
+    torch.manual_seed(0)
+    found = torch.randint(2, 18, (4, 6, 2)).float() + 0.5
+    moves = 0.5 * torch.tensor([-1.0, 1.0])[torch.randint(0, 2, (4, 6, 2))]
+    moved = torch.cat((found + moves, found - moves), dim=1)
+    target = target_heatmap(moved, torch.ones(4, 12), [1.0], (20, 20))[:, 0]
+    rows, cols = torch.arange(20.0)[:, None], torch.arange(20.0)
+    mass = target.sum((1, 2))
+    centre_x = (target * (cols + 0.5)).sum((1, 2)) / mass
+    centre_y = (target * (rows + 0.5)).sum((1, 2)) / mass
+    torch.testing.assert_close(centre_x, found[..., 0].mean(1))
+    torch.testing.assert_close(centre_y, found[..., 1].mean(1))
 
 
 @pytest.mark.parametrize("nms_window", [3, 5])
