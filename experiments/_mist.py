@@ -30,6 +30,14 @@ DATASETS: dict[str, dict[str, Any]] = {
         "kwargs": {"num_impulses": 9},
         "model": {"patch_side": 17.0, "background": 0.5},
     },
+    # The paper's texture is "heavily overlapped" (§5.1): 30 impulses (= K) cover the canvas 1.35
+    # times, and an empty canvas scores RMSE 0.118, above the paper's 0.095 (0.066 with nine). Poisson
+    # impulses can lie a few pixels apart, hence a narrower NMS window.
+    "gabor-dense": {
+        "name": "gabor",
+        "kwargs": {"num_impulses": 30},
+        "model": {"patch_side": 17.0, "background": 0.5, "num_patches": 30, "nms_window": 5},
+    },
 }
 
 

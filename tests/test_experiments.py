@@ -391,6 +391,16 @@ def test_mist_reconstruction(script, digits, tmp_path):
     assert type(load(out / "runs" / "hard-grid")).__name__ == "GridPatches"
 
 
+def test_mist_reconstruction_dense_gabor_is_mist_only_with_k_30(script, digits, tmp_path):
+    out = tmp_path / "dense"
+    argv = [*TINY, *digits, *MIST_SMALL, *MIST_TINY, "--datasets", "gabor-dense", "--models", "mist", "grid"]
+    record = script("mist_reconstruction").main([*argv, "--out", str(out)])
+    assert set(record["results"]) == {"gabor-dense-mist"}
+    config = record["models"]["gabor-dense-mist"]
+    assert config["num_patches"] == 30 and config["nms_window"] == 5 and config["background"] == 0.5
+    assert record["blank_canvas_rmse"]["gabor-dense"] > record["paper_rmse"]["gabor-dense"]["mist"]
+
+
 def test_mist_classification_in_two_processes(script, digits, tmp_path):
     """Each model trained by its own call; a last call with --resume only evaluates them both."""
     classify = script("mist_classification")

@@ -77,11 +77,12 @@ class LiftingTrainer(PatchTaskTrainer):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Algorithm 1, line 4: optimise the patches on ``L_task`` with the task network fixed.
 
-        ``refine_steps`` Adam steps of ``refine_lr`` pixels; positions stay inside the image and scales
-        inside the heatmap's scale range. Adam's first steps move every coordinate by about the step
-        size whatever the gradient, so near an optimum a step can overshoot: each image keeps the
-        patches of the lowest loss seen (the starting ones included), and refining never makes an
-        image's task loss worse.
+        ``refine_steps`` steps of ``config.refine_optimizer`` (Adam steps of ``refine_lr`` pixels, or
+        gradient descent, :func:`descend`); positions stay inside the image and scales inside the
+        heatmap's scale range. Adam's first steps move every coordinate by about the step size
+        whatever the gradient, so near an optimum a step can overshoot: each image keeps the patches
+        of the lowest loss seen (the starting ones included), and refining never makes an image's
+        task loss worse.
 
         Returns:
             ``(positions, scales, loss)``: the kept patches and their task loss ``[B]``.
@@ -97,7 +98,8 @@ class LiftingTrainer(PatchTaskTrainer):
             free.append(sc)
         best_pos, best_sc = pos.detach().clone(), sc.detach().clone()
         best = torch.full((len(x),), float("inf"), device=x.device)
-        inner = torch.optim.Adam(free, lr=cfg.refine_lr) if cfg.refine_steps else None
+        adam = cfg.refine_optimizer == "adam" and cfg.refine_steps
+        inner = torch.optim.Adam(free, lr=cfg.refine_lr) if adam else None
         for step in range(cfg.refine_steps + 1):
             last = step == cfg.refine_steps
             with torch.set_grad_enabled(not last):
@@ -111,9 +113,12 @@ class LiftingTrainer(PatchTaskTrainer):
             grads = torch.autograd.grad(loss.sum(), free)
             if not all(torch.isfinite(g).all() for g in grads):
                 raise NonFiniteStep("non-finite gradient of the patch positions")
-            for p, g in zip(free, grads):
-                p.grad = g
-            inner.step()
+            if inner is not None:
+                for p, g in zip(free, grads):
+                    p.grad = g
+                inner.step()
+            else:
+                descend(free, grads, cfg.refine_lr, cfg.refine_max_step)
             with torch.no_grad():
                 pos[..., 0].clamp_(0, width)
                 pos[..., 1].clamp_(0, height)
@@ -149,6 +154,23 @@ class LiftingTrainer(PatchTaskTrainer):
             "grad_norm": task_norm,
             "heatmap_grad_norm": lift_norm,
         }
+
+
+@torch.no_grad()
+def descend(params: list[Tensor], grads: list[Tensor], lr: float, max_step: float) -> None:
+    """One gradient-descent step in place: ``p -= lr * g``, each patch's step at most ``max_step`` long.
+
+    ``params[0]`` are positions ``[B, K, 2]`` (a patch's step is a 2-vector); any further tensors
+    (scales ``[B, K]``) are clamped element-wise.
+    """
+    for p, g in zip(params, grads):
+        step = lr * g
+        if p.dim() == 3:
+            length = step.norm(dim=-1, keepdim=True)
+            step = step * (max_step / length.clamp(min=max_step))
+        else:
+            step = step.clamp(-max_step, max_step)
+        p -= step
 
 
 class TaskTrainer(PatchTaskTrainer):

@@ -48,6 +48,8 @@ from ppl_scenes.ops.heatmaps import BORDERS, extract_top_k, local_spatial_softma
 from ppl_scenes.ops.transformer import crop, paste
 
 TASKS = ("reconstruction", "classification")
+#: How Algorithm 1's line 4 moves the patches (see ``MISTConfig.refine_optimizer``).
+REFINE_OPTIMIZERS = ("adam", "gd")
 
 
 def _odd_window(config: Any, name: str) -> None:
@@ -87,7 +89,17 @@ class MISTConfig:
         background: value of the empty canvas the patches are pasted onto; each pasted patch adds
             its difference from it (0 for digits on black, 0.5 for Gabor noise on grey).
         refine_steps: inner gradient steps on the patch positions per batch (Algorithm 1, line 4).
-        refine_lr: step size of those steps in pixels (Adam, restarted for every batch).
+        refine_optimizer: how those steps move the patches. ``"adam"`` (default): Adam, restarted
+            for every batch, steps of about ``refine_lr`` pixels. Adam scales each coordinate's step
+            by its own gradient's size, so a patch whose task loss is flat (on a digit the classifier
+            already reads) still moves about ``refine_lr`` in a direction set by noise; the targets,
+            and with them the heatmap, then wander. ``"gd"``: plain gradient descent, a step of
+            ``refine_lr`` times the gradient, at most ``refine_max_step`` pixels per patch, so a patch
+            moves in proportion to what moving it gains.
+        refine_lr: Adam's step size in pixels, or gradient descent's rate (pixels per unit of
+            gradient of an image's task loss).
+        refine_max_step: ``"gd"`` only: the longest step a patch may take, in pixels (and in
+            patch-side pixels for its scale).
         refine_scales: also optimise the patch scales (only meaningful with several heatmap scales).
         recon_weight: classification only: weight of eq. 2's reconstruction error (per-pixel mean)
             added to eq. 3, with a patch decoder on the classifier's encoder. 0 (default) is the
@@ -120,7 +132,9 @@ class MISTConfig:
     task_width: int = 16
     background: float = 0.0
     refine_steps: int = 5
+    refine_optimizer: str = "adam"
     refine_lr: float = 0.5
+    refine_max_step: float = 1.0
     refine_scales: bool = True
     recon_weight: float = 0.0
     task_jitter: float = 0.0
@@ -146,6 +160,8 @@ class MISTConfig:
             )
         self.patch_side = check_positive(self.patch_side, "patch_side")
         self.refine_lr = check_positive(self.refine_lr, "refine_lr")
+        check_choice(self.refine_optimizer, REFINE_OPTIMIZERS, "refine_optimizer")
+        self.refine_max_step = check_positive(self.refine_max_step, "refine_max_step")
         self.recon_weight = check_non_negative(self.recon_weight, "recon_weight")
         self.task_jitter = check_non_negative(self.task_jitter, "task_jitter")
         if self.recon_weight and self.task != "classification":

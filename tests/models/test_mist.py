@@ -113,10 +113,11 @@ def _trainer(model, data):
     return trainer, x
 
 
+@pytest.mark.parametrize("refine", [{"refine_lr": 1.0}, {"refine_optimizer": "gd", "refine_lr": 100.0}])
 @pytest.mark.parametrize("task", ["reconstruction", "classification"])
-def test_each_stage_of_a_lifting_iteration_lowers_its_own_loss(task):
+def test_each_stage_of_a_lifting_iteration_lowers_its_own_loss(task, refine):
     torch.manual_seed(0)
-    model = MIST(**{**TINY, "task": task, "refine_steps": 5, "refine_lr": 1.0})
+    model = MIST(**{**TINY, "task": task, "refine_steps": 5, **refine})
     data = scenes()
     trainer, x = _trainer(model, data)
     targets, mask = trainer.batch_targets(x.device)
@@ -168,6 +169,29 @@ def test_refinement_leaves_masked_patches_where_they_were(task):
     start = torch.tensor([[5.0, 5.0], [12.0, 14.0], [18.0, 6.0]]).repeat(4, 1, 1)
     positions, _, _ = trainer.refine(x, start, torch.full((4, 3), 8.0), targets, mask)
     assert torch.equal(positions[:, 1:], start[:, 1:]) and not torch.equal(positions[:, :1], start[:, :1])
+
+
+def test_gradient_descent_refinement_moves_each_patch_by_its_own_gradient_up_to_the_longest_step():
+    """With refine_optimizer="gd" a patch moves lr times its gradient, capped at refine_max_step px:
+    a patch whose loss is nearly flat nearly stays (Adam would move it a whole step)."""
+    torch.manual_seed(0)
+    model = MIST(**{**TINY, "task": "classification", "refine_steps": 1, "refine_optimizer": "gd"})
+    model.config.refine_lr, model.config.refine_max_step = 30.0, 0.4
+    trainer, x = _trainer(model, scenes())
+    targets, mask = trainer.batch_targets(x.device)
+    start = torch.tensor([[[5.0, 5.0], [14.0, 13.0]]]).repeat(4, 1, 1)
+    scales = torch.full((4, 2), 8.0)
+    pos = start.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.task_loss(x, pos, scales, targets, mask).sum(), pos)
+    want = -30.0 * grad
+    length = want.norm(dim=-1, keepdim=True)
+    want = torch.where(length > 0.4, want * 0.4 / length, want)
+    positions, _, refined = trainer.refine(x, start, scales, targets, mask)
+    moved = ~torch.isclose(refined, model.task_loss(x, start, scales, targets, mask).detach())
+    assert moved.any()  # images whose step lowered the loss keep it; the others keep the start
+    torch.testing.assert_close(positions[moved] - start[moved], want[moved])
+    assert (positions - start).norm(dim=-1).max() <= 0.4 + 1e-6
+    assert (want.norm(dim=-1) < 0.4).any()  # some patch took less than the longest step
 
 
 def test_lifting_drives_the_heatmap_to_its_target_positions():
@@ -365,6 +389,8 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
         ({"task": "classification", "recon_weight": -1.0}, "recon_weight"),
         ({"task_jitter": float("nan")}, "task_jitter"),
         ({"task_jitter": True}, "task_jitter"),
+        ({"refine_optimizer": "sgd"}, "refine_optimizer must be one of"),
+        ({"refine_max_step": 0.0}, "refine_max_step"),
     ],
 )
 def test_bad_configs_are_refused(overrides, match):
