@@ -139,7 +139,11 @@ class LiftingTrainer(PatchTaskTrainer):
 
         # Masked patches get no task gradient, so the refinement leaves them where they were found.
         positions, scales, refined = self.refine(batch, found.positions, found.scales, targets, mask)
-        target = target_heatmap(positions, scales, cfg.scale_values, tuple(batch.shape[-2:]))
+        # Only the patches in play are targets: E_K^{-1} of each image's own K (its count of labels).
+        # With all K patches, the unused ones (left where they were found, on anything) would be
+        # peaks of the target as strong as the refined ones, and the heatmap could not learn which
+        # of its maxima to rank first.
+        target = target_heatmap(positions, scales, cfg.scale_values, tuple(batch.shape[-2:]), mask)
 
         lift_loss = model.lift_loss(batch, target).mean()
         lift_norm = self.step_optimizer("heatmap", lift_loss, self.heatmap_params)

@@ -229,7 +229,11 @@ def nearest_pixel(coords: Tensor) -> Tensor:
 
 
 def target_heatmap(
-    positions: Tensor, scales: Tensor, scale_values: Sequence[float] | Tensor, size: tuple[int, int]
+    positions: Tensor,
+    scales: Tensor,
+    scale_values: Sequence[float] | Tensor,
+    size: tuple[int, int],
+    mask: Tensor | None = None,
 ) -> Tensor:
     """The inverse extractor ``E_K^{-1}``: the target heatmap for the lifted training stage (MIST §4).
 
@@ -245,6 +249,8 @@ def target_heatmap(
         scales: ``[B, K]`` scales, in the units of ``scale_values``.
         scale_values: the ``S`` strictly increasing scale values of the heatmap's maps.
         size: ``(H, W)`` of the heatmap.
+        mask: ``[B, K]`` objects that enter the target (default all); the others get no mass, so
+            the target is ``E_K^{-1}`` of each image's own number of objects.
 
     Returns:
         ``[B, S, H, W]`` target heatmap, in the dtype of ``positions``.
@@ -276,6 +282,10 @@ def target_heatmap(
     batch = torch.arange(b, device=positions.device)[:, None] * n
     index = torch.cat((((batch + lower) * h * w + pixel), ((batch + lower + 1) * h * w + pixel)), dim=1)
     mass = torch.cat((1 - upper_weight, upper_weight), dim=1)
+    if mask is not None:
+        if mask.shape != (b, k):
+            raise ValueError(f"mask must be [B, K] = {(b, k)}, got shape {tuple(mask.shape)}")
+        mass = mass * mask.to(mass.dtype).repeat(1, 2)
     if n == 1:  # no upper neighbour: keep only the (unit) lower halves
         index, mass = index[:, :k], mass[:, :k]
     out = positions.new_zeros(b * n * h * w)

@@ -171,6 +171,19 @@ def test_refinement_leaves_masked_patches_where_they_were(task):
     assert torch.equal(positions[:, 1:], start[:, 1:]) and not torch.equal(positions[:, :1], start[:, :1])
 
 
+def test_lift_target_holds_only_the_patches_in_play(monkeypatch):
+    """With count_from_labels the target heatmap is E_K^-1 of each scene's own count of patches."""
+    torch.manual_seed(0)
+    model = MIST(**{**TINY, "task": "classification", "count_from_labels": True, "num_patches": 3})
+    data = [(x, {**t, "labels": t["labels"][:1]}) for x, t in scenes()]  # one label: 2 patches unused
+    trainer, x = _trainer(model, data)
+    targets = []
+    lift_loss = model.lift_loss
+    monkeypatch.setattr(model, "lift_loss", lambda x, target: targets.append(target) or lift_loss(x, target))
+    trainer.train_step(x)
+    assert targets[0].sum((1, 2, 3)).tolist() == [1.0] * len(x)
+
+
 def test_gradient_descent_refinement_moves_each_patch_by_its_own_gradient_up_to_the_longest_step():
     """With refine_optimizer="gd" a patch moves lr times its gradient, capped at refine_max_step px:
     a patch whose loss is nearly flat nearly stays (Adam would move it a whole step)."""

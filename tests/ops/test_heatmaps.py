@@ -202,6 +202,19 @@ def test_target_heatmap_has_no_drift_under_symmetric_half_pixel_moves():
     torch.testing.assert_close(centre_y, found[..., 1].mean(1))
 
 
+def test_target_heatmap_mask_leaves_objects_out():
+    positions = torch.tensor([[[1.5, 1.5], [4.5, 2.5], [2.5, 3.5]]]).repeat(2, 1, 1)
+    scales = torch.tensor([[1.5, 2.0, 1.0]]).repeat(2, 1)
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    full = target_heatmap(positions, scales, [1.0, 2.0], (5, 6))
+    masked = target_heatmap(positions, scales, [1.0, 2.0], (5, 6), mask)
+    only = target_heatmap(positions[:1, [0, 2]], scales[:1, [0, 2]], [1.0, 2.0], (5, 6))
+    torch.testing.assert_close(masked[0], only[0])
+    assert masked[1].eq(0).all() and full[1].sum() == 3
+    with pytest.raises(ValueError, match="mask must be"):
+        target_heatmap(positions, scales, [1.0, 2.0], (5, 6), mask[:, :2])
+
+
 @pytest.mark.parametrize("nms_window", [3, 5])
 def test_extract_top_k_inverts_target_heatmap(nms_window):
     torch.manual_seed(3)
