@@ -119,8 +119,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         blank[dataset] = rmse(test_images, torch.full_like(test_images, background))
         items = [test_set[i] for i in range(min(6, len(test_set)))]
         images = torch.stack([im for im, _ in items])
-        with torch.no_grad():
-            parses = {k: m.parse(images.to(m.device)) for k, m in models.items()}
+        counts = torch.tensor([int(t["count"]) for _, t in items])
+        with torch.no_grad():  # a MIST told the counts (--set count_from_labels=true) parses with them
+            parses = {
+                k: m.parse(images.to(m.device), counts=counts if m.config.count_from_labels else None)
+                for k, m in models.items()
+            }
         gt = [t["patch_boxes"] for _, t in items]
         figures[f"examples_{dataset}"] = plot_examples(images, parses, gt, out / f"examples_{dataset}.png")
         if "mist" in models:

@@ -392,12 +392,15 @@ def test_mist_reconstruction(script, digits, tmp_path):
 
 
 def test_mist_reconstruction_dense_gabor_is_mist_only_with_k_30(script, digits, tmp_path):
+    """Also a MIST told each scene's count (the paper's 'only the total number of instances')."""
     out = tmp_path / "dense"
-    argv = [*TINY, *digits, *MIST_SMALL, *MIST_TINY, "--datasets", "gabor-dense", "--models", "mist", "grid"]
-    record = script("mist_reconstruction").main([*argv, "--out", str(out)])
+    argv = [*TINY, *digits, *MIST_SMALL, *MIST_TINY, "count_from_labels=true"]
+    argv += ["--datasets", "gabor-dense", "--models", "mist", "grid", "--out", str(out)]
+    record = script("mist_reconstruction").main(argv)
     assert set(record["results"]) == {"gabor-dense-mist"}
     config = record["models"]["gabor-dense-mist"]
     assert config["num_patches"] == 30 and config["nms_window"] == 5 and config["background"] == 0.5
+    assert config["count_from_labels"] is True
     assert record["blank_canvas_rmse"]["gabor-dense"] > record["paper_rmse"]["gabor-dense"]["mist"]
 
 
