@@ -6,9 +6,10 @@ alternating optimisation over a lifted problem, per batch:
 1. fit the task network ``tau`` on ``L_task`` at the patches ``E_K(H_eta(I))`` (shifted at random by
    up to ``config.task_jitter`` pixels when that is set);
 2. with ``tau`` fixed, optimise the patch positions (and scales) on ``L_task`` with a few gradient
-   steps (``config.refine_steps`` Adam steps of ``config.refine_lr`` pixels, restarted per batch);
+   steps (``config.refine_steps`` steps of ``config.refine_optimizer``, restarted per batch);
 3. build the target heatmap ``h_bar = E_K^{-1}(x*)`` of the optimised patches
-   (:func:`ppl_scenes.ops.target_heatmap`);
+   (:func:`ppl_scenes.ops.target_heatmap`); with ``count_from_labels`` only each scene's own
+   number of patches, those the task used, enter it (``K`` = the scene's count);
 4. fit the heatmap network ``eta`` on ``L_lift = ||h_bar - H_eta(I)||^2``.
 
 ``tau`` and ``eta`` have separate Adam optimisers (both at ``TrainConfig.lr`` unless

@@ -91,11 +91,11 @@ class MISTConfig:
         refine_steps: inner gradient steps on the patch positions per batch (Algorithm 1, line 4).
         refine_optimizer: how those steps move the patches. ``"adam"`` (default): Adam, restarted
             for every batch, steps of about ``refine_lr`` pixels. Adam scales each coordinate's step
-            by its own gradient's size, so a patch whose task loss is flat (on a digit the classifier
-            already reads) still moves about ``refine_lr`` in a direction set by noise; the targets,
-            and with them the heatmap, then wander. ``"gd"``: plain gradient descent, a step of
+            by its own gradient's size, so a patch whose task loss is flat still moves about
+            ``refine_lr``, in a direction set by noise. ``"gd"``: plain gradient descent, a step of
             ``refine_lr`` times the gradient, at most ``refine_max_step`` pixels per patch, so a patch
-            moves in proportion to what moving it gains.
+            moves in proportion to what moving it gains. The paper names no optimiser; Adam
+            reaches its Table 2 (BENCHMARKS.md, MIST).
         refine_lr: Adam's step size in pixels, or gradient descent's rate (pixels per unit of
             gradient of an image's task loss).
         refine_max_step: ``"gd"`` only: the longest step a patch may take, in pixels (and in
@@ -103,12 +103,10 @@ class MISTConfig:
         refine_scales: also optimise the patch scales (only meaningful with several heatmap scales).
         recon_weight: classification only: weight of eq. 2's reconstruction error (per-pixel mean)
             added to eq. 3, with a patch decoder on the classifier's encoder. 0 (default) is the
-            paper's loss. Eq. 3 alone does not care where on a digit a patch sits, so its patches can
-            drift off the digits while the classifier learns to read them there; reconstructing the
-            image needs each patch on its digit. Uses no labels beyond eq. 3's. At 100, with rates
-            that decay over the second half of training, the reconstruction places the patches: on MNIST
-            hard, detection 0.91-0.96 against 0.18-0.23 with eq. 3 alone; at 10, eq. 3 still pulls
-            them off (BENCHMARKS.md, MIST).
+            paper's loss, which reaches the paper's Table 2 on its own (BENCHMARKS.md, MIST). Added
+            while the lift target still held unused patches and eq. 3's patches drifted off the
+            digits; reconstructing the image needs each patch on its digit. Uses no labels beyond
+            eq. 3's.
         task_jitter: shift each patch the task network is fitted on (Algorithm 1, step 1) by a
             uniform random offset of up to this many pixels per coordinate, so that the task network
             tolerates off-centre patches (0, the default, is the paper).
