@@ -216,8 +216,7 @@ def nearest_pixel(coords: Tensor) -> Tensor:
     and ``i - 1``. Taking the pixel that *contains* the coordinate (``floor``) is biased exactly
     there: ``+0.5`` moves a whole pixel and ``-0.5`` does not move at all. MIST's refinement makes
     such moves all the time (Adam's first step is ``refine_lr`` = 0.5 px times the gradient's sign),
-    and with ``floor`` its targets walked the patches right and down, step after step, off the
-    digits (BENCHMARKS.md, MIST).
+    and with ``floor`` its targets moved patches right and down more often than left and up.
 
     Args:
         coords: continuous coordinates (pixel ``i`` covers ``[i, i + 1)``).
