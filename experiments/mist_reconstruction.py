@@ -57,6 +57,7 @@ from _mist import (
     train,
 )
 
+from ppl_scenes.infer.evaluate import parse_options
 from ppl_scenes.metrics import rmse
 from ppl_scenes.models import MIST
 from ppl_scenes.models.base import config_to_dict
@@ -71,9 +72,15 @@ PAPER = {
 }
 
 
+def run_parts(run: str) -> tuple[str, str]:
+    """``(dataset, model)`` of a run named ``<dataset>-<model>`` (dataset names may hold a dash)."""
+    dataset, model = run.rsplit("-", 1)
+    return dataset, model
+
+
 def paper_rmse(run: str) -> float | None:
     """The paper's RMSE for a run named ``<dataset>-<model>`` (None where the paper has none)."""
-    dataset, model = run.rsplit("-", 1)
+    dataset, model = run_parts(run)
     return PAPER[dataset].get(model)
 
 
@@ -85,7 +92,8 @@ def build_parser():
 
 def pairs(args) -> list[tuple[str, str]]:
     """The (dataset, model) runs asked for; the paper has no baseline on Gabor noise."""
-    return [(d, m) for d in args.datasets for m in args.models if not d.startswith("gabor") or m == "mist"]
+    gabor = {d for d in args.datasets if DATASETS[d]["name"] == "gabor"}
+    return [(d, m) for d in args.datasets for m in args.models if d not in gabor or m == "mist"]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -119,12 +127,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         blank[dataset] = rmse(test_images, torch.full_like(test_images, background))
         items = [test_set[i] for i in range(min(6, len(test_set)))]
         images = torch.stack([im for im, _ in items])
-        counts = torch.tensor([int(t["count"]) for _, t in items])
+        targets = [t for _, t in items]
         with torch.no_grad():  # a MIST told the counts (--set count_from_labels=true) parses with them
-            parses = {
-                k: m.parse(images.to(m.device), counts=counts if m.config.count_from_labels else None)
-                for k, m in models.items()
-            }
+            parses = {k: m.parse(images.to(m.device), **parse_options(m, targets)) for k, m in models.items()}
         gt = [t["patch_boxes"] for _, t in items]
         figures[f"examples_{dataset}"] = plot_examples(images, parses, gt, out / f"examples_{dataset}.png")
         if "mist" in models:
@@ -158,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         {
             "run": key,
             "paper": paper_rmse(key),
-            "blank": blank[key.rsplit("-", 1)[0]],
+            "blank": blank[run_parts(key)[0]],
             **r,
             **costs[key],
         }
