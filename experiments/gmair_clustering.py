@@ -74,6 +74,7 @@ TARGETS = {"ap50": 0.95, "acc": 0.75, "nmi": 0.70, "acc_gain": 0.10, "nmi_gain":
 METRICS = {
     "ap50": "AP@.5",
     "acc": "ACC",
+    "acc_majority": "ACC (Eq. 16)",
     "nmi": "NMI",
     "count_accuracy": "count acc",
     "num_clustered": "clustered",

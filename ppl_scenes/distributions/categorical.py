@@ -74,20 +74,42 @@ class ConcreteCategorical(OneHotCategoricalPrior):
     ``rsample`` draws ``softmax((logits + Gumbel noise) / temperature)``; ``log_prob`` is
     :func:`categorical_log_mass`. The guide side of GMAIR's ``z_cat`` KL.
 
+    With ``expected_log_mass``, ``log_prob`` ignores the value and returns the log-mass's expectation
+    under the categorical, ``sum_k pi_k log pi_k`` (minus its entropy). Against the uniform prior, whose
+    log-mass is ``-log K`` at every point of the simplex, ``log q - log p`` is then the exact
+    ``KL(Cat(pi) || Cat(1/K))`` (GMAIR's eq. 9) instead of its single relaxed-sample estimate, which is
+    biased low at a finite temperature.
+
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities.
         temperature: Gumbel-softmax temperature (lower is closer to one-hot).
+        expected_log_mass: score with the expected log-mass instead of the log-mass at the value.
     """
 
     has_rsample = True
 
-    def __init__(self, logits: Tensor, temperature: float | Tensor = 1.0, validate_args=None):
+    def __init__(
+        self,
+        logits: Tensor,
+        temperature: float | Tensor = 1.0,
+        validate_args=None,
+        expected_log_mass: bool = False,
+    ):
         self.temperature = temperature
+        self.expected_log_mass = expected_log_mass
         super().__init__(logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
         logits = self.logits.expand(*batch_shape, self.logits.shape[-1])
-        return ConcreteCategorical(logits, self.temperature, validate_args=False)
+        return ConcreteCategorical(
+            logits, self.temperature, validate_args=False, expected_log_mass=self.expected_log_mass
+        )
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if not self.expected_log_mass:
+            return super().log_prob(value)
+        expected = categorical_log_mass(self.probs, self.logits)
+        return expected.expand(torch.broadcast_shapes(expected.shape, value.shape[:-1]))
 
     def relax(self, uniform: Tensor) -> Tensor:
         """The relaxed sample for given ``Uniform(0, 1)`` noise of the logits' shape."""

@@ -131,8 +131,10 @@ def detection_clustering_scores(
         mapping: cluster→class map for ACC, see :func:`cluster_accuracy`.
 
     Returns:
-        ``{"acc": float, "nmi": float, "n_matched": int, "n_pred": int, "n_gt": int}``; ``acc`` and
-        ``nmi`` are ``nan`` when no detection matched.
+        ``{"acc": float, "acc_majority": float, "nmi": float, "n_matched": int, "n_pred": int,
+        "n_gt": int}``: ``acc`` under ``mapping``, ``acc_majority`` always under the ``"majority"`` map
+        (the literal form of GMAIR's Eq. 16, the rule of the paper's own numbers); the scores are ``nan``
+        when no detection matched.
 
     Raises:
         ValueError: on lists of different or zero length, boxes and labels that do not correspond,
@@ -173,9 +175,11 @@ def detection_clustering_scores(
         pred_cat.append(pl.to(torch.float64).numpy()[pi])
         true_cat.append(gl.to(torch.float64).numpy()[gi])
     n_matched = int(sum(len(p) for p in pred_cat))
-    out = {"acc": math.nan, "nmi": math.nan, "n_matched": n_matched, "n_pred": n_pred, "n_gt": n_gt}
+    out = {"acc": math.nan, "acc_majority": math.nan, "nmi": math.nan}
+    out.update(n_matched=n_matched, n_pred=n_pred, n_gt=n_gt)
     if n_matched:
         p, t = _labels(np.concatenate(pred_cat), np.concatenate(true_cat))
         out["acc"] = _cluster_accuracy(p, t, mapping)
+        out["acc_majority"] = _cluster_accuracy(p, t, "majority")
         out["nmi"] = float(normalized_mutual_info_score(t, p))
     return out

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ppl_scenes.checks import check_choice
 from ppl_scenes.distributions import (
     ConcreteCategorical,
     GaussianMixtureWhatPrior,
@@ -78,6 +79,12 @@ class GMAIRConfig(SPAIRConfig):
     Attributes:
         num_clusters: ``C``, the categories of ``z_cat``.
         cat_temperature: Gumbel-softmax temperature of ``q(z_cat)``.
+        cat_kl: how the guide scores ``z_cat``. ``"sample"`` (default): the categorical log-mass at the
+            relaxed sample, a single-sample estimate of eq. 9's KL (biased at a finite temperature, see
+            tests/distributions/test_categorical.py). ``"exact"``: the expected log-mass, so the site's
+            ``log q - log p`` is eq. 9's KL against the uniform prior exactly
+            (:class:`~ppl_scenes.distributions.ConcreteCategorical`'s ``expected_log_mass``). Either way
+            the relaxed sample still feeds ``p(z_what | z_cat)``.
         what_sees_cat: the what-encoder takes ``z_cat`` with the glimpse (the paper's eq. 3,
             ``q(z_what | x, z_where, z_cat)``); False gives ``q(z_what | x, z_where)``, so that
             ``q(z_cat)`` can only lower the what-KL by choosing the component nearest to the code.
@@ -108,6 +115,7 @@ class GMAIRConfig(SPAIRConfig):
     tight_boxes: bool = True
     num_clusters: int = 10
     cat_temperature: float = 0.5
+    cat_kl: str = "sample"
     what_sees_cat: bool = True
     what_prior_init_scale: float = 1.0
     what_prior_init_spread: float = 0.3
@@ -122,6 +130,7 @@ class GMAIRConfig(SPAIRConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_choice(self.cat_kl, ("sample", "exact"), "cat_kl")
         if self.num_clusters < 1:
             raise ValueError(f"num_clusters must be at least 1, got {self.num_clusters}")
         if self.cat_temperature <= 0 or self.what_prior_init_scale <= 0 or self.what_prior_init_spread < 0:
@@ -185,8 +194,10 @@ class GMAIRGuide(SPAIRGuide):
 
     def sample_objects(self, lat: GMAIRLatents) -> None:
         c = self.config
+        exact = c.cat_kl == "exact"
         with poutine.scale(scale=loss_weight(c, "cat")):
-            pyro.sample("z_cat", Presampled(ConcreteCategorical(lat.cat_logits, c.cat_temperature), lat.cat))
+            q_cat = ConcreteCategorical(lat.cat_logits, c.cat_temperature, expected_log_mass=exact)
+            pyro.sample("z_cat", Presampled(q_cat, lat.cat))
         super().sample_objects(lat)
 
 

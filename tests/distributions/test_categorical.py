@@ -55,3 +55,26 @@ def test_kl_estimate_is_unbiased_on_hard_samples():
         torch.distributions.Categorical(logits=torch.zeros(3)),
     )
     assert abs(float(estimate - exact)) < 0.01
+
+
+def test_expected_log_mass_gives_the_exact_kl_where_relaxed_samples_do_not():
+    q_logits = torch.log(torch.tensor([0.6, 0.3, 0.1]))
+    exact = torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=q_logits),
+        torch.distributions.Categorical(logits=torch.zeros(3)),
+    )
+    torch.manual_seed(0)
+    q = ConcreteCategorical(q_logits.expand(50000, 3), 0.5)
+    p = OneHotCategoricalPrior.uniform(3, (50000,))
+    z = q.rsample()
+    sampled = (q.log_prob(z) - p.log_prob(z)).mean()
+    assert abs(float(sampled - exact)) > 0.03  # the relaxed single-sample estimate is biased
+    expected = ConcreteCategorical(q_logits.expand(50000, 3), 0.5, expected_log_mass=True)
+    kl = expected.log_prob(z) - p.log_prob(z)
+    assert kl.shape == (50000,)
+    torch.testing.assert_close(kl, exact.expand(50000))
+    assert expected.expand((2, 50000)).log_prob(z).shape == (2, 50000)
+    # the exact term's gradient is the KL's own: zero at the uniform distribution
+    logits = torch.zeros(3, requires_grad=True)
+    ConcreteCategorical(logits, 0.5, expected_log_mass=True).log_prob(torch.full((3,), 1 / 3)).backward()
+    torch.testing.assert_close(logits.grad, torch.zeros(3))

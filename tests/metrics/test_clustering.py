@@ -81,6 +81,7 @@ def test_detection_clustering_by_hand():
     assert (res["n_matched"], res["n_pred"], res["n_gt"]) == (4, 5, 3)
     # Matched pairs (pred, true): (0, 3), (1, 7), (1, 3), (1, 7) -> 0 -> 3, 1 -> 7: 3/4.
     assert res["acc"] == pytest.approx(3 / 4)
+    assert res["acc_majority"] == pytest.approx(3 / 4)  # 0 -> 3 and 1 -> 7 either way
     assert res["nmi"] == pytest.approx(normalized_mutual_info_score([3, 7, 3, 7], [0, 1, 1, 1]))
     one = detection_clustering_scores(pred_boxes, pred_labels, gt_boxes, gt_labels, matching="hungarian")
     assert one["n_matched"] == 3
@@ -90,10 +91,19 @@ def test_detection_clustering_by_hand():
     assert strict["n_matched"] == 2
 
 
+def test_detection_clustering_majority_map_allows_shared_classes():
+    # Three digits (3, 3, 7) found and split into three clusters: one-to-one, one 3 is wrong; GMAIR's
+    # Eq. 16 maps clusters 0 and 1 both to 3.
+    boxes = [B((0, 0, 10, 10), (20, 0, 30, 10), (40, 0, 50, 10))]
+    res = detection_clustering_scores(boxes, [L(0, 1, 2)], boxes, [L(3, 3, 7)])
+    assert res["acc"] == pytest.approx(2 / 3)
+    assert res["acc_majority"] == 1.0
+
+
 def test_detection_clustering_no_match_is_nan():
     res = detection_clustering_scores([B((50, 50, 60, 60))], [L(0)], [B((0, 0, 10, 10))], [L(1)])
     assert res["n_matched"] == 0
-    assert math.isnan(res["acc"]) and math.isnan(res["nmi"])
+    assert math.isnan(res["acc"]) and math.isnan(res["acc_majority"]) and math.isnan(res["nmi"])
 
 
 def test_detection_clustering_bad_inputs():

@@ -44,6 +44,7 @@ VARIANTS = {
     "no_overlap_loss": {"overlap_anneal_steps": 0},
     "unmasked": {"mask_absent": False},
     "loose_boxes": {"tight_boxes": False},
+    "exact_cat_kl": {"cat_kl": "exact"},
 }
 
 
@@ -110,6 +111,24 @@ def test_object_kl_terms_are_weighted_by_the_presence_probability():
             site = trace.nodes[name]
             contribution = site["scale"] * site["fn"].log_prob(site["value"])
             assert contribution.abs().max() < 1e-3, name
+
+
+def test_exact_cat_kl_is_eq_9():
+    model = tiny(cat_kl="exact")
+    x = images()
+    guide_trace, model_trace = _traces(model, x)
+    g, m = guide_trace.nodes["z_cat"], model_trace.nodes["z_cat"]
+    fn = g["fn"]
+    while hasattr(fn, "base_dist"):  # the plate's expansion
+        fn = fn.base_dist
+    logits = fn.base.logits  # q(z_cat) of the glimpses at the sampled boxes
+    uniform = torch.distributions.Categorical(logits=torch.zeros_like(logits))
+    kl = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=logits), uniform)
+    assert kl.abs().max() > 1e-4  # the case is not trivial
+    log_ratio = g["fn"].log_prob(g["value"]) - m["fn"].log_prob(m["value"])
+    torch.testing.assert_close(log_ratio, kl)
+    with pytest.raises(ValueError, match="cat_kl"):
+        tiny(cat_kl="analytic")
 
 
 def test_loss_coefficients_scale_their_sites():
