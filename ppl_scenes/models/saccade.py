@@ -175,6 +175,10 @@ class SaccadeConfig:
             on the places already looked at: step ``t``'s scores lose this much times a Gaussian
             bump (sigma ``max_scale / 2`` of the side) on each earlier glimpse's centre, so the
             ``T`` steps visit different blobs. 0 turns it off.
+        pooling: how the classifier pools the ``T`` glimpse embeddings: ``"mean"`` (default) or
+            ``"max"`` (element-wise). The max does not change when a glimpse revisits a digit already
+            seen, so the pooled code holds the set of what was seen, not how often: two glimpses of a
+            "3" and two of a "5" pool like three of the "3" and one of the "5".
         attention_lr_factor: with ``where_attention``, the attention modules learn at this fraction
             of the base learning rate (:meth:`VariationalSaccading.learning_rate_factors`). Until the
             classifier can read digits, the label's gradient on the glimpses' positions only says
@@ -208,10 +212,12 @@ class SaccadeConfig:
     attention_saliency: float = 120.0
     inhibition_of_return: float = 30.0
     attention_lr_factor: float = 0.01
+    pooling: str = "mean"
 
     def __post_init__(self):
         check_choice(self.channels, (1, 3), "channels")
         check_choice(self.task, TASKS, "task")
+        check_choice(self.pooling, ("mean", "max"), "pooling")
         names = ("num_classes", "max_sum", "num_saccades", "proxy_size", "glimpse_size", "z_dim")
         check_int_fields(self, (*names, "hidden_dim", "embed_dim", "conv_width"))
         for name in ("proxy_size", "glimpse_size"):
@@ -445,8 +451,11 @@ class VariationalSaccading(ImageLabelModel):
         return torch.sigmoid(out).view(-1, c.channels, c.proxy_size, c.proxy_size)
 
     def classify(self, embeddings: list[Tensor], h: Tensor) -> Tensor:
-        """Logits from the glimpse embeddings pooled over the saccades and the last state."""
-        return self.classifier(torch.cat((torch.stack(embeddings).mean(0), h), -1))
+        """Logits from the glimpse embeddings pooled over the saccades (``config.pooling``) and the last
+        state."""
+        stacked = torch.stack(embeddings)
+        pooled = stacked.amax(0) if self.config.pooling == "max" else stacked.mean(0)
+        return self.classifier(torch.cat((pooled, h), -1))
 
     def label_distribution(self, logits: Tensor):
         """``p(y | glimpses)``: independent Bernoullis (identify) or a categorical (sum)."""

@@ -57,6 +57,7 @@ VARIANTS = {
     "localized": {"localized": True},
     "rgb": {"channels": 3},
     "where_head": {"where_attention": False},
+    "max_pooling": {"pooling": "max", "task": "sum"},
 }
 
 
@@ -176,6 +177,17 @@ def test_evaluate_scores_the_prediction():
     assert 1e-3 < nudged["glimpse_centre_std"] < 0.1 * 24
 
 
+def test_max_pooling_ignores_revisits():
+    torch.manual_seed(0)
+    a, b, c = torch.randn(3, 2, TINY["embed_dim"])
+    h = torch.randn(2, TINY["hidden_dim"])
+    model = tiny(pooling="max")
+    torch.testing.assert_close(model.classify([a, b, c], h), model.classify([a, b, c, b, b, a], h))
+    mean = tiny(pooling="mean")
+    mean.load_state_dict(model.state_dict())
+    assert not torch.allclose(mean.classify([a, b, c], h), mean.classify([a, b, c, b, b, a], h))
+
+
 def test_bad_inputs_are_refused():
     model = tiny()
     x = torch.stack([im for im, _ in scenes()])
@@ -193,6 +205,7 @@ def test_bad_inputs_are_refused():
         ({"proxy_size": 2}, "proxy_size"),
         ({"num_saccades": 0}, "num_saccades"),
         ({"where_init_scale": -0.1}, "where_init_scale"),
+        ({"pooling": "sum"}, "pooling"),
     ):
         with pytest.raises(ValueError, match=match):
             tiny(**bad)
