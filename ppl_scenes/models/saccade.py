@@ -543,9 +543,11 @@ class VariationalSaccading(ImageLabelModel):
         centre spread near 0 means the model looks at the same places in every image: a fixed tiling,
         not saccades chosen from the proxy. When the targets hold ``boxes`` (the true objects), also
         ``objects_in_view``: the fraction of the objects of which some glimpse holds at least 90 % of
-        the box.
+        the box; ``scenes_in_view``, the fraction of the scenes with every object so in view; and
+        ``accuracy_in_view`` / ``accuracy_out_of_view``, the accuracy on those scenes and on the others
+        (NaN where there are none): what the classifier and what the glimpses' places each cost.
         """
-        from ppl_scenes.infer.evaluate import image_label_metrics, parse_dataset
+        from ppl_scenes.infer.evaluate import image_label_correct, image_label_metrics, parse_dataset
 
         parses, targets, _ = parse_dataset(
             self, dataset, batch_size, max_scenes, progress=progress, keep_images=False
@@ -564,6 +566,11 @@ class VariationalSaccading(ImageLabelModel):
                 for t, b in zip(targets, boxes)
             ]
             results["objects_in_view"] = float(torch.cat(seen).float().mean()) if seen else float("nan")
+            whole = torch.tensor([bool(s.all()) for s in seen], dtype=torch.bool)
+            correct = image_label_correct(parses, targets, self.config.task)
+            results["scenes_in_view"] = float(whole.float().mean()) if len(whole) else float("nan")
+            for key, subset in (("accuracy_in_view", whole), ("accuracy_out_of_view", ~whole)):
+                results[key] = float(correct[subset].float().mean()) if subset.any() else float("nan")
         return results
 
     def parse(self, x: Tensor, proxy: Tensor | None = None) -> SceneParse:

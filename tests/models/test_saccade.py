@@ -1,5 +1,7 @@
 """Variational saccading: the standard model test, the bound's sites, proxies, tasks, errors."""
 
+import math
+
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -159,7 +161,8 @@ def test_fixed_posterior_scale_is_fixed():
 def test_evaluate_scores_the_prediction():
     model = tiny(**HEAD)
     results = model.evaluate(scenes())
-    glimpses = {"glimpse_centre_std", "glimpse_side", "objects_in_view"}
+    glimpses = {"glimpse_centre_std", "glimpse_side", "objects_in_view", "scenes_in_view"}
+    glimpses |= {"accuracy_in_view", "accuracy_out_of_view"}
     assert set(results) == {"accuracy", "label_accuracy", "num_scenes"} | glimpses
     assert results["num_scenes"] == 4 and 0 <= results["accuracy"] <= results["label_accuracy"] <= 1
     assert set(tiny(**HEAD, task="sum").evaluate(scenes())) == {"accuracy", "num_scenes"} | glimpses
@@ -168,6 +171,9 @@ def test_evaluate_scores_the_prediction():
     assert 0.2 * 24 <= results["glimpse_side"] <= 0.5 * 24
     # the top-left glimpse of the starting grid holds the first square; none holds the second
     assert results["objects_in_view"] == 0.5
+    # ... so no scene has both in view: every scene's accuracy is out-of-view accuracy
+    assert results["scenes_in_view"] == 0.0 and math.isnan(results["accuracy_in_view"])
+    assert results["accuracy_out_of_view"] == results["accuracy"]
     unboxed = [(x, {k: v for k, v in t.items() if k != "boxes"}) for x, t in scenes()]
     assert "objects_in_view" not in model.evaluate(unboxed)
     # a random where-head follows the image: the glimpses move from scene to scene
