@@ -87,7 +87,8 @@ class GMAIRConfig(SPAIRConfig):
             ``"sample"``: the categorical log-mass at the relaxed sample, a single-sample estimate of
             the KL, biased at a finite temperature (tests/distributions/test_categorical.py); the
             default until BENCHMARKS.md measured it clustering more slowly on the way (ACC 0.54 against
-            0.64 at 25,000 steps; the curves meet by 37,500). Either way the relaxed sample still feeds ``p(z_what | z_cat)``.
+            0.64 at 25,000 steps; the curves meet by 37,500). Either way the relaxed sample still
+            feeds ``p(z_what | z_cat)``.
         what_sees_cat: the what-encoder takes ``z_cat`` with the glimpse (the paper's eq. 3,
             ``q(z_what | x, z_where, z_cat)``); False gives ``q(z_what | x, z_where)``, so that
             ``q(z_cat)`` can only lower the what-KL by choosing the component nearest to the code.
