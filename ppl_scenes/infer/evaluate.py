@@ -330,24 +330,25 @@ def evaluate_image_labels(
     return image_label_metrics(parses, targets, task)
 
 
-def image_label_correct(parses: Sequence, targets: Sequence[dict], task: str) -> Tensor:
-    """``[N]`` booleans: whether each scene's prediction (``image_labels``) equals its truth exactly."""
+def _predictions_and_truth(parses: Sequence, targets: Sequence[dict], task: str) -> tuple[Tensor, Tensor]:
     from ppl_scenes.models.saccade import image_targets
 
     pred = torch.cat([p.image_labels.cpu() for p in parses])
-    truth = image_targets(task, list(targets)).long()
+    return pred, image_targets(task, list(targets)).long()
+
+
+def image_label_correct(parses: Sequence, targets: Sequence[dict], task: str) -> Tensor:
+    """``[N]`` booleans: whether each scene's prediction (``image_labels``) equals its truth exactly."""
+    pred, truth = _predictions_and_truth(parses, targets, task)
     return (pred == truth).all(-1) if task == "identify" else pred == truth
 
 
 def image_label_metrics(parses: Sequence, targets: Sequence[dict], task: str) -> dict[str, float]:
     """:func:`evaluate_image_labels`'s scores of given parses (one per batch) against the targets."""
-    from ppl_scenes.models.saccade import image_targets
-
     n = len(targets)
     results = {"accuracy": float(image_label_correct(parses, targets, task).sum()) / n, "num_scenes": n}
     if task == "identify":
-        pred = torch.cat([p.image_labels.cpu() for p in parses])
-        truth = image_targets(task, list(targets)).long()
+        pred, truth = _predictions_and_truth(parses, targets, task)
         results["label_accuracy"] = float((pred == truth).float().mean(-1).sum()) / n
     return results
 
