@@ -337,18 +337,21 @@ def _predictions_and_truth(parses: Sequence, targets: Sequence[dict], task: str)
     return pred, image_targets(task, list(targets)).long()
 
 
+def _exactly_right(pred: Tensor, truth: Tensor, task: str) -> Tensor:
+    return (pred == truth).all(-1) if task == "identify" else pred == truth
+
+
 def image_label_correct(parses: Sequence, targets: Sequence[dict], task: str) -> Tensor:
     """``[N]`` booleans: whether each scene's prediction (``image_labels``) equals its truth exactly."""
-    pred, truth = _predictions_and_truth(parses, targets, task)
-    return (pred == truth).all(-1) if task == "identify" else pred == truth
+    return _exactly_right(*_predictions_and_truth(parses, targets, task), task)
 
 
 def image_label_metrics(parses: Sequence, targets: Sequence[dict], task: str) -> dict[str, float]:
     """:func:`evaluate_image_labels`'s scores of given parses (one per batch) against the targets."""
+    pred, truth = _predictions_and_truth(parses, targets, task)
     n = len(targets)
-    results = {"accuracy": float(image_label_correct(parses, targets, task).sum()) / n, "num_scenes": n}
+    results = {"accuracy": float(_exactly_right(pred, truth, task).sum()) / n, "num_scenes": n}
     if task == "identify":
-        pred, truth = _predictions_and_truth(parses, targets, task)
         results["label_accuracy"] = float((pred == truth).float().mean(-1).sum()) / n
     return results
 
