@@ -62,6 +62,11 @@ def strict_json(obj: Any) -> Any:
     return obj
 
 
+def json_value(data: Any) -> Any:
+    """``data`` as it reads back from :func:`write_json` (tuples as lists, NaN as ``None``, ...)."""
+    return json.loads(json.dumps(strict_json(data), default=_jsonable, allow_nan=False))
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented strict JSON (NaN and infinities as ``null``), atomically."""
     text = json.dumps(strict_json(data), indent=2, default=_jsonable, allow_nan=False)

@@ -33,6 +33,7 @@ from ppl_scenes.runs import (
     METRICS_FILE,
     RunDirError,
     atomic_write_bytes,
+    json_value,
     read_checkpoint,
     read_config,
     read_metrics,
@@ -464,8 +465,7 @@ class Trainer:
             )
         if resume:
             self._restore()
-        else:
-            self._write_config()
+        self._write_config(resume)
         records: list[dict[str, Any]] = []
         start_step, start_time = self.step, time.perf_counter() - self.elapsed
         budget = cfg.minutes * 60 if cfg.minutes else math.inf
@@ -558,13 +558,18 @@ class Trainer:
                 f"run directory {str(self.out)!r} already exists and is not empty; use resume or another path"
             )
 
-    def _write_config(self) -> None:
+    def _write_config(self, resume: bool = False) -> None:
+        """Write ``config.json``; a resumed run whose settings changed keeps the earlier ones in ``history``.
+
+        A resume may change the budget, the decay or (through the experiment scripts) model settings:
+        ``config.json`` then describes the run as it goes on, and ``history`` lists each earlier record
+        with ``until_step``, the step it reached. A resume with unchanged settings rewrites nothing.
+        """
         if self.out is None:
             return
         from ppl_scenes.models.base import config_to_dict
 
-        write_json(
-            self.out / CONFIG_FILE,
+        record = json_value(
             {
                 "model": self.model.name,
                 "model_config": config_to_dict(self.model.config),
@@ -572,8 +577,15 @@ class Trainer:
                 "seed": self.config.seed,
                 "version": __version__,
                 **self.run_info,
-            },
+            }
         )
+        if resume:
+            earlier = read_config(self.out)
+            history = earlier.pop("history", [])
+            if record == earlier:
+                return
+            record["history"] = [*history, {**earlier, "until_step": self.step}]
+        write_json(self.out / CONFIG_FILE, record)
 
     def _state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}

@@ -602,6 +602,21 @@ def test_resume_of_a_finished_run_trains_nothing_and_keeps_files(tmp_path, image
     assert torch.equal(model.offset, runs.load(out).offset)
 
 
+def test_resume_with_new_settings_records_them_and_keeps_the_old_in_history(tmp_path, images):
+    out = tmp_path / "run"
+    fit(make_toy(), images, steps=2, batch_size=4, out=out, progress=False)
+    first = runs.read_config(out)
+    fit(make_toy(), images, steps=4, batch_size=4, lr_decay_from=0.5, out=out, resume=True, progress=False)
+    second = runs.read_config(out)
+    assert second["train_config"]["steps"] == 4 and second["train_config"]["lr_decay_from"] == 0.5
+    assert second["history"] == [{**first, "until_step": 2}]
+    fit(make_toy(), images, steps=5, batch_size=4, out=out, resume=True, progress=False)
+    third = runs.read_config(out)
+    assert [h["train_config"]["steps"] for h in third["history"]] == [2, 4]
+    assert [h["until_step"] for h in third["history"]] == [2, 4]
+    assert read_metrics(out)[-1]["step"] == 5
+
+
 def test_resumed_spair_reproduces_the_uninterrupted_losses_exactly(tmp_path):
     x = spair_images()
     kw = dict(batch_size=2, log_every=1, checkpoint_every=100, progress=False)
