@@ -20,6 +20,8 @@ Writes under ``--out`` (default ``benchmarks/gmair_clustering``):
 * ``edits.png`` -- test scenes re-rendered with swapped categories, new styles and swapped positions
   (Fig. 4);
 * ``examples.png`` -- GMAIR's parses, each box labelled with its cluster;
+* ``clusters.png`` -- digit-by-cluster counts of the matched test detections, GMAIR and SPAIR + GMM
+  (which digits a clustering merges or splits);
 * ``runs/gmair/``, ``runs/spair/`` -- the training runs.
 
 Reproduce the recorded numbers (CPU; the two models may train in two processes, then a third call
@@ -66,7 +68,7 @@ from ppl_scenes.baselines import WhatGMM  # noqa: E402
 from ppl_scenes.infer.evaluate import evaluate_detection, matched_codes  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
-from ppl_scenes.viz import draw_boxes, plot_scenes  # noqa: E402
+from ppl_scenes.viz import draw_boxes, plot_contingency, plot_scenes  # noqa: E402
 
 NAME = "gmair_clustering"
 #: The issue's CPU-scale bar (the paper: AP 97.3, ACC 80.4, NMI 75.5; SPAIR + GMM 90.3 / 59.4 / 56.3).
@@ -199,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "generated": plot_generated(gmair, test_set, out / "generated.png", args.seed),
         "edits": plot_edits(gmair, test_set, out / "edits.png", args.seed),
         "examples": plot_examples(gmair, test_set, out / "examples.png"),
+        "clusters": plot_clusters({"GMAIR": gmair, "SPAIR + GMM": baseline}, test_set, out / "clusters.png"),
     }
     record = {
         "experiment": NAME,
@@ -294,6 +297,24 @@ def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Pat
     fig.colorbar(
         plt.cm.ScalarMappable(plt.Normalize(-0.5, 9.5), "tab10"), ax=axes, ticks=range(10), label="true digit"
     )
+    return _save(fig, path)
+
+
+def plot_clusters(models: dict, dataset, path: Path) -> Path:
+    """Digit-by-cluster counts of each model's matched detections (``ppl_scenes.viz.plot_contingency``)."""
+    labelings = {}
+    for name, model in models.items():
+        _, labels, digits = matched_codes(model, dataset, max_scenes=None)
+        if len(labels):
+            labelings[name] = (labels, digits)
+    if labelings:
+        fig = plot_contingency(labelings, class_name="true digit")
+    else:
+        fig = plt.figure(figsize=(4, 1))
+        fig.text(0.5, 0.5, "no detection matched a true digit", ha="center", va="center")
+    missing = sorted(set(models) - set(labelings))
+    if missing and labelings:
+        fig.suptitle(f"no detection matched a true digit: {', '.join(missing)}", fontsize=9)
     return _save(fig, path)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "GT_COLOR",
     "PRED_COLOR",
     "draw_boxes",
+    "plot_contingency",
     "plot_count_posterior",
     "plot_curves",
     "plot_heatmaps",
@@ -592,4 +593,58 @@ def plot_patches(
     axes[0, 0].set_ylabel("patch", fontsize=8)
     if reconstructions is not None:
         axes[1, 0].set_ylabel("decoded", fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_contingency(
+    labelings: Mapping[str, tuple[Tensor | np.ndarray, Tensor | np.ndarray]],
+    path: PathLike | None = None,
+    class_name: str = "true class",
+) -> Figure:
+    """Class-by-cluster count tables side by side: which classes each clustering merges or splits.
+
+    Each panel is :func:`~ppl_scenes.metrics.contingency_table` of one ``(pred, true)`` labelling, its
+    columns ordered so that the cluster matched to each class by the Hungarian map of clustering ACC
+    stands on the diagonal (clusters left unmatched come last); those matched cells are outlined. The
+    colour is the share of the row (the class) in each cluster; the numbers are counts.
+
+    Args:
+        labelings: panel title -> ``(predicted cluster per item, true class per item)``.
+        path: where to save the figure; not saved when ``None``.
+        class_name: the rows' axis label.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: on no labelings, or a labelling :func:`~ppl_scenes.metrics.contingency_table` refuses.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from ppl_scenes.metrics import cluster_accuracy, contingency_table
+
+    if not labelings:
+        raise ValueError("labelings is empty: give at least one (pred, true) pair")
+    fig = Figure(figsize=(5.2 * len(labelings), 4.6), layout="constrained")
+    axes = np.asarray(fig.subplots(1, len(labelings), squeeze=False))[0]
+    for ax, (title, (pred, true)) in zip(axes, labelings.items()):
+        table, classes, clusters = contingency_table(pred, true)
+        match = dict(zip(*linear_sum_assignment(table, maximize=True)))  # class row -> cluster column
+        order = [int(match[r]) for r in sorted(match)]
+        order += [j for j in range(len(clusters)) if j not in order]
+        table = table[:, order]
+        share = table / np.maximum(table.sum(1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(table.shape[0]):
+            for j in range(table.shape[1]):
+                if table[i, j]:
+                    color = "white" if share[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(table[i, j]), ha="center", va="center", fontsize=7, color=color)
+        for r, j in match.items():
+            ax.add_patch(Rectangle((order.index(j) - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.2))
+        ax.set_xticks(range(len(clusters)), [str(clusters[j]) for j in order], fontsize=7)
+        ax.set_yticks(range(len(classes)), [str(c) for c in classes], fontsize=7)
+        ax.set_xlabel("cluster (ordered by its matched class)")
+        ax.set_ylabel(class_name)
+        ax.set_title(f"{title}: ACC {cluster_accuracy(pred, true):.3f}", fontsize=9)
     return _finish(fig, path)

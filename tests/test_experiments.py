@@ -221,7 +221,8 @@ def test_gmair_clustering(script, digits, tmp_path):
     assert [r["step"] for r in record["curves"]["gmair"]] == [1, 2]
     assert record["models"]["gmair"]["config"]["num_clusters"] == 10
     assert load(out / "runs" / "gmair").config.tight_boxes
-    assert {"curves", "tsne", "generated", "edits", "examples"} == set(record["figures"])
+    assert {"curves", "tsne", "generated", "edits", "examples", "clusters"} == set(record["figures"])
+    assert (out / "clusters.png").stat().st_size > 0
 
 
 def test_gmair_clustering_in_two_processes(script, digits, tmp_path):

@@ -163,6 +163,22 @@ def test_plot_posterior_boxes_draws_every_sample(tmp_path):
         plot_posterior_boxes(images, draws[:1])
 
 
+def test_plot_contingency_puts_the_matched_clusters_on_the_diagonal(tmp_path):
+    from ppl_scenes.viz import plot_contingency
+
+    true = [0, 0, 1, 1, 2, 2, 2]
+    pred = [7, 7, 3, 3, 5, 5, 9]  # class 0 -> 7, 1 -> 3, 2 -> 5; cluster 9 is left unmatched
+    fig = plot_contingency({"a": (pred, true), "b": (true, true)}, path=tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0 and len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["7", "3", "5", "9"]
+    assert ax.get_title() == f"a: ACC {6 / 7:.3f}"
+    outlined = sorted((p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches if not p.get_fill())
+    assert outlined == [(0, 0), (1, 1), (2, 2)]
+    with pytest.raises(ValueError, match="empty"):
+        plot_contingency({})
+
+
 def test_plot_heatmaps_marks_points(tmp_path):
     from ppl_scenes.viz import plot_heatmaps
 

@@ -6,6 +6,7 @@ take per-image lists of tensors.
 
 from ppl_scenes.metrics.clustering import (
     cluster_accuracy,
+    contingency_table,
     detection_clustering_scores,
     normalized_mutual_info,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "average_precision",
     "average_precision_range",
     "cluster_accuracy",
+    "contingency_table",
     "count_accuracy",
     "count_mae",
     "count_metrics_by_true_count",

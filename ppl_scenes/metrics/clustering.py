@@ -30,7 +30,7 @@ from ppl_scenes.metrics._validation import (
 )
 from ppl_scenes.metrics.detection import _pairwise_iou, match_detections
 
-__all__ = ["cluster_accuracy", "detection_clustering_scores", "normalized_mutual_info"]
+__all__ = ["cluster_accuracy", "contingency_table", "detection_clustering_scores", "normalized_mutual_info"]
 
 Labels = Tensor | np.ndarray | Sequence[int]
 
@@ -42,11 +42,16 @@ def _labels(pred: Labels, true: Labels) -> tuple[np.ndarray, np.ndarray]:
     return p, t
 
 
-def _cluster_accuracy(p: np.ndarray, t: np.ndarray, mapping: str) -> float:
-    p_ids, p_idx = np.unique(p, return_inverse=True)
+def _table(p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     t_ids, t_idx = np.unique(t, return_inverse=True)
-    table = np.zeros((len(p_ids), len(t_ids)), dtype=np.int64)
-    np.add.at(table, (p_idx, t_idx), 1)
+    p_ids, p_idx = np.unique(p, return_inverse=True)
+    table = np.zeros((len(t_ids), len(p_ids)), dtype=np.int64)
+    np.add.at(table, (t_idx, p_idx), 1)
+    return table, t_ids, p_ids
+
+
+def _cluster_accuracy(p: np.ndarray, t: np.ndarray, mapping: str) -> float:
+    table = _table(p, t)[0].T  # clusters x classes
     if mapping == "majority":
         hits = table.max(axis=1).sum()
     else:
@@ -55,6 +60,24 @@ def _cluster_accuracy(p: np.ndarray, t: np.ndarray, mapping: str) -> float:
         rows, cols = linear_sum_assignment(table, maximize=True)
         hits = table[rows, cols].sum()
     return float(hits / len(p))
+
+
+def contingency_table(pred: Labels, true: Labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How many items of each true class fell in each cluster: what ACC and NMI summarise.
+
+    Args:
+        pred: predicted cluster id per item.
+        true: true class id per item.
+
+    Returns:
+        ``(table, classes, clusters)``: ``table[i, j]`` counts the items of class ``classes[i]`` in
+        cluster ``clusters[j]``; ``classes`` and ``clusters`` are the sorted ids that occur.
+
+    Raises:
+        ValueError: on empty or differently sized inputs, non-integer or non-finite ids.
+    """
+    p, t = _labels(pred, true)
+    return _table(p, t)
 
 
 def cluster_accuracy(

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics.cluster import contingency_matrix
 
-from ppl_scenes.metrics import cluster_accuracy, detection_clustering_scores, normalized_mutual_info
+from ppl_scenes.metrics import (
+    cluster_accuracy,
+    contingency_table,
+    detection_clustering_scores,
+    normalized_mutual_info,
+)
 
 
 def B(*rows):
@@ -45,6 +51,18 @@ def test_fewer_clusters_than_classes():
     true = [0, 1, 2, 2]
     pred = [0, 0, 0, 0]
     assert cluster_accuracy(pred, true) == pytest.approx(2 / 4)
+
+
+def test_contingency_table_by_hand_and_against_sklearn():
+    table, classes, clusters = contingency_table([5, 5, 7, 7, 7, 9], [0, 0, 0, 1, 1, 1])
+    assert classes.tolist() == [0, 1] and clusters.tolist() == [5, 7, 9]
+    assert table.tolist() == [[2, 1, 0], [0, 2, 1]]
+    rng = np.random.default_rng(2)
+    true, pred = rng.integers(0, 4, size=100), rng.integers(3, 9, size=100)
+    table = contingency_table(torch.tensor(pred), torch.tensor(true))[0]
+    assert np.array_equal(table, contingency_matrix(true, pred))
+    with pytest.raises(ValueError):
+        contingency_table([0, 1], [0])
 
 
 def test_nmi_matches_sklearn():
