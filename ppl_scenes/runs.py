@@ -62,14 +62,19 @@ def strict_json(obj: Any) -> Any:
     return obj
 
 
+def _json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as strict JSON text: the one encoding :func:`write_json` and :func:`json_value` share."""
+    return json.dumps(strict_json(data), indent=indent, default=_jsonable, allow_nan=False)
+
+
 def json_value(data: Any) -> Any:
     """``data`` as it reads back from :func:`write_json` (tuples as lists, NaN as ``None``, ...)."""
-    return json.loads(json.dumps(strict_json(data), default=_jsonable, allow_nan=False))
+    return json.loads(_json_text(data))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented strict JSON (NaN and infinities as ``null``), atomically."""
-    text = json.dumps(strict_json(data), indent=2, default=_jsonable, allow_nan=False)
+    text = _json_text(data, indent=2)
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
