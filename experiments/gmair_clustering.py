@@ -40,7 +40,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import (  # noqa: E402
@@ -60,12 +59,12 @@ from _common import (  # noqa: E402
     write_eval,
     write_record,
 )
-from scipy.optimize import linear_sum_assignment  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from ppl_scenes import GMAIR, SPAIR, GMAIRConfig, MultiMNIST  # noqa: E402
 from ppl_scenes.baselines import WhatGMM  # noqa: E402
 from ppl_scenes.infer.evaluate import evaluate_detection, matched_codes  # noqa: E402
+from ppl_scenes.metrics import cluster_class_map  # noqa: E402
 from ppl_scenes.models.base import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
 from ppl_scenes.viz import draw_boxes, plot_contingency, plot_scenes  # noqa: E402
@@ -184,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         torch.utils.data.Subset(train_set, range(min(args.gmm_scenes, len(train_set)))), progress=progress
     )
     results["spair_gmm"] = evaluate_detection(baseline, test_set, progress=progress)
-    for name, model in (("gmair", gmair), ("spair", spair)):
-        write_eval(runs[name], costs[name]["steps"], evaluate_detection(model, test_set))
+    write_eval(runs["gmair"], costs["gmair"]["steps"], results["gmair"])
+    write_eval(runs["spair"], costs["spair"]["steps"], evaluate_detection(spair, test_set))
     g, b = results["gmair"], results["spair_gmm"]
     met = {
         "ap50": g["ap50"] >= TARGETS["ap50"],
@@ -195,13 +194,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "nmi_gain": g["nmi"] - b["nmi"] >= TARGETS["nmi_gain"],
     }
     curves = {name: [r for r in read_metrics(runs[name]) if "eval/ap50" in r] for name in MODELS}
+    # One parse of the test scenes per model serves every figure of matched detections; the
+    # baseline's codes are SPAIR's, its labels the mixture's.
+    matched = {"GMAIR": matched_codes(gmair, test_set, max_scenes=None)}
+    matched["SPAIR + GMM"] = matched_codes(baseline, test_set, max_scenes=None)
     figures = {
         "curves": plot_training_curves(curves, out / "curves.png"),
-        "tsne": plot_tsne(gmair, spair, test_set, out / "tsne.png", args.seed),
-        "generated": plot_generated(gmair, test_set, out / "generated.png", args.seed),
+        "tsne": plot_tsne(matched, gmair.what_priors.loc.detach().cpu(), out / "tsne.png", args.seed),
+        "generated": plot_generated(gmair, matched["GMAIR"], out / "generated.png", args.seed),
         "edits": plot_edits(gmair, test_set, out / "edits.png", args.seed),
         "examples": plot_examples(gmair, test_set, out / "examples.png"),
-        "clusters": plot_clusters({"GMAIR": gmair, "SPAIR + GMM": baseline}, test_set, out / "clusters.png"),
+        "clusters": plot_clusters(matched, out / "clusters.png"),
     }
     record = {
         "experiment": NAME,
@@ -237,14 +240,6 @@ def _resume_only(args):
     return copy
 
 
-def cluster_digits(labels: np.ndarray, digits: np.ndarray, k: int) -> dict[int, int]:
-    """The digit each cluster stands for under the Hungarian matching that ACC uses."""
-    counts = np.zeros((k, 10))
-    np.add.at(counts, (labels, digits), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    return {int(r): int(c) for r, c in zip(rows, cols)}
-
-
 # -- figures ---------------------------------------------------------------------------------------
 def plot_training_curves(curves: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
@@ -263,13 +258,14 @@ def plot_training_curves(curves: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Path:
+def plot_tsne(matched: dict, means: torch.Tensor, path: Path, seed: int, max_points: int = 1500) -> Path:
+    """t-SNE of the matched detections' ``z_what`` (``max_points`` per model at most), ``mu_k`` marked."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, (name, model) in zip(axes, (("GMAIR", gmair), ("SPAIR", spair))):
-        codes, _, digits = matched_codes(model, dataset, max_scenes=500)
-        points = codes
-        if model is gmair:
-            points = torch.cat((codes, gmair.what_priors.loc.detach().cpu()))
+    for ax, (name, (codes, _, digits)) in zip(axes, matched.items()):
+        name = name.removesuffix(" + GMM")
+        keep = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))[:max_points]
+        codes, digits = codes[keep], digits[keep]
+        points = torch.cat((codes, means)) if name == "GMAIR" else codes
         if len(codes) < 5:
             ax.set_title(f"{name}: too few matched detections for t-SNE")
             continue
@@ -286,7 +282,7 @@ def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Pat
             vmin=-0.5,
             vmax=9.5,
         )
-        if model is gmair:
+        if name == "GMAIR":
             mu = emb[len(codes) :]
             ax.scatter(mu[:, 0], mu[:, 1], marker="*", s=200, c="k", edgecolors="w")
             for k, (u, v) in enumerate(mu):
@@ -300,29 +296,26 @@ def plot_tsne(gmair: GMAIR, spair: SPAIR, dataset, path: Path, seed: int) -> Pat
     return _save(fig, path)
 
 
-def plot_clusters(models: dict, dataset, path: Path) -> Path:
+def plot_clusters(matched: dict, path: Path) -> Path:
     """Digit-by-cluster counts of each model's matched detections (``ppl_scenes.viz.plot_contingency``)."""
-    labelings = {}
-    for name, model in models.items():
-        _, labels, digits = matched_codes(model, dataset, max_scenes=None)
-        if len(labels):
-            labelings[name] = (labels, digits)
+    labelings = {name: (labels, digits) for name, (_, labels, digits) in matched.items() if len(labels)}
     if labelings:
         fig = plot_contingency(labelings, class_name="true digit")
     else:
         fig = plt.figure(figsize=(4, 1))
         fig.text(0.5, 0.5, "no detection matched a true digit", ha="center", va="center")
-    missing = sorted(set(models) - set(labelings))
+    missing = sorted(set(matched) - set(labelings))
     if missing and labelings:
         fig.suptitle(f"no detection matched a true digit: {', '.join(missing)}", fontsize=9)
     return _save(fig, path)
 
 
 @torch.no_grad()
-def plot_generated(gmair: GMAIR, dataset, path: Path, seed: int, styles: int = 7) -> Path:
+def plot_generated(gmair: GMAIR, matched: tuple, path: Path, seed: int, styles: int = 7) -> Path:
+    """Objects decoded from each cluster's mean and styles around it, rows labelled with the matched digit."""
     k = gmair.config.num_clusters
-    _, labels, digits = matched_codes(gmair, dataset, max_scenes=500)
-    meaning = cluster_digits(labels.numpy(), digits.numpy(), k)
+    _, labels, digits = matched
+    meaning = cluster_class_map(labels, digits) if len(labels) else {}
     order = sorted(range(k), key=lambda c: meaning.get(c, 10))
     g = torch.Generator().manual_seed(seed)
     z_local = torch.cat(

@@ -6,6 +6,7 @@ take per-image lists of tensors.
 
 from ppl_scenes.metrics.clustering import (
     cluster_accuracy,
+    cluster_class_map,
     contingency_table,
     detection_clustering_scores,
     normalized_mutual_info,
@@ -27,6 +28,7 @@ __all__ = [
     "average_precision",
     "average_precision_range",
     "cluster_accuracy",
+    "cluster_class_map",
     "contingency_table",
     "count_accuracy",
     "count_mae",

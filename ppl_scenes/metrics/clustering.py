@@ -30,7 +30,13 @@ from ppl_scenes.metrics._validation import (
 )
 from ppl_scenes.metrics.detection import _pairwise_iou, match_detections
 
-__all__ = ["cluster_accuracy", "contingency_table", "detection_clustering_scores", "normalized_mutual_info"]
+__all__ = [
+    "cluster_accuracy",
+    "cluster_class_map",
+    "contingency_table",
+    "detection_clustering_scores",
+    "normalized_mutual_info",
+]
 
 Labels = Tensor | np.ndarray | Sequence[int]
 
@@ -78,6 +84,26 @@ def contingency_table(pred: Labels, true: Labels) -> tuple[np.ndarray, np.ndarra
     """
     p, t = _labels(pred, true)
     return _table(p, t)
+
+
+def cluster_class_map(pred: Labels, true: Labels) -> dict[int, int]:
+    """The one-to-one map from clusters to classes that clustering ACC scores (Hungarian matching).
+
+    Args:
+        pred: predicted cluster id per item.
+        true: true class id per item.
+
+    Returns:
+        ``{cluster id: class id}`` for the matched clusters. Only ids that occur take part, so a cluster
+        with no items is never matched, and with more clusters than classes (or the reverse) some stay
+        out of the map.
+
+    Raises:
+        ValueError: on empty or differently sized inputs, non-integer or non-finite ids.
+    """
+    table, classes, clusters = contingency_table(pred, true)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return {int(clusters[c]): int(classes[r]) for r, c in zip(rows, cols)}
 
 
 def cluster_accuracy(

@@ -10,6 +10,7 @@ from sklearn.metrics.cluster import contingency_matrix
 
 from ppl_scenes.metrics import (
     cluster_accuracy,
+    cluster_class_map,
     contingency_table,
     detection_clustering_scores,
     normalized_mutual_info,
@@ -63,6 +64,19 @@ def test_contingency_table_by_hand_and_against_sklearn():
     assert np.array_equal(table, contingency_matrix(true, pred))
     with pytest.raises(ValueError):
         contingency_table([0, 1], [0])
+
+
+def test_cluster_class_map_is_the_matching_acc_scores():
+    # 5 -> 0 and 7 -> 1 (the hand case above); 9 has the fewest items and stays unmatched.
+    assert cluster_class_map([5, 5, 7, 7, 7, 9], [0, 0, 0, 1, 1, 1]) == {5: 0, 7: 1}
+    rng = np.random.default_rng(3)
+    true, pred = rng.integers(0, 6, size=300), rng.integers(10, 16, size=300)
+    match = cluster_class_map(torch.tensor(pred), torch.tensor(true))
+    assert len(match) == 6 and sorted(match.values()) == list(range(6))
+    hits = sum(match[p] == t for p, t in zip(pred, true))
+    assert hits / len(true) == pytest.approx(cluster_accuracy(pred, true))
+    with pytest.raises(ValueError):
+        cluster_class_map([], [])
 
 
 def test_nmi_matches_sklearn():
