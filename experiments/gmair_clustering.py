@@ -200,7 +200,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     matched["SPAIR + GMM"] = matched_codes(baseline, test_set, max_scenes=None)
     figures = {
         "curves": plot_training_curves(curves, out / "curves.png"),
-        "tsne": plot_tsne(matched, gmair.what_priors.loc.detach().cpu(), out / "tsne.png", args.seed),
+        "tsne": plot_tsne(
+            {
+                "GMAIR": (matched["GMAIR"], gmair.what_priors.loc.detach().cpu()),
+                "SPAIR": (matched["SPAIR + GMM"], None),
+            },
+            out / "tsne.png",
+            args.seed,
+        ),
         "generated": plot_generated(gmair, matched["GMAIR"], out / "generated.png", args.seed),
         "edits": plot_edits(gmair, test_set, out / "edits.png", args.seed),
         "examples": plot_examples(gmair, test_set, out / "examples.png"),
@@ -258,14 +265,16 @@ def plot_training_curves(curves: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_tsne(matched: dict, means: torch.Tensor, path: Path, seed: int, max_points: int = 1500) -> Path:
-    """t-SNE of the matched detections' ``z_what`` (``max_points`` per model at most), ``mu_k`` marked."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, (name, (codes, _, digits)) in zip(axes, matched.items()):
-        name = name.removesuffix(" + GMM")
+def plot_tsne(panels: dict, path: Path, seed: int, max_points: int = 1500) -> Path:
+    """t-SNE of matched detections' ``z_what`` (``max_points`` per panel at most), coloured by digit.
+
+    ``panels``: title -> (``matched_codes`` output, mixture means to mark or None).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (name, ((codes, _, digits), means)) in zip(axes[0], panels.items()):
         keep = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))[:max_points]
         codes, digits = codes[keep], digits[keep]
-        points = torch.cat((codes, means)) if name == "GMAIR" else codes
+        points = codes if means is None else torch.cat((codes, means))
         if len(codes) < 5:
             ax.set_title(f"{name}: too few matched detections for t-SNE")
             continue
@@ -282,7 +291,7 @@ def plot_tsne(matched: dict, means: torch.Tensor, path: Path, seed: int, max_poi
             vmin=-0.5,
             vmax=9.5,
         )
-        if name == "GMAIR":
+        if means is not None:
             mu = emb[len(codes) :]
             ax.scatter(mu[:, 0], mu[:, 1], marker="*", s=200, c="k", edgecolors="w")
             for k, (u, v) in enumerate(mu):

@@ -619,7 +619,9 @@ def plot_contingency(
     Raises:
         ValueError: on no labelings, or a labelling :func:`~ppl_scenes.metrics.contingency_table` refuses.
     """
-    from ppl_scenes.metrics import cluster_accuracy, cluster_class_map, contingency_table
+    from scipy.optimize import linear_sum_assignment
+
+    from ppl_scenes.metrics import cluster_accuracy, contingency_table
 
     if not labelings:
         raise ValueError("labelings is empty: give at least one (pred, true) pair")
@@ -627,11 +629,9 @@ def plot_contingency(
     axes = np.asarray(fig.subplots(1, len(labelings), squeeze=False))[0]
     for ax, (title, (pred, true)) in zip(axes, labelings.items()):
         table, classes, clusters = contingency_table(pred, true)
-        row_of = {int(c): i for i, c in enumerate(classes)}
-        column_of = {int(k): j for j, k in enumerate(clusters)}
-        # class row -> its matched cluster's column
-        match = {row_of[c]: column_of[k] for k, c in cluster_class_map(pred, true).items()}
-        order = [match[r] for r in sorted(match)]
+        # the matching of metrics.cluster_class_map, on the table at hand: class row -> cluster column
+        match = dict(zip(*linear_sum_assignment(table, maximize=True)))
+        order = [int(match[r]) for r in sorted(match)]
         order += [j for j in range(len(clusters)) if j not in order]
         table = table[:, order]
         share = table / np.maximum(table.sum(1, keepdims=True), 1)
