@@ -5,7 +5,7 @@ from ppl_scenes.distributions.categorical import (
     OneHotCategoricalPrior,
     categorical_log_mass,
 )
-from ppl_scenes.distributions.mixture import GaussianMixtureWhatPrior
+from ppl_scenes.distributions.mixture import CategoryWeightedNormal, GaussianMixtureWhatPrior
 from ppl_scenes.distributions.presence import (
     ConcreteBernoulli,
     CountPrior,
@@ -15,6 +15,7 @@ from ppl_scenes.distributions.presence import (
 )
 
 __all__ = [
+    "CategoryWeightedNormal",
     "ConcreteBernoulli",
     "ConcreteCategorical",
     "CountPrior",

@@ -34,6 +34,10 @@ Bernoulli KL estimated with the relaxed sample scored by the Bernoulli log-mass,
 is eq. 9's categorical KL exactly: the guide scores ``z_cat`` by the expected log-mass
 ``sum_k pi_k log pi_k`` and the uniform prior's log-mass is ``-log C`` at any relaxed one-hot
 (``cat_kl="exact"``; ``"sample"`` scores the log-mass at the relaxed sample instead, a biased estimate).
+``L_what`` takes its expectation over ``z_cat`` at the relaxed sample, as the paper does; with
+``cat_expectation="exact"`` (a what-encoder blind to ``z_cat``) the guide hands the probabilities
+``pi`` as ``z_cat``'s value and the model scores ``sum_k pi_k log N(z_what; mu_k, sigma_k)``, so the
+expectation is summed over the ``C`` categories instead.
 
 The overlap loss renders each object's decoded glimpse (appearance x opacity x presence) on its own
 canvas and, per pixel, takes the sum minus the maximum over objects
@@ -89,6 +93,13 @@ class GMAIRConfig(SPAIRConfig):
             default until BENCHMARKS.md measured it clustering more slowly on the way (ACC 0.54 against
             0.64 at 25,000 steps; the curves meet by 37,500). Either way the relaxed sample still
             feeds ``p(z_what | z_cat)``.
+        cat_expectation: how eq. 10 takes its expectation over ``q(z_cat)``. ``"sample"`` (default, the
+            paper's): at the relaxed one-hot sample, where ``mu`` and ``sigma`` interpolate between
+            components. ``"exact"``: summed over the ``C`` categories, ``sum_k pi_k log N(z_what; mu_k,
+            sigma_k)`` (:meth:`~ppl_scenes.distributions.GaussianMixtureWhatPrior.expected`) -- the
+            guide hands ``pi`` itself as ``z_cat``'s value. Needs ``what_sees_cat=False`` (else the
+            code would depend on the category) and ``cat_kl="exact"``. Then ``q(z_cat)``'s best answer
+            is each component's responsibility for the code, as in an EM step.
         what_sees_cat: the what-encoder takes ``z_cat`` with the glimpse (the paper's eq. 3,
             ``q(z_what | x, z_where, z_cat)``); False gives ``q(z_what | x, z_where)``, so that
             ``q(z_cat)`` can only lower the what-KL by choosing the component nearest to the code.
@@ -120,6 +131,7 @@ class GMAIRConfig(SPAIRConfig):
     num_clusters: int = 10
     cat_temperature: float = 0.5
     cat_kl: str = "exact"
+    cat_expectation: str = "sample"
     what_sees_cat: bool = True
     what_prior_init_scale: float = 1.0
     what_prior_init_spread: float = 0.3
@@ -135,6 +147,9 @@ class GMAIRConfig(SPAIRConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self.cat_kl, ("sample", "exact"), "cat_kl")
+        check_choice(self.cat_expectation, ("sample", "exact"), "cat_expectation")
+        if self.cat_expectation == "exact" and (self.what_sees_cat or self.cat_kl != "exact"):
+            raise ValueError('cat_expectation="exact" needs what_sees_cat=False and cat_kl="exact"')
         if self.num_clusters < 1:
             raise ValueError(f"num_clusters must be at least 1, got {self.num_clusters}")
         if self.cat_temperature <= 0 or self.what_prior_init_scale <= 0 or self.what_prior_init_spread < 0:
@@ -187,6 +202,8 @@ class GMAIRGuide(SPAIRGuide):
         cat_logits = self.cat_encoder(glimpses.flatten(-3))
         if noise is None:
             cat = F.one_hot(cat_logits.argmax(-1), c.num_clusters).to(x.dtype)
+        elif c.cat_expectation == "exact":
+            cat = torch.softmax(cat_logits, -1)
         else:
             cat = ConcreteCategorical(cat_logits, c.cat_temperature).relax(noise["cat"][:, cells])
         what_loc, what_scale = self.what_encoder(glimpses, cat if c.what_sees_cat else None)
@@ -262,8 +279,10 @@ class GMAIR(SPAIR):
         c = self.config
         with poutine.scale(scale=loss_weight(c, "cat")):
             z_cat = pyro.sample("z_cat", OneHotCategoricalPrior.uniform(c.num_clusters, shape, self.device))
+        expected = c.cat_expectation == "exact"
+        prior = self.what_priors.expected(z_cat) if expected else self.what_priors.conditional(z_cat)
         with poutine.scale(scale=loss_weight(c, "what")):
-            return pyro.sample("z_what", self.what_priors.conditional(z_cat))
+            return pyro.sample("z_what", prior)
 
     def object_weight(self, z_pres: Tensor) -> Tensor | float:
         """``q(z_pres = 1)`` handed over by :meth:`guide` in the same ELBO step, else ``z_pres``."""

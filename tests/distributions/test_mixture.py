@@ -69,3 +69,25 @@ def test_conditional_of_a_one_hot_is_its_component_and_marginalises_to_the_mixtu
     torch.testing.assert_close(prior((7,)).log_prob(z), torch.logsumexp(per_component, -1) - math.log(3))
     with pytest.raises(ValueError, match="categories"):
         prior.conditional(torch.ones(7, 4))
+
+
+def test_expected_weighs_the_components_log_densities_and_is_the_conditional_at_a_one_hot():
+    prior = GaussianMixtureWhatPrior(num_components=3, dim=2, init_scale=0.5)
+    with torch.no_grad():
+        prior.log_scale.uniform_(-1.0, 0.5)
+    z = torch.randn(7, 2)
+    weights = torch.softmax(torch.randn(7, 3), -1)
+    per_component = torch.stack(
+        [prior.conditional(torch.eye(3)[k].expand(7, 3)).log_prob(z) for k in range(3)], -1
+    )
+    torch.testing.assert_close(prior.expected(weights).log_prob(z), (weights * per_component).sum(-1))
+    one_hot = torch.eye(3)[torch.tensor([0, 2, 1, 1, 0, 2, 2])]
+    torch.testing.assert_close(prior.expected(one_hot).log_prob(z), prior.conditional(one_hot).log_prob(z))
+    # at a one-hot, samples are the component's: mean and spread of many draws
+    pick = torch.eye(3)[2].expand(20000, 3)
+    draws = prior.expected(pick).rsample()
+    torch.testing.assert_close(draws.mean(0), prior.loc[2].detach(), atol=0.05, rtol=0)
+    torch.testing.assert_close(draws.std(0), prior.log_scale[2].exp().detach(), atol=0.05, rtol=0)
+    assert prior.expected(weights).expand((2, 7)).log_prob(z).shape == (2, 7)
+    with pytest.raises(ValueError, match="categories"):
+        prior.expected(torch.ones(7, 4) / 4)

@@ -45,6 +45,7 @@ VARIANTS = {
     "unmasked": {"mask_absent": False},
     "loose_boxes": {"tight_boxes": False},
     "sampled_cat_kl": {"cat_kl": "sample"},
+    "exact_cat_expectation": {"cat_expectation": "exact", "what_sees_cat": False},
 }
 
 
@@ -129,6 +130,35 @@ def test_cat_kl_is_eq_9():
     torch.testing.assert_close(log_ratio, kl)
     with pytest.raises(ValueError, match="cat_kl"):
         tiny(cat_kl="analytic")
+
+
+def test_exact_cat_expectation_sums_eq_10_over_the_categories():
+    model = tiny(cat_expectation="exact", what_sees_cat=False)
+    guide_trace, model_trace = _traces(model, images())
+    g = guide_trace.nodes["z_cat"]["fn"]
+    while hasattr(g, "base_dist"):
+        g = g.base_dist
+    probs = torch.softmax(g.base.logits, -1)
+    # the guide hands q(z_cat)'s probabilities as the value, not a relaxed sample
+    torch.testing.assert_close(guide_trace.nodes["z_cat"]["value"], probs)
+    z_what = model_trace.nodes["z_what"]["value"]
+    prior = model.what_priors
+    loc, scale = prior.loc.detach(), prior.log_scale.exp().detach()
+    per_component = torch.stack(
+        [torch.distributions.Normal(loc[k], scale[k]).log_prob(z_what).sum(-1) for k in range(3)], -1
+    )
+    expected = (probs * per_component).sum(-1)
+    site = model_trace.nodes["z_what"]
+    torch.testing.assert_close(site["fn"].log_prob(site["value"]), expected)
+    # the relaxed-sample estimate scores something else: the interpolated component
+    sampled = tiny(what_sees_cat=False)
+    sampled.load_state_dict(model.state_dict())
+    _, sampled_trace = _traces(sampled, images())
+    s = sampled_trace.nodes["z_what"]
+    assert not torch.allclose(s["fn"].log_prob(s["value"]), expected)
+    for bad in ({"what_sees_cat": True}, {"what_sees_cat": False, "cat_kl": "sample"}):
+        with pytest.raises(ValueError, match="cat_expectation"):
+            tiny(cat_expectation="exact", **bad)
 
 
 def test_loss_coefficients_scale_their_sites():
