@@ -99,7 +99,9 @@ class GMAIRConfig(SPAIRConfig):
             sigma_k)`` (:meth:`~ppl_scenes.distributions.GaussianMixtureWhatPrior.expected`) -- the
             guide hands ``pi`` itself as ``z_cat``'s value. Needs ``what_sees_cat=False`` (else the
             code would depend on the category) and ``cat_kl="exact"``. Then ``q(z_cat)``'s best answer
-            is each component's responsibility for the code, as in an EM step.
+            is each component's responsibility for the code, as in an EM step. BENCHMARKS.md: the same
+            101,528-step state continued 137 minutes reached ACC 0.770 / NMI 0.715 on 1,000 test
+            scenes this way, against 0.707 / 0.649 with the one-sample expectation.
         what_sees_cat: the what-encoder takes ``z_cat`` with the glimpse (the paper's eq. 3,
             ``q(z_what | x, z_where, z_cat)``); False gives ``q(z_what | x, z_where)``, so that
             ``q(z_cat)`` can only lower the what-KL by choosing the component nearest to the code.
