@@ -59,7 +59,7 @@ class GaussianMixtureWhatPrior(nn.Module):
             a Normal with batch shape ``[...]`` and event shape ``[A]``.
         """
         self._check_categories(z_cat)
-        return dist.Normal(z_cat @ self.loc, (z_cat @ self.log_scale).exp()).to_event(1)
+        return interpolated_component(z_cat, self.loc, self.log_scale)
 
     def expected(self, cat_probs: Tensor) -> CategoryWeightedNormal:
         """``p(z_what | z_cat)`` scored in expectation over ``z_cat ~ Cat(cat_probs)``.
@@ -72,7 +72,7 @@ class GaussianMixtureWhatPrior(nn.Module):
             cat_probs: ``[..., K]`` probabilities of the categories (or one-hot vectors).
         """
         self._check_categories(cat_probs)
-        return CategoryWeightedNormal(cat_probs, self.loc, self.log_scale.exp())
+        return CategoryWeightedNormal(cat_probs, self.loc, self.log_scale)
 
     def _check_categories(self, z_cat: Tensor) -> None:
         if z_cat.shape[-1] != self.num_components:
@@ -85,39 +85,41 @@ class GaussianMixtureWhatPrior(nn.Module):
         return dist.MixtureSameFamily(mixing, components).expand(torch.Size(batch_shape))
 
 
+def interpolated_component(z_cat: Tensor, loc: Tensor, log_scale: Tensor) -> dist.Independent:
+    """``N(z_cat @ loc, exp(z_cat @ log_scale))``: a one-hot's component, interpolated for a relaxed one."""
+    return dist.Normal(z_cat @ loc, (z_cat @ log_scale).exp()).to_event(1)
+
+
 class CategoryWeightedNormal(TorchDistribution):
     """Gaussian components scored in expectation over a categorical: ``sum_k w_k log N(z; mu_k, sigma_k)``.
 
     The model side of GMAIR's eq. 10 with its expectation over ``q(z_cat)`` summed exactly: the guide
     hands its category probabilities ``w`` as ``z_cat``'s value, and ``log_prob`` weighs every
     component's log-density by them. It is not a normalised density of ``z`` unless ``w`` is one-hot;
-    ``rsample`` draws from ``N(w @ mu, exp(w @ log sigma))``, the component itself at a one-hot, which
-    is how the model samples (its ``z_cat`` prior gives one-hot vectors).
+    ``rsample`` draws from :func:`interpolated_component`, the component itself at a one-hot, which is
+    how the model samples (its ``z_cat`` prior gives one-hot vectors).
 
     Args:
         weights: ``[..., K]`` category probabilities.
         loc: ``[K, A]`` component means.
-        scale: ``[K, A]`` component standard deviations.
+        log_scale: ``[K, A]`` log standard deviations of the components.
     """
 
     arg_constraints = {"weights": constraints.simplex}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, weights: Tensor, loc: Tensor, scale: Tensor, validate_args=None):
-        self.weights, self.loc, self.scale = weights, loc, scale
+    def __init__(self, weights: Tensor, loc: Tensor, log_scale: Tensor, validate_args=None):
+        self.weights, self.loc, self.log_scale = weights, loc, log_scale
         super().__init__(weights.shape[:-1], loc.shape[-1:], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
         weights = self.weights.expand(*batch_shape, self.weights.shape[-1])
-        return CategoryWeightedNormal(weights, self.loc, self.scale, validate_args=False)
+        return CategoryWeightedNormal(weights, self.loc, self.log_scale, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()):
-        loc = self.weights @ self.loc
-        scale = (self.weights @ self.scale.log()).exp()
-        noise = torch.randn(self._extended_shape(sample_shape), dtype=loc.dtype, device=loc.device)
-        return loc + scale * noise
+        return interpolated_component(self.weights, self.loc, self.log_scale).rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        per_component = dist.Normal(self.loc, self.scale).log_prob(value.unsqueeze(-2)).sum(-1)
+        per_component = dist.Normal(self.loc, self.log_scale.exp()).log_prob(value.unsqueeze(-2)).sum(-1)
         return (self.weights * per_component).sum(-1)

@@ -114,15 +114,20 @@ def test_object_kl_terms_are_weighted_by_the_presence_probability():
             assert contribution.abs().max() < 1e-3, name
 
 
+def _cat_logits(guide_trace):
+    """The logits of ``q(z_cat)`` of the glimpses at the sampled boxes."""
+    fn = guide_trace.nodes["z_cat"]["fn"]
+    while hasattr(fn, "base_dist"):  # the plate's expansion
+        fn = fn.base_dist
+    return fn.base.logits
+
+
 def test_cat_kl_is_eq_9():
     model = tiny()
     x = images()
     guide_trace, model_trace = _traces(model, x)
     g, m = guide_trace.nodes["z_cat"], model_trace.nodes["z_cat"]
-    fn = g["fn"]
-    while hasattr(fn, "base_dist"):  # the plate's expansion
-        fn = fn.base_dist
-    logits = fn.base.logits  # q(z_cat) of the glimpses at the sampled boxes
+    logits = _cat_logits(guide_trace)
     uniform = torch.distributions.Categorical(logits=torch.zeros_like(logits))
     kl = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=logits), uniform)
     assert kl.abs().max() > 1e-4  # the case is not trivial
@@ -135,10 +140,7 @@ def test_cat_kl_is_eq_9():
 def test_exact_cat_expectation_sums_eq_10_over_the_categories():
     model = tiny(cat_expectation="exact", what_sees_cat=False)
     guide_trace, model_trace = _traces(model, images())
-    g = guide_trace.nodes["z_cat"]["fn"]
-    while hasattr(g, "base_dist"):
-        g = g.base_dist
-    probs = torch.softmax(g.base.logits, -1)
+    probs = torch.softmax(_cat_logits(guide_trace), -1)
     # the guide hands q(z_cat)'s probabilities as the value, not a relaxed sample
     torch.testing.assert_close(guide_trace.nodes["z_cat"]["value"], probs)
     z_what = model_trace.nodes["z_what"]["value"]
