@@ -24,7 +24,8 @@ localized spatial transformer (Appendix 7.3); the trained saccade model is score
 Writes under ``--out`` (default ``benchmarks/saccade_large``):
 
 * ``saccade_large.json`` -- settings, machine, parameters, accuracies, training and inference costs,
-  the speed-up and memory ratio against the full-image ResNet-18, the paper's numbers and the targets;
+  the speed-up and memory ratio against the full-image ResNet-18, the paper's numbers and the targets
+  (``targets_met.accuracy_gap`` stays null, unmeasured, until that ResNet has trained an epoch);
 * ``cost_vs_side.png`` -- inference seconds per image and peak working memory against the image side;
 * ``saccades.png`` -- test scenes with the saccade model's glimpses and its proxy (Fig. 3);
 * ``runs/<model>/`` -- the training runs.
@@ -97,6 +98,8 @@ PAPER = {
 }
 #: issue 6: inference >= 10x faster, peak memory <= 10% of the full-image ResNet-18's, comparable accuracy.
 TARGETS = {"speedup": 10.0, "memory_ratio": 0.10, "accuracy_gap": 0.05}
+#: Training epochs the whole-image ResNet-18 needs before its accuracy says anything about the gap.
+MIN_BASELINE_EPOCHS = 1.0
 MiB = 2**20
 
 
@@ -213,6 +216,29 @@ def plot_costs(costs: list[dict], path: Path) -> Path:
     return path
 
 
+def compare(at_size: dict, results: dict, resnet_epochs: float) -> tuple[dict, dict]:
+    """The saccade model against the whole-image ResNet-18, and which of issue 6's targets that meets.
+
+    ``at_size`` holds each model's inference cost at the benchmark's image side, ``results`` each
+    model's scores. The accuracy gap is judged (``True``/``False``) only when the ResNet trained at
+    least ``MIN_BASELINE_EPOCHS`` epochs; before that its accuracy says nothing about ResNet-18, and
+    the target is ``None``: unmeasured, neither met nor missed.
+    """
+    comparison = {
+        "speedup": at_size["resnet"]["seconds_per_image"] / at_size["saccade"]["seconds_per_image"],
+        "memory_ratio": at_size["saccade"]["peak_working_mib"] / at_size["resnet"]["peak_working_mib"],
+        "accuracy_gap": results["resnet"]["accuracy"] - results["saccade"]["accuracy"],
+        "resnet_epochs": resnet_epochs,
+    }
+    gap_measured = resnet_epochs >= MIN_BASELINE_EPOCHS
+    met = {
+        "speedup": comparison["speedup"] >= TARGETS["speedup"],
+        "memory_ratio": comparison["memory_ratio"] <= TARGETS["memory_ratio"],
+        "accuracy_gap": comparison["accuracy_gap"] <= TARGETS["accuracy_gap"] if gap_measured else None,
+    }
+    return comparison, met
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args, overrides = parse_saccade_args(parser, argv)
@@ -252,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         batch = json.loads((run_dir / "config.json").read_text())["train_config"]["batch_size"]
         cost["batch_size"] = batch
         cost["seconds_per_epoch"] = cost["seconds_per_step"] * len(train_set) / batch
+        cost["epochs"] = cost["steps"] * batch / len(train_set)
         results[kind] = finite(model.evaluate(test_set, progress=progress))
         configs[kind] = config_to_dict(model.config)
         params[kind] = sum(p.numel() for p in model.parameters())
@@ -279,16 +306,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     comparison, met = {}, {}
     if "saccade" in at_size and "resnet" in at_size:
-        comparison = {
-            "speedup": at_size["resnet"]["seconds_per_image"] / at_size["saccade"]["seconds_per_image"],
-            "memory_ratio": at_size["saccade"]["peak_working_mib"] / at_size["resnet"]["peak_working_mib"],
-            "accuracy_gap": results["resnet"]["accuracy"] - results["saccade"]["accuracy"],
-        }
-        met = {
-            "speedup": comparison["speedup"] >= TARGETS["speedup"],
-            "memory_ratio": comparison["memory_ratio"] <= TARGETS["memory_ratio"],
-            "accuracy_gap": comparison["accuracy_gap"] <= TARGETS["accuracy_gap"],
-        }
+        comparison, met = compare(at_size, results, costs["resnet"]["epochs"])
     record = {
         "experiment": NAME,
         "command": command,

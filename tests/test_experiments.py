@@ -504,14 +504,33 @@ def test_saccade_large(script, digits, tmp_path):
         assert cost["side"] == 96 and cost["seconds_per_image"] > 0 and cost["peak_working_mib"] >= 0
         assert cost["input_mib"] == 96 * 96 * 4 / 2**20 and cost["weights_mib"] > 0
     assert record["parameters"]["resnet"] > record["parameters"]["saccade"] > 0
-    assert (
-        set(record["comparison"]) == set(record["targets_met"]) == {"speedup", "memory_ratio", "accuracy_gap"}
-    )
+    assert set(record["targets_met"]) == {"speedup", "memory_ratio", "accuracy_gap"}
+    assert set(record["comparison"]) == {"speedup", "memory_ratio", "accuracy_gap", "resnet_epochs"}
+    # 2 steps of 4 scenes over 8 training scenes: one epoch, enough to judge the gap
+    assert record["comparison"]["resnet_epochs"] == record["cost"]["resnet"]["epochs"] == 1.0
+    assert isinstance(record["targets_met"]["accuracy_gap"], bool)
     assert record["cost"]["resnet"]["seconds_per_epoch"] > 0
     assert {"saccades", "cost_vs_side"} == set(record["figures"])
     with pytest.raises(SystemExit):
         large.main([*flags, "--models", "saccade", "--init-from", str(out / "runs" / "resnet"), "--out",
                     str(tmp_path / "other")])  # fmt: skip
+
+
+def test_saccade_large_leaves_the_gap_unjudged_before_an_epoch(script):
+    """A ResNet-18 trained for part of an epoch neither meets nor misses "comparable accuracy"."""
+    compare = script("saccade_large").compare
+    at_size = {"saccade": {"seconds_per_image": 0.01, "peak_working_mib": 10.0},
+               "resnet": {"seconds_per_image": 1.0, "peak_working_mib": 500.0}}  # fmt: skip
+    results = {"saccade": {"accuracy": 0.95}, "resnet": {"accuracy": 0.0}}
+    comparison, met = compare(at_size, results, resnet_epochs=0.01)
+    assert met == {"speedup": True, "memory_ratio": True, "accuracy_gap": None}
+    assert comparison["speedup"] == 100.0 and comparison["memory_ratio"] == 0.02
+    results["resnet"]["accuracy"] = 0.99  # 4 points ahead: comparable
+    assert compare(at_size, results, resnet_epochs=1.0)[1]["accuracy_gap"] is True
+    results["saccade"]["accuracy"] = 0.90  # 9 points behind: not
+    assert compare(at_size, results, resnet_epochs=3.0)[1]["accuracy_gap"] is False
+    results["resnet"]["accuracy"] = 0.0  # an untrained ResNet never makes the gap "met"
+    assert compare(at_size, results, resnet_epochs=0.5)[1]["accuracy_gap"] is None
 
 
 def test_saccade_init_from_another_task(script, digits, tmp_path, capsys):
