@@ -2,7 +2,7 @@
 
 Not part of the library: each script imports it from its own folder (``python experiments/NAME.py``
 puts ``experiments/`` first on ``sys.path``). What is useful beyond these scripts lives in the library
-instead (:func:`ppl_scenes.infer.evaluate.evaluate_by_count`, :class:`ppl_scenes.baselines.ConnComp`,
+instead (:func:`ppl_scenes.metrics.scoring.evaluate_by_count`, :class:`ppl_scenes.baselines.ConnComp`,
 :func:`ppl_scenes.viz.plot_metrics_by_count`).
 """
 
@@ -26,9 +26,9 @@ import torch
 import ppl_scenes
 from ppl_scenes import SPAIR, SPAIRConfig, TrainConfig, fit
 from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_int  # noqa: F401
+from ppl_scenes.config import config_to_dict, replace_config
 from ppl_scenes.data import make_dataset
 from ppl_scenes.data.digits import INK_THRESHOLD
-from ppl_scenes.models.base import config_to_dict, replace_config
 from ppl_scenes.runs import read_metrics
 from ppl_scenes.runs import write_json as write_run_json
 
@@ -155,7 +155,7 @@ def parse_overrides(items: Sequence[str], config, flag: str = "--set") -> dict[s
     Raises:
         ValueError: for an item without ``=``, an unknown key or a value of the wrong kind.
     """
-    from ppl_scenes.models.base import replace_config
+    from ppl_scenes.config import replace_config
 
     raw = {}
     for item in items:
@@ -449,8 +449,8 @@ def crops_experiment(
     under ``args.out``; returns the JSON record.
     """
     from ppl_scenes.baselines import ConnComp
-    from ppl_scenes.infer.evaluate import evaluate_by_count
     from ppl_scenes.infer.trainer import materialize
+    from ppl_scenes.metrics.scoring import evaluate_by_count
     from ppl_scenes.viz import plot_metrics_by_count, plot_scenes
 
     apply_threads(args)

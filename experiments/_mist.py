@@ -94,7 +94,7 @@ def build_sets(dataset: str, args: argparse.Namespace):
 
 def snapshot_heatmap(model, image: torch.Tensor, run_dir: Path) -> None:
     """Save the pooled heatmap of ``image`` at the model's current step (Fig. 7, right)."""
-    if not model.lifted:  # the baselines have no single multiscale heatmap
+    if model.trainer != "lifting":  # the baselines have no single multiscale heatmap
         return
     folder = run_dir / "heatmaps"
     folder.mkdir(parents=True, exist_ok=True)

@@ -53,8 +53,8 @@ from _mist import (
     train,
 )
 
+from ppl_scenes.config import config_to_dict
 from ppl_scenes.models import MIST
-from ppl_scenes.models.base import config_to_dict
 
 NAME = "mist_classification"
 #: Table 2 of the paper; the targets are MIST's column.

@@ -57,10 +57,10 @@ from _mist import (
     train,
 )
 
-from ppl_scenes.infer.evaluate import parse_options
+from ppl_scenes.config import config_to_dict
 from ppl_scenes.metrics import rmse
+from ppl_scenes.metrics.scoring import parse_options
 from ppl_scenes.models import MIST
-from ppl_scenes.models.base import config_to_dict
 
 NAME = "mist_reconstruction"
 #: Table 1 of the paper (RMSE); the targets are MIST's column.

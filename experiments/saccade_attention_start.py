@@ -41,7 +41,7 @@ from _saccade import add_saccade_args, cluttered_scenes, example_scenes, parse_s
 from matplotlib.figure import Figure  # noqa: E402
 
 from ppl_scenes import VariationalSaccading  # noqa: E402
-from ppl_scenes.models.base import config_to_dict  # noqa: E402
+from ppl_scenes.config import config_to_dict  # noqa: E402
 
 NAME = "saccade_attention_start"
 KEYS = ("objects_in_view", "glimpse_centre_std", "glimpse_side")

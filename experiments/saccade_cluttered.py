@@ -55,7 +55,7 @@ from _saccade import (  # noqa: E402
 
 from ppl_scenes import VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
-from ppl_scenes.models.base import config_to_dict  # noqa: E402
+from ppl_scenes.config import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
 from ppl_scenes.viz import plot_curves  # noqa: E402
 

@@ -79,7 +79,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ppl_scenes import VariationalSaccading  # noqa: E402
 from ppl_scenes.baselines import ResNetClassifier  # noqa: E402
-from ppl_scenes.models.base import config_to_dict  # noqa: E402
+from ppl_scenes.config import config_to_dict  # noqa: E402
 
 NAME = "saccade_large"
 MODELS = ("saccade", "resnet", "resnet_crops")

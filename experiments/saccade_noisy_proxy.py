@@ -48,7 +48,7 @@ from _saccade import add_saccade_args, cluttered_scenes, curve_fit_kwargs, examp
 from matplotlib.figure import Figure  # noqa: E402
 
 from ppl_scenes import VariationalSaccading  # noqa: E402
-from ppl_scenes.models.base import config_to_dict  # noqa: E402
+from ppl_scenes.config import config_to_dict  # noqa: E402
 from ppl_scenes.runs import read_metrics  # noqa: E402
 from ppl_scenes.viz import show_image  # noqa: E402
 

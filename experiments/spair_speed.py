@@ -30,7 +30,7 @@ import torch
 from _common import command_line, machine, positive_int, write_record
 
 from ppl_scenes import SPAIR, make_dataset
-from ppl_scenes.infer.svi import SVITrainer
+from ppl_scenes.infer import SVITrainer
 from ppl_scenes.infer.trainer import TrainConfig
 
 NAME = "spair_speed"

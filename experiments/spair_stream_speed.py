@@ -42,7 +42,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from ppl_scenes import SPAIR, make_dataset
-    from ppl_scenes.infer.svi import SVITrainer
+    from ppl_scenes.infer import SVITrainer
     from ppl_scenes.infer.trainer import LazyScenes, TrainConfig
     from ppl_scenes.models.spair import SPAIRConfig
 

@@ -70,9 +70,9 @@ from _ssdir import add_ssdir_args, ssdir_overrides, ssdir_steps  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from ppl_scenes import SPAIR, SSDIR, MultiScaleDigits, SPAIRConfig, SSDIRConfig  # noqa: E402
-from ppl_scenes.infer.evaluate import evaluate_detection, matched_codes  # noqa: E402
+from ppl_scenes.config import config_to_dict  # noqa: E402
 from ppl_scenes.metrics import linear_probe  # noqa: E402
-from ppl_scenes.models.base import config_to_dict  # noqa: E402
+from ppl_scenes.metrics.scoring import evaluate_detection, matched_codes  # noqa: E402
 from ppl_scenes.viz import draw_boxes, show_image  # noqa: E402
 
 NAME = "ssdir_probe"

@@ -33,12 +33,10 @@ Data
 :mod:`ppl_scenes.metrics`, the command line (``ppl-scenes``) in :mod:`ppl_scenes.cli`.
 """
 
-__version__ = "0.1.0"
-
-# __version__ comes first: the trainer imports it from here to stamp run directories.
 # Registers the baselines that are trainable models too (``ppl-scenes train mist_grid`` ...).
-import ppl_scenes.baselines  # noqa: E402, F401
-from ppl_scenes.data import (  # noqa: E402
+import ppl_scenes.baselines  # noqa: F401
+from ppl_scenes._version import __version__
+from ppl_scenes.data import (
     DATASETS,
     ClutteredDigits,
     DigitFallbackWarning,
@@ -56,9 +54,8 @@ from ppl_scenes.data import (  # noqa: E402
     load_digits,
     make_dataset,
 )
-from ppl_scenes.infer.svi import fit  # noqa: E402
-from ppl_scenes.infer.trainer import TrainConfig, TrainingDiverged  # noqa: E402
-from ppl_scenes.models import (  # noqa: E402
+from ppl_scenes.infer import TrainConfig, TrainingDiverged, fit
+from ppl_scenes.models import (
     GMAIR,
     MIST,
     MODELS,
@@ -75,7 +72,7 @@ from ppl_scenes.models import (  # noqa: E402
     SSDIRConfig,
     VariationalSaccading,
 )
-from ppl_scenes.runs import RunDirError, load  # noqa: E402
+from ppl_scenes.runs import RunDirError, load
 
 __all__ = [
     "DATASETS",

@@ -88,7 +88,7 @@ def _typed_value(default: Any, text: str) -> Any:
 
 def _coerced_fields(config, raw: dict[str, str], what: str) -> dict[str, Any]:
     """``raw`` (KEY -> text) converted to the types of ``config``'s fields and validated by it."""
-    from ppl_scenes.models.base import replace_config
+    from ppl_scenes.config import replace_config
 
     fields = {f.name for f in dataclasses.fields(config)}
     parsed = {}
@@ -296,7 +296,7 @@ def _train(
     """Build (or restore) model and data, train, evaluate on the test split; returns (model, test set)."""
     import pyro
 
-    from ppl_scenes.infer.svi import fit
+    from ppl_scenes.infer import fit
     from ppl_scenes.infer.trainer import TrainConfig
     from ppl_scenes.models import MODELS
     from ppl_scenes.runs import EVAL_FILE, RunDirError, build_model, read_config, write_json
@@ -451,7 +451,7 @@ def _first_scenes(test_set, n: int):
 
 
 def _posterior_figure(model, test_set, n: int, path: Path) -> Path:
-    from ppl_scenes.infer.evaluate import parse_options
+    from ppl_scenes.metrics.scoring import parse_options
     from ppl_scenes.viz import plot_scenes
 
     images, targets = _first_scenes(test_set, n)
@@ -570,7 +570,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- parser and entry point ----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ppl-scenes`` (one subcommand per verb)."""
-    from ppl_scenes import __version__
+    from ppl_scenes._version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,

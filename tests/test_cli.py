@@ -15,7 +15,7 @@ import pytest
 
 from ppl_scenes import SPAIRConfig, SSDIRConfig, cli
 from ppl_scenes.cli import main, parse_value
-from ppl_scenes.models.base import replace_config
+from ppl_scenes.config import replace_config
 
 # Small enough that a training step takes milliseconds; download=false keeps CI offline (fallback
 # digits with a warning when $PPL_SCENES_DATA has no MNIST).
@@ -365,7 +365,7 @@ def test_sample_rejects_non_positive_count(trained, capsys):
 
 
 def test_diverged_training_exits_1(tmp_path, monkeypatch, capsys):
-    from ppl_scenes.infer.svi import SVITrainer
+    from ppl_scenes.infer import SVITrainer
     from ppl_scenes.infer.trainer import NonFiniteStep
 
     def blow_up(self, batch):

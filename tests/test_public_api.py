@@ -49,7 +49,7 @@ def test_names_import_one_level_deep():
 
 def test_re_exports_are_the_real_objects():
     from ppl_scenes.data import DATASETS, make_dataset
-    from ppl_scenes.infer.svi import fit
+    from ppl_scenes.infer import fit
     from ppl_scenes.models import MODELS, SPAIR
     from ppl_scenes.runs import load
 

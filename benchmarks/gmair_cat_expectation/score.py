@@ -13,7 +13,7 @@ sys.path.insert(0, "experiments")
 from gmair_clustering import plot_clusters  # noqa: E402
 
 from ppl_scenes import MultiMNIST  # noqa: E402
-from ppl_scenes.infer.evaluate import evaluate_detection, matched_codes  # noqa: E402
+from ppl_scenes.metrics.scoring import evaluate_detection, matched_codes  # noqa: E402
 from ppl_scenes.runs import load  # noqa: E402
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)

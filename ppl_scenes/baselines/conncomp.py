@@ -19,6 +19,8 @@ from scipy import ndimage
 from torch import Tensor
 
 from ppl_scenes.checks import check_images, check_positive_int
+from ppl_scenes.metrics.scoring import evaluate_detection
+from ppl_scenes.scene import SceneParse
 
 __all__ = ["ConnComp", "conncomp_detect"]
 
@@ -128,8 +130,8 @@ class ConnComp:
 
     ``ConnComp().parse(images)`` returns a :class:`~ppl_scenes.models.base.SceneParse` holding every
     component found (boxes and scores; no codes, no reconstruction), so
-    :func:`ppl_scenes.infer.evaluate.evaluate_detection` and
-    :func:`~ppl_scenes.infer.evaluate.evaluate_by_count` score it exactly as they score a model: its
+    :func:`ppl_scenes.metrics.scoring.evaluate_detection` and
+    :func:`~ppl_scenes.metrics.scoring.evaluate_by_count` score it exactly as they score a model: its
     count is the number of components.
 
     Args:
@@ -159,8 +161,6 @@ class ConnComp:
 
     def parse(self, images: Tensor):
         """Connected components of ``images`` ``[B, C, H, W]`` as a ``SceneParse``."""
-        from ppl_scenes.models.base import SceneParse
-
         boxes, scores = conncomp_detect(
             images,
             threshold=self.threshold,
@@ -171,11 +171,13 @@ class ConnComp:
         )
         return SceneParse(boxes=boxes, scores=scores)
 
-    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
+    ) -> dict[str, float]:
         """Detection and counting scores on ``dataset`` (see ``evaluate_detection``)."""
-        from ppl_scenes.infer.evaluate import evaluate_detection
-
-        return evaluate_detection(self, dataset, batch_size=batch_size, max_scenes=max_scenes)
+        return evaluate_detection(
+            self, dataset, batch_size=batch_size, max_scenes=max_scenes, progress=progress
+        )
 
     def __repr__(self) -> str:
         return (

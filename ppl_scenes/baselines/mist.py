@@ -37,7 +37,7 @@ class GridPatches(MIST):
 
     name: ClassVar[str] = "mist_grid"
 
-    lifted: ClassVar[bool] = False  # trained end to end (TaskTrainer)
+    trainer: ClassVar[str] = "task"  # trained end to end on the task loss
 
     def __init__(self, config: MISTConfig | None = None, **overrides):
         super().__init__(config, **overrides)
@@ -78,7 +78,7 @@ class ChannelwiseMIST(MIST):
 
     name: ClassVar[str] = "mist_channelwise"
 
-    lifted: ClassVar[bool] = False  # trained end to end (TaskTrainer)
+    trainer: ClassVar[str] = "task"  # trained end to end on the task loss
 
     def __init__(self, config: MISTConfig | None = None, **overrides):
         super().__init__(config, **overrides)

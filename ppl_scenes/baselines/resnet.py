@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet18
 
 from ppl_scenes.checks import check_choice, check_int_fields
-from ppl_scenes.models.base import SceneParse
 from ppl_scenes.models.saccade import TASKS, ImageLabelModel, predicted_labels
+from ppl_scenes.scene import SceneParse
 
 
 @dataclass
@@ -74,12 +74,8 @@ class ResNetClassifier(ImageLabelModel):
     default_dataset: ClassVar[str] = "cluttered"
     default_train: ClassVar[dict[str, Any]] = {"steps": 5000, "batch_size": 32, "lr": 1e-3}
 
-    @property
-    def trainer_class(self):
-        """Plain supervised training: :class:`ppl_scenes.infer.supervised.SupervisedTrainer`."""
-        from ppl_scenes.infer.supervised import SupervisedTrainer
-
-        return SupervisedTrainer
+    #: Plain supervised training (:class:`ppl_scenes.infer.SupervisedTrainer`).
+    trainer: ClassVar[str] = "supervised"
 
     def __init__(self, config: ResNetConfig | None = None, **overrides):
         super().__init__(config, **overrides)

@@ -15,17 +15,17 @@ from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 from ppl_scenes.checks import check_positive_int
-from ppl_scenes.infer.evaluate import parse_dataset
-from ppl_scenes.models.base import SceneParse
+from ppl_scenes.metrics.scoring import parse_dataset
+from ppl_scenes.scene import RankedParse, SceneParse
 
 __all__ = ["WhatGMM"]
 
 
-class WhatGMM:
+class WhatGMM(RankedParse):
     """A scene model's detections, each labelled by a Gaussian mixture over its ``what`` code.
 
     Call :meth:`fit` on training scenes, then :meth:`parse` like any model (the parses carry
-    ``labels``), e.g. with :func:`~ppl_scenes.infer.evaluate.evaluate_detection`, which then also
+    ``labels``), e.g. with :func:`~ppl_scenes.metrics.scoring.evaluate_detection`, which then also
     reports clustering ACC and NMI.
 
     Args:
@@ -45,8 +45,13 @@ class WhatGMM:
 
     @property
     def config(self):
-        """The wrapped model's config (its ``score_threshold`` decides which objects are present)."""
+        """The wrapped model's config."""
         return self.model.config
+
+    @property
+    def presence_threshold(self) -> float:
+        """The wrapped model's: it decides which objects are present."""
+        return self.model.presence_threshold
 
     @property
     def device(self) -> torch.device:

@@ -28,6 +28,7 @@ from ppl_scenes.checks import check_int
 from .digits import INK_THRESHOLD, SPLITS, DigitBank, digit_bank
 
 __all__ = [
+    "image_targets",
     "INK_THRESHOLD",
     "DigitSceneDataset",
     "PlacementError",
@@ -362,3 +363,18 @@ def collate_scenes(batch: Sequence[tuple[Tensor, Target]]) -> tuple[Tensor, list
     if len(shapes) != 1:
         raise ValueError(f"cannot stack images of different shapes {sorted(shapes)}")
     return torch.stack(images), [item[1] for item in batch]
+
+
+def image_targets(task: str, targets: list[dict[str, Any]]) -> Tensor:
+    """The image-level truth of ``task`` for each scene: ``multi_label`` (identify) or ``sum``.
+
+    Raises:
+        ValueError: when a target lacks the key (e.g. a bare image tensor was given for training).
+    """
+    key = "multi_label" if task == "identify" else "sum"
+    if not targets or any(not isinstance(t, dict) or key not in t for t in targets):
+        raise ValueError(
+            f"the {task!r} task trains on image labels: give a dataset of (image, target) pairs whose "
+            f"targets hold {key!r} (e.g. ClutteredDigits)"
+        )
+    return torch.stack([torch.as_tensor(t[key]) for t in targets])

@@ -29,8 +29,7 @@ import torch
 from torch import Tensor
 
 from ppl_scenes.infer.trainer import NonFiniteStep, Trainer
-from ppl_scenes.models.mist import count_mask
-from ppl_scenes.ops.heatmaps import target_heatmap
+from ppl_scenes.ops.heatmaps import count_mask, target_heatmap
 
 
 class PatchTaskTrainer(Trainer):

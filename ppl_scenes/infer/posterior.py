@@ -17,17 +17,19 @@ sampled the same way. Relaxed presence samples are rounded at 0.5 when objects a
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyro.poutine as poutine
 import torch
 from pyro.infer import Predictive
 from torch import Tensor
 
 from ppl_scenes.checks import check_positive_int
+from ppl_scenes.models.base import PresenceBoxes, PriorSampling
+from ppl_scenes.ops.boxes import cxcywh_to_xyxy
 
 #: Latent sites of the object-centric models, in the papers' names; absent ones are skipped.
 LATENT_SITES = ("z_pres", "z_where", "z_depth", "z_what", "z_cat", "z_t")
@@ -54,7 +56,6 @@ def _latent_sites(model, images: Tensor) -> list[str]:
     latents the model fixes rather than the guide samples (SSDIR's observed ``z_pres`` and
     deterministic ``z_where``) are reported too.
     """
-    import pyro.poutine as poutine
 
     with torch.no_grad():
         trace = poutine.trace(model.guide).get_trace(images)
@@ -96,7 +97,7 @@ def sample_posterior(model, images: Tensor, num_samples: int = 100) -> dict[str,
     out = {name: _drop_plate_dims(draws[name], len(images)) for name in sites if name not in steps}
     if steps:
         out["z_t"] = torch.stack([_drop_plate_dims(draws[name], len(images)) for name in steps], 2)
-    out[getattr(model, "return_name", "reconstruction")] = draws["_RETURN"]
+    out[model.return_name] = draws["_RETURN"]
     return out
 
 
@@ -115,10 +116,8 @@ def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = N
         mean) and ``boxes``, a list of ``[N_i, 4]`` xyxy boxes of the objects present when the
         model can convert ``z_where`` (``model.present_boxes``).
     """
-    import pyro.poutine as poutine
-
     num_samples = check_positive_int(num_samples, "num_samples")
-    if "batch_size" not in inspect.signature(model.model).parameters:
+    if not isinstance(model, PriorSampling):
         raise ValueError(
             f"{type(model).__name__} has no prior over whole scenes: its model needs an image (SSDIR's boxes "
             "come from a detector run on it; the saccade model glimpses it)"
@@ -130,7 +129,7 @@ def sample_prior(model, num_samples: int, image_size: tuple[int, int] | None = N
         if name in trace.nodes
     }
     out["images"] = trace.nodes["_RETURN"]["value"]
-    if hasattr(model, "present_boxes"):
+    if isinstance(model, PresenceBoxes):
         out["boxes"] = model.present_boxes(out["z_pres"], out["z_where"], tuple(out["images"].shape[-2:]))
     return out
 
@@ -147,8 +146,6 @@ def posterior_boxes(model, samples: dict[str, Tensor], image_size: tuple[int, in
         image_size: ``(H, W)`` of the images.
     """
     if "z_t" in samples:  # the saccade model: each draw's glimpses, in order of t
-        from ppl_scenes.ops.boxes import cxcywh_to_xyxy
-
         boxes = cxcywh_to_xyxy(model.saccade_boxes(samples["z_t"], image_size))  # [S, B, T, 4]
         return [[boxes[k, i] for k in range(boxes.shape[0])] for i in range(boxes.shape[1])]
     s, b = samples["z_pres"].shape[:2]
@@ -265,7 +262,7 @@ def to_inference_data(samples: dict[str, Tensor], sites: Sequence[str] | None = 
     if "z_pres" in samples and (sites is None or "count" in sites):
         arrays["count"] = (samples["z_pres"] > 0.5).sum(-1).cpu().numpy()[None]
     dims = {name: ["image", *SITE_DIMS.get(name, [])] for name in arrays}
-    where_coords = list(getattr(model, "where_coords", WHERE_COORDS))
+    where_coords = list(model.where_coords if isinstance(model, PresenceBoxes) else WHERE_COORDS)
     coords = {"where_coord": where_coords} if "z_where" in arrays else {}
     return _from_dict(arrays, dims, coords)
 

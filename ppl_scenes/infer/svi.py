@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -12,6 +11,7 @@ from pyro.infer import Trace_ELBO
 from torch import Tensor
 
 from ppl_scenes.infer.trainer import NonFiniteStep, TrainConfig, Trainer
+from ppl_scenes.models.base import Variational
 
 
 class SVITrainer(Trainer):
@@ -28,6 +28,8 @@ class SVITrainer(Trainer):
     """
 
     def __init__(self, model, config: TrainConfig | None = None, elbo=None, **kwargs):
+        if not isinstance(model, Variational):
+            raise ValueError(f"SVI trains a Variational model (model/guide pair), got {type(model).__name__}")
         super().__init__(model, config, **kwargs)
         self.elbo = elbo or Trace_ELBO(num_particles=self.config.num_particles, vectorize_particles=False)
         self.params: list[torch.nn.Parameter] = []
@@ -73,55 +75,6 @@ class SVITrainer(Trainer):
         grad_norm = self.step_optimizer("adam", loss, self.params)
         value = loss.item() / batch.shape[0]
         return {"loss": value if math.isfinite(value) else float("nan"), "grad_norm": grad_norm}
-
-
-def fit(
-    model,
-    data,
-    steps: int | None = None,
-    out=None,
-    resume: bool = False,
-    eval_fn=None,
-    progress: bool = True,
-    run_info=None,
-    **train_kwargs,
-):
-    """Train ``model`` on ``data`` with its own trainer and its default training settings.
-
-    Args:
-        model: a scene model (its ``trainer_class`` decides how: SVI for the variational models).
-        data: a dataset of ``(image, target)`` pairs, or an image tensor ``[N, C, H, W]``.
-        steps: number of steps (default: the model's ``default_train`` or :class:`TrainConfig`'s).
-        out: optional run directory for config, checkpoints and metrics.
-        resume: continue from ``out``'s checkpoint.
-        eval_fn: optional ``eval_fn(model) -> dict`` for periodic and final evaluation.
-        progress: show a progress bar.
-        run_info: extra entries for the run's ``config.json`` (e.g. the data it was trained on).
-        **train_kwargs: any other :class:`TrainConfig` field.
-
-    Returns:
-        the trained model (eval mode).
-
-    Raises:
-        ValueError: on an unknown or invalid training setting, or bad data.
-        ppl_scenes.runs.RunDirError: when ``out`` cannot be used (not empty without ``resume``, ...).
-        ppl_scenes.infer.trainer.TrainingDiverged: after ``max_bad_steps`` non-finite steps in a row.
-    """
-    valid = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(train_kwargs) - valid)
-    if unknown:
-        raise ValueError(f"unknown training setting(s) {unknown}; valid settings: {', '.join(sorted(valid))}")
-    settings = {**getattr(model, "default_train", {}), **train_kwargs}
-    if steps is not None:
-        settings["steps"] = steps
-    try:
-        config = TrainConfig(**settings)
-    except TypeError as err:
-        raise ValueError(f"unknown training setting: {err}") from None
-    trainer_class = getattr(model, "trainer_class", SVITrainer)
-    trainer = trainer_class(model, config, out=out, eval_fn=eval_fn, progress=progress, run_info=run_info)
-    trainer.fit(data, resume=resume)
-    return model
 
 
 def _is_non_finite_validation_error(err: ValueError) -> bool:

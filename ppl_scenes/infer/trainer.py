@@ -24,9 +24,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ppl_scenes import __version__
+from ppl_scenes._version import __version__
 from ppl_scenes.checks import check_images, check_non_negative, check_positive, check_positive_int
+from ppl_scenes.config import config_to_dict
 from ppl_scenes.infer.allocator import keep_freed_memory
+from ppl_scenes.models.base import Supervised
 from ppl_scenes.runs import (
     CONFIG_FILE,
     EVAL_FILE,
@@ -305,7 +307,7 @@ class Trainer:
     def prepare_data(self, data) -> Tensor:
         """The ``[N, C, H, W]`` images to train on (called once by :meth:`fit`).
 
-        A model that learns from labels too has a ``supervision(targets) -> dict`` method (e.g. the
+        A model that learns from labels too (:class:`~ppl_scenes.models.base.Supervised`, e.g. the
         saccade model's ``y``): it is handed the scenes' targets once, and
         :meth:`batch_supervision` then gives the rows of the current batch. A trainer may also
         override this to keep targets of its own (MIST's); during :meth:`train_step`,
@@ -316,9 +318,9 @@ class Trainer:
             self._lazy = LazyScenes(data)
             if self.config.keep_freed_memory:
                 keep_freed_memory()
-            self.supervision = {} if callable(getattr(self.model, "supervision", None)) else None
+            self.supervision = {} if isinstance(self.model, Supervised) else None
             return self._lazy
-        if not callable(getattr(self.model, "supervision", None)):
+        if not isinstance(self.model, Supervised):
             self.supervision = None
             return materialize(data, progress=self.progress)
         images, targets = materialize(data, progress=self.progress, with_targets=True)
@@ -349,7 +351,7 @@ class Trainer:
             lr: learning rate of the parameters no prefix matches (default ``config.lr``).
         """
         base_lr = lr if lr is not None else self.config.lr
-        factors = getattr(self.model, "learning_rate_factors", dict)()
+        factors = self.model.learning_rate_factors()
         groups: dict[float, list] = {}
         for p in params:
             name = names.get(id(p), "")
@@ -567,7 +569,6 @@ class Trainer:
         """
         if self.out is None:
             return
-        from ppl_scenes.models.base import config_to_dict
 
         record = json_value(
             {

@@ -1,14 +1,14 @@
 """Training a model in two stages: a supervised detector, then SVI with the detector frozen (SSDIR).
 
-Steps ``1 .. model.config.detector_steps`` minimise the model's ``detector_loss(images, **targets)``
-(its ``supervision(targets)`` gives the padded boxes and labels) with an optimiser of the detector's
-own. At the first step after them the trainer lets the model recalibrate the detector on the last
-training batches of stage 1 (``model.calibrate_detector(batches)``, where the model has one: SSDIR
-recomputes its batch-norm statistics), calls ``model.freeze_detector()``, writes the detector's
-weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other parameter.
-The stage follows from the step alone, so a resumed run picks up in the right stage. A model whose
-config has a ``detector_lr_schedule`` (``(step, factor)`` pairs) has the detector's learning rates
-scaled by the factor in force at each stage-1 step.
+The model is a :class:`ppl_scenes.models.base.DetectorStage`. Steps ``1 .. model.detector_steps``
+minimise its ``detector_loss(images, **targets)`` (its ``supervision(targets)`` gives the padded
+boxes and labels) with an optimiser of the detector's own, at the learning rate times
+``model.detector_lr_factor(step)``. At the first step after them the trainer lets the model
+recalibrate the detector on the last ``model.calibration_batch_count()`` training batches of stage 1
+(``model.calibrate_detector(batches)``: SSDIR recomputes its batch-norm statistics), calls
+``model.freeze_detector()``, writes the detector's weights to ``RUN_DIR/detector.pt`` and from then on
+takes ELBO steps over every other parameter. The stage follows from the step alone, so a resumed run
+picks up in the right stage.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ppl_scenes.checks import lr_factor
 from ppl_scenes.infer.svi import SVITrainer
+from ppl_scenes.models.base import DetectorStage
 
 DETECTOR_FILE = "detector.pt"
 
@@ -26,14 +26,18 @@ DETECTOR_FILE = "detector.pt"
 class TwoStageTrainer(SVITrainer):
     """Supervised detector steps, then SVI steps; see the module docstring.
 
-    The model provides ``detector`` (a module), ``detector_loss``, ``supervision``,
-    ``freeze_detector`` and ``save_detector``, besides ``model`` and ``guide``; optionally
-    ``calibrate_detector(batches)`` and a ``config.calibration_batches`` (how many, default 0).
+    The model must be a :class:`~ppl_scenes.models.base.DetectorStage`.
     """
+
+    def __init__(self, model, *args, **kwargs):
+        if not isinstance(model, DetectorStage):
+            raise ValueError(f"the two-stage trainer needs a DetectorStage model, got {type(model).__name__}")
+        super().__init__(model, *args, **kwargs)
 
     @property
     def detector_steps(self) -> int:
-        return int(self.model.config.detector_steps)
+        """Stage 1's length (the model's)."""
+        return self.model.detector_steps
 
     def loss(self, batch: Tensor) -> Tensor:
         """``-ELBO`` of a batch; the labels are the detector's, not the model's."""
@@ -53,18 +57,18 @@ class TwoStageTrainer(SVITrainer):
     def calibration_batches(self):
         """The last ``config.calibration_batches`` training batches of stage 1 (a pure function of the
         seed, so a resumed run calibrates on the same images)."""
-        count = min(int(getattr(self.model.config, "calibration_batches", 0)), self.detector_steps)
+        count = min(self.model.calibration_batch_count(), self.detector_steps)
         device = next(iter(self.detector_params)).device
         for step in range(self.detector_steps - count + 1, self.detector_steps + 1):
             yield self.images[self.batch_indices(step, len(self.images))].to(device)
 
     def schedule_detector_lr(self) -> None:
-        """Set the detector's learning rates for this step from ``config.detector_lr_schedule``.
+        """Set the detector's learning rates for this step (``model.detector_lr_factor``).
 
         Each parameter group keeps its configured rate as ``initial_lr`` (saved with the optimiser, so a
         resumed run scales the same base), as torch's schedulers do.
         """
-        factor = lr_factor(getattr(self.model.config, "detector_lr_schedule", ()), self.step)
+        factor = self.model.detector_lr_factor(self.step)
         factor *= self.lr_decay_factor(self.step)  # the run's own decay (TrainConfig.lr_decay_from) too
         for group in self.optimizers["detector"].param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -77,8 +81,7 @@ class TwoStageTrainer(SVITrainer):
             norm = self.step_optimizer("detector", loss, self.detector_params)
             return {"loss": loss.item(), **parts, "grad_norm": norm, "stage": 1}
         if any(p.requires_grad for p in self.detector_params):
-            if callable(getattr(self.model, "calibrate_detector", None)):
-                self.model.calibrate_detector(self.calibration_batches())
+            self.model.calibrate_detector(self.calibration_batches())
             self.model.freeze_detector()
             if self.out is not None:
                 self.model.save_detector(self.out / DETECTOR_FILE)

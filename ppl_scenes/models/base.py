@@ -1,19 +1,32 @@
-"""The one surface every scene model shares: ``SceneModel`` and its output, ``SceneParse``.
+"""The one surface every scene model shares: :class:`SceneModel` and the capabilities a model may add.
 
-A model is a ``PyroModule`` with ``model(x)``, ``guide(x)`` and ``parse(x)`` and a ``config``
-dataclass (Pyro's AIR and ``CompartmentalModel`` are the pattern). Models register themselves by name
-so that ``ppl_scenes.load(run_dir)`` and the CLI can rebuild any of them from a run directory.
+A model is a ``PyroModule`` with ``parse(x)`` and a ``config`` dataclass, and -- when it is a
+variational model -- ``model(x)`` and ``guide(x)`` (Pyro's AIR and ``CompartmentalModel`` are the
+pattern). Models register themselves by name so that ``ppl_scenes.load(run_dir)`` and the CLI can
+rebuild any of them from a run directory, and name the trainer they need (:attr:`SceneModel.trainer`, a key of :data:`ppl_scenes.infer.TRAINERS`).
+
+What only some models can do is declared by inheriting a capability class, and read with
+``isinstance`` -- never by probing attribute names or signatures:
+
+=====================  ==================================================================
+:class:`Variational`   a Pyro ``model`` / ``guide`` pair trained by SVI
+:class:`Supervised`    learns from the scenes' labels besides the images (``supervision``)
+:class:`PresenceBoxes` turns sampled ``z_pres`` / ``z_where`` into boxes (posterior figures)
+:class:`PriorSampling` ``model(None, batch_size=, image_size=)`` generates images from the prior
+:class:`DetectorStage` trains a supervised detector first, then freezes it (two-stage trainer)
+:class:`RankedParse`   ``parse(x, score_threshold=t)`` keeps ranked candidates
+:class:`TargetedParse` ``parse`` takes inputs read from the targets (MIST's counts)
+=====================  ==================================================================
+
+``docs/adding_a_model.md`` walks through adding a model.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import json
-import numbers
-from collections.abc import Mapping
+from abc import ABCMeta, abstractmethod
+from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -21,43 +34,39 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from ppl_scenes.checks import check_images
+from ppl_scenes.config import replace_config
+from ppl_scenes.metrics.scoring import evaluate_detection
+from ppl_scenes.scene import RankedParse, SceneParse, TargetedParse
+
+__all__ = [
+    "MODELS",
+    "DetectorStage",
+    "PresenceBoxes",
+    "PriorSampling",
+    "RankedParse",
+    "SceneModel",
+    "SceneParse",
+    "Supervised",
+    "TargetedParse",
+    "Variational",
+]
 
 MODELS: dict[str, type[SceneModel]] = {}
 
 
-@dataclass
-class SceneParse:
-    """What ``model.parse(images)`` returns: the guide's modes, per image.
-
-    Attributes:
-        boxes: per image ``[N_i, 4]`` absolute-pixel xyxy boxes of the objects judged present.
-        scores: per image ``[N_i]`` presence probability or detection score.
-        what: per image ``[N_i, A]`` appearance codes, or None.
-        labels: per image ``[N_i]`` cluster (GMAIR) or class (MIST classifier), or None.
-        image_labels: ``[B, ...]`` image-level prediction (saccades: classes or sum), or None.
-        reconstruction: ``[B, C, H, W]`` rendered image, or None.
-    """
-
-    boxes: list[Tensor]
-    scores: list[Tensor]
-    what: list[Tensor] | None = None
-    labels: list[Tensor] | None = None
-    image_labels: Tensor | None = None
-    reconstruction: Tensor | None = None
-
-    @property
-    def counts(self) -> Tensor:
-        """Number of objects found in each image: ``[B]``."""
-        return torch.tensor([len(b) for b in self.boxes])
+class _SceneModelMeta(type(PyroModule), ABCMeta):
+    """``PyroModule``'s metaclass with abstract methods enforced."""
 
 
-class SceneModel(PyroModule):
-    """Base class of all scene models.
+class SceneModel(PyroModule, metaclass=_SceneModelMeta):
+    """Base class of all scene models: the contract every model keeps.
 
-    Subclasses set ``name`` (the CLI/registry name), ``config_class`` (a dataclass whose every field
-    has a default), ``default_dataset`` and optionally ``default_data_kwargs`` and ``default_train``
-    (overrides of :class:`ppl_scenes.infer.svi.TrainConfig` fields), and implement ``model``, ``guide``
-    and ``parse``.
+    A subclass sets ``name`` (the CLI/registry name), ``config_class`` (a dataclass whose every field
+    has a default), ``default_dataset`` and optionally ``default_data_kwargs``, ``default_train``
+    (overrides of :class:`ppl_scenes.infer.TrainConfig` fields) and ``trainer`` (the name of its
+    trainer; ``"svi"`` by default), and implements the abstract ``parse``. A Pyro model/guide pair
+    trained by SVI also inherits :class:`Variational` (abstract ``model`` and ``guide``); other
+    optional capabilities are the other classes of this module. The config has a ``channels`` field.
 
     Args:
         config: the model's config dataclass; defaults when None.
@@ -69,6 +78,10 @@ class SceneModel(PyroModule):
     default_dataset: ClassVar[str] = ""
     default_data_kwargs: ClassVar[dict[str, Any]] = {}
     default_train: ClassVar[dict[str, Any]] = {}
+    #: The trainer this model needs, by name (a key of :data:`ppl_scenes.infer.TRAINERS`).
+    trainer: ClassVar[str] = "svi"
+    #: The name of ``model``'s return value in posterior samples (``sample_posterior``).
+    return_name: ClassVar[str] = "reconstruction"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -87,17 +100,9 @@ class SceneModel(PyroModule):
         self.step = 0
 
     # -- the model's surface -------------------------------------------------------------------
-    def model(self, x: Tensor) -> Any:
-        """The generative model ``p(x, z)``; observes ``x`` when given."""
-        raise NotImplementedError
-
-    def guide(self, x: Tensor) -> Any:
-        """The amortised posterior ``q(z | x)``."""
-        raise NotImplementedError
-
+    @abstractmethod
     def parse(self, x: Tensor) -> SceneParse:
         """Objects found in ``x`` (no gradient, eval mode, the guide's modes)."""
-        raise NotImplementedError
 
     @contextmanager
     def evaluating(self):
@@ -116,9 +121,7 @@ class SceneModel(PyroModule):
 
     def check_input(self, x: Tensor, name: str = "images") -> Tensor:
         """Validate a batch of images for this model (see :func:`ppl_scenes.checks.check_images`)."""
-        return check_images(
-            x, name=name, channels=getattr(self.config, "channels", None), min_size=self.min_image_size()
-        )
+        return check_images(x, name=name, channels=self.config.channels, min_size=self.min_image_size())
 
     def set_step(self, step: int) -> dict[str, float]:
         """Tell the model the training step, so annealed quantities follow their schedules.
@@ -141,11 +144,14 @@ class SceneModel(PyroModule):
         """
         return {}
 
-    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None) -> dict[str, float]:
-        """Score the model on a dataset of ``(image, target)`` pairs; detection metrics by default."""
-        from ppl_scenes.infer.evaluate import evaluate_detection
-
-        return evaluate_detection(self, dataset, batch_size=batch_size, max_scenes=max_scenes)
+    def evaluate(
+        self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
+    ) -> dict[str, float]:
+        """Score the model on a dataset of ``(image, target)`` pairs; detection metrics by default
+        (:func:`ppl_scenes.metrics.scoring.evaluate_detection`)."""
+        return evaluate_detection(
+            self, dataset, batch_size=batch_size, max_scenes=max_scenes, progress=progress
+        )
 
     @property
     def device(self) -> torch.device:
@@ -153,120 +159,88 @@ class SceneModel(PyroModule):
         return p.device if p is not None else torch.device("cpu")
 
 
-def config_to_dict(config) -> dict[str, Any]:
-    """A JSON-friendly dict of a config dataclass (tuples become lists)."""
-    if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise ValueError(f"expected a config dataclass instance, got {type(config).__name__}")
-    return _listify(dataclasses.asdict(config))
+# -- capabilities ------------------------------------------------------------------------------------
+class Variational(metaclass=ABCMeta):
+    """Capability: a Pyro model/guide pair, trained by SVI on ``-ELBO`` (SPAIR, GMAIR, SSDIR, saccades).
 
-
-def _listify(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _listify(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_listify(v) for v in obj]
-    return obj
-
-
-def replace_config(config, overrides: Mapping[str, Any]):
-    """A copy of ``config`` with ``overrides`` applied, each converted to the field's type.
-
-    Raises:
-        ValueError: for an unknown key (naming the valid ones) or a value of the wrong kind (and
-            whatever the config's own ``__post_init__`` rejects).
+    MIST (trained by lifting) and the supervised baselines are scene models without it.
     """
-    if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise ValueError(f"expected a config dataclass instance, got {type(config).__name__}")
-    if not isinstance(overrides, Mapping):
-        raise ValueError(f"config overrides must be a mapping of field names, got {type(overrides).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    converted = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ValueError(
-                f"unknown config key {key!r} for {type(config).__name__}; "
-                f"valid keys: {', '.join(sorted(fields))}"
-            )
-        converted[key] = coerce_value(getattr(config, key), value, key)
-    return dataclasses.replace(config, **converted)
+
+    @abstractmethod
+    def model(self, x: Tensor) -> Any:
+        """The generative model ``p(x, z)``; observes ``x`` when given."""
+
+    @abstractmethod
+    def guide(self, x: Tensor) -> Any:
+        """The amortised posterior ``q(z | x)``."""
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+class Supervised(metaclass=ABCMeta):
+    """Capability: the model learns from the scenes' labels besides the images.
 
-
-def coerce_value(default: Any, value: Any, key: str) -> Any:
-    """Convert ``value`` to the type of ``default`` (used for config overrides and JSON configs).
-
-    Strings are parsed (``"3"`` for an int, ``"yes"``/``"off"`` for a bool, ``"12,12"`` or ``"[12, 12]"``
-    for a tuple); a bool is never taken for a number, nor a fractional number for an int. A tuple
-    keeps the length of its default, except that a one-element default (e.g. MIST's
-    ``heatmap_scales=(1.0,)``) takes a sequence of any non-zero length.
-
-    Raises:
-        ValueError: naming ``key`` and the kind of value it expects.
+    The trainer hands the training scenes' targets to :meth:`supervision` once and passes the rows of
+    each batch to the model's loss as keyword arguments (the saccade model's ``y``, SSDIR's boxes).
     """
-    try:
-        return _coerce(default, value)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"config key {key!r} expects a value like {default!r}, got {value!r}") from None
+
+    @abstractmethod
+    def supervision(self, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        """Per-scene label tensors (first dimension: the scenes) from the scenes' targets."""
 
 
-def _parse_sequence(text: str) -> list:
-    """``"12,12"``, ``"(12, 12)"``, ``"[1.0]"`` or nested ``"((0, 0.1),)"`` as a list of its items."""
-    text = text.strip()
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        if text[:1] + text[-1:] in ("()", "[]"):
-            text = text[1:-1]
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return list(value) if isinstance(value, list | tuple) else [value]
+class PresenceBoxes(metaclass=ABCMeta):
+    """Capability: sampled ``z_pres`` and ``z_where`` convert to boxes (posterior box figures)."""
+
+    #: The coordinates of ``z_where``'s last dimension, for ArviZ.
+    where_coords: ClassVar[tuple[str, ...]] = ("y", "x", "h", "w")
+
+    @abstractmethod
+    def present_boxes(self, z_pres: Tensor, z_where: Tensor, image_size: tuple[int, int]) -> list[Tensor]:
+        """Per image, the xyxy pixel boxes of the cells whose ``z_pres`` is on."""
 
 
-def _coerce(default: Any, value: Any) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        if isinstance(value, numbers.Integral) and value in (0, 1):
-            return bool(value)
-        raise ValueError
-    if isinstance(default, int | float):
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                value = int(text)
-            except ValueError:
-                value = float(text)
-        if not isinstance(value, numbers.Real):
-            raise ValueError
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        return float(value)
-    if isinstance(default, tuple):
-        if isinstance(value, str):
-            value = _parse_sequence(value)
-        items = list(value) if isinstance(value, list | tuple) else [value]
-        if len(default) == 1:  # a one-element default is a sequence of any (non-zero) length
-            if not items:
-                raise ValueError
-            return tuple(_coerce(default[0], v) for v in items)
-        if default and len(items) != len(default):
-            raise ValueError
-        return tuple(_coerce(d, v) for d, v in zip(default, items)) if default else tuple(items)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ValueError
-        return value
-    if isinstance(default, dict | list):
-        if isinstance(value, str):
-            value = json.loads(value)
-        if not isinstance(value, type(default)):
-            raise ValueError
-        return value
-    return value
+class PriorSampling(Variational):
+    """Capability: ``model(None, batch_size=B, image_size=(H, W))`` draws scenes from the prior."""
+
+    @abstractmethod
+    def model(self, x: Tensor | None, batch_size: int | None = None, image_size=None) -> Any:
+        """The generative model; with ``x=None`` it samples ``batch_size`` images of ``image_size``."""
+
+
+class DetectorStage(Supervised):
+    """Capability: a supervised detector trains first, then is frozen while SVI trains the rest.
+
+    Read by the two-stage trainer (:class:`ppl_scenes.infer.TwoStageTrainer`). :meth:`supervision`
+    gives the detector's targets.
+    """
+
+    #: The detector module (its parameters have an optimiser of their own).
+    detector: torch.nn.Module
+
+    @property
+    @abstractmethod
+    def detector_steps(self) -> int:
+        """Supervised detector steps before SVI starts."""
+
+    @abstractmethod
+    def detector_loss(self, x: Tensor, **targets: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The detector's supervised loss of a batch and its named parts."""
+
+    @abstractmethod
+    def freeze_detector(self) -> None:
+        """Fix the detector's weights and statistics for the SVI stage."""
+
+    @abstractmethod
+    def save_detector(self, path: Path) -> None:
+        """Write the trained detector's weights."""
+
+    def detector_lr_factor(self, step: int) -> float:
+        """The factor on the detector's learning rate at ``step`` (1: none)."""
+        return 1.0
+
+    def calibration_batch_count(self) -> int:
+        """How many of the last stage-1 batches :meth:`calibrate_detector` sees (0: no calibration)."""
+        return 0
+
+    def calibrate_detector(self, batches: Iterable[Tensor]) -> int:
+        """Recompute what the detector estimates from data (e.g. batch-norm statistics); none by default."""
+        return 0

@@ -68,10 +68,10 @@ from ppl_scenes.distributions import (
     OneHotCategoricalPrior,
     Presampled,
 )
-from ppl_scenes.infer.schedules import linear_schedule
 from ppl_scenes.models.spair import SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, loss_weight, window_pad
 from ppl_scenes.nn import GlimpseEncoder, mlp
 from ppl_scenes.ops import window_overlap
+from ppl_scenes.ops.schedules import linear_schedule
 
 
 @dataclass

@@ -41,10 +41,11 @@ import torch
 from torch import Tensor
 
 from ppl_scenes.checks import check_choice, check_int_fields, check_non_negative, check_positive
-from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.metrics.scoring import evaluate_instances
+from ppl_scenes.models.base import SceneModel, SceneParse, Supervised, TargetedParse
 from ppl_scenes.nn.mist import MultiscaleHeatmapNet, PatchAutoEncoder, PatchClassifier
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
-from ppl_scenes.ops.heatmaps import BORDERS, extract_top_k, local_spatial_softmax, scale_pool
+from ppl_scenes.ops.heatmaps import BORDERS, count_mask, extract_top_k, local_spatial_softmax, scale_pool
 from ppl_scenes.ops.transformer import crop, paste
 
 TASKS = ("reconstruction", "classification")
@@ -207,18 +208,6 @@ def label_frequencies(labels: list[Tensor], num_classes: int) -> Tensor:
     return out
 
 
-def count_mask(counts: Tensor | None, num_patches: int, batch: int, device=None) -> Tensor:
-    """``[B, K]`` mask of the first ``counts[b]`` patches of each image (all ``K`` when None)."""
-    if counts is None:
-        return torch.ones(batch, num_patches, dtype=torch.bool, device=device)
-    counts = torch.as_tensor(counts, device=device).reshape(-1)
-    if counts.numel() != batch:
-        raise ValueError(f"counts must give one count per image ({batch}), got {counts.numel()}")
-    if (counts < 0).any():
-        raise ValueError(f"counts must be non-negative, got {counts.tolist()}")
-    return torch.arange(num_patches, device=device) < counts[:, None]
-
-
 @dataclass
 class Patches:
     """Where the patches of a batch are: ``positions [B, K, 2]`` (x, y), ``scales [B, K]`` (side in
@@ -229,7 +218,7 @@ class Patches:
     scores: Tensor
 
 
-class MIST(SceneModel):
+class MIST(SceneModel, Supervised, TargetedParse):
     """The multiple-instance spatial transformer (Angles et al.); see the module docstring.
 
     Args:
@@ -247,18 +236,9 @@ class MIST(SceneModel):
     default_dataset: ClassVar[str] = "mist-hard"
     default_train: ClassVar[dict[str, Any]] = {"steps": 3000, "batch_size": 16, "lr": 1e-3}
 
-    #: Whether the patches need lifting to train (MIST's top-K); the baselines' patches are fixed or
-    #: differentiable and train end to end.
-    lifted: ClassVar[bool] = True
-
-    @property
-    def trainer_class(self):
-        """Algorithm 1's alternating loop (:class:`ppl_scenes.infer.lifting.LiftingTrainer`), or plain
-        gradient descent on the task loss (:class:`~ppl_scenes.infer.lifting.TaskTrainer`) when not
-        ``lifted``."""
-        from ppl_scenes.infer.lifting import LiftingTrainer, TaskTrainer
-
-        return LiftingTrainer if self.lifted else TaskTrainer
+    #: Algorithm 1's alternating loop (:class:`ppl_scenes.infer.LiftingTrainer`); the baselines, whose
+    #: patches are fixed or differentiable, train end to end on the task loss (``"task"``).
+    trainer: ClassVar[str] = "lifting"
 
     def __init__(self, config: MISTConfig | None = None, **overrides):
         super().__init__(config, **overrides)
@@ -430,15 +410,19 @@ class MIST(SceneModel):
             reconstruction=recon,
         )
 
+    def parse_options(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        """With ``count_from_labels``, each scene's true ``count`` (one patch per instance); else none."""
+        if self.config.count_from_labels:
+            return {"counts": torch.tensor([int(t["count"]) for t in targets])}
+        return {}
+
     def evaluate(
         self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
     ) -> dict[str, float]:
         """RMSE of the synthesis, detection rate at IoU 0.5, classification of the detections.
 
-        See :func:`ppl_scenes.infer.evaluate.evaluate_instances`.
+        See :func:`ppl_scenes.metrics.scoring.evaluate_instances`.
         """
-        from ppl_scenes.infer.evaluate import evaluate_instances
-
         return evaluate_instances(
             self, dataset, batch_size=batch_size, max_scenes=max_scenes, progress=progress
         )

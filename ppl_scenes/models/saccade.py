@@ -51,7 +51,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppl_scenes.checks import check_choice, check_int_fields
-from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.data.scenes import image_targets
+from ppl_scenes.metrics.scoring import (
+    evaluate_image_labels,
+    image_label_correct,
+    image_label_metrics,
+    parse_dataset,
+)
+from ppl_scenes.models.base import SceneModel, SceneParse, Supervised, Variational
 from ppl_scenes.nn.attention import ProxyAttention, spread_grid
 from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
 from ppl_scenes.ops.boxes import covered_fraction, cxcywh_to_xyxy
@@ -244,27 +251,12 @@ class SaccadeConfig:
         return self.num_classes if self.task == "identify" else self.max_sum + 1
 
 
-def image_targets(task: str, targets: list[dict[str, Any]]) -> Tensor:
-    """The image-level truth of ``task`` for each scene: ``multi_label`` (identify) or ``sum``.
-
-    Raises:
-        ValueError: when a target lacks the key (e.g. a bare image tensor was given for training).
-    """
-    key = "multi_label" if task == "identify" else "sum"
-    if not targets or any(not isinstance(t, dict) or key not in t for t in targets):
-        raise ValueError(
-            f"the {task!r} task trains on image labels: give a dataset of (image, target) pairs whose "
-            f"targets hold {key!r} (e.g. ClutteredDigits)"
-        )
-    return torch.stack([torch.as_tensor(t[key]) for t in targets])
-
-
 def predicted_labels(task: str, logits: Tensor) -> Tensor:
     """The prediction from classifier logits: a 0/1 multi-hot (probability above 0.5) or the sum."""
     return (logits > 0).long() if task == "identify" else logits.argmax(-1)
 
 
-class ImageLabelModel(SceneModel):
+class ImageLabelModel(SceneModel, Supervised):
     """A scene model that predicts image-level labels (``config.task``: ``"identify"`` or ``"sum"``).
 
     It learns from each scene's labels (:meth:`supervision`, read by the trainer) and is scored by the
@@ -277,13 +269,11 @@ class ImageLabelModel(SceneModel):
         return {"y": image_targets(self.config.task, targets)}
 
     def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
-        """Accuracy of the prediction; see :func:`ppl_scenes.infer.evaluate.evaluate_image_labels`."""
-        from ppl_scenes.infer.evaluate import evaluate_image_labels
-
+        """Accuracy of the prediction; see :func:`ppl_scenes.metrics.scoring.evaluate_image_labels`."""
         return evaluate_image_labels(self, dataset, self.config.task, batch_size, max_scenes, progress)
 
 
-class VariationalSaccading(ImageLabelModel):
+class VariationalSaccading(ImageLabelModel, Variational):
     """The variational saccading model (Ramapuram et al., BMVC 2019); see the module docstring.
 
     ``model(x, y=None, proxy=None)`` and ``guide(x, y=None, proxy=None)``: ``x`` the full images
@@ -537,7 +527,7 @@ class VariationalSaccading(ImageLabelModel):
     def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
         """Accuracy of the prediction, and how much the saccades depend on the image.
 
-        Returns :func:`ppl_scenes.infer.evaluate.evaluate_image_labels`'s scores plus
+        Returns :func:`ppl_scenes.metrics.scoring.evaluate_image_labels`'s scores plus
         ``glimpse_centre_std``, the standard deviation over the scenes of the glimpses' centres (pixels;
         the mean over ``t`` and over x and y), and ``glimpse_side``, their mean side (pixels). A
         centre spread near 0 means the model looks at the same places in every image: a fixed tiling,
@@ -547,8 +537,6 @@ class VariationalSaccading(ImageLabelModel):
         ``accuracy_in_view`` / ``accuracy_out_of_view``, the accuracy on those scenes and on the others
         (NaN where there are none): what the classifier and what the glimpses' places each cost.
         """
-        from ppl_scenes.infer.evaluate import image_label_correct, image_label_metrics, parse_dataset
-
         parses, targets, _ = parse_dataset(
             self, dataset, batch_size, max_scenes, progress=progress, keep_images=False
         )

@@ -48,8 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppl_scenes.distributions import ConcreteBernoulli, CountPrior, IndependentBernoulliPrior, Presampled
-from ppl_scenes.infer.schedules import exponential_schedule
-from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.models.base import PresenceBoxes, PriorSampling, RankedParse, SceneModel, SceneParse
 from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, inverse_positive, mlp, positive
 from ppl_scenes.ops import (
     blend_windows,
@@ -63,6 +62,7 @@ from ppl_scenes.ops import (
     tighten_boxes,
 )
 from ppl_scenes.ops import spair_where_to_cxcywh as where_to_cxcywh
+from ppl_scenes.ops.schedules import exponential_schedule
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "normal")
 ORDERS = ("wavefront", "raster")
@@ -345,7 +345,7 @@ class SPAIRGuide(nn.Module):
         return {"what": what, "what_loc": what_loc, "what_scale": what_scale}
 
 
-class SPAIR(SceneModel):
+class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
     """SPAIR as a Pyro model/guide pair (see the module docstring for the generative story).
 
     Args:
@@ -393,6 +393,11 @@ class SPAIR(SceneModel):
         self.step = int(step)
         self.pres_prob = float(self.pres_schedule(step))
         return {"pres_prob": self.pres_prob}
+
+    @property
+    def presence_threshold(self) -> float:
+        """``config.score_threshold``: the presence probability from which an object is reported."""
+        return float(self.config.score_threshold)
 
     def min_image_size(self) -> tuple[int, int]:
         return self.config.cell_size

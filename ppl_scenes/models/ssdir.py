@@ -49,8 +49,15 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
-from ppl_scenes.checks import check_choice, check_int_fields, check_lr_schedule
-from ppl_scenes.models.base import SceneModel, SceneParse
+from ppl_scenes.checks import check_choice, check_int_fields, check_lr_schedule, lr_factor
+from ppl_scenes.models.base import (
+    DetectorStage,
+    PresenceBoxes,
+    RankedParse,
+    SceneModel,
+    SceneParse,
+    Variational,
+)
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
 from ppl_scenes.ops import composite, crop, paste, xyxy_to_cxcywh
 
@@ -219,7 +226,7 @@ class Detections:
         return out
 
 
-class SSDIR(SceneModel):
+class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse):
     """SSDIR (Zieliński & Kajdanowicz); see the module docstring for the generative story.
 
     ``model(x)`` / ``guide(x)`` need the detector trained (stage 1); :meth:`detector_loss` is stage
@@ -234,6 +241,8 @@ class SSDIR(SceneModel):
     name: ClassVar[str] = "ssdir"
     config_class: ClassVar[type] = SSDIRConfig
     default_dataset: ClassVar[str] = "multiscale"
+    #: The detector's supervised stage, then SVI (:class:`ppl_scenes.infer.TwoStageTrainer`).
+    trainer: ClassVar[str] = "two_stage"
     #: ``z_where`` is a box in pixels (the posterior helpers name its coordinates so).
     where_coords: ClassVar[tuple[str, ...]] = ("cx", "cy", "w", "h")
     #: 9,500 detector steps (``config.detector_steps``), then 2,000 SVI steps.
@@ -267,11 +276,23 @@ class SSDIR(SceneModel):
         self._cache: tuple[Tensor, int, Detections] | None = None
 
     @property
-    def trainer_class(self):
-        """:class:`~ppl_scenes.infer.TwoStageTrainer`: the detector's supervised stage, then SVI."""
-        from ppl_scenes.infer.two_stage import TwoStageTrainer
+    def detector_steps(self) -> int:
+        """Stage 1's length: ``config.detector_steps``."""
+        return int(self.config.detector_steps)
 
-        return TwoStageTrainer
+    def detector_lr_factor(self, step: int) -> float:
+        """The factor of ``config.detector_lr_schedule`` in force at detector step ``step``."""
+        return lr_factor(self.config.detector_lr_schedule, step)
+
+    def calibration_batch_count(self) -> int:
+        """``config.calibration_batches``: the last stage-1 batches the batch-norm statistics are
+        recomputed over."""
+        return int(self.config.calibration_batches)
+
+    @property
+    def presence_threshold(self) -> float:
+        """``config.score_threshold``: the confidence from which a detection is reported."""
+        return float(self.config.score_threshold)
 
     def min_image_size(self) -> tuple[int, int]:
         return tuple(self.config.image_size)

@@ -24,6 +24,7 @@ from ppl_scenes.ops.compositing import (
     window_overlap,
 )
 from ppl_scenes.ops.heatmaps import (
+    count_mask,
     extract_top_k,
     local_maxima,
     local_spatial_softmax,
@@ -32,6 +33,7 @@ from ppl_scenes.ops.heatmaps import (
     soft_argmax,
     target_heatmap,
 )
+from ppl_scenes.ops.schedules import constant_schedule, exponential_schedule, linear_schedule
 from ppl_scenes.ops.transformer import crop, crop_localized, localized_window, paste
 
 __all__ = [
@@ -43,15 +45,19 @@ __all__ = [
     "covered_fraction",
     "composite",
     "composite_windows",
+    "constant_schedule",
+    "count_mask",
     "crop",
     "crop_localized",
     "cxcywh_to_xyxy",
     "depth_weighted_layers",
     "drawn_boxes",
     "depth_weights",
+    "exponential_schedule",
     "extract_top_k",
     "fold_windows",
     "grid_cell_origins",
+    "linear_schedule",
     "local_maxima",
     "local_spatial_softmax",
     "localized_window",

@@ -315,3 +315,15 @@ def soft_argmax(logits: Tensor) -> tuple[Tensor, Tensor]:
     x = (probs.sum(2) * xs).sum(-1)
     y = (probs.sum(3) * ys).sum(-1)
     return torch.stack((x, y), dim=-1), probs.flatten(2).amax(-1)
+
+
+def count_mask(counts: Tensor | None, num_patches: int, batch: int, device=None) -> Tensor:
+    """``[B, K]`` mask of the first ``counts[b]`` patches of each image (all ``K`` when None)."""
+    if counts is None:
+        return torch.ones(batch, num_patches, dtype=torch.bool, device=device)
+    counts = torch.as_tensor(counts, device=device).reshape(-1)
+    if counts.numel() != batch:
+        raise ValueError(f"counts must give one count per image ({batch}), got {counts.numel()}")
+    if (counts < 0).any():
+        raise ValueError(f"counts must be non-negative, got {counts.tolist()}")
+    return torch.arange(num_patches, device=device) < counts[:, None]

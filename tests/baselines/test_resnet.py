@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ppl_scenes.baselines import ResNetClassifier
+from ppl_scenes.infer import TRAINERS, fit
 from ppl_scenes.infer.supervised import SupervisedTrainer
-from ppl_scenes.infer.svi import fit
 from ppl_scenes.models import MODELS
 from ppl_scenes.runs import load, read_metrics
 
@@ -24,7 +24,7 @@ def scenes(n=4, size=32):
 @pytest.mark.parametrize("overrides", [{}, {"task": "sum"}, {"crop_grid": 2, "crop_features": 8}])
 def test_standard_model_test(overrides, tmp_path):
     model = ResNetClassifier(**overrides)
-    assert MODELS["resnet"] is ResNetClassifier and model.trainer_class is SupervisedTrainer
+    assert MODELS["resnet"] is ResNetClassifier and TRAINERS[model.trainer] is SupervisedTrainer
     data = scenes()
     x = torch.stack([im for im, _ in data])
     before = [p.detach().clone() for p in model.parameters()]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ppl_scenes.distributions import GaussianMixtureWhatPrior
-from ppl_scenes.infer.svi import fit
+from ppl_scenes.infer import fit
 from ppl_scenes.models import SPAIR
 
 

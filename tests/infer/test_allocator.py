@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import ppl_scenes.infer.trainer as trainer_mod
-from ppl_scenes.infer import allocator
-from ppl_scenes.infer.svi import SVITrainer
+from ppl_scenes.infer import SVITrainer, allocator
 from ppl_scenes.infer.trainer import LazyScenes, TrainConfig
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig
 

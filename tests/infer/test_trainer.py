@@ -24,7 +24,7 @@ from torch import nn
 
 import ppl_scenes.infer.trainer as trainer_mod
 from ppl_scenes import runs
-from ppl_scenes.infer.svi import SVITrainer, fit
+from ppl_scenes.infer import SVITrainer, fit
 from ppl_scenes.infer.trainer import TrainConfig, Trainer, TrainingDiverged, materialize
 from ppl_scenes.models.base import MODELS, SceneModel, SceneParse
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig

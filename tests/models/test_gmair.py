@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ppl_scenes.baselines import WhatGMM
-from ppl_scenes.infer.evaluate import evaluate_detection
-from ppl_scenes.infer.svi import fit
+from ppl_scenes.infer import fit
+from ppl_scenes.metrics.scoring import evaluate_detection
 from ppl_scenes.models import GMAIR, MODELS, SPAIR
 from ppl_scenes.runs import load
 

@@ -6,14 +6,16 @@ import pytest
 import torch
 
 from ppl_scenes.baselines import ChannelwiseMIST, GridPatches
-from ppl_scenes.infer.evaluate import evaluate_instances
+from ppl_scenes.infer import TRAINERS, fit
 from ppl_scenes.infer.lifting import LiftingTrainer, TaskTrainer
-from ppl_scenes.infer.svi import fit
 from ppl_scenes.infer.trainer import TrainConfig
+from ppl_scenes.metrics.scoring import evaluate_instances
 from ppl_scenes.models import MIST, MODELS, MISTConfig, SceneParse
-from ppl_scenes.models.mist import count_mask, label_frequencies, multi_instance_loss
+from ppl_scenes.models.mist import label_frequencies, multi_instance_loss
 from ppl_scenes.ops import extract_top_k
+from ppl_scenes.ops.heatmaps import count_mask
 from ppl_scenes.runs import load, read_metrics
+from ppl_scenes.scene import TargetedParse
 
 TINY = dict(
     num_patches=2,
@@ -101,12 +103,12 @@ def test_standard_model_test(variant, tmp_path):
 def test_registered_under_their_cli_names():
     assert MODELS["mist"] is MIST
     assert MODELS["mist_grid"] is GridPatches and MODELS["mist_channelwise"] is ChannelwiseMIST
-    assert isinstance(MIST().trainer_class(MIST(**TINY)), LiftingTrainer)
-    assert GridPatches(**{**TINY, "num_patches": 4}).trainer_class is TaskTrainer
+    assert TRAINERS[MIST().trainer] is LiftingTrainer
+    assert TRAINERS[GridPatches(**{**TINY, "num_patches": 4}).trainer] is TaskTrainer
 
 
 def _trainer(model, data):
-    trainer = model.trainer_class(model, TrainConfig(batch_size=len(data), lr=1e-2), progress=False)
+    trainer = TRAINERS[model.trainer](model, TrainConfig(batch_size=len(data), lr=1e-2), progress=False)
     x = trainer.prepare_data(data)
     trainer.batch_index = torch.arange(len(x))
     trainer.setup(x)
@@ -224,9 +226,9 @@ def test_lifting_drives_the_heatmap_to_its_target_positions():
     torch.testing.assert_close(found.gather(1, order[..., None].expand(-1, -1, 2)), positions)
     torch.testing.assert_close(found_scales.gather(1, order), scales)
     for group in trainer.optimizers["heatmap"].param_groups:
-        group["lr"] = 1e-2
+        group["lr"] = 3e-3  # 1e-2 overshoots after ~150 steps on torch 2.14 (the loss jumps back up)
     first = model.lift_loss(x, target).mean().item()
-    for _ in range(200):
+    for _ in range(300):
         trainer.step_optimizer("heatmap", model.lift_loss(x, target).mean(), trainer.heatmap_params)
     with torch.no_grad():
         assert model.lift_loss(x, target).mean().item() < 0.2 * first
@@ -344,12 +346,15 @@ def test_channelwise_positions_are_differentiable():
 def test_evaluate_instances_scores_a_perfect_and_a_wrong_parse():
     data = scenes(2)
 
-    class Oracle:
+    class Oracle(TargetedParse):
         device = torch.device("cpu")
         config = MISTConfig(count_from_labels=True, task="classification")
 
         def __init__(self, shift=0.0, wrong=False):
             self.shift, self.wrong = shift, wrong
+
+        def parse_options(self, targets):
+            return {"counts": torch.tensor([int(t["count"]) for t in targets])}
 
         def parse(self, x, counts):
             assert counts.tolist() == [2, 2]

@@ -6,7 +6,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 
-from ppl_scenes.infer.svi import fit
+from ppl_scenes.infer import fit
 from ppl_scenes.models import MODELS, SceneParse, VariationalSaccading
 from ppl_scenes.runs import load
 

@@ -7,7 +7,7 @@ import torch
 from pyro.infer import Predictive
 
 from ppl_scenes.distributions import IndependentBernoulliPrior
-from ppl_scenes.infer.svi import fit
+from ppl_scenes.infer import fit
 from ppl_scenes.models import SPAIR, SPAIRConfig
 from ppl_scenes.models.spair import cell_groups, window_pad
 from ppl_scenes.runs import load

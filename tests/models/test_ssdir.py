@@ -6,7 +6,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torchvision.ops import box_convert, box_iou
 
-from ppl_scenes.infer.svi import fit
+from ppl_scenes.infer import TRAINERS, fit
 from ppl_scenes.infer.two_stage import DETECTOR_FILE, TwoStageTrainer
 from ppl_scenes.models import MODELS, SSDIR, SceneParse
 from ppl_scenes.runs import load, read_metrics
@@ -101,7 +101,7 @@ def test_standard_model_test(variant, tmp_path):
 
 def test_registered_with_its_trainer():
     assert MODELS["ssdir"] is SSDIR
-    assert SSDIR().trainer_class is TwoStageTrainer
+    assert TRAINERS[SSDIR().trainer] is TwoStageTrainer
 
 
 def test_detector_learns_and_its_boxes_feed_ssdir():

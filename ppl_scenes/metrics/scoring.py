@@ -1,8 +1,12 @@
-"""Evaluation of scene models on datasets with ground truth: detection, counting, reconstruction."""
+"""Scoring scene models on datasets with ground truth: detection, counting, reconstruction, labels.
+
+Everything here works on what ``parse`` returns (:class:`ppl_scenes.scene.SceneParse`) and the scenes'
+targets; it imports no model. Whether a model's parse can keep ranked candidates, and whether it needs
+keyword arguments from the targets, are read from the capabilities of :mod:`ppl_scenes.scene`.
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +16,7 @@ from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
 from ppl_scenes.checks import check_positive, check_positive_int
+from ppl_scenes.data.scenes import image_targets
 from ppl_scenes.metrics import (
     COCO_IOU_THRESHOLDS,
     SPAIR_IOU_THRESHOLDS,
@@ -23,25 +28,13 @@ from ppl_scenes.metrics import (
     match_detections,
     rmse,
 )
-
-
-def _accepts_score_threshold(model) -> bool:
-    try:
-        params = inspect.signature(model.parse).parameters
-    except (TypeError, ValueError):
-        return False
-    return "score_threshold" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+from ppl_scenes.scene import RankedParse, TargetedParse
 
 
 def parse_options(model, targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Keyword arguments ``model.parse`` needs from the scenes' targets (not their answers).
-
-    A MIST told the number of instances (``config.count_from_labels``) parses each scene with its
-    true ``count``; other models need nothing.
-    """
-    if getattr(getattr(model, "config", None), "count_from_labels", False):
-        return {"counts": torch.tensor([int(t["count"]) for t in targets])}
-    return {}
+    """Keyword arguments ``model.parse`` needs from the scenes' targets: a
+    :class:`~ppl_scenes.scene.TargetedParse`'s ``parse_options``, else none."""
+    return model.parse_options(list(targets)) if isinstance(model, TargetedParse) else {}
 
 
 def parse_dataset(
@@ -69,7 +62,7 @@ def parse_dataset(
         raise ValueError("cannot evaluate on an empty dataset")
     if score_threshold is not None:
         score_threshold = check_positive(score_threshold, "score_threshold")
-    pass_threshold = score_threshold is not None and _accepts_score_threshold(model)
+    pass_threshold = score_threshold is not None and isinstance(model, RankedParse)
     kwargs = {"score_threshold": score_threshold} if pass_threshold else {}
     parses, targets, images = [], [], []
     device = model.device
@@ -127,9 +120,8 @@ def _detections(model, dataset, batch_size: int, max_scenes: int | None, progres
     parses, targets, images = parse_dataset(model, dataset, batch_size, max_scenes, progress=progress)
     boxes = [b.cpu() for p in parses for b in p.boxes]
     scores = [s.cpu() for p in parses for s in p.scores]
-    if _accepts_score_threshold(model):  # the parses hold low-score candidates too
-        threshold = getattr(getattr(model, "config", None), "score_threshold", 0.5)
-        present = [s >= threshold for s in scores]
+    if isinstance(model, RankedParse):  # the parses hold low-score candidates too
+        present = [s >= model.presence_threshold for s in scores]
     else:  # the parses hold the objects the model judged present
         present = [torch.ones(len(b), dtype=torch.bool) for b in boxes]
     recon = None
@@ -331,7 +323,6 @@ def evaluate_image_labels(
 
 
 def _predictions_and_truth(parses: Sequence, targets: Sequence[dict], task: str) -> tuple[Tensor, Tensor]:
-    from ppl_scenes.models.saccade import image_targets
 
     pred = torch.cat([p.image_labels.cpu() for p in parses])
     return pred, image_targets(task, list(targets)).long()
@@ -393,7 +384,6 @@ def matched_codes(
         labels.append(own.long())
         truth.append(torch.as_tensor(target["labels"])[which[hit]].long())
     if not codes:
-        dim = getattr(getattr(model, "config", None), "what_dim", 0)
         empty = torch.empty(0, dtype=torch.long)
-        return torch.empty(0, dim), empty, empty
+        return torch.empty(0, 0), empty, empty
     return torch.cat(codes), torch.cat(labels), torch.cat(truth)

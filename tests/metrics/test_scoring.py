@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ppl_scenes.baselines import ConnComp
-from ppl_scenes.infer.evaluate import detection_scores, evaluate_by_count, evaluate_detection, matched_codes
 from ppl_scenes.metrics import count_metrics_by_true_count
+from ppl_scenes.metrics.scoring import detection_scores, evaluate_by_count, evaluate_detection, matched_codes
 
 
 def _scene(blobs, extra_truth=()):
