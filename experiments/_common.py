@@ -450,7 +450,7 @@ def crops_experiment(
     """
     from ppl_scenes.baselines import ConnComp
     from ppl_scenes.infer.trainer import materialize
-    from ppl_scenes.metrics.scoring import evaluate_by_count
+    from ppl_scenes.metrics import evaluate_by_count
     from ppl_scenes.viz import plot_metrics_by_count, plot_scenes
 
     apply_threads(args)

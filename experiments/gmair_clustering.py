@@ -64,8 +64,11 @@ from sklearn.manifold import TSNE  # noqa: E402
 from ppl_scenes import GMAIR, SPAIR, GMAIRConfig, MultiMNIST  # noqa: E402
 from ppl_scenes.baselines import WhatGMM  # noqa: E402
 from ppl_scenes.config import config_to_dict  # noqa: E402
-from ppl_scenes.metrics import cluster_class_map  # noqa: E402
-from ppl_scenes.metrics.scoring import evaluate_detection, matched_codes  # noqa: E402
+from ppl_scenes.metrics import (  # noqa: E402
+    cluster_class_map,  # noqa: E402
+    evaluate_detection,
+    matched_codes,
+)
 from ppl_scenes.runs import read_metrics  # noqa: E402
 from ppl_scenes.viz import draw_boxes, plot_contingency, plot_scenes  # noqa: E402
 

@@ -58,8 +58,7 @@ from _mist import (
 )
 
 from ppl_scenes.config import config_to_dict
-from ppl_scenes.metrics import rmse
-from ppl_scenes.metrics.scoring import parse_options
+from ppl_scenes.metrics import parse_options, rmse
 from ppl_scenes.models import MIST
 
 NAME = "mist_reconstruction"

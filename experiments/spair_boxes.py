@@ -25,8 +25,7 @@ from _common import command_line, positive_int, write_record
 
 from ppl_scenes import load
 from ppl_scenes.cli import build_dataset
-from ppl_scenes.metrics import SPAIR_IOU_THRESHOLDS, average_precision_range
-from ppl_scenes.metrics.scoring import evaluate_detection
+from ppl_scenes.metrics import SPAIR_IOU_THRESHOLDS, average_precision_range, evaluate_detection
 from ppl_scenes.runs import read_config
 
 NAME = "spair_boxes"
@@ -61,7 +60,7 @@ def score(model, dataset, setting: dict) -> dict:
 
 def ap_by_iou(model, dataset) -> dict[float, float]:
     """AP at each of SPAIR's IoU thresholds with the model's current box settings."""
-    from ppl_scenes.metrics.scoring import parse_dataset
+    from ppl_scenes.metrics import parse_dataset
 
     parses, targets, _ = parse_dataset(model, dataset, keep_images=False)
     boxes = [b for p in parses for b in p.boxes]

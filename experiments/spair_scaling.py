@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 from ppl_scenes import SPAIRConfig
 from ppl_scenes.baselines import ConnComp
 from ppl_scenes.data import make_dataset
-from ppl_scenes.metrics.scoring import evaluate_detection
+from ppl_scenes.metrics import evaluate_detection
 from ppl_scenes.viz import plot_metric_by_count, plot_scenes
 
 NAME = "spair_scaling"

@@ -51,7 +51,7 @@ from _ssdir import add_ssdir_args, ssdir_overrides, ssdir_steps  # noqa: E402
 
 from ppl_scenes import SSDIR, MultiScaleDigits, SSDIRConfig  # noqa: E402
 from ppl_scenes.config import config_to_dict  # noqa: E402
-from ppl_scenes.metrics.scoring import evaluate_detection  # noqa: E402
+from ppl_scenes.metrics import evaluate_detection  # noqa: E402
 from ppl_scenes.ops import crop, xyxy_to_cxcywh  # noqa: E402
 from ppl_scenes.viz import draw_boxes, show_image  # noqa: E402
 

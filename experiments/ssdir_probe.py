@@ -71,8 +71,11 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from ppl_scenes import SPAIR, SSDIR, MultiScaleDigits, SPAIRConfig, SSDIRConfig  # noqa: E402
 from ppl_scenes.config import config_to_dict  # noqa: E402
-from ppl_scenes.metrics import linear_probe  # noqa: E402
-from ppl_scenes.metrics.scoring import evaluate_detection, matched_codes  # noqa: E402
+from ppl_scenes.metrics import (  # noqa: E402
+    evaluate_detection,
+    linear_probe,  # noqa: E402
+    matched_codes,
+)
 from ppl_scenes.viz import draw_boxes, show_image  # noqa: E402
 
 NAME = "ssdir_probe"

@@ -1,4 +1,5 @@
-"""Evaluation metrics: detection AP, object counts, clustering ACC/NMI, reconstruction RMSE, linear probe.
+"""Evaluation metrics: detection AP, object counts, clustering ACC/NMI, reconstruction RMSE, linear probe,
+and the scoring of models on scene datasets (:mod:`ppl_scenes.metrics.scoring`).
 
 Boxes are float tensors ``[N, 4]`` in absolute pixels, ``(x1, y1, x2, y2)``; dataset-level metrics
 take per-image lists of tensors.
@@ -21,8 +22,30 @@ from ppl_scenes.metrics.detection import (
 )
 from ppl_scenes.metrics.probe import linear_probe
 from ppl_scenes.metrics.reconstruction import mse, per_image_rmse, rmse
+from ppl_scenes.metrics.scoring import (
+    detection_scores,
+    evaluate_by_count,
+    evaluate_detection,
+    evaluate_image_labels,
+    evaluate_instances,
+    image_label_correct,
+    image_label_metrics,
+    matched_codes,
+    parse_dataset,
+    parse_options,
+)
 
 __all__ = [
+    "detection_scores",
+    "evaluate_by_count",
+    "evaluate_detection",
+    "evaluate_image_labels",
+    "evaluate_instances",
+    "image_label_correct",
+    "image_label_metrics",
+    "matched_codes",
+    "parse_dataset",
+    "parse_options",
     "COCO_IOU_THRESHOLDS",
     "SPAIR_IOU_THRESHOLDS",
     "average_precision",

@@ -17,18 +17,30 @@ from tqdm.auto import tqdm
 
 from ppl_scenes.checks import check_positive, check_positive_int
 from ppl_scenes.data.scenes import image_targets
-from ppl_scenes.metrics import (
+from ppl_scenes.metrics.clustering import detection_clustering_scores
+from ppl_scenes.metrics.counts import count_accuracy, count_mae
+from ppl_scenes.metrics.detection import (
     COCO_IOU_THRESHOLDS,
     SPAIR_IOU_THRESHOLDS,
     average_precision,
     average_precision_range,
-    count_accuracy,
-    count_mae,
-    detection_clustering_scores,
     match_detections,
-    rmse,
 )
+from ppl_scenes.metrics.reconstruction import rmse
 from ppl_scenes.scene import RankedParse, TargetedParse
+
+__all__ = [
+    "detection_scores",
+    "evaluate_by_count",
+    "evaluate_detection",
+    "evaluate_image_labels",
+    "evaluate_instances",
+    "image_label_correct",
+    "image_label_metrics",
+    "matched_codes",
+    "parse_dataset",
+    "parse_options",
+]
 
 
 def parse_options(model, targets: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A model is a ``PyroModule`` with ``parse(x)`` and a ``config`` dataclass, and -- when it is a
 variational model -- ``model(x)`` and ``guide(x)`` (Pyro's AIR and ``CompartmentalModel`` are the
 pattern). Models register themselves by name so that ``ppl_scenes.load(run_dir)`` and the CLI can
-rebuild any of them from a run directory, and name the trainer they need (:attr:`SceneModel.trainer`, a key of :data:`ppl_scenes.infer.TRAINERS`).
+rebuild any of them from a run directory, and name the trainer they need (:attr:`SceneModel.trainer`,
+a key of :data:`ppl_scenes.infer.TRAINERS`).
 
 What only some models can do is declared by inheriting a capability class, and read with
 ``isinstance`` -- never by probing attribute names or signatures:
