@@ -76,7 +76,7 @@ def test_imports_point_down_the_layers():
         here = _part(_module_name(path))
         if here is None:  # the root __init__ sits on top and may import anything
             continue
-        for line, module, names in _imports(path):
+        for line, module, _names in _imports(path):
             there = _part(module)
             if there is None:
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports the package root")
@@ -142,7 +142,9 @@ def test_experiments_import_public_names_only(path):
         public = set(getattr(importlib.import_module(module), "__all__", ()))
         if not names and module != "ppl_scenes":
             wrong.append(f"{path.name}:{line} imports {module} whole (import names from it instead)")
-        private = [n for n in names if n not in public and not (module == "ppl_scenes" and n == "__version__")]
+        private = [
+            n for n in names if n not in public and not (module == "ppl_scenes" and n == "__version__")
+        ]
         if private:
             wrong.append(f"{path.name}:{line} imports {private} from {module}, not in its __all__")
     assert not wrong, "\n".join(wrong)
