@@ -211,7 +211,8 @@ class AnchorEncoder(SSDScoringHead):
                 image[rows, None, None], :, y[:, None, None] + offsets[:, None], x[:, None, None] + offsets
             ].permute(0, 3, 1, 2)
             values = _centre(self.module_list[level], windows.flatten(1))  # [N, boxes * dim]
-            out[rows] = values.view(len(rows), per_location, -1)[torch.arange(len(rows)), box]
+            picked = torch.arange(len(rows), device=rows.device)
+            out[rows] = values.view(len(rows), per_location, -1)[picked, box]
         return out.view(b, m, self.num_columns)
 
 
