@@ -276,6 +276,38 @@ def _load_run(run_dir: str):
 
 
 # -- train ---------------------------------------------------------------------------------------
+def _check_resume_settings(stored, cls, model_raw, data_raw, dataset, num_train, seed, train_raw) -> None:
+    """A resumed run keeps its model, data and seed: the run's own values may be given again, others
+    are refused, each named with the stored value."""
+    from ppl_scenes.config import replace_config
+
+    differ = []
+    stored_model = stored.get("model_config") or {}
+    if model_raw:
+        given = _coerced_fields(replace_config(cls.config_class(), stored_model), model_raw, "model config")
+        own = replace_config(cls.config_class(), stored_model)
+        differ += [
+            f"{k}={model_raw[k]} (the run has {getattr(own, k)!r})"
+            for k, v in given.items()
+            if v != getattr(own, k)
+        ]
+    data = _run_data(stored)
+    kwargs = _from_json(data.get("kwargs", {}))
+    for key, text in data_raw.items():
+        if parse_value(text) != kwargs.get(key):
+            differ.append(f"data.{key}={text} (the run has {kwargs.get(key)!r})")
+    if dataset is not None and dataset != data.get("name"):
+        differ.append(f"--dataset {dataset} (the run has {data.get('name')!r})")
+    if num_train is not None and num_train != kwargs.get("num_scenes"):
+        differ.append(f"--num-train {num_train} (the run has {kwargs.get('num_scenes')!r})")
+    run_seed = (stored.get("train_config") or {}).get("seed", stored.get("seed"))
+    for flag, given in (("--seed", seed), ("train.seed", train_raw.get("seed"))):
+        if given is not None and int(given) != run_seed:
+            differ.append(f"{flag} {given} (the run has {run_seed})")
+    if differ:
+        raise CLIError(f"a resumed run keeps its model, data and seed; these differ: {'; '.join(differ)}")
+
+
 def _train(
     model_name: str,
     out: Path,
@@ -311,20 +343,7 @@ def _train(
         stored = read_config(out)
         if stored["model"] != model_name:
             raise CLIError(f"{str(out)!r} holds a {stored['model']!r} run, not {model_name!r}")
-        fixed = [
-            flag
-            for flag, given in (
-                ("model overrides", model_raw or None),
-                ("data.* overrides", data_raw or None),
-                ("--dataset", dataset),
-                ("--num-train", num_train),
-                ("--seed", seed),
-                ("train.seed", train_raw.get("seed")),
-            )
-            if given is not None
-        ]
-        if fixed:
-            raise CLIError(f"a resumed run keeps its model, data and seed: drop {', '.join(fixed)}")
+        _check_resume_settings(stored, cls, model_raw, data_raw, dataset, num_train, seed, train_raw)
         try:
             model = build_model(model_name, stored.get("model_config"))
         except ValueError as err:
@@ -571,6 +590,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ppl-scenes`` (one subcommand per verb)."""
     from ppl_scenes._version import __version__
+    from ppl_scenes.models import MODELS
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -594,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Overrides: KEY=VALUE (model config), train.KEY=VALUE (TrainConfig), data.KEY=VALUE "
         "(dataset generator), e.g. what_dim=32 train.batch_size=16 data.num_digits=1,5",
     )
-    train.add_argument("model", metavar="MODEL", help="model name (spair, gmair)")
+    train.add_argument("model", metavar="MODEL", help=f"model name: {', '.join(sorted(MODELS))}")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (new, or --resume)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, metavar="N", help="optimisation steps")

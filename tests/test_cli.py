@@ -323,9 +323,27 @@ def test_resume_needs_a_run_and_keeps_its_model(run_copy, tmp_path, capsys):
     )
     before = snapshot(run_copy)
     assert_clean_error(
-        capsys, main(train_args(run_copy, "--resume", "--steps", "3", "what_dim=8")), 2, "drop"
+        capsys,
+        main(train_args(run_copy, "--resume", "--steps", "3", "what_dim=8", "--seed", "1")),
+        2,
+        "differ",
     )
     assert snapshot(run_copy) == before
+
+
+def test_resume_names_each_setting_that_differs(run_copy, capsys):
+    code = main(
+        train_args(run_copy, "--resume", "--steps", "3", "what_dim=8", "--seed", "1", "data.num_scenes=9")
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "what_dim=8 (the run has 4)" in err and "--seed 1 (the run has 0)" in err
+    assert "data.num_scenes=9 (the run has 8)" in err
+
+
+def test_resume_accepts_the_runs_own_settings_repeated(run_copy):
+    """The same --seed, model overrides and data settings as the run's are not an error."""
+    assert main(train_args(run_copy, "--resume", "--steps", "3", "--seed", "0", *TINY)) == 0
 
 
 @pytest.mark.parametrize("verb", [["eval"], ["eval", "--json"], ["sample"]])
