@@ -4,6 +4,9 @@ The expected numbers were measured on the code before that refactor (commit cf6f
 site of SPAIR's model and guide sat in a ``poutine.scale`` and GMAIR overrode SPAIR's hooks. Each case
 seeds Pyro, builds a tiny model, and takes ``Trace_ELBO().differentiable_loss`` of one fixed batch
 (and its gradient's norm), plus the log-joint of one prior sample of the model alone.
+
+Below them: the handlers themselves (:class:`~ppl_scenes.models.gmair.TermWeights`,
+:class:`~ppl_scenes.models.spair.PresenceWeights`) and the unweighted story they wrap.
 """
 
 import pyro
@@ -12,6 +15,8 @@ import pytest
 import torch
 
 from ppl_scenes.models import GMAIR, SPAIR
+from ppl_scenes.models.gmair import TermWeights
+from ppl_scenes.models.spair import PresenceWeights
 
 SMALL = dict(
     what_dim=4,
@@ -101,3 +106,57 @@ def test_loss_gradient_and_prior_density_are_unchanged(name):
     expected = EXPECTED[name]
     for got, want in zip(measure(name), expected):
         assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
+
+
+def test_spair_story_and_guide_module_are_unweighted():
+    """Weights come from handlers around SPAIR's story: the story and the guide module carry none."""
+    for cls in (SPAIR, GMAIR):
+        model = cls(**{**SMALL, **({**GMAIR_SMALL, **WEIGHTS} if cls is GMAIR else {})})
+        x = images()
+        guide = poutine.trace(model.encoder).get_trace(x)
+        story = poutine.trace(poutine.replay(model.generate, trace=guide)).get_trace(x)
+        for trace in (guide, story):
+            sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+            assert sites and all(s["scale"] == 1.0 for s in sites), cls.name
+        assert "overlap" not in story.nodes  # GMAIR adds the overlap loss in its model, not the story
+
+
+def test_term_weights_multiply_the_named_sites_and_compose_with_other_scales():
+    def toy():
+        pyro.sample("a", pyro.distributions.Normal(0.0, 1.0))
+        with poutine.scale(scale=0.5):
+            pyro.sample("b", pyro.distributions.Normal(0.0, 1.0))
+        pyro.sample("c", pyro.distributions.Normal(0.0, 1.0), obs=torch.tensor(0.3))
+
+    with TermWeights({"b": 3.0, "c": 2.0}):
+        trace = poutine.trace(toy).get_trace()
+    assert trace.nodes["a"]["scale"] == 1.0
+    assert trace.nodes["b"]["scale"] == 1.5 and trace.nodes["c"]["scale"] == 2.0
+
+
+def toy_cells(order=("z_pres", "z_what")):
+    """Presence 0, 1/4, 1 in three cells of two images, and a per-cell site."""
+    with pyro.plate("data", 2, dim=-2):
+        for name in order:
+            if name == "z_pres":
+                presence = torch.tensor([0.0, 0.25, 1.0]).expand(2, 1, 3)
+                pyro.sample("z_pres", pyro.distributions.Delta(presence).to_event(1))
+            else:
+                with pyro.plate("cells", 3, dim=-1):
+                    pyro.sample(name, pyro.distributions.Normal(torch.zeros(2, 3), 1.0))
+
+
+def test_presence_weights_read_the_presence_or_take_given_probabilities():
+    with PresenceWeights(["z_what"]):
+        trace = poutine.trace(toy_cells).get_trace()
+    torch.testing.assert_close(trace.nodes["z_what"]["scale"], torch.tensor([[1e-6, 0.25, 1.0]] * 2))
+    assert trace.nodes["z_pres"]["scale"] == 1.0
+    probs = torch.full((2, 3), 0.4)
+    with PresenceWeights(["z_what"], probs=probs):
+        trace = poutine.trace(toy_cells).get_trace()
+    torch.testing.assert_close(trace.nodes["z_what"]["scale"], probs)
+    with PresenceWeights(["z_what"], probs=torch.ones(5, 3)):  # another batch's: the presence instead
+        trace = poutine.trace(toy_cells).get_trace()
+    torch.testing.assert_close(trace.nodes["z_what"]["scale"], torch.tensor([[1e-6, 0.25, 1.0]] * 2))
+    with pytest.raises(ValueError, match="before 'z_pres'"), PresenceWeights(["z_what"]):
+        toy_cells(order=("z_what", "z_pres"))
