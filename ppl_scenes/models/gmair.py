@@ -22,14 +22,17 @@ one-hot (:class:`~ppl_scenes.distributions.ConcreteCategorical`, temperature ``c
 a what-encoder gives ``q(z_what | glimpse, z_cat)`` from the glimpse concatenated with ``z_cat``.
 
 Loss (§2.3, eqs. 5-11). ``L = sum_x lambda_x L_x`` over recon, overlap, pres, where, depth, cat, what.
-In Pyro every term is a site scaled by its coefficient (``<term>_weight`` in :class:`GMAIRConfig`;
-``poutine.scale`` scales model and guide log-densities alike, so a latent site contributes
-``lambda (log p - log q)``, a single-sample estimate of ``-lambda KL``). Eqs. 7-10 weight each cell's
-where/depth/cat/what KL by ``q(z_pres = 1 | x)``: the guide scales those four sites by its presence
-probability ``sigmoid(pres_logits)``, and :meth:`GMAIR.guide` hands the same tensor to the model, which
-scales its four sites by it -- so a cell's contribution is exactly ``q_i (log p - log q)`` for each, and
-a cell with ``q(z_pres = 1) = 0`` contributes nothing. (Run on its own -- sampling the prior -- the model
-weighs by its own ``z_pres`` sample instead, i.e. absent objects cost nothing.) ``L_pres`` is the
+In Pyro every term is a site, and the coefficients are applied by composition: :meth:`GMAIR.model` and
+:meth:`GMAIR.guide` run SPAIR's unweighted model and guide inside :class:`TermWeights`, which multiplies
+the log-density of each site by its coefficient (``<term>_weight`` in :class:`GMAIRConfig`) in model and
+guide alike, so a latent site contributes ``lambda (log p - log q)``, a single-sample estimate of
+``-lambda KL``. Eqs. 7-10 weight each cell's where/depth/cat/what KL by ``q(z_pres = 1 | x)``: the guide
+weighs those four sites by its presence probability ``sigmoid(pres_logits)``
+(:class:`~ppl_scenes.models.spair.PresenceWeights` given ``probs``), and :meth:`GMAIR.guide` hands the
+same tensor to the model, which weighs its four sites by it -- so a cell's contribution is exactly
+``q_i (log p - log q)`` for each, and a cell with ``q(z_pres = 1) = 0`` contributes nothing. (Run on its
+own -- sampling the prior -- or after a swapped-in guide, the model weighs by the ``z_pres`` value
+instead, i.e. absent objects cost nothing.) ``L_pres`` is the
 Bernoulli KL estimated with the relaxed sample scored by the Bernoulli log-mass, as in SPAIR. ``L_cat``
 is eq. 9's categorical KL exactly: the guide scores ``z_cat`` by the expected log-mass
 ``sum_k pi_k log pi_k`` and the uniform prior's log-mass is ``-log C`` at any relaxed one-hot
@@ -41,10 +44,11 @@ expectation is summed over the ``C`` categories instead.
 
 The overlap loss renders each object's decoded glimpse (appearance x opacity x presence) on its own
 canvas and, per pixel, takes the sum minus the maximum over objects
-(:func:`~ppl_scenes.ops.window_overlap`); it enters as ``pyro.factor("overlap", -lambda_overlap * O)``
-with ``lambda_overlap`` annealed from 2 to 0 early in training. ``O`` is summed over pixels (and averaged
-over the batch as the ELBO is): the reconstruction term is a sum over pixels too, and a per-pixel mean
-with a coefficient of 2 would weigh about a thousandth of it.
+(:func:`~ppl_scenes.ops.window_overlap`); :meth:`GMAIR.model` adds it after SPAIR's story as
+``pyro.factor("overlap", -lambda_overlap * O)`` (:meth:`GMAIR.overlap_loss`) with ``lambda_overlap``
+annealed from 2 to 0 early in training. ``O`` is summed over pixels (and averaged over the batch as the
+ELBO is): the reconstruction term is a sum over pixels too, and a per-pixel mean with a coefficient of 2
+would weigh about a thousandth of it.
 
 Evaluation (Appendix B.3): ``parse`` uses the guide's modes (``argmax`` for ``z_cat``), tightens each box
 to its decoded glimpse's drawn area and reports the cluster of every object in ``labels``.
@@ -52,13 +56,13 @@ to its decoded glimpse's drawn area and reports the cluster of every object in `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pyro
-import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
+from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
 from ppl_scenes.checks import check_choice
@@ -66,12 +70,15 @@ from ppl_scenes.distributions import (
     ConcreteCategorical,
     GaussianMixtureWhatPrior,
     OneHotCategoricalPrior,
-    Presampled,
 )
-from ppl_scenes.models.spair import SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, loss_weight, window_pad
+from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
-from ppl_scenes.ops import window_overlap
+from ppl_scenes.ops import grid_shape, window_overlap, window_pad
 from ppl_scenes.ops.schedules import linear_schedule
+from ppl_scenes.scene import SceneParse
+
+#: GMAIR's object-level sites, weighted per cell by ``q(z_pres = 1 | x)`` (eqs. 7-10).
+GMAIR_OBJECT_SITES = (*OBJECT_SITES, "z_cat")
 
 
 @dataclass
@@ -174,8 +181,8 @@ class GMAIRLatents(CellLatents):
 class GMAIRGuide(SPAIRGuide):
     """GMAIR's guide: SPAIR's heads, then a cat-encoder and a what-encoder conditioned on ``z_cat``.
 
-    Registers ``z_pres``, ``z_where``, ``z_depth``, ``z_cat`` and ``z_what``; the object-level sites are
-    weighted by the presence probability (see the module docstring).
+    Registers ``z_pres``, ``z_cat``, ``z_where``, ``z_depth`` and ``z_what``, unweighted (:meth:`GMAIR.guide`
+    applies eq. 11's coefficients and the presence weights; see the module docstring).
 
     Args:
         config: the model's :class:`GMAIRConfig`.
@@ -198,7 +205,8 @@ class GMAIRGuide(SPAIRGuide):
         noise["cat"] = torch.rand(b, n, self.config.num_clusters, device=like.device)
         return noise
 
-    def _sample_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
+    def encode_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
+        """``q(z_cat | glimpse)``, then ``q(z_what | glimpse, z_cat)`` (eq. 3): parameters and samples."""
         c = self.config
         glimpses = self.glimpses(x, where, cells, grid)
         cat_logits = self.cat_encoder(glimpses.flatten(-3))
@@ -212,16 +220,11 @@ class GMAIRGuide(SPAIRGuide):
         what = what_loc if noise is None else what_loc + what_scale * noise["what"][:, cells]
         return dict(what=what, what_loc=what_loc, what_scale=what_scale, cat=cat, cat_logits=cat_logits)
 
-    def object_weight(self, lat: CellLatents) -> Tensor | float:
-        return presence_weight(lat, self.config)
-
-    def sample_objects(self, lat: GMAIRLatents) -> None:
+    def object_sites(self, lat: GMAIRLatents) -> dict[str, tuple[ConcreteCategorical, Tensor]]:
+        """``z_cat`` (the relaxed one-hot, scored as ``cat_kl`` says), then SPAIR's where/depth/what."""
         c = self.config
-        exact = c.cat_kl == "exact"
-        with poutine.scale(scale=loss_weight(c, "cat")):
-            q_cat = ConcreteCategorical(lat.cat_logits, c.cat_temperature, expected_log_mass=exact)
-            pyro.sample("z_cat", Presampled(q_cat, lat.cat))
-        super().sample_objects(lat)
+        q_cat = ConcreteCategorical(lat.cat_logits, c.cat_temperature, expected_log_mass=c.cat_kl == "exact")
+        return {"z_cat": (q_cat, lat.cat), **super().object_sites(lat)}
 
 
 class GMAIR(SPAIR):
@@ -279,40 +282,77 @@ class GMAIR(SPAIR):
     def sample_what(self, shape: tuple[int, int]) -> Tensor:
         """``z_cat ~ Cat(1/C)``, then ``z_what ~ N(mu(z_cat), sigma(z_cat))`` for every cell."""
         c = self.config
-        with poutine.scale(scale=loss_weight(c, "cat")):
-            z_cat = pyro.sample("z_cat", OneHotCategoricalPrior.uniform(c.num_clusters, shape, self.device))
+        z_cat = pyro.sample("z_cat", OneHotCategoricalPrior.uniform(c.num_clusters, shape, self.device))
         expected = c.cat_expectation == "exact"
         prior = self.what_priors.expected(z_cat) if expected else self.what_priors.conditional(z_cat)
-        with poutine.scale(scale=loss_weight(c, "what")):
-            return pyro.sample("z_what", prior)
+        return pyro.sample("z_what", prior)
 
-    def object_weight(self, z_pres: Tensor) -> Tensor | float:
-        """``q(z_pres = 1)`` handed over by :meth:`guide` in the same ELBO step, else ``z_pres``."""
-        weight, self._guide_presence = self._guide_presence, None
-        if isinstance(weight, Tensor) and weight.shape == z_pres.shape and self.config.mask_absent:
-            return weight
-        return super().object_weight(z_pres)
+    # -- model: SPAIR's story under eq. 11 -------------------------------------------------------
+    def model(
+        self, x: Tensor | None = None, batch_size: int = 1, image_size: tuple[int, int] | None = None
+    ) -> Tensor:
+        """``p(x, z)`` with eq. 11's coefficients and the overlap loss.
 
-    def penalize(self, windows: Tensor, grid: tuple[int, int]) -> None:
-        """The overlap loss (§2.3) as ``pyro.factor("overlap", ...)`` while its coefficient is positive."""
+        SPAIR's story (:meth:`~SPAIR.generate`, with GMAIR's :meth:`sample_what`) runs inside
+        :class:`TermWeights`, its object-level sites weighted by the ``q(z_pres = 1 | x)`` that
+        :meth:`guide` handed over in the same ELBO step (else by ``z_pres``); then :meth:`overlap_loss`.
+
+        Returns:
+            the rendered canvas ``[B, C, H, W]``.
+        """
+        c = self.config
+        probs, self._guide_presence = self._guide_presence, None
+        with TermWeights(term_weights(c)), presence_mask(c, GMAIR_OBJECT_SITES, probs):
+            canvas, windows = self.generate(x, batch_size, image_size)
+        self.overlap_loss(windows, grid_shape(canvas, c.cell_size))
+        return canvas
+
+    def overlap_loss(self, windows: Tensor, grid: tuple[int, int]) -> None:
+        """The overlap loss (§2.3) as ``pyro.factor("overlap", ...)`` while its coefficient is positive.
+
+        Args:
+            windows: each cell's drawn window ``[B, N, C + 1, h, w]`` (:meth:`~SPAIR.render_windows`).
+            grid: the ``(H, W)`` cells of the image.
+        """
         if self.overlap_coef <= 0:
             return
         c = self.config
         ink = windows[:, :, : c.channels] * windows[:, :, c.channels :]
-        excess = window_overlap(ink, grid, c.cell_size, window_pad(c))
-        pyro.factor("overlap", -self.overlap_coef * excess.flatten(1).sum(-1, keepdim=True))
+        excess = window_overlap(ink, grid, c.cell_size, window_pad(c.cell_size, c.anchor, c.center_bounds))
+        # per image, like the data plate (which SPAIR's story has closed, so a plate of its own)
+        with pyro.plate("overlap_images", windows.shape[0], dim=-2):
+            pyro.factor("overlap", -self.overlap_coef * excess.flatten(1).sum(-1, keepdim=True))
 
     # -- guide and parse -----------------------------------------------------------------------
     def guide(self, x: Tensor):
-        """``q(z | x)``; keeps the presence probabilities for the model's KL weights."""
-        lat = super().guide(x)
-        if isinstance(lat, CellLatents):
-            self._guide_presence = presence_weight(lat, self.config)
+        """``q(z | x)`` weighted as eq. 11, its object-level sites by ``q(z_pres = 1 | x)`` (eqs. 7-10).
+
+        The guide module's latents are sampled first, so that their presence probabilities weigh
+        their own sites, and kept for :meth:`model`. A swapped-in guide callable is weighted by its
+        ``z_pres`` value instead (as the model then is).
+        """
+        self.check_input(x)
+        c = self.config
+        if not isinstance(self.encoder, SPAIRGuide):
+            self._guide_presence = None
+            with TermWeights(term_weights(c)), presence_mask(c, GMAIR_OBJECT_SITES):
+                return self.encoder(x)
+        lat = self.encoder.sample_latents(x)
+        self._guide_presence = presence_weight(lat)
+        with TermWeights(term_weights(c)), presence_mask(c, GMAIR_OBJECT_SITES, self._guide_presence):
+            self.encoder.sample_sites(lat)
         return lat
 
-    def cell_labels(self, lat: CellLatents) -> Tensor | None:
-        """The mode of ``q(z_cat)`` per cell (None for a swapped-in guide without categories)."""
-        return lat.cat_logits.argmax(-1) if isinstance(lat, GMAIRLatents) else None
+    def parse(self, x: Tensor, score_threshold: float | None = None) -> SceneParse:
+        """SPAIR's parse (see :meth:`SPAIR.parse`), each object labelled by the mode of ``q(z_cat)``.
+
+        A swapped-in guide without categories gives no labels.
+        """
+        self.check_input(x)
+        with self.evaluating():
+            lat = self.posterior_modes(x)
+            labels = lat.cat_logits.argmax(-1) if isinstance(lat, GMAIRLatents) else None
+            return self.parse_latents(lat, tuple(x.shape[-2:]), score_threshold, labels)
 
     def modes_from_trace(self, trace) -> CellLatents:
         modes = super().modes_from_trace(trace)
@@ -352,12 +392,47 @@ class GMAIR(SPAIR):
         return self.object_decoder(self.compose_what(z_cat, z_local))
 
 
-def presence_weight(lat: CellLatents, config: GMAIRConfig) -> Tensor | float:
+class TermWeights(Messenger):
+    """Eq. 11's coefficients by composition: multiplies the log-density of each named site.
+
+    Around a model and, alike, its guide, ``TermWeights({"x": 8.0, "z_cat": 3.0})`` multiplies the
+    ``scale`` of site ``x`` by 8 and of ``z_cat`` by 3 (a latent site then contributes
+    ``3 (log p - log q)``); sites it does not name keep theirs. It composes with other scaling handlers
+    (e.g. :class:`~ppl_scenes.models.spair.PresenceWeights`) by multiplication.
+
+    Args:
+        weights: site name -> coefficient (see :func:`term_weights`).
+    """
+
+    def __init__(self, weights: Mapping[str, float]):
+        super().__init__()
+        self.weights = dict(weights)
+
+    def _process_message(self, msg) -> None:
+        weight = self.weights.get(msg["name"]) if msg["type"] == "sample" else None
+        if weight is not None:
+            msg["scale"] = weight * msg["scale"]
+
+
+def term_weights(config: GMAIRConfig) -> dict[str, float]:
+    """Eq. 11's coefficients by site name (the ``x`` site is ``L_recon``'s).
+
+    The overlap loss is not here: it carries its own annealed coefficient.
+    """
+    c = config
+    return {
+        "x": c.recon_weight,
+        "z_pres": c.pres_weight,
+        "z_where": c.where_weight,
+        "z_depth": c.depth_weight,
+        "z_cat": c.cat_weight,
+        "z_what": c.what_weight,
+    }
+
+
+def presence_weight(lat: CellLatents) -> Tensor:
     """``q(z_pres = 1)`` of every cell, the weight of its object-level KL terms (eqs. 7-10).
 
-    Clamped away from 0 only because Pyro requires positive scales; ``mask_absent=False`` weighs
-    every cell by 1.
+    Clamped away from 0 only because Pyro requires positive scales.
     """
-    if not config.mask_absent:
-        return 1.0
     return torch.sigmoid(lat.pres_logits).clamp(min=1e-6)

@@ -36,15 +36,16 @@ parse larger images.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-import torch.nn.functional as F
+from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
 from ppl_scenes.distributions import ConcreteBernoulli, CountPrior, IndependentBernoulliPrior, Presampled
@@ -52,14 +53,18 @@ from ppl_scenes.models.base import PresenceBoxes, PriorSampling, RankedParse, Sc
 from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, inverse_positive, mlp, positive
 from ppl_scenes.ops import (
     blend_windows,
+    cell_groups,
     clip_boxes,
     crop,
     cxcywh_to_xyxy,
     depth_weighted_layers,
     drawn_boxes,
-    grid_cell_origins,
+    grid_shape,
+    pad_to_grid,
     paste,
     tighten_boxes,
+    window_origins,
+    window_pad,
 )
 from ppl_scenes.ops import spair_where_to_cxcywh as where_to_cxcywh
 from ppl_scenes.ops.schedules import exponential_schedule
@@ -68,6 +73,8 @@ LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "normal")
 ORDERS = ("wavefront", "raster")
 PRES_PRIORS = ("count", "bernoulli")
 TIGHT_MODES = ("opacity", "ink")
+#: SPAIR's object-level sites: one per cell, weighted by the cell's presence under ``mask_absent``.
+OBJECT_SITES = ("z_where", "z_depth", "z_what")
 
 
 @dataclass
@@ -97,7 +104,7 @@ class SPAIRConfig:
         where_prior_loc / where_prior_scale: Normal prior of ``(z_y, z_x, z_h, z_w)``. The size prior
             is what makes boxes tight: the box may only grow as far as the reconstruction pays for.
         mask_absent: weight the ELBO terms of a cell's where/depth/what by its presence (see
-            :func:`object_scale`).
+            :class:`PresenceWeights`).
         init_scale: the scale of ``q(z_where)`` and ``q(z_depth)`` in the untrained guide (small:
             jittering glimpses early on would teach the decoder blurred blobs).
         depth_prior_scale / what_prior_scale: Normal prior scales (means 0).
@@ -195,7 +202,12 @@ class SPAIRGuide(nn.Module):
     """SPAIR's amortised guide: backbone, lateral MLP over cells, glimpse encoder for ``z_what``.
 
     Call it with an image batch inside a Pyro context to register ``z_pres``, ``z_where``,
-    ``z_depth`` and ``z_what``; :meth:`encode` gives the latents directly (e.g. the modes).
+    ``z_depth`` and ``z_what`` (unweighted: :meth:`SPAIR.guide` adds the presence mask of
+    ``mask_absent``); :meth:`encode` gives the latents directly (e.g. the modes).
+
+    GMAIR replaces the appearance part, ``q(z_what | x)``, by ``q(z_cat | x) q(z_what | x, z_cat)``:
+    for that it extends :meth:`draw_noise`, :meth:`encode_what`, :meth:`object_sites` and
+    ``latents_class``.
 
     Args:
         config: the model's :class:`SPAIRConfig` (its ``lateral``, ``lateral_what`` and ``order``
@@ -222,29 +234,40 @@ class SPAIRGuide(nn.Module):
             self.lateral_mlp[-1].bias[9].fill_(inverse_positive(c.init_scale))
 
     def forward(self, x: Tensor) -> CellLatents:
-        b = x.shape[0]
-        n = self.grid_cells(x)
-        noise = self.draw_noise(b, n, x)
-        lat = self.encode(x, noise)
-        c = self.config
-        with pyro.plate("data", b, dim=-2):
-            pres_q = ConcreteBernoulli(lat.pres_logits.unsqueeze(1), c.pres_temperature).to_event(1)
-            with poutine.scale(scale=loss_weight(c, "pres")):
-                pyro.sample("z_pres", Presampled(pres_q, lat.pres.unsqueeze(1)))
-            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=self.object_weight(lat)):
-                self.sample_objects(lat)
+        """Sample every cell's latents (:meth:`sample_latents`) and register them (:meth:`sample_sites`)."""
+        lat = self.sample_latents(x)
+        self.sample_sites(lat)
         return lat
 
-    def object_weight(self, lat: CellLatents) -> Tensor | float:
-        """Weight of each cell's object-level sites (see :func:`object_scale`)."""
-        return object_scale(lat.pres, self.config)
+    def sample_latents(self, x: Tensor) -> CellLatents:
+        """One posterior sample of every cell's latents, without Pyro sites (§4.3)."""
+        return self.encode(x, self.draw_noise(x.shape[0], self.grid_cells(x), x))
 
-    def sample_objects(self, lat: CellLatents) -> None:
-        """Register the object-level sites ``z_where``, ``z_depth``, ``z_what`` of every cell."""
-        for name in ("where", "depth", "what"):
-            loc, scale = getattr(lat, f"{name}_loc"), getattr(lat, f"{name}_scale")
-            with poutine.scale(scale=loss_weight(self.config, name)):
-                pyro.sample(f"z_{name}", Presampled(dist.Normal(loc, scale).to_event(1), getattr(lat, name)))
+    def sample_sites(self, lat: CellLatents) -> None:
+        """Register ``lat`` as Pyro sites: ``z_pres`` per image, then :meth:`object_sites` per cell.
+
+        Presence is the Concrete sample scored with the Bernoulli log-mass (§4.5).
+        """
+        b, n = lat.pres.shape
+        with pyro.plate("data", b, dim=-2):
+            pres_q = ConcreteBernoulli(lat.pres_logits.unsqueeze(1), self.config.pres_temperature)
+            pyro.sample("z_pres", Presampled(pres_q.to_event(1), lat.pres.unsqueeze(1)))
+            with pyro.plate("cells", n, dim=-1):
+                for name, (q, value) in self.object_sites(lat).items():
+                    pyro.sample(name, Presampled(q, value))
+
+    def object_sites(self, lat: CellLatents) -> dict[str, tuple[dist.TorchDistribution, Tensor]]:
+        """Every cell's object-level sites: name -> (posterior, its sample ``lat`` holds).
+
+        ``z_where``, ``z_depth`` and ``z_what``: the reparameterised Normal samples of §4.3.
+        """
+        return {
+            f"z_{name}": (
+                dist.Normal(getattr(lat, f"{name}_loc"), getattr(lat, f"{name}_scale")).to_event(1),
+                getattr(lat, name),
+            )
+            for name in ("where", "depth", "what")
+        }
 
     def grid_cells(self, x: Tensor) -> int:
         gh, gw = grid_shape(x, self.config.cell_size)
@@ -299,9 +322,7 @@ class SPAIRGuide(nn.Module):
             k: torch.cat([o[k] for _, o in outputs], 1)[:, inverse] for k in outputs[0][1] if k != "lateral"
         }
         if not c.lateral_what:
-            merged.update(
-                self._sample_what(x, merged["where"], torch.arange(n, device=x.device), grid, noise)
-            )
+            merged.update(self.encode_what(x, merged["where"], torch.arange(n, device=x.device), grid, noise))
         return self.latents_class(**{k: merged[k] for k in self.latents_class.__dataclass_fields__})
 
     def _sample_cells(self, x, inputs, cells, grid, noise) -> dict[str, Tensor]:
@@ -328,7 +349,7 @@ class SPAIRGuide(nn.Module):
         )
         lateral = [where, depth, pres.unsqueeze(-1)]
         if c.lateral_what:
-            out.update(self._sample_what(x, where, cells, grid, noise))
+            out.update(self.encode_what(x, where, cells, grid, noise))
             lateral.append(out["what"])
         out["lateral"] = torch.cat(lateral, -1)
         return out
@@ -339,7 +360,13 @@ class SPAIRGuide(nn.Module):
         boxes = where_to_cxcywh(where, grid, c.cell_size, c.anchor, c.center_bounds, cells=cells)
         return crop(x, boxes, c.glimpse_size)
 
-    def _sample_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
+    def encode_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
+        """``q(z_what | glimpse)`` of ``cells`` at their boxes ``where``: its parameters and sample.
+
+        Args:
+            x: the images; where: ``[B, n, 4]`` boxes of the ``n`` cells listed in ``cells``;
+            grid: the grid's shape; noise: from :meth:`draw_noise`, or None for the mode.
+        """
         what_loc, what_scale = self.what_encoder(self.glimpses(x, where, cells, grid))
         what = what_loc if noise is None else what_loc + what_scale * noise["what"][:, cells]
         return {"what": what, "what_loc": what_loc, "what_scale": what_scale}
@@ -426,8 +453,26 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
     ) -> Tensor:
         """``p(x, z)``: observes ``x`` if given, else generates ``batch_size`` images of ``image_size``.
 
+        The story of :meth:`generate`; with ``mask_absent`` each cell's where/depth/what sites are
+        weighted by its presence (:class:`PresenceWeights`), as in :meth:`guide`.
+
         Returns:
             the rendered canvas ``[B, C, H, W]`` (the likelihood's mean).
+        """
+        with presence_mask(self.config, OBJECT_SITES):
+            return self.generate(x, batch_size, image_size)[0]
+
+    def generate(
+        self, x: Tensor | None = None, batch_size: int = 1, image_size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """SPAIR's generative story (§4.1-4.4) as unweighted Pyro sites, in the paper's order.
+
+        ``z_pres`` from the presence prior (§4.2), then per cell ``z_where``, ``z_depth`` and ``z_what``
+        (:meth:`sample_what`), the objects rendered over the background (§4.4), and the pixels ``x``
+        (observed if ``x`` is given, else ``batch_size`` images of ``image_size``).
+
+        Returns:
+            the canvas ``[B, C, H, W]`` and each cell's drawn window (see :meth:`render_windows`).
         """
         c = self.config
         if x is not None:
@@ -439,36 +484,25 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         n = grid[0] * grid[1]
         dev = self.device
         with pyro.plate("data", b, dim=-2):
-            with poutine.scale(scale=loss_weight(c, "pres")):
-                z_pres = pyro.sample("z_pres", self.pres_prior(n).expand([b, 1]))
-            pres = z_pres.squeeze(-2)
-            with pyro.plate("cells", n, dim=-1), poutine.scale(scale=self.object_weight(pres)):
+            z_pres = pyro.sample("z_pres", self.pres_prior(n).expand([b, 1]))
+            with pyro.plate("cells", n, dim=-1):
                 loc = torch.tensor(c.where_prior_loc, device=dev)
                 scale = torch.tensor(c.where_prior_scale, device=dev)
-                with poutine.scale(scale=loss_weight(c, "where")):
-                    z_where = pyro.sample("z_where", dist.Normal(loc, scale).expand([b, n, 4]).to_event(1))
+                z_where = pyro.sample("z_where", dist.Normal(loc, scale).expand([b, n, 4]).to_event(1))
                 depth_prior = dist.Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
-                with poutine.scale(scale=loss_weight(c, "depth")):
-                    z_depth = pyro.sample("z_depth", depth_prior.expand([b, n, 1]).to_event(1))
+                z_depth = pyro.sample("z_depth", depth_prior.expand([b, n, 1]).to_event(1))
                 z_what = self.sample_what((b, n))
-            canvas, windows = self.render_windows(pres, z_where, z_depth, z_what, size)
-            self.penalize(windows, grid)
-            with poutine.scale(scale=loss_weight(c, "recon")):
-                obs = None if x is None else x.unsqueeze(1)
-                pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=obs)
-        return canvas
-
-    def object_weight(self, z_pres: Tensor) -> Tensor | float:
-        """Weight of each cell's object-level sites in the model (see :func:`object_scale`)."""
-        return object_scale(z_pres, self.config)
+            canvas, windows = self.render_windows(z_pres.squeeze(-2), z_where, z_depth, z_what, size)
+            obs = None if x is None else x.unsqueeze(1)
+            pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=obs)
+        return canvas, windows
 
     def sample_what(self, shape: tuple[int, int]) -> Tensor:
-        """Sample ``z_what`` of every cell (``shape = (B, N)``) from :meth:`what_prior`."""
-        with poutine.scale(scale=loss_weight(self.config, "what")):
-            return pyro.sample("z_what", self.what_prior(shape))
+        """Sample ``z_what`` of every cell (``shape = (B, N)``) from :meth:`what_prior`.
 
-    def penalize(self, windows: Tensor, grid: tuple[int, int]) -> None:
-        """Extra loss terms on the drawn windows (``pyro.factor`` sites); none in SPAIR."""
+        GMAIR replaces this piece of the story: ``z_cat`` first, then ``z_what | z_cat``.
+        """
+        return pyro.sample("z_what", self.what_prior(shape))
 
     def likelihood(self, canvas: Tensor):
         """Per-pixel observation distribution around the rendered ``canvas`` (event dims C, H, W)."""
@@ -503,31 +537,26 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         grid = grid_shape(image_size, c.cell_size)
         drawn = self.draw_windows(z_pres, z_where, z_what, image_size)
         layers = depth_weighted_layers(drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0])
-        canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, window_pad(c))
+        pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
+        canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, pad)
         return canvas[..., : image_size[0], : image_size[1]], drawn
 
     def draw_windows(self, z_pres: Tensor, z_where: Tensor, z_what: Tensor, image_size) -> Tensor:
         """Each cell's object alone on its window: ``[B, N, C + 1, h, w]`` (appearance, opacity x presence).
 
-        Window ``n`` covers the image from :meth:`window_origins` ``[n]`` on (cell plus
-        :func:`window_pad` on every side).
+        Window ``n`` covers the image from :func:`~ppl_scenes.ops.window_origins` ``[n]`` on (cell plus
+        :func:`~ppl_scenes.ops.window_pad` on every side).
         """
         c = self.config
         grid = grid_shape(image_size, c.cell_size)
         appearance, alpha = self.object_decoder(z_what)
         alpha = alpha * z_pres[..., None, None, None]
-        pad = window_pad(c)
+        pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
         window = (c.cell_size[0] + 2 * pad[0], c.cell_size[1] + 2 * pad[1])
         boxes = where_to_cxcywh(z_where, grid, c.cell_size, c.anchor, c.center_bounds)
-        local = torch.cat((boxes[..., :2] - self.window_origins(grid, boxes.device), boxes[..., 2:]), -1)
+        origins = window_origins(grid, c.cell_size, pad, boxes.device)
+        local = torch.cat((boxes[..., :2] - origins, boxes[..., 2:]), -1)
         return paste(torch.cat((appearance, alpha), 2), local, window)
-
-    def window_origins(self, grid: tuple[int, int], device=None) -> Tensor:
-        """Image position ``(x, y)`` of the top-left pixel of every cell's window: ``[N, 2]``."""
-        c = self.config
-        pad = window_pad(c)
-        shift = torch.tensor([pad[1], pad[0]], dtype=torch.float32, device=device)
-        return grid_cell_origins(grid, c.cell_size, device=device) - shift
 
     def tight_boxes(self, lat: CellLatents, boxes: Tensor, image_size) -> Tensor:
         """Every cell's box shrunk to what its object draws (``config.tight_mode``); ``[B, N, 4]``.
@@ -540,15 +569,17 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
             return tighten_boxes(boxes, self.object_decoder(lat.what)[1], c.tight_threshold)
         drawn = self.draw_windows(torch.ones_like(lat.pres), lat.where, lat.what, image_size)
         contrast = (drawn[:, :, :-1] - self.background()[:, None, None]).abs().amax(2)
-        origins = self.window_origins(grid_shape(image_size, c.cell_size), boxes.device)
+        pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
+        origins = window_origins(grid_shape(image_size, c.cell_size), c.cell_size, pad, boxes.device)
         ink, found = drawn_boxes(drawn[:, :, -1] * contrast, origins, c.tight_threshold)
         return torch.where(found[..., None], ink, boxes)
 
     # -- guide and parse -----------------------------------------------------------------------
     def guide(self, x: Tensor):
-        """``q(z | x)``: the guide module (by default :class:`SPAIRGuide`)."""
+        """``q(z | x)``: the guide module (by default :class:`SPAIRGuide`), masked as :meth:`model` is."""
         self.check_input(x)
-        return self.encoder(x)
+        with presence_mask(self.config, OBJECT_SITES):
+            return self.encoder(x)
 
     def parse(self, x: Tensor, score_threshold: float | None = None) -> SceneParse:
         """Boxes, presence scores, ``z_what`` and the reconstruction from the guide's modes.
@@ -560,30 +591,38 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
                 for average precision -- the latents themselves are always rounded at 0.5).
         """
         self.check_input(x)
+        with self.evaluating():
+            return self.parse_latents(self.posterior_modes(x), tuple(x.shape[-2:]), score_threshold)
+
+    def parse_latents(
+        self,
+        lat: CellLatents,
+        image_size: tuple[int, int],
+        score_threshold: float | None = None,
+        labels: Tensor | None = None,
+    ) -> SceneParse:
+        """:meth:`parse` of given per-cell latents (e.g. :meth:`posterior_modes`) of images of ``image_size``.
+
+        Args:
+            labels: optional category per cell ``[B, N]`` to report with each object.
+        """
         threshold = self.config.score_threshold if score_threshold is None else score_threshold
         c = self.config
-        size = tuple(x.shape[-2:])
-        with self.evaluating():
-            lat = self.posterior_modes(x)
-            recon = self.render(lat.pres, lat.where, lat.depth, lat.what, size)
-            boxes = self.where_boxes(lat.where, size, clip=False)
-            if c.tight_boxes:
-                boxes = self.tight_boxes(lat, boxes, size)
-            boxes = clip_boxes(boxes, size)
-            scores = torch.sigmoid(lat.pres_logits)
-            keep = scores >= threshold
-            labels = self.cell_labels(lat)
+        size = tuple(image_size)
+        recon = self.render(lat.pres, lat.where, lat.depth, lat.what, size)
+        boxes = self.where_boxes(lat.where, size, clip=False)
+        if c.tight_boxes:
+            boxes = self.tight_boxes(lat, boxes, size)
+        boxes = clip_boxes(boxes, size)
+        scores = torch.sigmoid(lat.pres_logits)
+        keep = scores >= threshold
         return SceneParse(
-            boxes=[boxes[i][keep[i]] for i in range(len(x))],
-            scores=[scores[i][keep[i]] for i in range(len(x))],
-            what=[lat.what[i][keep[i]] for i in range(len(x))],
-            labels=None if labels is None else [labels[i][keep[i]] for i in range(len(x))],
+            boxes=[boxes[i][keep[i]] for i in range(len(keep))],
+            scores=[scores[i][keep[i]] for i in range(len(keep))],
+            what=[lat.what[i][keep[i]] for i in range(len(keep))],
+            labels=None if labels is None else [labels[i][keep[i]] for i in range(len(keep))],
             reconstruction=recon,
         )
-
-    def cell_labels(self, lat: CellLatents) -> Tensor | None:
-        """A category per cell ``[B, N]`` for :meth:`parse` to report (SPAIR has none)."""
-        return None
 
     def where_boxes(self, z_where: Tensor, image_size: tuple[int, int], clip: bool = True) -> Tensor:
         """Every cell's box ``[..., N, 4]`` (xyxy pixels) from ``z_where`` on an image of ``image_size``."""
@@ -641,64 +680,53 @@ class Background(nn.Module):
         return torch.sigmoid(self.logit)
 
 
-def loss_weight(config, term: str) -> float:
-    """The coefficient of one ELBO term (``recon``, ``pres``, ``where``, ``depth``, ``what``, ...).
+class PresenceWeights(Messenger):
+    """Weighs each cell's object-level sites by its presence, so that absent objects cost nothing.
 
-    A config may carry ``<term>_weight`` fields (GMAIR's eq. 11 does); SPAIR's has none, so every
-    term weighs 1 and the objective is the plain ELBO.
+    An absent object has no box, depth or appearance: with ``mask_absent`` the ELBO terms of a
+    cell's where/depth/what latents are multiplied by its presence, in model and guide alike (as in
+    SPACE, Lin et al. 2020; without it every cell pays the KL of all its latents, which on many-cell
+    grids drives ``z_what`` to the prior). The handler reads the presence ``[B, N]`` off the
+    ``z_pres`` site (``[B, 1, N]``) as it is sampled and multiplies the ``scale`` of the ``sites``
+    sampled after it. Presence is clamped at 1e-6 because Pyro needs positive scales (a prior
+    sample has hard zeros).
+
+    Args:
+        sites: names of the object-level sites.
+        probs: a presence weight ``[B, N]`` to use instead of the ``z_pres`` value, e.g. GMAIR's
+            ``q(z_pres = 1 | x)`` (its eqs. 7-10); ignored when its shape is not that of this
+            trace's presence (it came from a guide run on another batch).
     """
-    return float(getattr(config, f"{term}_weight", 1.0))
+
+    def __init__(self, sites: Collection[str], probs: Tensor | None = None):
+        super().__init__()
+        self.sites = frozenset(sites)
+        self.probs = probs
+        self._weight: Tensor | None = None
+
+    def __enter__(self):
+        self._weight = None
+        return super().__enter__()
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] != "sample" or msg["name"] not in self.sites:
+            return
+        if self._weight is None:
+            raise ValueError(f"site {msg['name']!r} is weighted by presence but came before 'z_pres'")
+        msg["scale"] = self._weight * msg["scale"]
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] == "sample" and msg["name"] == "z_pres":
+            presence = msg["value"].squeeze(-2)
+            if self.probs is not None and self.probs.shape == presence.shape:
+                self._weight = self.probs
+            else:
+                self._weight = presence.clamp(min=1e-6)
 
 
-def object_scale(pres: Tensor, config: SPAIRConfig) -> Tensor | float:
-    """Weight of a cell's object-level sites (where, depth, what) in the ELBO: its presence.
-
-    An absent object has no box, depth or appearance, so with ``mask_absent`` its latents cost
-    nothing (model and guide are scaled alike; as in SPACE, Lin et al. 2020). Otherwise every
-    cell pays the KL of all its latents, which on many-cell grids drives ``z_what`` to the prior.
-    """
-    if not config.mask_absent:
-        return 1.0
-    return pres.clamp(min=1e-6)  # Pyro requires positive scales; hard zeros come from prior samples
-
-
-def grid_shape(x_or_size, cell: tuple[int, int]) -> tuple[int, int]:
-    """``(H, W) = (ceil(H_img / c_h), ceil(W_img / c_w))`` for an image batch or an ``(H, W)`` size."""
-    h, w = x_or_size.shape[-2:] if isinstance(x_or_size, Tensor) else x_or_size
-    return math.ceil(h / cell[0]), math.ceil(w / cell[1])
-
-
-def pad_to_grid(x: Tensor, cell: tuple[int, int]) -> Tensor:
-    """Zero-pad images on the bottom/right to a whole number of cells."""
-    gh, gw = grid_shape(x, cell)
-    return F.pad(x, (0, gw * cell[1] - x.shape[-1], 0, gh * cell[0] - x.shape[-2]))
-
-
-def window_pad(c: SPAIRConfig) -> tuple[int, int]:
-    """Pixels beyond its own cell that a cell's box can reach, per axis (centre bounds + half anchor).
-
-    The window is symmetric about the cell, so the larger of the two sides decides.
-    """
-    b_min, b_max = c.center_bounds
-    pads = []
-    for cell, anchor in zip(c.cell_size, c.anchor):
-        before = -b_min * cell + anchor / 2
-        after = b_max * cell + anchor / 2 - cell
-        pads.append(max(0, math.ceil(max(before, after))))
-    return pads[0], pads[1]
-
-
-def cell_groups(grid: tuple[int, int], order: str, device: torch.device | str | None = None) -> list[Tensor]:
-    """Cells (raster indices, on ``device``) in the order the lateral guide visits them.
-
-    ``wavefront``: one group per anti-diagonal ``2i + j``; ``raster``: one cell per group.
-    """
-    gh, gw = grid
-    idx = torch.arange(gh * gw, device=device)
-    if order == "raster":
-        return [idx[k : k + 1] for k in range(gh * gw)]
-    key = 2 * (idx // gw) + idx % gw
-    return [idx[key == d] for d in range(int(key.max()) + 1)]
+def presence_mask(config: SPAIRConfig, sites: Collection[str], probs: Tensor | None = None):
+    """:class:`PresenceWeights` over ``sites`` if ``config.mask_absent``, else a handler that does nothing."""
+    return PresenceWeights(sites, probs) if config.mask_absent else contextlib.nullcontext()
 
 
 def _logit(p: float) -> float:

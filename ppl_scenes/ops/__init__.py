@@ -1,4 +1,5 @@
-"""Pure tensor functions shared by the models: boxes, spatial transformer, compositing, heatmaps."""
+"""Pure tensor functions shared by the models: boxes, the cell grid, spatial transformer, compositing,
+heatmaps."""
 
 from ppl_scenes.ops.boxes import (
     box_convert,
@@ -23,6 +24,7 @@ from ppl_scenes.ops.compositing import (
     fold_windows,
     window_overlap,
 )
+from ppl_scenes.ops.grid import cell_groups, grid_shape, pad_to_grid, window_origins, window_pad
 from ppl_scenes.ops.heatmaps import (
     count_mask,
     extract_top_k,
@@ -41,6 +43,7 @@ __all__ = [
     "blend_windows",
     "box_convert",
     "box_iou",
+    "cell_groups",
     "clip_boxes",
     "covered_fraction",
     "composite",
@@ -57,18 +60,22 @@ __all__ = [
     "extract_top_k",
     "fold_windows",
     "grid_cell_origins",
+    "grid_shape",
     "linear_schedule",
     "local_maxima",
     "local_spatial_softmax",
     "localized_window",
     "nearest_pixel",
     "nms",
+    "pad_to_grid",
     "paste",
     "scale_pool",
     "soft_argmax",
     "spair_where_to_cxcywh",
     "target_heatmap",
     "tighten_boxes",
+    "window_origins",
     "window_overlap",
+    "window_pad",
     "xyxy_to_cxcywh",
 ]

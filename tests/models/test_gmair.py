@@ -197,7 +197,7 @@ def test_overlapping_objects_are_penalised_more():
     together[:, 1, :, 7:13, 1:7] = 1.0  # another one in cell 1, drawn over cell 0's object
 
     def factor(w):
-        trace = poutine.trace(model.penalize).get_trace(w, grid)
+        trace = poutine.trace(model.overlap_loss).get_trace(w, grid)
         return float(trace.nodes["overlap"]["fn"].log_factor.sum())
 
     assert factor(apart) == 0.0 and factor(together) < -1.0

@@ -9,7 +9,7 @@ from pyro.infer import Predictive
 from ppl_scenes.distributions import IndependentBernoulliPrior
 from ppl_scenes.infer import fit
 from ppl_scenes.models import SPAIR, SPAIRConfig
-from ppl_scenes.models.spair import cell_groups, window_pad
+from ppl_scenes.ops import cell_groups, window_pad
 from ppl_scenes.runs import load
 
 TINY = dict(
@@ -207,7 +207,7 @@ def test_parse_is_fully_convolutional_and_deterministic():
 
 def test_window_covers_every_reachable_box():
     c = SPAIRConfig()
-    pad = window_pad(c)
+    pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
     # centre up to b_max cells away plus half the anchor must stay inside the window
     reach = c.center_bounds[1] * c.cell_size[0] + c.anchor[0] / 2 - c.cell_size[0]
     assert pad[0] >= reach and pad[0] >= -c.center_bounds[0] * c.cell_size[0] + c.anchor[0] / 2

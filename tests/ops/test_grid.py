@@ -1,0 +1,40 @@
+"""The cell grid: its shape, padding to whole cells, the windows a box can reach, the wavefront."""
+
+import torch
+
+from ppl_scenes.ops import cell_groups, grid_shape, pad_to_grid, window_origins, window_pad
+
+
+def test_grid_shape_rounds_up_and_takes_a_size_or_a_batch():
+    assert grid_shape((12, 18), (6, 6)) == (2, 3)
+    assert grid_shape((13, 18), (6, 6)) == (3, 3)
+    assert grid_shape(torch.zeros(2, 1, 13, 17), (6, 4)) == (3, 5)
+
+
+def test_pad_to_grid_pads_bottom_and_right_with_zeros():
+    x = torch.ones(2, 1, 13, 17)
+    padded = pad_to_grid(x, (6, 4))
+    assert padded.shape == (2, 1, 18, 20)
+    assert torch.equal(padded[..., :13, :17], x) and padded[..., 13:, :].abs().sum() == 0
+    assert padded[..., 17:].abs().sum() == 0
+
+
+def test_window_pad_is_the_reach_of_the_largest_box():
+    # centre up to 1.5 cells past the origin plus half a 16-pixel anchor: 18 + 8 - 12 = 14 past the cell
+    assert window_pad((12, 12), (16.0, 16.0), (-0.5, 1.5)) == (14, 14)
+    # a centre kept inside the cell and a small anchor reach only half the anchor out
+    assert window_pad((10, 8), (4.0, 2.0), (0.0, 1.0)) == (2, 1)
+
+
+def test_window_origins_are_the_cell_origins_shifted_by_the_pad():
+    origins = window_origins((2, 3), (6, 8), (2, 3))
+    assert origins.shape == (6, 2)
+    torch.testing.assert_close(origins[0], torch.tensor([-3.0, -2.0]))
+    torch.testing.assert_close(origins[5], torch.tensor([2 * 8 - 3.0, 6 - 2.0]))  # cell (1, 2), x then y
+
+
+def test_raster_groups_visit_one_cell_at_a_time():
+    groups = cell_groups((2, 3), "raster")
+    assert [g.tolist() for g in groups] == [[0], [1], [2], [3], [4], [5]]
+    wave = cell_groups((2, 3), "wavefront")
+    assert [g.tolist() for g in wave] == [[0], [1], [2, 3], [4], [5]]
