@@ -28,7 +28,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("baselines",),
     ("infer",),
     ("runs",),
-    ("cli", "__main__"),
+    ("cli",),
+    ("__main__",),
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
