@@ -42,8 +42,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from ppl_scenes import SPAIR, make_dataset
+    from ppl_scenes.data.loading import LazyScenes
     from ppl_scenes.infer.svi import SVITrainer
-    from ppl_scenes.infer.trainer import LazyScenes, TrainConfig
+    from ppl_scenes.infer.trainer import TrainConfig
     from ppl_scenes.models.spair import SPAIRConfig
 
     torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@ Steps ``1 .. model.config.detector_steps`` minimise the model's ``detector_loss(
 own. At the first step after them the trainer lets the model recalibrate the detector on the last
 training batches of stage 1 (``model.calibrate_detector(batches)``, where the model has one: SSDIR
 recomputes its batch-norm statistics), calls ``model.freeze_detector()``, writes the detector's
-weights to ``RUN_DIR/detector.pt`` and from then on takes ELBO steps over every other parameter.
+weights to ``RUN_DIR/detector.safetensors`` and from then on takes ELBO steps over every other parameter.
 The stage follows from the step alone, so a resumed run picks up in the right stage. A model whose
 config has a ``detector_lr_schedule`` (``(step, factor)`` pairs) has the detector's learning rates
 scaled by the factor in force at each stage-1 step.
@@ -18,9 +18,11 @@ from typing import Any
 from torch import Tensor
 
 from ppl_scenes.checks import lr_factor
+from ppl_scenes.infer.optim import scale_learning_rates
 from ppl_scenes.infer.svi import SVITrainer
+from ppl_scenes.rundir import DETECTOR_FILE
 
-DETECTOR_FILE = "detector.pt"
+__all__ = ["DETECTOR_FILE", "TwoStageTrainer"]
 
 
 class TwoStageTrainer(SVITrainer):
@@ -66,9 +68,7 @@ class TwoStageTrainer(SVITrainer):
         """
         factor = lr_factor(getattr(self.model.config, "detector_lr_schedule", ()), self.step)
         factor *= self.lr_decay_factor(self.step)  # the run's own decay (TrainConfig.lr_decay_from) too
-        for group in self.optimizers["detector"].param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * factor
+        scale_learning_rates([self.optimizers["detector"]], factor)
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         if self.step < self.detector_steps:
