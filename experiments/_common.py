@@ -29,7 +29,7 @@ from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_
 from ppl_scenes.config import config_to_dict, replace_config
 from ppl_scenes.data import make_dataset
 from ppl_scenes.data.digits import INK_THRESHOLD
-from ppl_scenes.runs import read_metrics
+from ppl_scenes.runs import RunDir, read_metrics
 from ppl_scenes.runs import write_json as write_run_json
 
 #: The metrics of ``evaluate_detection`` / ``evaluate_by_count`` a summary shows, with short headers.
@@ -231,7 +231,7 @@ def train_model(
     """
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)  # the initial weights
-    resume = args.resume and (run_dir / "checkpoint.pt").is_file()
+    resume = args.resume and RunDir(run_dir).has_checkpoint()
     # the threads the run trained with: a later call that only evaluates it may use other settings
     earlier = json.loads((run_dir / "config.json").read_text()) if resume else {}
     # a resumed run keeps its own model settings (e.g. a --set of the call that trained it), with
@@ -449,7 +449,7 @@ def crops_experiment(
     under ``args.out``; returns the JSON record.
     """
     from ppl_scenes.baselines import ConnComp
-    from ppl_scenes.infer.trainer import materialize
+    from ppl_scenes.data.loading import materialize
     from ppl_scenes.metrics import evaluate_by_count
     from ppl_scenes.viz import plot_metrics_by_count, plot_scenes
 

@@ -65,11 +65,11 @@ from ppl_scenes import GMAIR, SPAIR, GMAIRConfig, MultiMNIST  # noqa: E402
 from ppl_scenes.baselines import WhatGMM  # noqa: E402
 from ppl_scenes.config import config_to_dict  # noqa: E402
 from ppl_scenes.metrics import (  # noqa: E402
-    cluster_class_map,  # noqa: E402
+    cluster_class_map,
     evaluate_detection,
     matched_codes,
 )
-from ppl_scenes.runs import read_metrics  # noqa: E402
+from ppl_scenes.runs import RunDir, read_metrics  # noqa: E402
 from ppl_scenes.viz import draw_boxes, plot_contingency, plot_scenes  # noqa: E402
 
 NAME = "gmair_clustering"
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         fit_kwargs = {"eval_fn": lambda m: evaluate_detection(m, curve_set), "eval_every": args.eval_every}
     models, costs = {}, {}
     for name, cls in (("gmair", GMAIR), ("spair", SPAIR)):
-        if name in args.models or (runs[name] / "checkpoint.pt").is_file():
+        if name in args.models or RunDir(runs[name]).has_checkpoint():
             resume_args = args if name in args.models else _resume_only(args)
             overrides = {**geo, **variant} if name == "gmair" else geo
             models[name], costs[name] = train_model(

@@ -42,8 +42,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from ppl_scenes import SPAIR, make_dataset
-    from ppl_scenes.infer import SVITrainer
-    from ppl_scenes.infer.trainer import LazyScenes, TrainConfig
+    from ppl_scenes.data.loading import LazyScenes
+    from ppl_scenes.infer import SVITrainer, TrainConfig
     from ppl_scenes.models.spair import SPAIRConfig
 
     torch.set_num_threads(args.threads)

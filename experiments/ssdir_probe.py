@@ -18,7 +18,7 @@ Writes under ``--out`` (default ``benchmarks/ssdir_probe``):
   scores, their means and standard deviations, the throughputs, the paper's numbers, targets met;
 * ``examples.png`` -- inputs, reconstructions with boxes and SSDIR's per-object patches (Fig. 2);
 * ``tsne.png`` -- t-SNE of the matched ``z_what`` of SSDIR and SPAIR coloured by digit (Fig. 3);
-* ``runs/<model>-seed<k>/`` -- the training runs (SSDIR's hold ``detector.pt``).
+* ``runs/<model>-seed<k>/`` -- the training runs (SSDIR's hold ``detector.safetensors``).
 
 SSDIR trains with its config's defaults (:class:`~ppl_scenes.SSDIRConfig`: 9,500 detector steps, the
 last 1,500 at a tenth of the rate) and ``--steps`` SVI steps, on a stream of ``--num-train`` fresh
@@ -73,9 +73,10 @@ from ppl_scenes import SPAIR, SSDIR, MultiScaleDigits, SPAIRConfig, SSDIRConfig 
 from ppl_scenes.config import config_to_dict  # noqa: E402
 from ppl_scenes.metrics import (  # noqa: E402
     evaluate_detection,
-    linear_probe,  # noqa: E402
+    linear_probe,
     matched_codes,
 )
+from ppl_scenes.rundir import DETECTOR_FILE  # noqa: E402
 from ppl_scenes.viz import draw_boxes, show_image  # noqa: E402
 
 NAME = "ssdir_probe"
@@ -115,7 +116,7 @@ def build_parser():
         "--detector-from",
         metavar="OUT",
         help="start each SSDIR seed from the trained detector of another run of this script "
-        "(OUT/runs/ssdir-seed<k>/detector.pt, same backbone settings): what-encoder variants on one "
+        "(OUT/runs/ssdir-seed<k>/detector.safetensors, same backbone settings): what-encoder variants on one "
         "detector. The detector stage is skipped unless --detector-steps is given (then it trains on, "
         "e.g. with a lower rate: --ssdir-set detector_lr_schedule='((0,0.1),)')",
     )
@@ -150,9 +151,12 @@ def model_overrides(parser, args) -> dict[str, dict]:
 
 def given_detector(out: str, seed: int):
     """An SSDIR factory whose models start from ``out``'s detector of ``seed`` (``--detector-from``)."""
-    path = Path(out) / "runs" / f"ssdir-seed{seed}" / "detector.pt"
+    run_dir = Path(out) / "runs" / f"ssdir-seed{seed}"
+    path = run_dir / DETECTOR_FILE
     if not path.is_file():
-        raise SystemExit(f"--detector-from: no trained detector at {path}")
+        path = run_dir / "detector.pt"  # a run from before safetensors: loaded as tensors only
+    if not path.is_file():
+        raise SystemExit(f"--detector-from: no trained detector at {run_dir / DETECTOR_FILE}")
 
     def make(**kwargs):
         model = SSDIR(**kwargs)

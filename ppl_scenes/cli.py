@@ -1,4 +1,4 @@
-"""The ``ppl-scenes`` command line: ``train``, ``eval``, ``sample`` and ``demo``.
+"""The ``ppl-scenes`` command line: ``train``, ``eval``, ``sample``, ``demo`` and ``upgrade``.
 
 ::
 
@@ -8,6 +8,7 @@
     ppl-scenes eval RUN_DIR [--dataset NAME] [--num-test N] [--data-root DIR] [--json]
     ppl-scenes sample RUN_DIR [--num-samples N] [--out FILE] [--dataset NAME] [--data-root DIR]
     ppl-scenes demo [--out DIR] [--minutes M] [--steps N] [--data-root DIR] [--no-progress]
+    ppl-scenes upgrade RUN_DIR [RUN_DIR ...]
 
 Overrides of ``train``: ``KEY=VALUE`` sets a field of the model's config dataclass (e.g.
 ``what_dim=32``, ``cell_size=12,12``), ``train.KEY=VALUE`` a field of
@@ -437,7 +438,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {args.model} to step {metrics.get('step')} in {seconds / 60:.1f} min")
     print(f"test metrics ({metrics.get('dataset')}):")
     print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step")}))
-    print(f"run directory: {out}  (config.json, checkpoint.pt, metrics.jsonl, eval.json)")
+    print(f"run directory: {out}  (config.json, weights.safetensors, state.*, metrics.jsonl, eval.json)")
     return 0
 
 
@@ -586,6 +587,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- upgrade -------------------------------------------------------------------------------------
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from ppl_scenes.rundir import upgrade
+
+    for run_dir in args.run_dirs:
+        converted = upgrade(run_dir)
+        done = f"converted {', '.join(converted)} (kept as *.legacy)" if converted else "nothing to convert"
+        print(f"{run_dir}: {done}")
+    return 0
+
+
 # -- parser and entry point ----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ppl-scenes`` (one subcommand per verb)."""
@@ -598,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Run `{PROG} VERB --help` for a verb's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval,sample,demo}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval,sample,demo,upgrade}")
 
     def data_root(p):
         p.add_argument(
@@ -679,6 +691,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_root(demo)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
+
+    up = verbs.add_parser(
+        "upgrade",
+        help="convert run directories of the old pickle format",
+        description="Convert each RUN_DIR's pickled checkpoint.pt (and detector.pt) to safetensors with "
+        "checksums, reading them with torch.load(weights_only=True); the old files are kept as *.legacy.",
+    )
+    up.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    up.set_defaults(func=cmd_upgrade)
     return parser
 
 

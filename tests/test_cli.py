@@ -73,7 +73,9 @@ def assert_clean_error(capsys, code, expected_status=2, *needles):
 def test_train_writes_a_run_directory(trained):
     assert {p.name for p in trained.iterdir()} >= {
         "config.json",
-        "checkpoint.pt",
+        "weights.safetensors",
+        "state.safetensors",
+        "state.json",
         "metrics.jsonl",
         "eval.json",
     }
@@ -179,7 +181,7 @@ def test_train_ssdir_runs_both_stages(tmp_path, capsys):
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "ssdir" and config["data"]["name"] == "multiscale"
-    assert (out / "detector.pt").is_file()
+    assert (out / "detector.safetensors").is_file()
     assert [r["stage"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())][-1] == 2
     assert {"ap50", "rmse"} <= set(json.loads((out / "eval.json").read_text()))
     capsys.readouterr()
@@ -251,7 +253,7 @@ def test_demo_never_overwrites(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--steps", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     demo = Path("runs") / "demo-2"
-    assert {"demo.png", "eval.json", "loss.png", "config.json", "checkpoint.pt"} <= {
+    assert {"demo.png", "eval.json", "loss.png", "config.json", "weights.safetensors"} <= {
         p.name for p in demo.iterdir()
     }
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
@@ -362,8 +364,9 @@ def test_missing_run_dir(verb, tmp_path, capsys):
         (lambda d: (d / "config.json").write_text('{"model": "nosuchmodel"}'), "unknown model"),
         (lambda d: (d / "config.json").write_text('{"model": "spair", "model_config": {"zzz": 1}}'), "zzz"),
         (lambda d: (d / "config.json").unlink(), "config.json"),
-        (lambda d: (d / "checkpoint.pt").write_bytes(b"garbage"), "corrupt"),
-        (lambda d: (d / "checkpoint.pt").unlink(), "checkpoint.pt"),
+        (lambda d: (d / "weights.safetensors").write_bytes(b"garbage"), "corrupt"),
+        (lambda d: (d / "weights.safetensors").unlink(), "weights.safetensors"),
+        (lambda d: (d / "state.json").write_bytes(b"{}"), "state.json"),
     ],
 )
 @pytest.mark.parametrize("verb", ["eval", "sample"])
@@ -373,7 +376,7 @@ def test_corrupt_run_dir(run_copy, damage, needle, verb, capsys):
 
 
 def test_corrupt_checkpoint_on_resume(run_copy, capsys):
-    (run_copy / "checkpoint.pt").write_bytes(b"garbage")
+    (run_copy / "state.safetensors").write_bytes(b"garbage")
     assert_clean_error(capsys, main(train_args(run_copy, "--resume", "--steps", "3")), 2, "corrupt")
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ppl_scenes import SPAIR, load
+from ppl_scenes.rundir import DETECTOR_FILE, RunDir
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 METRICS = ("ap50", "ap_spair", "ap_coco", "count_accuracy", "count_mae", "num_scenes")
@@ -160,7 +161,7 @@ def test_spair_generalization(script, digits, tmp_path):
     check_metrics(spair["tight_boxes"]["overall"], 12)
     assert spair["tight_boxes"]["overall"]["count_mae"] == spair["overall"]["count_mae"]  # boxes only
     assert {"by_count", "examples_spair"} <= set(record["figures"])
-    assert Path(spair["run_dir"], "checkpoint.pt").is_file()
+    assert RunDir(spair["run_dir"]).has_checkpoint()
 
 
 def test_spair_lateral_ablation(script, digits, tmp_path):
@@ -565,7 +566,7 @@ def test_ssdir_probe(script, digits, tmp_path):
     record = script("ssdir_probe").main([*TINY, *digits, *SSDIR_TINY, "--seeds", "0", "1", "--out", str(out)])
     assert record["experiment"] == "ssdir_probe" and read_record(out / "ssdir_probe.json")
     assert record["cost"]["ssdir-seed0"]["steps"] == 4 and record["cost"]["spair-seed1"]["steps"] == 2
-    assert (out / "runs" / "ssdir-seed1" / "detector.pt").is_file()
+    assert (out / "runs" / "ssdir-seed1" / DETECTOR_FILE).is_file()
     for model in ("ssdir", "spair"):
         assert [r["seed"] for r in record["results"][model]["per_seed"]] == [0, 1]
         for r in record["results"][model]["per_seed"]:

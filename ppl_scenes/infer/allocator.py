@@ -3,7 +3,7 @@
 glibc's ``malloc`` adapts two thresholds as a program runs: blocks above the *mmap threshold* are
 mapped fresh from the kernel, and free memory above the *trim threshold* at the top of the heap is
 handed back to it. When every step also makes many small objects (a scene generator's arrays and
-targets, as :class:`ppl_scenes.infer.trainer.LazyScenes` does), those land between the step's large
+targets, as :class:`ppl_scenes.data.loading.LazyScenes` does), those land between the step's large
 tensors, the heap is trimmed and regrown each step and every large tensor is paged in again: measured
 on SPAIR's 5-digit scenes (8-px cells, one thread), 254 ms a step against 180 ms for scenes held in
 memory, and 185 ms with both thresholds fixed at 1 GiB (``experiments/spair_stream_speed.py``).

@@ -6,9 +6,9 @@ boxes and labels) with an optimiser of the detector's own, at the learning rate 
 ``model.detector_lr_factor(step)``. At the first step after them the trainer lets the model
 recalibrate the detector on the last ``model.calibration_batch_count()`` training batches of stage 1
 (``model.calibrate_detector(batches)``: SSDIR recomputes its batch-norm statistics), calls
-``model.freeze_detector()``, writes the detector's weights to ``RUN_DIR/detector.pt`` and from then on
-takes ELBO steps over every other parameter. The stage follows from the step alone, so a resumed run
-picks up in the right stage.
+``model.freeze_detector()``, writes the detector's weights to ``RUN_DIR/detector.safetensors`` and
+from then on takes ELBO steps over every other parameter. The stage follows from the step alone, so a
+resumed run picks up in the right stage.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import Any
 
 from torch import Tensor
 
+from ppl_scenes.infer.optim import scale_learning_rates
 from ppl_scenes.infer.svi import SVITrainer
 from ppl_scenes.models.base import DetectorStage
+from ppl_scenes.rundir import DETECTOR_FILE
 
-DETECTOR_FILE = "detector.pt"
+__all__ = ["DETECTOR_FILE", "TwoStageTrainer"]
 
 
 class TwoStageTrainer(SVITrainer):
@@ -70,9 +72,7 @@ class TwoStageTrainer(SVITrainer):
         """
         factor = self.model.detector_lr_factor(self.step)
         factor *= self.lr_decay_factor(self.step)  # the run's own decay (TrainConfig.lr_decay_from) too
-        for group in self.optimizers["detector"].param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * factor
+        scale_learning_rates([self.optimizers["detector"]], factor)
 
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         if self.step < self.detector_steps:

@@ -5,8 +5,8 @@ Two stages share one convolutional backbone with a feature pyramid:
 1. **Detector.** A single-shot detector (torchvision's SSD over :class:`~ppl_scenes.nn.PyramidBackbone`,
    no pretrained weights) is trained with supervision on the scenes' true boxes (classes: the
    digits, or one "object" class). :class:`~ppl_scenes.infer.TwoStageTrainer` runs this stage for
-   ``config.detector_steps`` steps, saves ``detector.pt`` in the run directory, then freezes the
-   backbone and the detector's heads.
+   ``config.detector_steps`` steps, saves ``detector.safetensors`` in the run directory, then
+   freezes the backbone and the detector's heads.
 
 2. **SSDIR** (paper §3). For every default box ``i`` of the pyramid ("cell"):
 
@@ -60,6 +60,7 @@ from ppl_scenes.models.base import (
 )
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
 from ppl_scenes.ops import composite, crop, paste, xyxy_to_cxcywh
+from ppl_scenes.rundir import load_tensors, save_tensors
 
 __all__ = ["Detections", "SSDIR", "SSDIRConfig"]
 
@@ -397,14 +398,23 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse):
         self._cache = None
 
     def load_detector(self, path) -> None:
-        """Load a detector's weights (``detector.pt`` of an SSDIR run, or :meth:`save_detector`'s file)."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        """Load a detector's weights (``detector.safetensors`` of an SSDIR run, or :meth:`save_detector`'s).
+
+        The ``detector.pt`` of a run from before safetensors (torch's zip format) is read with
+        ``torch.load(weights_only=True)``, which loads tensors and nothing else.
+        """
+        with open(path, "rb") as f:
+            legacy = f.read(2) == b"PK"
+        if legacy:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        else:
+            state = load_tensors(path, self.device)
         self.detector.load_state_dict(state)
         self._cache = None
 
     def save_detector(self, path) -> None:
-        """Write the detector's weights to ``path``."""
-        torch.save(self.detector.state_dict(), path)
+        """Write the detector's weights to ``path`` (safetensors, atomically)."""
+        save_tensors(path, self.detector.state_dict())
 
     def train(self, mode: bool = True):
         """Training or eval mode, as ``nn.Module.train``; a frozen detector always stays in eval mode."""

@@ -7,9 +7,10 @@ import sys
 import pytest
 import torch
 
+import ppl_scenes.data.loading as loading_mod
 import ppl_scenes.infer.trainer as trainer_mod
-from ppl_scenes.infer import SVITrainer, allocator
-from ppl_scenes.infer.trainer import LazyScenes, TrainConfig
+from ppl_scenes.data.loading import LazyScenes
+from ppl_scenes.infer import SVITrainer, TrainConfig, allocator
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig
 
 
@@ -54,7 +55,7 @@ def test_only_batch_by_batch_scenes_set_it_when_configured(monkeypatch, keep):
     trainer = SVITrainer(model, TrainConfig(steps=1, keep_freed_memory=keep), progress=False)
     assert isinstance(trainer.prepare_data(Scenes()), torch.Tensor)  # small: held in memory
     assert calls == []
-    monkeypatch.setattr(trainer_mod, "MAX_IN_MEMORY_BYTES", 100)
+    monkeypatch.setattr(loading_mod, "MAX_IN_MEMORY_BYTES", 100)
     assert isinstance(trainer.prepare_data(Scenes()), LazyScenes)
     assert calls == ([1] if keep else [])
 

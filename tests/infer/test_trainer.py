@@ -22,13 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import ppl_scenes.data.loading as loading_mod
 import ppl_scenes.infer.trainer as trainer_mod
 from ppl_scenes import runs
+from ppl_scenes.data.loading import materialize
 from ppl_scenes.infer import SVITrainer, fit
-from ppl_scenes.infer.trainer import TrainConfig, Trainer, TrainingDiverged, materialize
+from ppl_scenes.infer.trainer import TrainConfig, Trainer, TrainingDiverged
 from ppl_scenes.models.base import MODELS, SceneModel, SceneParse
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig
-from ppl_scenes.runs import RunDirError, read_checkpoint, read_metrics
+from ppl_scenes.rundir import CHECKPOINT_FILES, RunDir
+from ppl_scenes.runs import RunDirError, read_metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore:Encountered NaN")
 
@@ -115,6 +118,10 @@ def make_toy(seed=0, **overrides):
 
 def params_of(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def read_checkpoint(run_dir):
+    return RunDir(run_dir).load_checkpoint()
 
 
 def losses(run_dir):
@@ -473,13 +480,13 @@ def test_training_on_cuda(tmp_path, images):
 # -- checkpoints -----------------------------------------------------------------------------------
 def test_checkpoints_every_n_steps_and_at_the_end(tmp_path, images, monkeypatch):
     saved = []
-    real = trainer_mod.save_checkpoint
+    real = RunDir.save_checkpoint
 
     def spy(run_dir, state):
         saved.append(state["step"])
         real(run_dir, state)
 
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", spy)
+    monkeypatch.setattr(RunDir, "save_checkpoint", spy)
     out = tmp_path / "run"
     model = fit(make_toy(), images, steps=5, batch_size=4, checkpoint_every=2, out=out, progress=False)
     assert saved == [2, 4, 5]
@@ -491,8 +498,8 @@ def test_checkpoints_every_n_steps_and_at_the_end(tmp_path, images, monkeypatch)
 
 def test_final_checkpoint_is_not_written_twice(tmp_path, images, monkeypatch):
     saved = []
-    real = trainer_mod.save_checkpoint
-    monkeypatch.setattr(trainer_mod, "save_checkpoint", lambda d, s: (saved.append(s["step"]), real(d, s)))
+    real = RunDir.save_checkpoint
+    monkeypatch.setattr(RunDir, "save_checkpoint", lambda d, s: (saved.append(s["step"]), real(d, s)))
     fit(make_toy(), images, steps=4, batch_size=4, checkpoint_every=2, out=tmp_path / "run", progress=False)
     assert saved == [2, 4]
 
@@ -501,20 +508,34 @@ def _files(run_dir):
     return {p.name: p.read_bytes() for p in run_dir.iterdir()}
 
 
-def test_checkpoint_write_failing_midway_leaves_the_old_one(tmp_path, images, monkeypatch):
+@pytest.mark.parametrize("failing_write", [1, 2, 3, 4])
+def test_checkpoint_write_failing_midway_leaves_the_old_one(tmp_path, images, monkeypatch, failing_write):
+    """The disk fills up while the n-th file of a checkpoint is written (4: config.json, the commit)."""
     out = tmp_path / "run"
     fit(make_toy(), images, steps=2, batch_size=4, out=out, progress=False)
     before = _files(out)
+    checksums = runs.read_config(out)["checksums"]
+    writes = []
+    real_fsync, real_save = os.fsync, RunDir.save_checkpoint
 
-    def broken_save(obj, f, *args, **kwargs):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
+    def broken_fsync(fd):
+        writes.append(fd)
+        if len(writes) == failing_write:
+            raise OSError("disk full")
+        real_fsync(fd)
+
+    def save_on_a_full_disk(self, state):
+        with monkeypatch.context() as m:
+            m.setattr(os, "fsync", broken_fsync)
+            real_save(self, state)
 
     with monkeypatch.context() as m, pytest.raises(OSError, match="disk full"):
-        m.setattr(torch, "save", broken_save)
+        m.setattr(RunDir, "save_checkpoint", save_on_a_full_disk)
         fit(make_toy(), images, steps=4, batch_size=4, out=out, resume=True, progress=False)
-    assert (out / "checkpoint.pt").read_bytes() == before["checkpoint.pt"]
-    assert sorted(_files(out)) == sorted(before)  # no temporary file left behind
+    for name in CHECKPOINT_FILES:
+        assert (out / name).read_bytes() == before[name], name
+    assert sorted(_files(out)) == sorted(before)  # no temporary or pending file left behind
+    assert runs.read_config(out)["checksums"] == checksums
     assert runs.load(out).step == 2
 
 
@@ -530,7 +551,7 @@ def test_checkpoint_rename_failing_leaves_the_old_one(tmp_path, images, monkeypa
 
     with monkeypatch.context() as m, pytest.raises(OSError, match="rename failed"):
         m.setattr(os, "replace", broken_replace)
-        runs.save_checkpoint(out, state)
+        RunDir(out).save_checkpoint(state)
     assert _files(out) == before
     assert read_checkpoint(out)["step"] == 2
 
@@ -540,7 +561,7 @@ def test_run_files_get_ordinary_permissions(tmp_path, images):
     os.umask(umask)
     out = tmp_path / "run"
     fit(make_toy(), images, steps=1, batch_size=4, out=out, progress=False)
-    for name in ("checkpoint.pt", "config.json"):
+    for name in (*CHECKPOINT_FILES, "config.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name
 
 
@@ -609,6 +630,7 @@ def test_resume_with_new_settings_records_them_and_keeps_the_old_in_history(tmp_
     fit(make_toy(), images, steps=4, batch_size=4, lr_decay_from=0.5, out=out, resume=True, progress=False)
     second = runs.read_config(out)
     assert second["train_config"]["steps"] == 4 and second["train_config"]["lr_decay_from"] == 0.5
+    del first["checksums"]  # the checkpoint's, kept up to date at the top level only
     assert second["history"] == [{**first, "until_step": 2}]
     fit(make_toy(), images, steps=5, batch_size=4, out=out, resume=True, progress=False)
     third = runs.read_config(out)
@@ -650,7 +672,7 @@ def test_spair_lr_per_module(images):
         ("missing", "does not exist"),
         ("empty", "no config.json"),
         ("other_model", "holds a 'spair' run"),
-        ("no_checkpoint", "no checkpoint.pt"),
+        ("no_checkpoint", "weights.safetensors is missing"),
     ],
 )
 def test_resume_from_an_unusable_run_dir_is_refused(tmp_path, images, setup, error):
@@ -661,7 +683,7 @@ def test_resume_from_an_unusable_run_dir_is_refused(tmp_path, images, setup, err
         fit(tiny_spair(), spair_images(), steps=1, batch_size=2, out=out, progress=False)
     elif setup == "no_checkpoint":
         fit(make_toy(), images, steps=1, batch_size=4, out=out, progress=False)
-        (out / "checkpoint.pt").unlink()
+        (out / "weights.safetensors").unlink()
     with pytest.raises(RunDirError, match=error):
         fit(make_toy(), images, steps=2, batch_size=4, out=out, resume=True, progress=False)
 
@@ -710,7 +732,7 @@ def test_a_failed_start_leaves_no_half_made_run(tmp_path, images):
         fit(make_toy(), torch.zeros(2, 1, 4, 4), steps=1, batch_size=4, out=out, progress=False)
     assert not out.exists() or not any(out.iterdir())
     fit(make_toy(), images, steps=1, batch_size=4, out=out, progress=False)  # the path is still free
-    assert (out / "checkpoint.pt").is_file()
+    assert RunDir(out).has_checkpoint() and (out / "weights.safetensors").is_file()
 
 
 def test_config_json_describes_the_run(tmp_path, images):
@@ -922,7 +944,7 @@ def test_large_training_sets_are_generated_batch_by_batch(monkeypatch, model_nam
     in_memory = losses()
     fetched = []
     original = scenes.__class__.__getitem__
-    monkeypatch.setattr(trainer_mod, "MAX_IN_MEMORY_BYTES", 100)
+    monkeypatch.setattr(loading_mod, "MAX_IN_MEMORY_BYTES", 100)
     counted = lambda self, i: fetched.append(i) or original(self, i)  # noqa: E731
     monkeypatch.setattr(scenes.__class__, "__getitem__", counted)
     lazy = losses()

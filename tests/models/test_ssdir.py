@@ -9,6 +9,7 @@ from torchvision.ops import box_convert, box_iou
 from ppl_scenes.infer import TRAINERS, fit
 from ppl_scenes.infer.two_stage import DETECTOR_FILE, TwoStageTrainer
 from ppl_scenes.models import MODELS, SSDIR, SceneParse
+from ppl_scenes.rundir import load_tensors
 from ppl_scenes.runs import load, read_metrics
 
 TINY = dict(
@@ -201,7 +202,7 @@ def test_trainer_switches_stage_and_freezes(tmp_path, norm):
     assert not (tmp_path / "a" / DETECTOR_FILE).exists()
     model = confident(tiny(detector_steps=1, backbone_norm=norm))
     fit(model, data, steps=4, batch_size=2, out=tmp_path / "b", progress=False, log_every=1)
-    saved = torch.load(tmp_path / "b" / DETECTOR_FILE, weights_only=True)
+    saved = load_tensors(tmp_path / "b" / DETECTOR_FILE)
     for k, v in model.detector.state_dict().items():
         torch.testing.assert_close(saved[k], v)  # unchanged by the SVI steps after it was saved
     assert [r["stage"] for r in read_metrics(tmp_path / "b")] == [1, 2, 2, 2]
@@ -220,10 +221,14 @@ def test_a_given_detector_keeps_its_batch_norm_statistics(tmp_path):
         assert torch.equal(before[k], v), k  # neither the trainer's setup trace nor SVI moved them
 
 
-def test_load_detector_round_trip(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_load_detector_round_trip(tmp_path, legacy):
     a, b = tiny(), tiny()
-    a.save_detector(tmp_path / "d.pt")
-    b.load_detector(tmp_path / "d.pt")
+    if legacy:  # the detector.pt of a run from before safetensors
+        torch.save(a.detector.state_dict(), tmp_path / "detector.pt")
+    else:
+        a.save_detector(tmp_path / "detector.safetensors")
+    b.load_detector(tmp_path / ("detector.pt" if legacy else "detector.safetensors"))
     for v, w in zip(a.detector.state_dict().values(), b.detector.state_dict().values()):
         torch.testing.assert_close(v, w)
 
@@ -273,7 +278,7 @@ def test_calibration_recomputes_batch_norm_statistics_as_plain_averages():
 @pytest.mark.parametrize("lazy", [False, True])
 def test_trainer_calibrates_the_detector_when_stage_one_ends(tmp_path, monkeypatch, lazy):
     if lazy:  # a training set too large to stack: its batches are generated on demand
-        monkeypatch.setattr("ppl_scenes.infer.trainer.MAX_IN_MEMORY_BYTES", 1)
+        monkeypatch.setattr("ppl_scenes.data.loading.MAX_IN_MEMORY_BYTES", 1)
     model = confident(tiny(detector_steps=2, backbone_norm=True, calibration_batches=2))
     calls = []
     original = model.calibrate_detector
