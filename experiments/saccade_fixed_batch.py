@@ -32,7 +32,7 @@ from _common import apply_threads, command_line, finite, machine, positive_int, 
 from pyro.infer import Trace_ELBO
 
 from ppl_scenes import ClutteredDigits, VariationalSaccading
-from ppl_scenes.models.saccade import image_targets
+from ppl_scenes.data.scenes import image_targets
 
 NAME = "saccade_fixed_batch"
 STARTS = {"spread": True, "centre": False}

@@ -52,7 +52,7 @@ from _common import (
 )
 
 from ppl_scenes.baselines import ConnComp
-from ppl_scenes.data import atari
+from ppl_scenes.data.atari import INSTALL_HINT, import_ale, play_atari
 from ppl_scenes.viz import plot_scenes
 
 NAME = "spair_atari"
@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 def import_ale():
     """The ``ale_py`` module, or exit status 2 with the install hint."""
     try:
-        return atari.import_ale()
+        return import_ale()
     except ImportError as err:
-        print(f"{NAME}: error: this experiment needs ale-py: {atari.INSTALL_HINT}", file=sys.stderr)
+        print(f"{NAME}: error: this experiment needs ale-py: {INSTALL_HINT}", file=sys.stderr)
         raise SystemExit(2) from err
 
 
@@ -130,9 +130,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     command = command_line(NAME, argv)
     progress = not args.no_progress
 
-    frames = atari.play_atari(args.num_frames, args.frame_every, args.seed, GAME, progress)
+    frames = play_atari(args.num_frames, args.frame_every, args.seed, GAME, progress)
     test_frames = (
-        atari.play_atari(args.num_test, args.frame_every, args.seed + 1, GAME, progress).float() / 255.0
+        play_atari(args.num_test, args.frame_every, args.seed + 1, GAME, progress).float() / 255.0
     )
     crops = random_crops(frames, args.num_train, args.crop_size, args.seed)
     data = {

@@ -44,7 +44,7 @@ def worker(args: argparse.Namespace) -> None:
     from ppl_scenes import SPAIR, make_dataset
     from ppl_scenes.data.loading import LazyScenes
     from ppl_scenes.infer import SVITrainer, TrainConfig
-    from ppl_scenes.models.spair import SPAIRConfig
+    from ppl_scenes.models import SPAIRConfig
 
     torch.set_num_threads(args.threads)
     stream = args.worker != "memory"

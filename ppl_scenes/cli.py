@@ -38,7 +38,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_value"]
+__all__ = [
+    "build_dataset",
+    "fraction",
+    "main",
+    "non_negative_int",
+    "parse_value",
+    "positive_float",
+    "positive_int",
+]
 
 PROG = "ppl-scenes"
 #: Test scenes scored at the end of ``train``/``demo`` and by ``eval`` unless told otherwise.

@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 from ppl_scenes.checks import check_positive_int
 
 #: How to get the ALE when it is missing.
+__all__ = ["INSTALL_HINT", "import_ale", "play_atari"]
+
 INSTALL_HINT = "pip install 'ppl_scenes[atari]'  (or: pip install ale-py)"
 
 
