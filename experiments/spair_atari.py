@@ -52,7 +52,8 @@ from _common import (
 )
 
 from ppl_scenes.baselines import ConnComp
-from ppl_scenes.data.atari import INSTALL_HINT, import_ale, play_atari
+from ppl_scenes.data.atari import INSTALL_HINT, play_atari
+from ppl_scenes.data.atari import import_ale as _import_ale
 from ppl_scenes.viz import plot_scenes
 
 NAME = "spair_atari"
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def import_ale():
     """The ``ale_py`` module, or exit status 2 with the install hint."""
     try:
-        return import_ale()
+        return _import_ale()
     except ImportError as err:
         print(f"{NAME}: error: this experiment needs ale-py: {INSTALL_HINT}", file=sys.stderr)
         raise SystemExit(2) from err
