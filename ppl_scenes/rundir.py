@@ -176,7 +176,7 @@ def _tensor_bytes(tensors: Mapping[str, Any], what: str) -> bytes:
         if not isinstance(name, str) or not isinstance(value, Tensor):
             raise RunDirError(f"{what} must map names to tensors; {name!r} holds a {type(value).__name__}")
         flat[name] = value.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
-    return safetensors.torch.save(flat)
+    return safetensors.torch.save(flat, metadata={"format": "pt"})
 
 
 def _tensors_from_bytes(data: bytes, source: Path) -> dict[str, Tensor]:
@@ -381,8 +381,8 @@ class RunDir:
     """A run directory and everything stored in it (see the module docstring for its files).
 
     Reading needs nothing; a training (or :func:`upgrade`) that writes takes :meth:`lock` first, so
-    that two never write into one directory. Used as a context manager, it locks on entry and
-    :meth:`close` s on exit.
+    that two never write into one directory. As a context manager it locks on entry and closes
+    (:meth:`close`) on exit.
 
     Args:
         path: the directory (made by the first write or by :meth:`lock` when it does not exist).
@@ -656,7 +656,7 @@ class RunDir:
         source = self.path / STATE_FILE
         try:
             tree = json.loads(files[STATE_FILE])
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
             raise RunDirError(f"{source} is corrupt: {err}") from None
         if (
             not isinstance(tree, dict)
@@ -669,7 +669,10 @@ class RunDir:
         else:
             tensors = _tensors_from_bytes(files[STATE_TENSORS_FILE], self.path / STATE_TENSORS_FILE)
             tensors = {k: v.to(map_location) for k, v in tensors.items()}
-            state = _Decoder(tensors, source).decode(tree["state"])
+            try:
+                state = _Decoder(tensors, source).decode(tree["state"])
+            except RecursionError:
+                raise RunDirError(f"{source} is corrupt: it is nested too deeply") from None
         step = state.get("step", 0)
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise RunDirError(f"{source} is corrupt: its step is {step!r}")
