@@ -38,6 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ppl_scenes.models.base import PresenceBoxes, PriorSampling
+
 __all__ = [
     "build_dataset",
     "fraction",
@@ -269,10 +271,8 @@ def _test_dataset(run_config: dict[str, Any], cls, name: str | None, num_test: i
 
 
 def evaluate(model, dataset, progress: bool = True) -> dict[str, Any]:
-    """``model.evaluate(dataset)``, with a progress bar when the model's ``evaluate`` offers one."""
-    params = inspect.signature(model.evaluate).parameters
-    kwargs = {"progress": progress} if "progress" in params else {}
-    return model.evaluate(dataset, **kwargs)
+    """``model.evaluate(dataset)`` with a progress bar."""
+    return model.evaluate(dataset, progress=progress)
 
 
 def _load_run(run_dir: str):
@@ -499,8 +499,7 @@ def _prior_figure(model, n: int, image_size: tuple[int, int], path: Path) -> Pat
 
     from ppl_scenes.viz import plot_scenes
 
-    params = inspect.signature(model.model).parameters
-    if "batch_size" not in params or "image_size" not in params:
+    if not isinstance(model, PriorSampling):
         return None
     with torch.no_grad():
         canvas = model.model(None, batch_size=n, image_size=image_size)
@@ -519,7 +518,7 @@ def _posterior_sample_figures(model, test_set, n: int, draws: int, out: Path) ->
     from ppl_scenes.infer.posterior import count_posterior, posterior_boxes, sample_posterior
     from ppl_scenes.viz import plot_count_posterior, plot_posterior_boxes
 
-    if not hasattr(model, "present_boxes"):
+    if not isinstance(model, PresenceBoxes):
         return None
     images, targets = _first_scenes(test_set, n)
     n, images = len(images), images.to(model.device)

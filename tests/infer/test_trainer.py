@@ -28,7 +28,7 @@ from ppl_scenes import runs
 from ppl_scenes.data.loading import materialize
 from ppl_scenes.infer import SVITrainer, fit
 from ppl_scenes.infer.trainer import TrainConfig, Trainer, TrainingDiverged
-from ppl_scenes.models.base import MODELS, SceneModel, SceneParse
+from ppl_scenes.models.base import MODELS, SceneModel, SceneParse, Variational
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig
 from ppl_scenes.rundir import CHECKPOINT_FILES, RunDir
 from ppl_scenes.runs import RunDirError, read_metrics
@@ -46,7 +46,7 @@ class ToyConfig:
     inf_grad_steps: tuple[int, ...] = ()
 
 
-class Toy(SceneModel):
+class Toy(SceneModel, Variational):
     config_class = ToyConfig
 
     def __init__(self, config=None, **overrides):
