@@ -1,11 +1,12 @@
-# The two commands: `make demo` (the main job) and `make test` (ruff + pytest).
+# The two commands: `make demo` (the main job) and `make test` (ruff, the docs build, pytest).
+# `make docs` builds the API reference and the guides into docs/_build/html (warnings are errors).
 # Each is self-contained: it creates .venv and installs the package when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint docs install clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,10 +20,15 @@ demo: $(STAMP)
 	$(BIN)/ppl-scenes demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check ppl_scenes experiments tests
+	$(BIN)/ruff check ppl_scenes experiments tests docs
 
-test: $(STAMP) lint
+# Installs the docs extra when an older .venv lacks it (the dev extra includes it).
+docs: $(STAMP)
+	$(BIN)/python -c "import sphinx, myst_parser" 2>/dev/null || $(BIN)/pip install -q -e '.[docs]'
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+test: $(STAMP) lint docs
 	$(BIN)/python -m pytest -n auto --dist worksteal --durations=25
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build

@@ -9,15 +9,15 @@ a key of :data:`ppl_scenes.infer.TRAINERS`).
 What only some models can do is declared by inheriting a capability class, and read with
 ``isinstance`` -- never by probing attribute names or signatures:
 
-=====================  ==================================================================
-:class:`Variational`   a Pyro ``model`` / ``guide`` pair trained by SVI
-:class:`Supervised`    learns from the scenes' labels besides the images (``supervision``)
-:class:`PresenceBoxes` turns sampled ``z_pres`` / ``z_where`` into boxes (posterior figures)
-:class:`PriorSampling` ``model(None, batch_size=, image_size=)`` generates images from the prior
-:class:`DetectorStage` trains a supervised detector first, then freezes it (two-stage trainer)
-:class:`RankedParse`   ``parse(x, score_threshold=t)`` keeps ranked candidates
-:class:`TargetedParse` ``parse`` takes inputs read from the targets (MIST's counts)
-=====================  ==================================================================
+======================  ==================================================================
+:class:`Variational`    a Pyro ``model`` / ``guide`` pair trained by SVI
+:class:`Supervised`     learns from the scenes' labels besides the images (``supervision``)
+:class:`PresenceBoxes`  turns sampled ``z_pres`` / ``z_where`` into boxes (posterior figures)
+:class:`PriorSampling`  ``model(None, batch_size=, image_size=)`` generates images from the prior
+:class:`DetectorStage`  trains a supervised detector first, then freezes it (two-stage trainer)
+:class:`RankedParse`    ``parse(x, score_threshold=t)`` keeps ranked candidates
+:class:`TargetedParse`  ``parse`` takes inputs read from the targets (MIST's counts)
+======================  ==================================================================
 
 ``docs/adding_a_model.md`` walks through adding a model.
 """

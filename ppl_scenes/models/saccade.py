@@ -6,7 +6,7 @@ any other tensor, e.g. another modality, can be passed) decides where to look; o
 cut from ``X`` at those places are processed at full resolution, and they are classified.
 
 Generative story, per image, with an RNN state ``h_0 = 0`` (a VRNN, Chung et al. 2015; §3 and
-Appendix 7.6):
+Appendix 7.6)::
 
     for t = 0 .. T-1:
         z_t ~ N(mu_prior(h_t), sigma_prior(h_t))                     learned prior

@@ -520,7 +520,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
 
         Args:
             z_pres: ``[B, N]`` presence (relaxed or 0/1); z_where ``[B, N, 4]``; z_depth ``[B, N, 1]``;
-            z_what ``[B, N, A]``; image_size: ``(H, W)`` of the output.
+                z_what ``[B, N, A]``; image_size: ``(H, W)`` of the output.
         """
         return self.render_windows(z_pres, z_where, z_depth, z_what, image_size)[0]
 
