@@ -24,9 +24,8 @@ from pathlib import Path
 from _common import command_line, positive_int, write_record
 
 from ppl_scenes import load
-from ppl_scenes.cli import build_dataset
 from ppl_scenes.metrics import SPAIR_IOU_THRESHOLDS, average_precision_range, evaluate_detection
-from ppl_scenes.runs import read_config
+from ppl_scenes.runs import build_dataset, read_config
 
 NAME = "spair_boxes"
 #: Seed of the validation scenes: the training scenes are the run's dataset with seed 0.

@@ -22,8 +22,7 @@ from _common import command_line, positive_int, write_record
 from torchvision.ops import box_iou
 
 from ppl_scenes import load
-from ppl_scenes.cli import build_dataset
-from ppl_scenes.runs import read_config
+from ppl_scenes.runs import build_dataset, read_config
 
 NAME = "spair_misses"
 

@@ -25,165 +25,49 @@ exits with status 2 (1 when training diverged). ``--json`` keeps stdout for the 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
-import dataclasses
-import inspect
 import json
 import math
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ppl_scenes.models.base import PresenceBoxes, PriorSampling
+from ppl_scenes._version import __version__
+from ppl_scenes.figures import posterior_figure, posterior_sample_figures, prior_figure
+from ppl_scenes.infer import TrainingDiverged
+from ppl_scenes.models import MODELS
+from ppl_scenes.rundir import upgrade
+from ppl_scenes.runs import (
+    DEFAULT_NUM_TEST,
+    EVAL_FILE,
+    METRICS_FILE,
+    RunDirError,
+    RunSpec,
+    TrainedRun,
+    load,
+    strict_json,
+    write_json,
+)
+from ppl_scenes.viz import plot_curves
 
 __all__ = [
-    "build_dataset",
     "fraction",
     "main",
     "non_negative_int",
-    "parse_value",
     "positive_float",
     "positive_int",
 ]
 
 PROG = "ppl-scenes"
-#: Test scenes scored at the end of ``train``/``demo`` and by ``eval`` unless told otherwise.
-DEFAULT_NUM_TEST = 500
 #: Default wall-clock budget of ``ppl-scenes demo``, in minutes.
 DEMO_MINUTES = 5.0
 DEMO_MODEL = "spair"
-#: Options of a generator that never go into ``config.json`` (they depend on the machine).
-_MACHINE_KEYS = ("root",)
 
 
 class CLIError(ValueError):
     """Bad command-line input (reported without a traceback, exit status 2)."""
-
-
-# -- parsing values ------------------------------------------------------------------------------
-def parse_value(text: str) -> Any:
-    """A command-line value as a Python value.
-
-    ``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"``/``"false"`` -> bool, ``"none"`` -> None,
-    ``"1,5"``, ``"[1,5]"`` or ``"(1,5)"`` -> ``(1, 5)``, ``'{"a": 1}'`` -> dict; anything else stays a
-    string.
-    """
-    s = text.strip()
-    low = s.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        value = ast.literal_eval(s)
-    except Exception:  # literal_eval raises ValueError, SyntaxError, MemoryError, RecursionError...
-        if "," in s:
-            return tuple(parse_value(part) for part in s.split(","))
-        return s
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _typed_value(default: Any, text: str) -> Any:
-    """Parse ``text`` for a config field whose default is ``default`` (the type decides how)."""
-    if isinstance(default, str | bool):
-        return text  # coerce_value reads strings for these itself ("yes", "off", "cuda:1", ...)
-    value = parse_value(text)
-    if isinstance(default, dict) and not isinstance(value, dict):
-        raise CLIError(f"expected a dict like '{{\"key\": value}}', got {text!r}")
-    return value
-
-
-def _coerced_fields(config, raw: dict[str, str], what: str) -> dict[str, Any]:
-    """``raw`` (KEY -> text) converted to the types of ``config``'s fields and validated by it."""
-    from ppl_scenes.config import replace_config
-
-    fields = {f.name for f in dataclasses.fields(config)}
-    parsed = {}
-    for key, text in raw.items():
-        if key not in fields:
-            valid = ", ".join(sorted(fields))
-            raise CLIError(f"unknown {what} key {key!r} for {type(config).__name__}; valid keys: {valid}")
-        try:
-            parsed[key] = _typed_value(getattr(config, key), text)
-        except CLIError as err:
-            raise CLIError(f"{what} key {key!r}: {err}") from None
-    new = replace_config(config, parsed)  # ValueError for bad types; __post_init__ for bad values
-    return {key: getattr(new, key) for key in parsed}
-
-
-def split_overrides(items: Sequence[str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    """``KEY=VALUE`` items as (model config, ``train.`` settings, ``data.`` arguments), values as text."""
-    model: dict[str, str] = {}
-    train: dict[str, str] = {}
-    data: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise CLIError(f"malformed override {item!r}: expected KEY=VALUE (e.g. what_dim=32)")
-        target = model
-        for prefix, group in (("train.", train), ("data.", data)):
-            if key.startswith(prefix):
-                key, target = key[len(prefix) :], group
-                if not key:
-                    raise CLIError(f"malformed override {item!r}: no key after {prefix!r}")
-        if key in target:
-            raise CLIError(f"override {item!r} sets {key!r} a second time")
-        target[key] = value
-    return model, train, data
-
-
-# -- data ----------------------------------------------------------------------------------------
-def _builder_params(name: str) -> tuple[set[str], bool]:
-    """Keyword arguments the dataset builder ``name`` accepts, and whether it takes ``**kwargs``."""
-    from ppl_scenes.data import DATASETS
-
-    if name not in DATASETS:
-        raise CLIError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    params = inspect.signature(DATASETS[name]).parameters.values()
-    named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    return named, any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _data_kwargs(name: str, raw: dict[str, str]) -> dict[str, Any]:
-    """``data.KEY=VALUE`` overrides parsed and checked against the builder's signature."""
-    named, open_ended = _builder_params(name)
-    kwargs = {}
-    for key, text in raw.items():
-        if key == "split":
-            raise CLIError("data.split cannot be set: training uses 'train' and evaluation 'test'")
-        if key not in named and not open_ended:
-            valid = ", ".join(sorted(named - {"split"}))
-            raise CLIError(f"unknown option {key!r} for dataset {name!r}; valid options: {valid}")
-        kwargs[key] = parse_value(text)
-    return kwargs
-
-
-def _json_ready(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kwargs.items() if k not in _MACHINE_KEYS}
-
-
-def _from_json(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Arguments read back from ``config.json``: JSON lists become the tuples the generators take."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-
-
-def build_dataset(name: str, split: str, kwargs: dict[str, Any], root: str | None = None):
-    """``make_dataset(name, split, **kwargs)`` with ``root`` passed where the generator reads digits."""
-    from ppl_scenes.data import make_dataset
-
-    named, open_ended = _builder_params(name)
-    kwargs = dict(kwargs)
-    if root is not None and ("root" in named or open_ended):
-        kwargs.setdefault("root", root)
-    try:
-        return make_dataset(name, split, **kwargs)
-    except TypeError as err:  # an argument the generator behind **kwargs does not take
-        raise CLIError(f"bad options for dataset {name!r}: {err}") from None
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -217,8 +101,6 @@ fraction = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 def _check_new_run_dir(out: Path) -> None:
     """Refuse (before any work) to write into a file or a non-empty directory."""
-    from ppl_scenes.runs import RunDirError
-
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{str(out)!r} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
@@ -226,6 +108,35 @@ def _check_new_run_dir(out: Path) -> None:
             f"run directory {str(out)!r} already exists and is not empty; "
             "pass --resume to continue it, or choose another --out"
         )
+
+
+def _train(args: argparse.Namespace, model_name: str, out: Path, minutes: float | None = None) -> TrainedRun:
+    """Build the run's spec from the flags (or continue the stored one), train it and score it."""
+    given = dict(
+        dataset=args.dataset,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        seed=args.seed,
+        steps=args.steps,
+        minutes=minutes,
+        device=args.device,
+        data_root=args.data_root,
+    )
+    if args.resume:
+        spec = RunSpec.from_run_dir(out)
+        if spec.model != model_name:
+            raise CLIError(f"{str(out)!r} holds a {spec.model!r} run, not {model_name!r}")
+        spec = spec.continued(args.overrides, **given)
+    else:
+        _check_new_run_dir(out)
+        spec = RunSpec.from_overrides(model_name, args.overrides, **given)
+    return spec.train_into(
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        command=args.command_line,
+        info=lambda line: _info(f"{PROG}: {line}"),
+    )
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
@@ -247,203 +158,11 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run_data(config: dict[str, Any]) -> dict[str, Any]:
-    data = config.get("data")
-    if not isinstance(data, dict) or "name" not in data:
-        return {}
-    return data
-
-
-def _test_dataset(run_config: dict[str, Any], cls, name: str | None, num_test: int | None, root: str | None):
-    """The test split for a trained run: its own data config, or dataset ``name`` with defaults."""
-    data = _run_data(run_config)
-    own = name is None or name == data.get("name")
-    if own and data:
-        name, kwargs = data["name"], _from_json(data.get("kwargs", {}))
-        root = root if root is not None else data.get("root")
-        if num_test is None:
-            num_test = data.get("num_test", DEFAULT_NUM_TEST)
-    else:
-        name = name or cls.default_dataset
-        kwargs = dict(cls.default_data_kwargs) if name == cls.default_dataset else {}
-    kwargs["num_scenes"] = num_test or DEFAULT_NUM_TEST
-    return name, build_dataset(name, "test", kwargs, root)
-
-
-def evaluate(model, dataset, progress: bool = True) -> dict[str, Any]:
-    """``model.evaluate(dataset)`` with a progress bar."""
-    return model.evaluate(dataset, progress=progress)
-
-
-def _load_run(run_dir: str):
-    from ppl_scenes.models import MODELS
-    from ppl_scenes.runs import load, read_config
-
-    config = read_config(run_dir)
-    model = load(run_dir)
-    return model, config, MODELS[config["model"]]
-
-
-# -- train ---------------------------------------------------------------------------------------
-def _check_resume_settings(stored, cls, model_raw, data_raw, dataset, num_train, seed, train_raw) -> None:
-    """A resumed run keeps its model, data and seed: the run's own values may be given again, others
-    are refused, each named with the stored value."""
-    from ppl_scenes.config import replace_config
-
-    differ = []
-    stored_model = stored.get("model_config") or {}
-    if model_raw:
-        given = _coerced_fields(replace_config(cls.config_class(), stored_model), model_raw, "model config")
-        own = replace_config(cls.config_class(), stored_model)
-        differ += [
-            f"{k}={model_raw[k]} (the run has {getattr(own, k)!r})"
-            for k, v in given.items()
-            if v != getattr(own, k)
-        ]
-    data = _run_data(stored)
-    kwargs = _from_json(data.get("kwargs", {}))
-    for key, text in data_raw.items():
-        if parse_value(text) != kwargs.get(key):
-            differ.append(f"data.{key}={text} (the run has {kwargs.get(key)!r})")
-    if dataset is not None and dataset != data.get("name"):
-        differ.append(f"--dataset {dataset} (the run has {data.get('name')!r})")
-    if num_train is not None and num_train != kwargs.get("num_scenes"):
-        differ.append(f"--num-train {num_train} (the run has {kwargs.get('num_scenes')!r})")
-    run_seed = (stored.get("train_config") or {}).get("seed", stored.get("seed"))
-    for flag, given in (("--seed", seed), ("train.seed", train_raw.get("seed"))):
-        if given is not None and int(given) != run_seed:
-            differ.append(f"{flag} {given} (the run has {run_seed})")
-    if differ:
-        raise CLIError(f"a resumed run keeps its model, data and seed; these differ: {'; '.join(differ)}")
-
-
-def _train(
-    model_name: str,
-    out: Path,
-    *,
-    overrides: Sequence[str] = (),
-    steps: int | None = None,
-    minutes: float | None = None,
-    dataset: str | None = None,
-    seed: int | None = None,
-    device: str | None = None,
-    resume: bool = False,
-    data_root: str | None = None,
-    num_train: int | None = None,
-    num_test: int | None = None,
-    progress: bool = True,
-    command: str | None = None,
-):
-    """Build (or restore) model and data, train, evaluate on the test split; returns (model, test set)."""
-    import pyro
-
-    from ppl_scenes.infer import fit
-    from ppl_scenes.infer.trainer import TrainConfig
-    from ppl_scenes.models import MODELS
-    from ppl_scenes.runs import EVAL_FILE, RunDirError, build_model, read_config, write_json
-
-    if model_name not in MODELS:
-        raise CLIError(f"unknown model {model_name!r}; known models: {', '.join(sorted(MODELS))}")
-    cls = MODELS[model_name]
-    model_raw, train_raw, data_raw = split_overrides(overrides)
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-
-    if resume:
-        stored = read_config(out)
-        if stored["model"] != model_name:
-            raise CLIError(f"{str(out)!r} holds a {stored['model']!r} run, not {model_name!r}")
-        _check_resume_settings(stored, cls, model_raw, data_raw, dataset, num_train, seed, train_raw)
-        try:
-            model = build_model(model_name, stored.get("model_config"))
-        except ValueError as err:
-            raise RunDirError(f"{out / 'config.json'}: {err}") from None
-        data = _run_data(stored)
-        if not data:
-            raise RunDirError(f"{out / 'config.json'} does not say which data the run was trained on")
-        data_name, train_kwargs = data["name"], _from_json(data.get("kwargs", {}))
-        root = data_root if data_root is not None else data.get("root")
-        num_test = num_test or data.get("num_test", DEFAULT_NUM_TEST)
-        settings = {k: v for k, v in (stored.get("train_config") or {}).items() if k in train_fields}
-        if steps is not None:
-            settings["minutes"] = 0.0  # --steps N on resume: go on to step N, whatever the old budget
-    else:
-        _check_new_run_dir(out)
-        model_config = _coerced_fields(cls.config_class(), model_raw, "model config")
-        data_name = dataset or cls.default_dataset
-        train_kwargs = dict(cls.default_data_kwargs) if data_name == cls.default_dataset else {}
-        train_kwargs.update(_data_kwargs(data_name, data_raw))
-        if num_train is not None:
-            if "num_scenes" in data_raw:
-                raise CLIError("give either --num-train or data.num_scenes, not both")
-            train_kwargs["num_scenes"] = num_train
-        root = data_root if data_root is not None else train_kwargs.pop("root", None)
-        num_test = num_test or DEFAULT_NUM_TEST
-        settings = {}
-
-    settings.update(_coerced_fields(TrainConfig(), train_raw, "training"))
-    if seed is not None:
-        settings["seed"] = seed
-    if not resume:
-        # The seed decides the initial weights too, so seed before the model is built.
-        pyro.set_rng_seed(settings.get("seed", cls.default_train.get("seed", TrainConfig.seed)))
-        model = cls(dataclasses.replace(cls.config_class(), **model_config))
-    if steps is not None:
-        settings["steps"] = steps
-    if minutes is not None:
-        settings["minutes"] = minutes
-    if device is not None:
-        settings["device"] = device
-
-    train_set = build_dataset(data_name, "train", train_kwargs, root)
-    test_set = build_dataset(data_name, "test", {**train_kwargs, "num_scenes": num_test}, root)
-    run_info = {
-        "data": {
-            "name": data_name,
-            "kwargs": _json_ready(train_kwargs),
-            "num_test": num_test,
-            "root": root,
-        },
-        "command": command,
-    }
-    _info(f"{PROG}: training {model_name} on {len(train_set)} {data_name!r} scenes -> {out}")
-    start = time.perf_counter()
-    fit(
-        model,
-        train_set,
-        out=out,
-        resume=resume,
-        eval_fn=lambda m: evaluate(m, test_set, progress),
-        progress=progress,
-        run_info=run_info,
-        **settings,
-    )
-    seconds = time.perf_counter() - start
-    eval_path = out / EVAL_FILE
-    metrics = json.loads(eval_path.read_text())
-    metrics = {"dataset": data_name, **metrics}
-    write_json(eval_path, metrics)
-    return model, test_set, metrics, seconds
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    _, _, metrics, seconds = _train(
-        args.model,
-        out,
-        overrides=args.overrides,
-        steps=args.steps,
-        minutes=args.minutes,
-        dataset=args.dataset,
-        seed=args.seed,
-        device=args.device,
-        resume=args.resume,
-        data_root=args.data_root,
-        num_train=args.num_train,
-        num_test=args.num_test,
-        progress=not args.no_progress,
-        command=args.command_line,
-    )
-    print(f"trained {args.model} to step {metrics.get('step')} in {seconds / 60:.1f} min")
+    run = _train(args, args.model, out, minutes=args.minutes)
+    metrics = run.metrics
+    print(f"trained {args.model} to step {metrics.get('step')} in {run.seconds / 60:.1f} min")
     print(f"test metrics ({metrics.get('dataset')}):")
     print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step")}))
     print(f"run directory: {out}  (config.json, weights.safetensors, state.*, metrics.jsonl, eval.json)")
@@ -452,101 +171,40 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ppl_scenes.runs import EVAL_FILE, strict_json, write_json
-
-    model, config, cls = _load_run(args.run_dir)
-    name, test_set = _test_dataset(config, cls, args.dataset, args.num_test, args.data_root)
-    metrics = {"dataset": name, "step": model.step, **evaluate(model, test_set)}
-    own = name == _run_data(config).get("name", cls.default_dataset)
-    path = Path(args.run_dir) / (EVAL_FILE if own else f"eval-{name}.json")
+    spec = RunSpec.from_run_dir(args.run_dir, require_data=False)
+    model = load(args.run_dir)
+    if args.data_root is not None:
+        spec.data_root = args.data_root
+    name, test_set = spec.test_set(args.dataset, args.num_test)
+    metrics = {"dataset": name, "step": model.step, **model.evaluate(test_set, progress=True)}
+    path = Path(args.run_dir) / (EVAL_FILE if name == spec.dataset else f"eval-{name}.json")
     write_json(path, metrics)
     if args.json:
         args.stdout.write(json.dumps(strict_json(metrics), allow_nan=False) + "\n")
     else:
-        print(f"{config['model']} at step {model.step} on {len(test_set)} {name!r} test scenes:")
+        print(f"{spec.model} at step {model.step} on {len(test_set)} {name!r} test scenes:")
         print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step")}))
         print(f"written to {path}")
     return 0
 
 
 # -- sample --------------------------------------------------------------------------------------
-def _first_scenes(test_set, n: int):
-    """The first ``n`` (at most) scenes of ``test_set``: stacked images and their targets."""
-    import torch
-
-    items = [test_set[i] for i in range(min(n, len(test_set)))]
-    return torch.stack([im for im, _ in items]), [t for _, t in items]
-
-
-def _posterior_figure(model, test_set, n: int, path: Path) -> Path:
-    from ppl_scenes.metrics.scoring import parse_options
-    from ppl_scenes.viz import plot_scenes
-
-    images, targets = _first_scenes(test_set, n)
-    n = len(images)
-    parse = model.parse(images.to(model.device), **parse_options(model, targets))
-    boxes = [b.cpu() for b in parse.boxes]
-    truth = [t["boxes"] for t in targets]
-    titles = [f"{len(b)} found / {int(t['count'])} true" for b, t in zip(boxes, targets)]
-    recon = None if parse.reconstruction is None else parse.reconstruction.cpu().clamp(0, 1)
-    plot_scenes(images, boxes, gt_boxes=truth, reconstructions=recon, titles=titles, path=path, max_images=n)
-    return path
-
-
-def _prior_figure(model, n: int, image_size: tuple[int, int], path: Path) -> Path | None:
-    """Images drawn from the model's prior, when ``model.model`` can generate (``x=None``)."""
-    import torch
-
-    from ppl_scenes.viz import plot_scenes
-
-    if not isinstance(model, PriorSampling):
-        return None
-    with torch.no_grad():
-        canvas = model.model(None, batch_size=n, image_size=image_size)
-    if not isinstance(canvas, torch.Tensor) or canvas.dim() != 4:
-        return None
-    titles = [f"prior sample {i + 1}" for i in range(n)]
-    fig = plot_scenes(canvas.detach().cpu().clamp(0, 1), titles=titles, max_images=n)
-    fig.axes[0].set_ylabel("prior")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
-
-
-def _posterior_sample_figures(model, test_set, n: int, draws: int, out: Path) -> tuple[Path, Path] | None:
-    """Boxes of ``draws`` posterior draws on ``n`` test scenes, and their count posteriors."""
-    from ppl_scenes.infer.posterior import count_posterior, posterior_boxes, sample_posterior
-    from ppl_scenes.viz import plot_count_posterior, plot_posterior_boxes
-
-    if not isinstance(model, PresenceBoxes):
-        return None
-    images, targets = _first_scenes(test_set, n)
-    n, images = len(images), images.to(model.device)
-    samples = sample_posterior(model, images, num_samples=draws)
-    counts = count_posterior(samples["z_pres"].cpu())
-    boxes = [[b.cpu() for b in per_image] for per_image in posterior_boxes(model, samples, images.shape[-2:])]
-    truth = [int(t["count"]) for t in targets]
-    titles = [f"{m:.1f} found ({t} true)" for m, t in zip(counts.mean.tolist(), truth)]
-    box_path = out.with_name(f"{out.stem}-posterior{out.suffix}")
-    count_path = out.with_name(f"{out.stem}-counts{out.suffix}")
-    gt = [t["boxes"] for t in targets]
-    plot_posterior_boxes(images.cpu(), boxes, gt_boxes=gt, titles=titles, path=box_path, max_images=n)
-    plot_count_posterior(counts.probs, path=count_path, true_counts=truth, max_images=n)
-    return box_path, count_path
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
-    model, config, cls = _load_run(args.run_dir)
+    spec = RunSpec.from_run_dir(args.run_dir, require_data=False)
+    model = load(args.run_dir)
+    if args.data_root is not None:
+        spec.data_root = args.data_root
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
-    _, test_set = _test_dataset(config, cls, args.dataset, args.num_samples, args.data_root)
-    posterior = _posterior_figure(model, test_set, args.num_samples, out)
+    _, test_set = spec.test_set(args.dataset, args.num_samples)
+    posterior = posterior_figure(model, test_set, args.num_samples, out)
     print(f"posterior parses of {min(args.num_samples, len(test_set))} test scenes: {posterior}")
-    sampled = _posterior_sample_figures(model, test_set, args.num_samples, args.num_draws, out)
+    sampled = posterior_sample_figures(model, test_set, args.num_samples, args.num_draws, out)
     if sampled is not None:
         print(f"boxes of {args.num_draws} posterior draws per scene: {sampled[0]}")
         print(f"posterior over the number of objects: {sampled[1]}")
     image_size = tuple(test_set[0][0].shape[-2:])
-    prior = _prior_figure(model, args.num_samples, image_size, out.with_name(f"{out.stem}-prior{out.suffix}"))
+    prior_path = out.with_name(f"{out.stem}-prior{out.suffix}")
+    prior = prior_figure(model, args.num_samples, image_size, prior_path)
     if prior is not None:
         print(f"samples from the prior (step {model.step} of its annealing): {prior}")
     return 0
@@ -563,26 +221,17 @@ def _free_demo_dir(base: Path = Path("runs") / "demo") -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ppl_scenes.runs import METRICS_FILE
-    from ppl_scenes.viz import plot_curves
-
     out = Path(args.out) if args.out else _free_demo_dir()
     minutes = args.minutes if args.minutes is not None else (None if args.steps else DEMO_MINUTES)
     budget = f"{minutes:g} min" if minutes else f"{args.steps} steps"
     _info(f"{PROG} demo: SPAIR on scattered MNIST digits, {budget} of CPU training")
-    model, test_set, metrics, seconds = _train(
-        DEMO_MODEL,
-        out,
-        steps=args.steps,
-        minutes=minutes,
-        data_root=args.data_root,
-        progress=not args.no_progress,
-        command=args.command_line,
-    )
-    figure = _posterior_figure(model, test_set, 8, out / "demo.png")
-    curves = plot_curves(out / METRICS_FILE, keys=("loss",), path=out / "loss.png")
-    del curves
-    print(f"SPAIR trained for {metrics.get('step')} steps in {seconds / 60:.1f} min")
+    args.overrides, args.resume, args.dataset, args.num_train, args.num_test = [], False, None, None, None
+    args.seed = args.device = None
+    run = _train(args, DEMO_MODEL, out, minutes=minutes)
+    metrics = run.metrics
+    figure = posterior_figure(run.model, run.test_set, 8, out / "demo.png")
+    plot_curves(out / METRICS_FILE, keys=("loss",), path=out / "loss.png")
+    print(f"SPAIR trained for {metrics.get('step')} steps in {run.seconds / 60:.1f} min")
     print(f"test metrics on {metrics.get('num_scenes')} unseen scenes:")
     print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step", "num_scenes")}))
     print("files:")
@@ -596,8 +245,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- upgrade -------------------------------------------------------------------------------------
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from ppl_scenes.rundir import upgrade
-
     for run_dir in args.run_dirs:
         converted = upgrade(run_dir)
         done = f"converted {', '.join(converted)} (kept as *.legacy)" if converted else "nothing to convert"
@@ -608,9 +255,6 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 # -- parser and entry point ----------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ppl-scenes`` (one subcommand per verb)."""
-    from ppl_scenes._version import __version__
-    from ppl_scenes.models import MODELS
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Train, evaluate and sample object-centric scene models (Pyro).",
@@ -731,8 +375,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extras]
     args.command_line = shlex.join([PROG, *argv])
     args.stdout = sys.stdout
-
-    from ppl_scenes.infer.trainer import TrainingDiverged
 
     # With --json, anything a library prints goes to stderr: stdout carries the JSON object alone.
     quiet = (

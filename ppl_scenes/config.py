@@ -1,8 +1,10 @@
-"""Model configurations as dataclasses: conversion to JSON and validated overrides, the one value parser.
+"""Configurations as dataclasses: conversion to JSON, validated overrides, and the one value parser.
 
-Every model's config is a dataclass whose fields all have defaults. :func:`replace_config` applies
-overrides (from Python, the command line or ``config.json``) converted by :func:`coerce_value` to each
-field's type; the command line, run directories and experiments all go through it.
+Every model's config (and :class:`ppl_scenes.infer.TrainConfig`) is a dataclass whose fields all have
+defaults. :func:`replace_config` applies overrides (from Python, the command line or ``config.json``)
+converted by :func:`coerce_value` to each field's type. Text from the command line (``KEY=VALUE``) is
+split by :func:`split_overrides`, read by :func:`parse_value` (or, for a typed field,
+:func:`typed_value`) and checked by :func:`coerced_fields`; run specs and experiments use the same.
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ import ast
 import dataclasses
 import json
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["coerce_value", "config_to_dict", "replace_config"]
+__all__ = [
+    "coerce_value",
+    "coerced_fields",
+    "config_to_dict",
+    "parse_value",
+    "replace_config",
+    "split_overrides",
+    "typed_value",
+]
 
 
 def config_to_dict(config) -> dict[str, Any]:
@@ -134,3 +144,74 @@ def _coerce(default: Any, value: Any) -> Any:
             raise ValueError
         return value
     return value
+
+
+# -- values from text (the command line, KEY=VALUE overrides) -----------------------------------
+def parse_value(text: str) -> Any:
+    """A command-line value as a Python value.
+
+    ``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"``/``"false"`` -> bool, ``"none"`` -> None,
+    ``"1,5"``, ``"[1,5]"`` or ``"(1,5)"`` -> ``(1, 5)``, ``'{"a": 1}'`` -> dict; anything else stays a
+    string.
+    """
+    s = text.strip()
+    low = s.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        value = ast.literal_eval(s)
+    except Exception:  # literal_eval raises ValueError, SyntaxError, MemoryError, RecursionError...
+        if "," in s:
+            return tuple(parse_value(part) for part in s.split(","))
+        return s
+    return tuple(value) if isinstance(value, list) else value
+
+
+def typed_value(default: Any, text: str) -> Any:
+    """Parse ``text`` for a config field whose default is ``default`` (the type decides how)."""
+    if isinstance(default, str | bool):
+        return text  # coerce_value reads strings for these itself ("yes", "off", "cuda:1", ...)
+    value = parse_value(text)
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ValueError(f"expected a dict like '{{\"key\": value}}', got {text!r}")
+    return value
+
+
+def coerced_fields(config, raw: dict[str, str], what: str) -> dict[str, Any]:
+    """``raw`` (KEY -> text) converted to the types of ``config``'s fields and validated by it."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    parsed = {}
+    for key, text in raw.items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ValueError(f"unknown {what} key {key!r} for {type(config).__name__}; valid keys: {valid}")
+        try:
+            parsed[key] = typed_value(getattr(config, key), text)
+        except ValueError as err:
+            raise ValueError(f"{what} key {key!r}: {err}") from None
+    new = replace_config(config, parsed)  # ValueError for bad types; __post_init__ for bad values
+    return {key: getattr(new, key) for key in parsed}
+
+
+def split_overrides(items: Sequence[str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """``KEY=VALUE`` items as (model config, ``train.`` settings, ``data.`` arguments), values as text."""
+    model: dict[str, str] = {}
+    train: dict[str, str] = {}
+    data: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"malformed override {item!r}: expected KEY=VALUE (e.g. what_dim=32)")
+        target = model
+        for prefix, group in (("train.", train), ("data.", data)):
+            if key.startswith(prefix):
+                key, target = key[len(prefix) :], group
+                if not key:
+                    raise ValueError(f"malformed override {item!r}: no key after {prefix!r}")
+        if key in target:
+            raise ValueError(f"override {item!r} sets {key!r} a second time")
+        target[key] = value
+    return model, train, data

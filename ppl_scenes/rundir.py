@@ -735,6 +735,17 @@ class RunDir:
             if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
                 self._writer.add_scalar(k, v, record["step"])
 
+    def read_eval(self) -> dict[str, Any]:
+        """The final evaluation in ``eval.json``, raising :class:`RunDirError` when missing or corrupt."""
+        path = self.path / EVAL_FILE
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RunDirError(f"{path} cannot be read: {err}") from None
+        if not isinstance(results, dict):
+            raise RunDirError(f"{path} is corrupt: not a JSON object")
+        return results
+
     def write_eval(self, results: dict[str, Any]) -> None:
         """Write the final evaluation to ``eval.json`` (strict JSON, atomically)."""
         write_json(self.path / EVAL_FILE, results)

@@ -1,20 +1,33 @@
-"""Restoring trained models from their run directories.
+"""Runs: what a training run is (:class:`RunSpec`), training it into a run directory, and loading it back.
 
-``load(run_dir)`` rebuilds any trained model from its run directory: its config from ``config.json``,
-its weights from the checksummed ``weights.safetensors`` (nothing is unpickled). What a run directory
-holds, and every read and write of it, is :mod:`ppl_scenes.rundir`; its names are re-exported here.
+A :class:`RunSpec` names the model and its config overrides, the scene generator and its arguments,
+and the training settings; ``RunSpec.from_overrides`` reads them from command-line text,
+``RunSpec.from_run_dir`` from a run's ``config.json``, and :meth:`RunSpec.train` trains into a run
+directory and scores the test split. ``load(run_dir)`` rebuilds any trained model from its run
+directory: its config from ``config.json``, its weights from the checksummed ``weights.safetensors``
+(nothing is unpickled). What a run directory holds, and every read and write of it, is
+:mod:`ppl_scenes.rundir`; its names are re-exported here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
-from ppl_scenes.config import replace_config
+from ppl_scenes.config import coerced_fields, parse_value, replace_config, split_overrides
+from ppl_scenes.data import DATASETS, make_dataset
+from ppl_scenes.infer import TrainConfig, fit
 from ppl_scenes.models import MODELS
+from ppl_scenes.models.base import SceneModel
 from ppl_scenes.rundir import (
     CONFIG_FILE,
     EVAL_FILE,
@@ -30,8 +43,17 @@ from ppl_scenes.rundir import (
     write_json,
 )
 
+#: Test scenes scored at the end of a run and by ``ppl-scenes eval`` unless told otherwise.
+DEFAULT_NUM_TEST = 500
+#: Options of a generator that never go into ``config.json`` (they depend on the machine).
+_MACHINE_KEYS = ("root",)
+
 __all__ = [
     "CONFIG_FILE",
+    "DEFAULT_NUM_TEST",
+    "RunSpec",
+    "TrainedRun",
+    "build_dataset",
     "EVAL_FILE",
     "METRICS_FILE",
     "RunDir",
@@ -78,3 +100,313 @@ def load(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu"):
     model.step = state["step"]
     model.set_step(model.step)
     return model.eval()
+
+
+# -- data --------------------------------------------------------------------------------------------
+def _builder_params(name: str) -> tuple[set[str], bool]:
+    """Keyword arguments the dataset builder ``name`` accepts, and whether it takes ``**kwargs``."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    params = inspect.signature(DATASETS[name]).parameters.values()
+    named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _data_kwargs(name: str, raw: dict[str, str]) -> dict[str, Any]:
+    """``data.KEY=VALUE`` overrides parsed and checked against the builder's signature."""
+    named, open_ended = _builder_params(name)
+    kwargs = {}
+    for key, text in raw.items():
+        if key == "split":
+            raise ValueError("data.split cannot be set: training uses 'train' and evaluation 'test'")
+        if key not in named and not open_ended:
+            valid = ", ".join(sorted(named - {"split"}))
+            raise ValueError(f"unknown option {key!r} for dataset {name!r}; valid options: {valid}")
+        kwargs[key] = parse_value(text)
+    return kwargs
+
+
+def _json_ready(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Generator arguments as ``config.json`` keeps them (machine-specific ones left out)."""
+    return {k: v for k, v in kwargs.items() if k not in _MACHINE_KEYS}
+
+
+def _from_json(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments read back from ``config.json``: JSON lists become the tuples the generators take."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+def build_dataset(name: str, split: str, kwargs: dict[str, Any], root: str | None = None):
+    """``make_dataset(name, split, **kwargs)`` with ``root`` passed where the generator reads digits."""
+    named, open_ended = _builder_params(name)
+    kwargs = dict(kwargs)
+    if root is not None and ("root" in named or open_ended):
+        kwargs.setdefault("root", root)
+    try:
+        return make_dataset(name, split, **kwargs)
+    except TypeError as err:  # an argument the generator behind **kwargs does not take
+        raise ValueError(f"bad options for dataset {name!r}: {err}") from None
+
+
+# -- run specs -----------------------------------------------------------------------------------------
+@dataclass
+class TrainedRun:
+    """What :meth:`RunSpec.train` returns: the model, its test scenes and scores, the seconds it took."""
+
+    model: SceneModel
+    test_set: Any
+    metrics: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class RunSpec:
+    """A training run: model and config overrides, scene generator and arguments, training settings.
+
+    Attributes:
+        model: the registered model's name (``ppl_scenes.MODELS``).
+        model_config: config fields that differ from the model's defaults (typed values).
+        dataset: the scene generator's name (``ppl_scenes.DATASETS``; default: the model's).
+        data_kwargs: the generator's arguments (the split excluded).
+        train: :class:`~ppl_scenes.infer.TrainConfig` fields that differ from the model's defaults.
+        num_test: test scenes scored at the end.
+        data_root: where the generator reads MNIST (never recorded in ``config.json`` kwargs).
+    """
+
+    model: str
+    model_config: dict[str, Any] = field(default_factory=dict)
+    dataset: str = ""
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    num_test: int = DEFAULT_NUM_TEST
+    data_root: str | None = None
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(sorted(MODELS))}")
+        self.dataset = self.dataset or self.model_class.default_dataset
+
+    @property
+    def model_class(self) -> type[SceneModel]:
+        """The registered class of :attr:`model`."""
+        return MODELS[self.model]
+
+    # -- building ------------------------------------------------------------------------------------
+    @classmethod
+    def from_overrides(
+        cls,
+        model: str,
+        overrides: Sequence[str] = (),
+        *,
+        dataset: str | None = None,
+        num_train: int | None = None,
+        num_test: int | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        minutes: float | None = None,
+        device: str | None = None,
+        data_root: str | None = None,
+    ) -> RunSpec:
+        """A new run from ``KEY=VALUE`` text (model config), ``train.KEY=VALUE`` and ``data.KEY=VALUE``.
+
+        Raises:
+            ValueError: naming the unknown model, dataset, key or the bad value.
+        """
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
+        model_class = MODELS[model]
+        model_raw, train_raw, data_raw = split_overrides(overrides)
+        name = dataset or model_class.default_dataset
+        kwargs = dict(model_class.default_data_kwargs) if name == model_class.default_dataset else {}
+        kwargs.update(_data_kwargs(name, data_raw))
+        if num_train is not None:
+            if "num_scenes" in data_raw:
+                raise ValueError("give either --num-train or data.num_scenes, not both")
+            kwargs["num_scenes"] = num_train
+        root = data_root if data_root is not None else kwargs.pop("root", None)
+        train = coerced_fields(TrainConfig(), train_raw, "training")
+        train.update(_given(seed=seed, steps=steps, minutes=minutes, device=device))
+        return cls(
+            model=model,
+            model_config=coerced_fields(model_class.config_class(), model_raw, "model config"),
+            dataset=name,
+            data_kwargs=kwargs,
+            train=train,
+            num_test=num_test or DEFAULT_NUM_TEST,
+            data_root=root,
+        )
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | os.PathLike, require_data: bool = True) -> RunSpec:
+        """The spec a run directory was trained with (its ``config.json``).
+
+        A run whose config names no data (trained from Python without ``run_info``) gets the model's
+        default generator, unless ``require_data``.
+
+        Raises:
+            RunDirError: when the directory or its config is missing or corrupt.
+        """
+        config = read_config(run_dir)
+        data = config.get("data")
+        if not isinstance(data, dict) or "name" not in data:
+            if require_data:
+                raise RunDirError(
+                    f"{Path(run_dir) / CONFIG_FILE} does not say which data the run was trained on"
+                )
+            model_class = MODELS.get(config["model"])
+            defaults = dict(model_class.default_data_kwargs) if model_class is not None else {}
+            data = {"name": "", "kwargs": defaults}
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        try:
+            return cls(
+                model=config["model"],
+                model_config=dict(config.get("model_config") or {}),
+                dataset=data["name"],
+                data_kwargs=_from_json(data.get("kwargs", {})),
+                train={k: v for k, v in (config.get("train_config") or {}).items() if k in fields},
+                num_test=data.get("num_test") or DEFAULT_NUM_TEST,
+                data_root=data.get("root"),
+            )
+        except ValueError as err:
+            raise RunDirError(f"{Path(run_dir) / CONFIG_FILE}: {err}") from None
+
+    def continued(
+        self,
+        overrides: Sequence[str] = (),
+        *,
+        dataset: str | None = None,
+        num_train: int | None = None,
+        num_test: int | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        minutes: float | None = None,
+        device: str | None = None,
+        data_root: str | None = None,
+    ) -> RunSpec:
+        """This (stored) run, resumed: the budget, device and training settings may change; the model,
+        data and seed may only be repeated (each value that differs is named, with the run's).
+
+        ``steps`` alone extends the run to that step whatever its minutes budget was.
+        """
+        model_raw, train_raw, data_raw = split_overrides(overrides)
+        differ = []
+        own = replace_config(self.model_class.config_class(), self.model_config)
+        for key, value in coerced_fields(own, model_raw, "model config").items():
+            if value != getattr(own, key):
+                differ.append(f"{key}={model_raw[key]} (the run has {getattr(own, key)!r})")
+        for key, text in data_raw.items():
+            if parse_value(text) != self.data_kwargs.get(key):
+                differ.append(f"data.{key}={text} (the run has {self.data_kwargs.get(key)!r})")
+        if dataset is not None and dataset != self.dataset:
+            differ.append(f"--dataset {dataset} (the run has {self.dataset!r})")
+        if num_train is not None and num_train != self.data_kwargs.get("num_scenes"):
+            differ.append(f"--num-train {num_train} (the run has {self.data_kwargs.get('num_scenes')!r})")
+        run_seed = self.train.get("seed", TrainConfig.seed)
+        for flag, given in (("--seed", seed), ("train.seed", train_raw.get("seed"))):
+            if given is not None and int(given) != run_seed:
+                differ.append(f"{flag} {given} (the run has {run_seed})")
+        if differ:
+            listed = "; ".join(differ)
+            raise ValueError(f"a resumed run keeps its model, data and seed; these differ: {listed}")
+        train = {**self.train, **coerced_fields(TrainConfig(), train_raw, "training")}
+        if steps is not None:
+            train["minutes"] = 0.0  # --steps N on resume: go on to step N, whatever the old budget
+        train.update(_given(steps=steps, minutes=minutes, device=device))
+        return dataclasses.replace(
+            self,
+            train=train,
+            num_test=num_test or self.num_test,
+            data_root=data_root if data_root is not None else self.data_root,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as ``config.json`` records it (the ``data`` entry the trainer stores beside the model)."""
+        return {
+            "model": self.model,
+            "model_config": dict(self.model_config),
+            "train": dict(self.train),
+            "data": {
+                "name": self.dataset,
+                "kwargs": _json_ready(self.data_kwargs),
+                "num_test": self.num_test,
+                "root": self.data_root,
+            },
+        }
+
+    def build_model(self) -> SceneModel:
+        """The model, its weights drawn from the run's seed."""
+        seed = self.train.get("seed", self.model_class.default_train.get("seed", TrainConfig.seed))
+        pyro.set_rng_seed(seed)
+        return self.model_class(replace_config(self.model_class.config_class(), self.model_config))
+
+    def test_set(self, dataset: str | None = None, num_test: int | None = None):
+        """``(name, scenes)``: the run's own test split, or generator ``dataset``'s with its defaults."""
+        if dataset is None or dataset == self.dataset:
+            return self.dataset, self.build_dataset("test", num_test)
+        cls = self.model_class
+        kwargs = dict(cls.default_data_kwargs) if dataset == cls.default_dataset else {}
+        kwargs["num_scenes"] = num_test or DEFAULT_NUM_TEST
+        return dataset, build_dataset(dataset, "test", kwargs, self.data_root)
+
+    def build_dataset(self, split: str, num_scenes: int | None = None):
+        """The generator's ``split`` (``"train"``: its arguments; ``"test"``: ``num_test`` scenes)."""
+        kwargs = dict(self.data_kwargs)
+        if split != "train":
+            kwargs["num_scenes"] = num_scenes or self.num_test
+        return build_dataset(self.dataset, split, kwargs, self.data_root)
+
+    # -- training --------------------------------------------------------------------------------------
+    def train_into(
+        self,
+        out: str | os.PathLike,
+        resume: bool = False,
+        progress: bool = True,
+        command: str | None = None,
+        info: Callable[[str], None] | None = None,
+    ) -> TrainedRun:
+        """Train into run directory ``out`` (new, or ``resume`` its checkpoint), then score the test split.
+
+        The final scores (with ``dataset``, the generator's name) are in ``out/eval.json``.
+
+        Raises:
+            RunDirError: when ``out`` cannot be used; ValueError: on bad settings or data;
+            TrainingDiverged: after too many non-finite steps in a row.
+        """
+        out = Path(out)
+        if resume:
+            stored = read_config(out)
+            if stored["model"] != self.model:
+                raise ValueError(f"{str(out)!r} holds a {stored['model']!r} run, not {self.model!r}")
+            try:
+                model = build_model(self.model, self.model_config)
+            except ValueError as err:
+                raise RunDirError(f"{out / CONFIG_FILE}: {err}") from None
+        else:
+            RunDir(out).check_new()
+            model = self.build_model()
+        train_set = self.build_dataset("train")
+        test_set = self.build_dataset("test")
+        run_info = {"data": self.to_json()["data"], "command": command}
+        if info is not None:
+            info(f"training {self.model} on {len(train_set)} {self.dataset!r} scenes -> {out}")
+        start = time.perf_counter()
+        fit(
+            model,
+            train_set,
+            out=out,
+            resume=resume,
+            eval_fn=lambda m: m.evaluate(test_set, progress=progress),
+            progress=progress,
+            run_info=run_info,
+            **self.train,
+        )
+        seconds = time.perf_counter() - start
+        run = RunDir(out)
+        metrics = {"dataset": self.dataset, **run.read_eval()}
+        run.write_eval(metrics)
+        return TrainedRun(model, test_set, metrics, seconds)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ppl_scenes import SPAIRConfig, SSDIRConfig, cli
-from ppl_scenes.cli import main, parse_value
-from ppl_scenes.config import replace_config
+from ppl_scenes.cli import main
+from ppl_scenes.config import parse_value, replace_config
 
 # Small enough that a training step takes milliseconds; download=false keeps CI offline (fallback
 # digits with a warning when $PPL_SCENES_DATA has no MNIST).

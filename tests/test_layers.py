@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),
     ("baselines",),
     ("infer",),
-    ("runs",),
+    ("runs", "figures"),
     ("cli",),
     ("__main__",),
 ]
