@@ -29,8 +29,8 @@ from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_
 from ppl_scenes.config import config_to_dict, replace_config
 from ppl_scenes.data import make_dataset
 from ppl_scenes.data.digits import INK_THRESHOLD
-from ppl_scenes.runs import RunDir, read_metrics
-from ppl_scenes.runs import write_json as write_run_json
+from ppl_scenes.runs import RunDir, RunDirError, read_metrics, write_json
+from ppl_scenes.runs import json_value as finite  # strict JSON values (NaN as null), as run records
 
 #: The metrics of ``evaluate_detection`` / ``evaluate_by_count`` a summary shows, with short headers.
 SUMMARY_METRICS = {
@@ -191,7 +191,12 @@ def check_run_dirs(parser: argparse.ArgumentParser, run_dirs: Sequence[Path], re
     """Refuse (exit status 2) to train into a run directory that holds a run, unless resuming."""
     if resume:
         return
-    taken = [str(d) for d in run_dirs if d.is_dir() and any(d.iterdir())]
+    taken = []
+    for run_dir in run_dirs:
+        try:
+            RunDir(run_dir).check_new()
+        except RunDirError:
+            taken.append(str(run_dir))
     if taken:
         parser.error(
             f"run director{'ies' if len(taken) > 1 else 'y'} {', '.join(taken)} already exist: "
@@ -288,7 +293,7 @@ def with_tight_boxes(model: SPAIR, evaluate, *args: Any, **kwargs: Any) -> Any:
 
 def write_eval(run_dir: Path, step: int, metrics: Mapping[str, Any]) -> None:
     """The run's ``eval.json``, as ``ppl-scenes train`` leaves it."""
-    write_run_json(run_dir / "eval.json", {"step": step, **finite(metrics)})
+    write_json(run_dir / "eval.json", {"step": step, **finite(metrics)})
 
 
 # -- records -------------------------------------------------------------------------------------
@@ -329,22 +334,9 @@ def train_record(args: argparse.Namespace, model_class: type = SPAIR) -> dict[st
     return record
 
 
-def finite(obj: Any) -> Any:
-    """``obj`` with NaN/Inf floats as ``None`` and keys as strings, so the JSON is strict."""
-    if isinstance(obj, Mapping):
-        return {str(k): finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, torch.Tensor):
-        return finite(obj.tolist())
-    return obj
-
-
 def write_record(path: Path, record: Mapping[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(finite(record), indent=2, allow_nan=False) + "\n")
+    """Write ``record`` as strict JSON (the library's encoder); returns the path."""
+    write_json(path, dict(record))
     return path
 
 
