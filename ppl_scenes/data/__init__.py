@@ -12,7 +12,8 @@ DataLoader ``collate_fn`` and :func:`make_dataset` to build one by name::
     loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=collate_scenes)
 
 Real frames (no ground truth): :class:`AtariFrames` plays an Atari game through ``ale-py`` (the
-optional extra ``atari``); it is not in :data:`DATASETS`, whose generators all carry truth.
+optional extra ``atari``); it is not in :data:`DATASETS`. Your own images: ``make_dataset("images",
+split, paths=[...])`` (:class:`ImageFolderScenes`: crops of a folder's images, no ground truth).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .atari import AtariFrames
 from .cluttered import ClutteredDigits
 from .crops import RandomCrops
 from .digits import DigitFallbackWarning, load_digits, resolve_data_root
+from .images import ImageFolderScenes
 from .mist import GaborNoise, MISTDigits
 from .multiscale import MultiScaleDigits
 from .scattered import LargeScatteredDigits, MultiMNIST, ScatteredDigits
@@ -39,6 +41,7 @@ __all__ = [
     "ClutteredDigits",
     "DigitFallbackWarning",
     "GaborNoise",
+    "ImageFolderScenes",
     "LargeScatteredDigits",
     "MISTDigits",
     "MultiMNIST",
@@ -111,6 +114,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "mist-hard": mist_hard,
     "gabor": GaborNoise,
     "shapes": Shapes,
+    "images": ImageFolderScenes,
 }
 
 
