@@ -25,9 +25,13 @@ Data
     (``{"scattered": ScatteredDigits, ...}``); the generators ``ScatteredDigits``,
     ``LargeScatteredDigits``, ``MultiMNIST``, ``MultiScaleDigits``, ``ClutteredDigits``,
     ``MISTDigits``, ``GaborNoise``, ``Shapes`` and the ``RandomCrops`` and ``Upscaled`` wrappers;
+    ``ImageFolderScenes`` -- crops of your own image files (``make_dataset("images", paths=...)``);
     their base class ``SceneDataset``; ``collate_scenes`` (a DataLoader ``collate_fn``);
     ``load_digits`` (MNIST or the offline fallback); ``DigitFallbackWarning`` -- warned once when
     MNIST is unavailable.
+Your own images
+    ``parse_files`` -- parse every image of folders, globs or files with a trained model into COCO
+    records (:mod:`ppl_scenes.files` writes them and scores them against COCO ground truth).
 
 ``__version__`` is the package version. Figures live in :mod:`ppl_scenes.viz`, metrics in
 :mod:`ppl_scenes.metrics`, the command line (``ppl-scenes``) in :mod:`ppl_scenes.cli`.
@@ -41,6 +45,7 @@ from ppl_scenes.data import (
     ClutteredDigits,
     DigitFallbackWarning,
     GaborNoise,
+    ImageFolderScenes,
     LargeScatteredDigits,
     MISTDigits,
     MultiMNIST,
@@ -54,6 +59,7 @@ from ppl_scenes.data import (
     load_digits,
     make_dataset,
 )
+from ppl_scenes.files import parse_files
 from ppl_scenes.infer import TrainConfig, TrainingDiverged, fit
 from ppl_scenes.models import (
     GMAIR,
@@ -86,6 +92,7 @@ __all__ = [
     "ClutteredDigits",
     "DigitFallbackWarning",
     "GaborNoise",
+    "ImageFolderScenes",
     "LargeScatteredDigits",
     "MISTDigits",
     "MultiMNIST",
@@ -112,4 +119,5 @@ __all__ = [
     "load",
     "load_digits",
     "make_dataset",
+    "parse_files",
 ]

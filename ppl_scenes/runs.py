@@ -3,7 +3,9 @@
 A :class:`RunSpec` names the model and its config overrides, the scene generator and its arguments,
 and the training settings; ``RunSpec.from_overrides`` reads them from command-line text,
 ``RunSpec.from_run_dir`` from a run's ``config.json``, and :meth:`RunSpec.train` trains into a run
-directory and scores the test split. ``load(run_dir)`` rebuilds any trained model from its run
+directory and scores the test split. ``RunSpec.for_images`` makes a run on your own image files
+(the ``"images"`` dataset: no labels, so the run is scored on its validation crops by
+:func:`ppl_scenes.files.evaluate_unlabelled`). ``load(run_dir)`` rebuilds any trained model from its run
 directory: its config from ``config.json``, its weights from the checksummed ``weights.safetensors``
 (nothing is unpickled). What a run directory holds, and every read and write of it, is
 :mod:`ppl_scenes.rundir`; its names are re-exported here.
@@ -47,13 +49,22 @@ from ppl_scenes.rundir import (
 DEFAULT_NUM_TEST = 500
 #: Options of a generator that never go into ``config.json`` (they depend on the machine).
 _MACHINE_KEYS = ("root",)
+#: The dataset of runs on your own image files (:class:`~ppl_scenes.data.ImageFolderScenes`).
+IMAGES_DATASET = "images"
+#: Validation crops scored at the end of an images run unless told otherwise.
+DEFAULT_NUM_VAL = 64
+#: Data arguments of an images run that :meth:`RunSpec.for_images` takes as its own arguments.
+_IMAGE_ARGS = ("paths", "crop", "flips", "channels", "val_paths", "object_size", "skip_bad")
 
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_NUM_TEST",
+    "DEFAULT_NUM_VAL",
+    "IMAGES_DATASET",
     "RunSpec",
     "TrainedRun",
     "build_dataset",
+    "evaluate_scenes",
     "EVAL_FILE",
     "METRICS_FILE",
     "RunDir",
@@ -237,6 +248,114 @@ class RunSpec:
         )
 
     @classmethod
+    def for_images(
+        cls,
+        model: str,
+        paths: object,
+        overrides: Sequence[str] = (),
+        *,
+        object_size: float | None = None,
+        crop: int | tuple[int, int] | None = None,
+        flips: bool | str = True,
+        channels: int | None = None,
+        val_paths: object = None,
+        skip_bad: bool = False,
+        num_train: int | None = None,
+        num_test: int | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        minutes: float | None = None,
+        device: str | None = None,
+        info: Callable[[str], None] | None = None,
+    ) -> RunSpec:
+        """A new run of ``model`` on your own image files: random crops of the images of ``paths``.
+
+        The dataset is ``"images"`` (:class:`~ppl_scenes.data.ImageFolderScenes`) with ``paths`` and
+        ``val_paths`` made absolute (so that the run evaluates and resumes from any directory), the
+        crop resolved (default: four object sides, within the smallest image; SSDIR without
+        ``object_size``: its ``image_size``) and ``channels`` the images' own (3 when any is in
+        colour) unless given. The model gets the same channels and, with ``object_size``, the sizes
+        :func:`~ppl_scenes.sizing.object_size_overrides` derives from it; explicit ``KEY=VALUE``
+        overrides win. With no labels to score, the run is scored on ``num_test`` validation crops
+        (default :data:`DEFAULT_NUM_VAL`) by :func:`~ppl_scenes.files.evaluate_unlabelled`. The
+        images are checked (headers only) before anything is trained.
+
+        Args:
+            model: a registered model of objects (``spair``, ``gmair``, ``mist``..., ``ssdir`` with
+                ``detector_steps=0``).
+            paths, crop, flips, channels, val_paths, skip_bad: :class:`ImageFolderScenes`' arguments.
+            object_size: the typical side of one object, in pixels.
+            overrides: ``KEY=VALUE`` model config, ``train.KEY=VALUE`` and ``data.KEY=VALUE`` text.
+            num_train: training crops (``data.num_scenes``, default 1,000).
+            info: told once which config fields ``object_size`` set.
+
+        Raises:
+            ObjectSizeNotApplicable: an image-level model (``saccade``, ``resnet``).
+            ValueError: SSDIR with detector steps (its detector learns from box labels); bad paths or
+                images (``ImageInputError``); an object size that is not positive or does not fit
+                the images; bad overrides.
+        """
+        from ppl_scenes.sizing import object_size_overrides
+
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
+        model_class = MODELS[model]
+        _check_object_model(model)
+        model_raw, train_raw, data_raw = split_overrides(overrides)
+        explicit = coerced_fields(model_class.config_class(), model_raw, "model config")
+        config = replace_config(model_class.config_class(), explicit)
+        if getattr(config, "detector_steps", 0):
+            raise ValueError(
+                f"{model}'s detector is trained on box labels, which image files do not have: train "
+                f"{model} on images only with detector_steps=0 (its detector given, e.g. by load_detector)"
+            )
+        taken = sorted(set(data_raw) & set(_IMAGE_ARGS))
+        if taken:
+            raise ValueError(f"data.{taken[0]} cannot be set on an images run: it has its own option")
+        if channels is not None and "channels" in explicit and explicit["channels"] != channels:
+            raise ValueError(f"channels={explicit['channels']} differs from --channels {channels}")
+        if crop is None and object_size is None and hasattr(config, "image_size"):
+            crop = tuple(config.image_size)
+        kwargs: dict[str, Any] = {
+            "paths": _absolute(paths),
+            "crop": crop,
+            "flips": flips,
+            "channels": channels if channels is not None else explicit.get("channels"),
+            "val_paths": None if val_paths is None else _absolute(val_paths),
+            "object_size": object_size,
+            "skip_bad": skip_bad,
+        }
+        kwargs.update(_data_kwargs(IMAGES_DATASET, data_raw))
+        if num_train is not None:
+            if "num_scenes" in data_raw:
+                raise ValueError("give either --num-train or data.num_scenes, not both")
+            kwargs["num_scenes"] = num_train
+        num_test = num_test or DEFAULT_NUM_VAL
+        train_set = build_dataset(IMAGES_DATASET, "train", kwargs)  # checks paths, crop and object size
+        build_dataset(IMAGES_DATASET, "val", {**kwargs, "num_scenes": num_test})
+        kwargs.update(crop=tuple(train_set.crop_size), channels=train_set.channels)
+        model_config = dict(explicit)
+        if object_size is not None:
+            derived = object_size_overrides(model, object_size, train_set.crop_size, overrides=explicit)
+            sized = replace_config(model_class.config_class(), derived)
+            model_config = {key: getattr(sized, key) for key in derived}
+            if info is not None:
+                set_here = [f"{k}={_text(model_config[k])}" for k in derived if k not in explicit]
+                info(f"object size {object_size:g} px sets {' '.join(set_here) or 'nothing'}")
+        if hasattr(config, "channels"):
+            model_config["channels"] = train_set.channels
+        train = coerced_fields(TrainConfig(), train_raw, "training")
+        train.update(_given(seed=seed, steps=steps, minutes=minutes, device=device))
+        return cls(
+            model=model,
+            model_config=model_config,
+            dataset=IMAGES_DATASET,
+            data_kwargs=kwargs,
+            train=train,
+            num_test=num_test,
+        )
+
+    @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike, require_data: bool = True) -> RunSpec:
         """The spec a run directory was trained with (its ``config.json``).
 
@@ -282,9 +401,13 @@ class RunSpec:
         minutes: float | None = None,
         device: str | None = None,
         data_root: str | None = None,
+        images: dict[str, Any] | None = None,
     ) -> RunSpec:
         """This (stored) run, resumed: the budget, device and training settings may change; the model,
         data and seed may only be repeated (each value that differs is named, with the run's).
+
+        ``images``: the image options given again (``paths`` and any other argument of
+        :meth:`for_images` but ``overrides``); each must be the run's.
 
         ``steps`` alone extends the run to that step whatever its minutes budget was.
         """
@@ -305,6 +428,12 @@ class RunSpec:
         for flag, given in (("--seed", seed), ("train.seed", train_raw.get("seed"))):
             if given is not None and int(given) != run_seed:
                 differ.append(f"{flag} {given} (the run has {run_seed})")
+        if images is not None and self.dataset != IMAGES_DATASET:
+            differ.append(f"image files (the run was trained on {self.dataset!r})")
+        elif images is not None:
+            for key, value in images.items():
+                if _image_arg(key, value) != _image_arg(key, self.data_kwargs.get(key)):
+                    differ.append(f"{key}={value!r} (the run has {self.data_kwargs.get(key)!r})")
         if differ:
             listed = "; ".join(differ)
             raise ValueError(f"a resumed run keeps its model, data and seed; these differ: {listed}")
@@ -340,9 +469,13 @@ class RunSpec:
         return self.model_class(replace_config(self.model_class.config_class(), self.model_config))
 
     def test_set(self, dataset: str | None = None, num_test: int | None = None):
-        """``(name, scenes)``: the run's own test split, or generator ``dataset``'s with its defaults."""
+        """``(name, scenes)``: the run's own test split, or generator ``dataset``'s with its defaults.
+
+        An images run's own "test" scenes are its validation crops (its images carry no labels).
+        """
         if dataset is None or dataset == self.dataset:
-            return self.dataset, self.build_dataset("test", num_test)
+            split = "val" if self.dataset == IMAGES_DATASET else "test"
+            return self.dataset, self.build_dataset(split, num_test)
         cls = self.model_class
         kwargs = dict(cls.default_data_kwargs) if dataset == cls.default_dataset else {}
         kwargs["num_scenes"] = num_test or DEFAULT_NUM_TEST
@@ -385,7 +518,7 @@ class RunSpec:
             RunDir(out).check_new()
             model = self.build_model()
         train_set = self.build_dataset("train")
-        test_set = self.build_dataset("test")
+        test_set = self.test_set()[1]
         run_info = {"data": self.to_json()["data"], "command": command}
         if info is not None:
             info(f"training {self.model} on {len(train_set)} {self.dataset!r} scenes -> {out}")
@@ -395,7 +528,7 @@ class RunSpec:
             train_set,
             out=out,
             resume=resume,
-            eval_fn=lambda m: m.evaluate(test_set, progress=progress),
+            eval_fn=lambda m: evaluate_scenes(m, test_set, progress=progress),
             progress=progress,
             run_info=run_info,
             **self.train,
@@ -405,6 +538,57 @@ class RunSpec:
         metrics = {"dataset": self.dataset, **run.read_eval()}
         run.write_eval(metrics)
         return TrainedRun(model, test_set, metrics, seconds)
+
+
+def evaluate_scenes(model: SceneModel, scenes, progress: bool = False) -> dict[str, Any]:
+    """``model.evaluate(scenes)`` on labelled scenes; on unlabelled image crops
+    (:class:`~ppl_scenes.data.ImageFolderScenes`) :func:`~ppl_scenes.files.evaluate_unlabelled`: the
+    ELBO per image, the counts per image and the reconstruction error."""
+    from ppl_scenes.data import ImageFolderScenes
+
+    if isinstance(scenes, ImageFolderScenes):
+        from ppl_scenes.files import evaluate_unlabelled
+
+        return evaluate_unlabelled(model, scenes, progress=progress)
+    return model.evaluate(scenes, progress=progress)
+
+
+def _check_object_model(model: str) -> None:
+    """Refuse image-level models (``saccade``, ``resnet``) for image files, in the sizing module's words."""
+    from ppl_scenes.sizing import ObjectSizeError, ObjectSizeNotApplicable, object_size_overrides
+
+    try:
+        object_size_overrides(model, 8.0, 64)
+    except ObjectSizeNotApplicable as err:
+        raise ObjectSizeNotApplicable(f"{model!r} cannot learn objects from image files: {err}") from None
+    except ObjectSizeError:  # not about the model: the real size is checked later
+        pass
+
+
+def _absolute(paths: object) -> list[str]:
+    """Paths (one or a list) made absolute, ``~`` expanded; globs and ``file.npy::3`` names kept as such."""
+    items = [paths] if isinstance(paths, str | os.PathLike) else paths
+    if not isinstance(items, Sequence) or not items:
+        raise ValueError(f"paths must be a path or a non-empty list of paths, got {paths!r}")
+    return [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in items]
+
+
+def _image_arg(key: str, value: Any) -> Any:
+    """An image option as the run records it (absolute paths, crop ``(H, W)``), for comparison."""
+    if value is None:
+        return None
+    if key in ("paths", "val_paths"):
+        return tuple(_absolute(value))
+    if key == "crop":
+        return (value, value) if isinstance(value, int) else tuple(value)
+    return value
+
+
+def _text(value: Any) -> str:
+    """A config value as ``KEY=VALUE`` text (``(12, 12)`` -> ``12,12``)."""
+    if isinstance(value, tuple):
+        return ",".join(map(_text, value))
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 def _given(**values: Any) -> dict[str, Any]:
