@@ -1,11 +1,16 @@
-"""The ``ppl-scenes`` command line: ``train``, ``eval``, ``sample``, ``demo`` and ``upgrade``.
+"""The ``ppl-scenes`` command line: ``train``, ``eval``, ``parse``, ``sample``, ``demo`` and ``upgrade``.
 
 ::
 
     ppl-scenes train MODEL --out RUN_DIR [--steps N | --minutes M] [--dataset NAME] [--seed S]
                      [--device cpu|cuda] [--resume] [--data-root DIR] [--num-train N] [--num-test N]
                      [--no-progress] [KEY=VALUE ...]
+    ppl-scenes train MODEL --images PATH [PATH ...] --out RUN_DIR [--object-size PX] [--crop PX]
+                     [--no-flips] [--channels 1|3] [--val-images PATH ...] [--skip-bad] [...] [KEY=VALUE ...]
     ppl-scenes eval RUN_DIR [--dataset NAME] [--num-test N] [--data-root DIR] [--json]
+    ppl-scenes eval RUN_DIR --images PATH [PATH ...] --annotations COCO.json [--threshold T] [--json]
+    ppl-scenes parse RUN_DIR PATH [PATH ...] --out DETECTIONS.json [--figures DIR] [--codes FILE.npz]
+                     [--csv FILE] [--threshold T] [--batch-size B] [--device D] [--tile PX] [--skip-bad]
     ppl-scenes sample RUN_DIR [--num-samples N] [--out FILE] [--dataset NAME] [--data-root DIR]
     ppl-scenes demo [--out DIR] [--minutes M] [--steps N] [--data-root DIR] [--no-progress]
     ppl-scenes upgrade RUN_DIR [RUN_DIR ...]
@@ -17,6 +22,9 @@ an argument of the dataset generator (e.g. ``data.num_scenes=2000``, ``data.num_
 
 The run directory records the model, its config, the training settings and the data (generator
 name and arguments) in ``config.json``, so ``eval`` and ``sample`` rebuild everything from it.
+Your own images (README, "Your own images"): ``train --images`` trains on crops of image files and
+scores held-out crops by their ELBO and counts; ``parse`` writes COCO detections; ``eval --images``
+scores against COCO labels into ``RUN_DIR/eval-images.json``.
 
 Bad input never ends in a traceback: the command prints ``ppl-scenes: error: <message>`` to stderr and
 exits with status 2 (1 when training diverged). ``--json`` keeps stdout for the JSON object alone.
@@ -28,12 +36,14 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ppl_scenes import files
 from ppl_scenes._version import __version__
 from ppl_scenes.figures import posterior_figure, posterior_sample_figures, prior_figure
 from ppl_scenes.infer import TrainingDiverged
@@ -42,10 +52,12 @@ from ppl_scenes.rundir import upgrade
 from ppl_scenes.runs import (
     DEFAULT_NUM_TEST,
     EVAL_FILE,
+    IMAGES_DATASET,
     METRICS_FILE,
     RunDirError,
     RunSpec,
     TrainedRun,
+    evaluate_scenes,
     load,
     strict_json,
     write_json,
@@ -64,6 +76,11 @@ PROG = "ppl-scenes"
 #: Default wall-clock budget of ``ppl-scenes demo``, in minutes.
 DEMO_MINUTES = 5.0
 DEMO_MODEL = "spair"
+#: Where ``eval --images`` writes its scores, in the run directory.
+EVAL_IMAGES_FILE = "eval-images.json"
+#: ``train``'s options of image files (:meth:`RunSpec.for_images`' arguments, but for two names).
+_IMAGE_FLAGS = ("object_size", "crop", "no_flips", "channels", "val_images", "skip_bad")
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 class CLIError(ValueError):
@@ -99,6 +116,10 @@ positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 fraction = _number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def _say(line: str) -> None:
+    _info(f"{PROG}: {line}")
+
+
 def _check_new_run_dir(out: Path) -> None:
     """Refuse (before any work) to write into a file or a non-empty directory."""
     if out.exists() and not out.is_dir():
@@ -122,20 +143,33 @@ def _train(args: argparse.Namespace, model_name: str, out: Path, minutes: float 
         device=args.device,
         data_root=args.data_root,
     )
+    images, own = getattr(args, "images", None), {k: getattr(args, k, None) for k in _IMAGE_FLAGS}
+    own = {k: v for k, v in own.items() if v}  # the image options given, as RunSpec.for_images names them
+    if images is None and own:
+        raise CLIError(
+            f"--{next(iter(own)).replace('_', '-')} applies to image files: give --images PATH too"
+        )
+    if images is not None and (args.dataset or args.data_root):
+        raise CLIError("--dataset and --data-root do not apply to --images")
+    if own.pop("no_flips", False):
+        own["flips"] = False
+    if "val_images" in own:
+        own["val_paths"] = own.pop("val_images")
     if args.resume:
         spec = RunSpec.from_run_dir(out)
         if spec.model != model_name:
             raise CLIError(f"{str(out)!r} holds a {spec.model!r} run, not {model_name!r}")
-        spec = spec.continued(args.overrides, **given)
+        again = None if images is None else {"paths": images, **own}
+        spec = spec.continued(args.overrides, **given, images=again)
     else:
         _check_new_run_dir(out)
-        spec = RunSpec.from_overrides(model_name, args.overrides, **given)
+        if images is None:
+            spec = RunSpec.from_overrides(model_name, args.overrides, **given)
+        else:
+            given = {k: v for k, v in given.items() if k not in ("dataset", "data_root")}
+            spec = RunSpec.for_images(model_name, images, args.overrides, **own, **given, info=_say)
     return spec.train_into(
-        out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        command=args.command_line,
-        info=lambda line: _info(f"{PROG}: {line}"),
+        out, resume=args.resume, progress=not args.no_progress, command=args.command_line, info=_say
     )
 
 
@@ -149,11 +183,21 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
         "rmse": "reconstruction RMSE",
         "num_scenes": "test scenes",
         "step": "training step",
+        "elbo": "ELBO per image",
+        "elbo_per_pixel": "ELBO per pixel",
+        "count_mean": "objects per image",
+        "count_std": "objects per image, sd",
+        "count_histogram": "objects: images",
+        "num_images": "images",
+        "num_objects": "true objects",
+        "num_detections": "detections",
     }
     lines = []
     for key, value in metrics.items():
         if isinstance(value, float):
             value = f"{value:.4f}"
+        elif key == "count_histogram":  # [images with 0 objects, with 1, ...]
+            value = " ".join(f"{k}:{n}" for k, n in enumerate(value) if n)
         lines.append(f"  {labels.get(key, key):<22} {value}")
     return "\n".join(lines)
 
@@ -163,7 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = _train(args, args.model, out, minutes=args.minutes)
     metrics = run.metrics
     print(f"trained {args.model} to step {metrics.get('step')} in {run.seconds / 60:.1f} min")
-    print(f"test metrics ({metrics.get('dataset')}):")
+    which = "validation" if metrics.get("dataset") == IMAGES_DATASET else "test"
+    print(f"{which} metrics ({metrics.get('dataset')}):")
     print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step")}))
     print(f"run directory: {out}  (config.json, weights.safetensors, state.*, metrics.jsonl, eval.json)")
     return 0
@@ -171,20 +216,72 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval ----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.images is not None or args.annotations is not None:
+        return _eval_images(args)
     spec = RunSpec.from_run_dir(args.run_dir, require_data=False)
     model = load(args.run_dir)
     if args.data_root is not None:
         spec.data_root = args.data_root
     name, test_set = spec.test_set(args.dataset, args.num_test)
-    metrics = {"dataset": name, "step": model.step, **model.evaluate(test_set, progress=True)}
+    metrics = {"dataset": name, "step": model.step, **evaluate_scenes(model, test_set, progress=True)}
     path = Path(args.run_dir) / (EVAL_FILE if name == spec.dataset else f"eval-{name}.json")
+    which = "validation crops" if name == IMAGES_DATASET else "test scenes"
+    _report(args, metrics, f"{spec.model} at step {model.step} on {len(test_set)} {name!r} {which}:", path)
+    return 0
+
+
+def _eval_images(args: argparse.Namespace) -> int:
+    """``eval --images --annotations``: COCO scores of the run on image files."""
+    if args.images is None or args.annotations is None:
+        raise CLIError("--images and --annotations go together: the image files and their COCO labels")
+    if args.dataset is not None or args.num_test is not None:
+        raise CLIError("--dataset and --num-test do not apply to --images")
+    model = load(args.run_dir)
+    scores = files.score_coco(model, args.images, args.annotations, progress=not args.json, **_parsing(args))
+    given = [str(Path(p).resolve()) for p in args.images]
+    metrics = {"images": given, "annotations": args.annotations, "step": model.step, **scores}
+    title = f"{model.name} at step {model.step} on {scores['num_images']} images of {args.annotations}:"
+    _report(args, metrics, title, Path(args.run_dir) / EVAL_IMAGES_FILE)
+    return 0
+
+
+def _report(args: argparse.Namespace, metrics: dict[str, Any], title: str, path: Path) -> None:
+    """Write ``metrics`` to ``path``; print them (``--json``: the JSON object alone)."""
     write_json(path, metrics)
     if args.json:
         args.stdout.write(json.dumps(strict_json(metrics), allow_nan=False) + "\n")
     else:
-        print(f"{spec.model} at step {model.step} on {len(test_set)} {name!r} test scenes:")
-        print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step")}))
+        print(title)
+        skip = ("dataset", "step", "images", "annotations")
+        print(_format_metrics({k: v for k, v in metrics.items() if k not in skip}))
         print(f"written to {path}")
+
+
+# -- parse ---------------------------------------------------------------------------------------
+def _parsing(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(threshold=args.threshold, batch_size=args.batch_size, device=args.device, tile=args.tile)
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    outputs = {"COCO file": args.out, "codes file": args.codes, "CSV file": args.csv}
+    for what, path in outputs.items():  # every output checked before any work
+        if path is not None:
+            files.check_output_path(path, what)
+    if len({str(Path(p).resolve()) for p in outputs.values() if p}) < sum(map(bool, outputs.values())):
+        raise CLIError("--out, --codes and --csv must be different files")
+    model = load(args.run_dir)
+    progress, figures = not args.no_progress, args.figures
+    records = files.parse_files(
+        model, args.paths, **_parsing(args), progress=progress, skip_bad=args.skip_bad, figures_dir=figures
+    )
+    written = [files.write_codes(records, args.codes)] if args.codes else []  # refuses a model without codes
+    written = [files.write_coco(records, args.out), *written]
+    written += ([files.write_csv(records, args.csv)] if args.csv else []) + (
+        [f"{figures}/"] if figures else []
+    )
+    skipped = f" ({len(records['skipped'])} unreadable files skipped)" if records["skipped"] else ""
+    objects, n = len(records["annotations"]), len(records["images"])
+    print(f"parsed {n} images{skipped}: {objects} objects; written to {', '.join(map(str, written))}")
     return 0
 
 
@@ -261,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Run `{PROG} VERB --help` for a verb's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{train,eval,sample,demo,upgrade}")
+    verbs = parser.add_subparsers(
+        dest="verb", required=True, metavar="{train,eval,parse,sample,demo,upgrade}"
+    )
 
     def data_root(p):
         p.add_argument(
@@ -269,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help="MNIST root (default: $PPL_SCENES_DATA, else ~/.cache/ppl_scenes)",
         )
+
+    def parsing(p):
+        p.add_argument("--threshold", type=float, metavar="T", help="presence threshold (the model's)")
+        p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="images per batch (8)")
+        p.add_argument("--device", metavar="D", help="cpu (default), cuda, cuda:1, ...")
+        p.add_argument("--tile", type=positive_int, metavar="PX", help="parse larger images in PX tiles")
 
     train = verbs.add_parser(
         "train",
@@ -297,20 +402,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-test", type=positive_int, metavar="N", help=f"test scenes (default {DEFAULT_NUM_TEST})"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    own = train.add_argument_group("your own images (no labels)")
+    own.add_argument("--images", nargs="+", metavar="PATH", help="folders, globs or image files")
+    own.add_argument("--object-size", type=positive_float, metavar="PX", help="typical object side")
+    own.add_argument("--crop", type=positive_int, metavar="PX", help="training crop (4 object sides)")
+    own.add_argument("--no-flips", action="store_true", help="no mirrored crops")
+    own.add_argument("--channels", type=int, choices=(1, 3), help="gray or RGB (default: the images')")
+    own.add_argument("--val-images", nargs="+", metavar="PATH", help="held out (default: 10%% of them)")
+    own.add_argument("--skip-bad", action="store_true", help="skip undecodable files with a warning")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     train.set_defaults(func=cmd_train)
 
     ev = verbs.add_parser(
         "eval",
         help="evaluate a trained run on test scenes",
-        description="Evaluate a run on the test split of its dataset (or another) and write eval.json.",
+        description="Evaluate a run on the test split of its dataset (or another) and write eval.json; "
+        f"with --images and --annotations: COCO scores, in RUN_DIR/{EVAL_IMAGES_FILE}.",
     )
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("--dataset", metavar="NAME", help="dataset (default: the run's)")
     ev.add_argument("--num-test", type=positive_int, metavar="N", help="test scenes (default: the run's)")
     data_root(ev)
     ev.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
+    ev.add_argument("--images", nargs="+", metavar="PATH", help="score on these image files")
+    ev.add_argument("--annotations", metavar="COCO", help="their COCO ground truth (JSON)")
+    parsing(ev)
     ev.set_defaults(func=cmd_eval)
+
+    pa = verbs.add_parser(
+        "parse",
+        help="find the objects of image files (COCO detections)",
+        description="Parse the images of PATH (folders, globs, files) and write their objects.",
+    )
+    pa.add_argument("run_dir", metavar="RUN_DIR")
+    pa.add_argument("paths", nargs="+", metavar="PATH")
+    pa.add_argument("--out", required=True, metavar="FILE", help="COCO detections (JSON)")
+    pa.add_argument("--figures", metavar="DIR", help="one figure per image: boxes and reconstruction")
+    pa.add_argument("--codes", metavar="FILE", help="each object's z_what (.npz, keyed by annotation id)")
+    pa.add_argument("--csv", metavar="FILE", help="one row per object")
+    parsing(pa)
+    pa.add_argument("--skip-bad", action="store_true", help="skip undecodable files with a warning")
+    pa.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pa.set_defaults(func=cmd_parse)
 
     sample = verbs.add_parser(
         "sample",
@@ -373,6 +506,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     if args.verb == "train":
         args.overrides = [*args.overrides, *extras]
+        for name in ("images", "val_images"):  # nargs="+" takes the overrides that follow: give them back
+            paths = getattr(args, name)
+            if paths:
+                moved = [p for p in paths if _OVERRIDE.match(p) and not Path(p).exists()]
+                args.overrides += moved
+                setattr(args, name, [p for p in paths if p not in moved] or None)
     args.command_line = shlex.join([PROG, *argv])
     args.stdout = sys.stdout
 
