@@ -22,6 +22,7 @@ an argument of the dataset generator (e.g. ``data.num_scenes=2000``, ``data.num_
 
 The run directory records the model, its config, the training settings and the data (generator
 name and arguments) in ``config.json``, so ``eval`` and ``sample`` rebuild everything from it.
+
 Your own images (README, "Your own images"): ``train --images`` trains on crops of image files and
 scores held-out crops by their ELBO and counts; ``parse`` writes COCO detections; ``eval --images``
 scores against COCO labels into ``RUN_DIR/eval-images.json``.

@@ -207,6 +207,31 @@ def test_spair_atari_without_ale_py(script, monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "atari").exists()
 
 
+def test_own_images(script, tmp_path):
+    pytest.importorskip("skimage")
+    out = tmp_path / "own"
+    record = script("own_images").main(
+        ["--steps", "2", "--runs", "coins:spair", "--out", str(out), "--no-progress"]
+    )
+    assert record["experiment"] == "own_images" and read_record(out / "own_images.json") == record
+    assert record["calls"][0]["command"].startswith("python experiments/own_images.py")
+    coins = record["runs"]["coins:spair"]
+    assert coins["commands"][0].startswith("ppl-scenes train spair --images") and coins["steps"] == 2
+    assert coins["validation"]["dataset"] == "images" and "elbo" in coins["validation"]
+    assert list(coins["objects_per_image"]) == ["coins.png"]
+    assert coins["coco"]["num_objects"] == 24 and coins["coco"]["num_images"] == 1  # the 24 coins
+    assert Path(record["figures"]["coins"]).stat().st_size > 0
+
+
+def test_own_images_without_scikit_image(script, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now raises ImportError
+    with pytest.raises(SystemExit) as err:
+        script("own_images").main(["--steps", "2", "--out", str(tmp_path / "own")])
+    assert err.value.code == 2
+    assert "pip install 'ppl_scenes[examples]'" in capsys.readouterr().err
+    assert not (tmp_path / "own").exists()
+
+
 def test_gmair_clustering(script, digits, tmp_path):
     out = tmp_path / "gmair"
     small = ["--num-test", "12", "--gmm-scenes", "8", "--curve-scenes", "4", "--eval-every", "1"]
@@ -353,6 +378,7 @@ def test_docstrings_give_the_command(script):
         "spair_generalization",
         "spair_lateral_ablation",
         "spair_atari",
+        "own_images",
         "spair_speed",
         "spair_misses",
         "spair_boxes",
