@@ -71,6 +71,7 @@ from ppl_scenes.distributions import (
     GaussianMixtureWhatPrior,
     OneHotCategoricalPrior,
 )
+from ppl_scenes.models.base import Categorised
 from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
 from ppl_scenes.ops import grid_shape, window_overlap, window_pad
@@ -227,7 +228,7 @@ class GMAIRGuide(SPAIRGuide):
         return {"z_cat": (q_cat, lat.cat), **super().object_sites(lat)}
 
 
-class GMAIR(SPAIR):
+class GMAIR(SPAIR, Categorised):
     """GMAIR as a Pyro model/guide pair (see the module docstring for the story and the loss).
 
     Args:
@@ -268,6 +269,11 @@ class GMAIR(SPAIR):
         self.overlap_schedule = linear_schedule(c.overlap_start, 0.0, c.overlap_anneal_steps)
         self.overlap_coef = float(self.overlap_schedule(0))
         self._guide_presence: Tensor | None = None
+
+    @property
+    def num_categories(self) -> int:
+        """``config.num_clusters``: the objects' clusters are their categories."""
+        return int(self.config.num_clusters)
 
     def set_step(self, step: int) -> dict[str, float]:
         values = super().set_step(step)

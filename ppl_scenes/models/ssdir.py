@@ -51,11 +51,13 @@ from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
 from ppl_scenes.checks import check_choice, check_int_fields, check_lr_schedule, lr_factor
 from ppl_scenes.models.base import (
+    Categorised,
     DetectorStage,
     PresenceBoxes,
     RankedParse,
     SceneModel,
     SceneParse,
+    TiledParse,
     Variational,
 )
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
@@ -227,7 +229,7 @@ class Detections:
         return out
 
 
-class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse):
+class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, TiledParse, Categorised):
     """SSDIR (Zieliński & Kajdanowicz); see the module docstring for the generative story.
 
     ``model(x)`` / ``guide(x)`` need the detector trained (stage 1); :meth:`detector_loss` is stage
@@ -289,6 +291,19 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse):
         """``config.calibration_batches``: the last stage-1 batches the batch-norm statistics are
         recomputed over."""
         return int(self.config.calibration_batches)
+
+    #: The detector works at ``config.image_size`` only.
+    fixed_input = True
+
+    @property
+    def parse_tile(self) -> tuple[int, int]:
+        """``config.image_size``: larger images are parsed in tiles, smaller ones padded."""
+        return int(self.config.image_size[0]), int(self.config.image_size[1])
+
+    @property
+    def num_categories(self) -> int:
+        """``config.detector_classes``: the detector's classes."""
+        return int(self.config.detector_classes)
 
     @property
     def presence_threshold(self) -> float:
