@@ -98,8 +98,8 @@ class GMAIRConfig(SPAIRConfig):
             (:class:`~ppl_scenes.distributions.ConcreteCategorical`'s ``expected_log_mass``).
             ``"sample"``: the categorical log-mass at the relaxed sample, a single-sample estimate of
             the KL, biased at a finite temperature (tests/distributions/test_categorical.py); the
-            default until BENCHMARKS.md measured it clustering more slowly on the way (ACC 0.54 against
-            0.64 at 25,000 steps; the curves meet by 37,500). Either way the relaxed sample still
+            default until BENCHMARKS.md (GMAIR) measured it clustering more slowly on the way (the
+            curves meet later). Either way the relaxed sample still
             feeds ``p(z_what | z_cat)``.
         cat_expectation: how eq. 10 takes its expectation over ``q(z_cat)``. ``"sample"`` (default, the
             paper's): at the relaxed one-hot sample, where ``mu`` and ``sigma`` interpolate between
@@ -107,9 +107,8 @@ class GMAIRConfig(SPAIRConfig):
             sigma_k)`` (:meth:`~ppl_scenes.distributions.GaussianMixtureWhatPrior.expected`) -- the
             guide hands ``pi`` itself as ``z_cat``'s value. Needs ``what_sees_cat=False`` (else the
             code would depend on the category) and ``cat_kl="exact"``. Then ``q(z_cat)``'s best answer
-            is each component's responsibility for the code, as in an EM step. BENCHMARKS.md: the same
-            101,528-step state continued 137 minutes reached ACC 0.770 / NMI 0.715 on 1,000 test
-            scenes this way, against 0.707 / 0.649 with the one-sample expectation.
+            is each component's responsibility for the code, as in an EM step. BENCHMARKS.md (GMAIR,
+            "Eq. 10's expectation over z_cat summed exactly") compares the two on the same run.
         what_sees_cat: the what-encoder takes ``z_cat`` with the glimpse (the paper's eq. 3,
             ``q(z_what | x, z_where, z_cat)``); False gives ``q(z_what | x, z_where)``, so that
             ``q(z_cat)`` can only lower the what-KL by choosing the component nearest to the code.
