@@ -840,8 +840,8 @@ def score_coco(
         ``num_images``, ``num_objects``, ``num_detections``.
 
     Raises:
-        AnnotationError: annotations that are not COCO or name files not given;
-        ImageLevelModelError and the errors of :func:`parse_files`.
+        AnnotationError: annotations that are not COCO or name files not given.
+        ImageLevelModelError: an image-level model (and the errors of :func:`parse_files`).
     """
     _check_parsable(model)
     threshold = _check_threshold(threshold)
