@@ -53,8 +53,6 @@ class ClutteredDigits(DigitSceneDataset):
     the digits) and ``clutter_boxes`` (float32 ``[M, 4]``, where the fragments were pasted).
     """
 
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices")
-
     def __init__(
         self,
         num_scenes: int = 10_000,

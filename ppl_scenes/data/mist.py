@@ -59,8 +59,6 @@ class MISTDigits(DigitSceneDataset):
     (tight ink), ``labels``, ``count``, ``patch_boxes``, ``digit_indices``.
     """
 
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices")
-
     def __init__(
         self,
         num_scenes: int = 10_000,

@@ -47,7 +47,7 @@ class MultiScaleDigits(DigitSceneDataset):
     ``cells`` (row-major cell index of each digit) and ``grid_size`` (int64 scalar ``g``).
     """
 
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices", "cells")
+    object_keys = (*DigitSceneDataset.object_keys, "cells")
 
     def __init__(
         self,

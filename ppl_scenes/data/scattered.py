@@ -51,8 +51,6 @@ class ScatteredDigits(DigitSceneDataset):
             ``dataset[i]`` when the digits cannot be placed under the overlap rule.
     """
 
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices")
-
     def __init__(
         self,
         num_scenes: int = 10_000,

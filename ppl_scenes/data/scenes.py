@@ -174,7 +174,10 @@ class DigitSceneDataset(SceneDataset):
 
     The bank is loaded (and the fallback warning given) at construction, so a missing digit source
     shows up at once; it is not pickled, so DataLoader workers reload it from their process cache.
+    Targets made by :meth:`digit_target` carry each digit's index in the bank, ``digit_indices``.
     """
+
+    object_keys: ClassVar[tuple[str, ...]] = (*SceneDataset.object_keys, "digit_indices")
 
     def __init__(
         self,
