@@ -25,34 +25,17 @@ from torch.distributions import constraints
 import ppl_scenes
 from ppl_scenes.cli import main
 from ppl_scenes.infer import fit
-from ppl_scenes.models.spair import SPAIR, SPAIRConfig
 from ppl_scenes.rundir import CHECKPOINT_FILES, DETECTOR_FILE, RunDir, RunDirError, upgrade
 from ppl_scenes.runs import read_config, read_metrics
+from tests.helpers import small_spair, square_images
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = dict(batch_size=2, log_every=1, checkpoint_every=100, progress=False)
 
 
-def tiny_spair(seed=0):
-    pyro.set_rng_seed(seed)
-    config = SPAIRConfig(
-        what_dim=4, object_size=(6, 6), glimpse_size=(6, 6), feature_dim=8, backbone_width=4, hidden_dim=16
-    )
-    return SPAIR(config)
-
-
-def images(n=6):
-    g = torch.Generator().manual_seed(2)
-    x = torch.zeros(n, 1, 24, 24)
-    for i in range(n):
-        r, c = torch.randint(0, 16, (2,), generator=g).tolist()
-        x[i, 0, r : r + 8, c : c + 8] = 1.0
-    return x
-
-
 def train(out, steps, resume=False, seed=0):
     pyro.clear_param_store()
-    return fit(tiny_spair(seed), images(), steps=steps, out=out, resume=resume, **TRAIN)
+    return fit(small_spair(seed), square_images(), steps=steps, out=out, resume=resume, **TRAIN)
 
 
 def losses(run_dir):
