@@ -336,6 +336,7 @@ def test_evaluate_instances_scores_a_perfect_and_a_wrong_parse():
     class Oracle(TargetedParse):
         device = torch.device("cpu")
         config = MISTConfig(count_from_labels=True, task="classification")
+        requires_targets = True
 
         def __init__(self, shift=0.0, wrong=False):
             self.shift, self.wrong = shift, wrong
