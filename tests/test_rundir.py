@@ -384,6 +384,40 @@ def test_a_booby_trapped_checkpoint_runs_nothing(run, tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing converted or renamed
 
 
+def test_upgrade_converts_the_constraints_of_an_old_param_store(run):
+    """The old trainer saved ``pyro.get_param_store().get_state()`` whole: a model calling
+    ``pyro.module`` (the saccade model) pickled a ``constraints.real`` copy per parameter."""
+    state = RunDir(run).load_checkpoint()
+    names = ("saccade$$$rnn.weight_ih", "saccade$$$where_offset", "guide$$$scale")
+    store_constraints = [constraints.real, constraints.interval(0.0, 1.0), constraints.positive]
+    state["param_store"] = {
+        "params": {n: torch.randn(3) for n in names},
+        "constraints": dict(zip(names, store_constraints)),
+    }
+    make_legacy(run, state)
+    assert upgrade(run) == ["checkpoint.pt"]
+    loaded = RunDir(run).load_checkpoint()["param_store"]
+    assert all(torch.equal(loaded["params"][n], state["param_store"]["params"][n]) for n in names)
+    real, interval, positive = (loaded["constraints"][n] for n in names)
+    assert real is constraints.real  # an unpickled copy of real is real (by its kind) ...
+    assert (
+        type(positive) is constraints.greater_than and positive.lower_bound == 0.0
+    )  # ... the rest by bounds
+    assert type(interval) is constraints.interval and interval.upper_bound == 1.0
+
+
+def test_upgrade_refuses_a_constraint_off_the_allow_list(run):
+    state = RunDir(run).load_checkpoint()
+    state["param_store"] = {
+        "params": {"p": torch.zeros(1)},
+        "constraints": {"p": constraints.integer_interval(0, 3)},
+    }
+    make_legacy(run, state)
+    with pytest.raises(RunDirError, match=r"not converted: besides tensors it holds .*_IntegerInterval"):
+        upgrade(run)
+    assert (run / "checkpoint.pt").is_file()
+
+
 def test_upgrade_round_trip_then_resume_continues_exactly(tmp_path, capsys):
     straight, legacy = tmp_path / "straight", tmp_path / "legacy"
     train(straight, 5)
