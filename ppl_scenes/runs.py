@@ -430,7 +430,9 @@ class RunSpec:
         )
         seconds = time.perf_counter() - start
         metrics = {}
-        if own_scores:
+        from ppl_scenes.infer.distributed import is_main_process  # torchrun: rank 0 alone writes
+
+        if own_scores and is_main_process():
             run = RunDir(out)
             metrics = {"dataset": self.dataset, **run.read_eval()}
             run.write_eval(metrics)
