@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -24,12 +23,12 @@ import pyro
 import torch
 
 import ppl_scenes
-from ppl_scenes import SPAIR, SPAIRConfig, TrainConfig, fit
+from ppl_scenes import SPAIR, SPAIRConfig, TrainConfig
 from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_int  # noqa: F401
 from ppl_scenes.config import config_to_dict, replace_config
 from ppl_scenes.data import make_dataset
 from ppl_scenes.data.digits import INK_THRESHOLD
-from ppl_scenes.runs import RunDir, RunDirError, read_metrics, write_json
+from ppl_scenes.runs import RunDir, RunDirError, RunSpec, read_config, read_metrics, write_json
 from ppl_scenes.runs import json_value as finite  # strict JSON values (NaN as null), as run records
 
 #: The metrics of ``evaluate_detection`` / ``evaluate_by_count`` a summary shows, with short headers.
@@ -155,7 +154,6 @@ def parse_overrides(items: Sequence[str], config, flag: str = "--set") -> dict[s
     Raises:
         ValueError: for an item without ``=``, an unknown key or a value of the wrong kind.
     """
-    from ppl_scenes.config import replace_config
 
     raw = {}
     for item in items:
@@ -227,49 +225,48 @@ def train_model(
     fit_kwargs: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train ``model_class(**overrides)`` (any registered model) into ``run_dir``; returns it and its cost.
+    """Train ``model_class(**overrides)`` (any registered model) into ``run_dir`` through a
+    :class:`~ppl_scenes.runs.RunSpec`; returns it and its cost.
 
     ``data`` (``name`` and generator ``kwargs``) goes to the run's ``config.json``, so the run can be
-    scored again with ``ppl-scenes eval``. ``fit_kwargs`` go to :func:`ppl_scenes.fit` (e.g. an
-    ``eval_fn`` and ``eval_every``). The cost record holds the steps run, the training seconds (the
-    trainer's clock, summed over resumes) and the torch threads used.
+    scored again with ``ppl-scenes eval``. ``fit_kwargs`` are an ``eval_fn`` (curves and the final
+    ``eval.json``) and training settings (e.g. ``eval_every``). The cost record holds the steps run,
+    the training seconds (the trainer's clock, summed over resumes) and the torch threads used.
     """
     pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)  # the initial weights
     resume = args.resume and RunDir(run_dir).has_checkpoint()
-    # the threads the run trained with: a later call that only evaluates it may use other settings
-    earlier = json.loads((run_dir / "config.json").read_text()) if resume else {}
-    # a resumed run keeps its own model settings (e.g. a --set of the call that trained it), with
-    # this call's overrides on top (model_class may also be a factory, which builds from overrides)
-    config_class = getattr(model_class, "config_class", None)
-    if earlier.get("model") == getattr(model_class, "name", None) and config_class is not None:
-        model = model_class(replace_config(config_class(), {**earlier.get("model_config", {}), **overrides}))
-    else:
-        model = model_class(**overrides)
-    threads = earlier.get("torch_threads", torch.get_num_threads())
-    run_info = {
-        "data": {**data, "root": getattr(args, "data_root", None)},
-        "command": command,
-        "torch_threads": threads,
-    }
     settings = train_settings(args)
-    steps = args.steps
-    if resume:  # a resumed run keeps its own budget unless the flags set another
-        stored = earlier.get("train_config", {})
-        if args.minutes is None and "minutes" in stored:
-            settings["minutes"] = stored["minutes"]
-        if steps is None:
-            steps = stored.get("steps")
-    fit(
-        model,
-        train_set,
-        steps=steps,
-        out=run_dir,
+    if resume:
+        # a resumed run keeps its own model settings (e.g. a --set of the call that trained it), with
+        # this call's overrides on top, and its own budget unless the flags set another
+        stored = RunSpec.from_run_dir(run_dir)
+        if args.minutes is None and "minutes" in stored.train:
+            settings["minutes"] = stored.train["minutes"]
+        steps = args.steps if args.steps is not None else stored.train.get("steps")
+        spec = dataclasses.replace(stored, model_config={**stored.model_config, **overrides})
+        # the threads the run trained with: a later call that only evaluates it may use other settings
+        threads = read_config(run_dir).get("torch_threads", torch.get_num_threads())
+    else:
+        steps = args.steps
+        pyro.set_rng_seed(args.seed)  # the initial weights
+        model = model_class(**overrides)  # a class, or a factory (e.g. one that loads a detector)
+        spec = RunSpec(model=model.name, model_config=config_to_dict(model.config), dataset=data["name"])
+        threads = torch.get_num_threads()
+    eval_fn = (fit_kwargs or {}).get("eval_fn")
+    extra = {k: v for k, v in (fit_kwargs or {}).items() if k != "eval_fn"}  # TrainConfig fields
+    spec.train = {**settings, **extra, **({"steps": steps} if steps is not None else {})}
+    spec.data_root = getattr(args, "data_root", None)
+    run_info = {"data": {**data, "root": spec.data_root}, "torch_threads": threads}
+    run = spec.train_into(
+        run_dir,
         resume=resume,
         progress=progress,
+        command=command,
+        train_set=train_set,
+        model=None if resume else model,
+        evaluate=eval_fn is not None,
+        eval_fn=eval_fn,
         run_info=run_info,
-        **settings,
-        **(fit_kwargs or {}),
     )
     last = read_metrics(run_dir)[-1]
     cost = {
@@ -278,7 +275,7 @@ def train_model(
         "torch_threads": threads,
         "run_dir": str(run_dir),
     }
-    return model, cost
+    return run.model, cost
 
 
 def with_tight_boxes(model: SPAIR, evaluate, *args: Any, **kwargs: Any) -> Any:

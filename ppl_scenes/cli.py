@@ -206,6 +206,10 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     run = _train(args, args.model, out, minutes=args.minutes)
+    from ppl_scenes.infer.distributed import is_main_process  # torchrun: rank 0 alone reports
+
+    if not is_main_process():
+        return 0
     metrics = run.metrics
     print(f"trained {args.model} to step {metrics.get('step')} in {run.seconds / 60:.1f} min")
     which = "validation" if metrics.get("dataset") == IMAGES_DATASET else "test"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import io
 import json
 import math
@@ -59,6 +58,18 @@ from ppl_scenes.data.images import (
     find_images,
     read_image,
 )
+from ppl_scenes.metrics import count_accuracy, count_mae
+from ppl_scenes.models.base import (
+    Categorised,
+    ImageLevel,
+    PresenceBoxes,
+    RankedParse,
+    SceneParse,
+    TargetedParse,
+    TiledParse,
+    Variational,
+)
+from ppl_scenes.viz import plot_scenes
 
 __all__ = [
     "AnnotationError",
@@ -90,81 +101,44 @@ class AnnotationError(ValueError):
     """Ground truth that is not COCO, or that names files not given."""
 
 
-# -- the model contract --------------------------------------------------------------------------
-# How a model declares whether it is fully convolutional, its presence threshold and whether it
-# reports objects at all is being rewritten. Until then the plain attribute checks below stand in
-# for it; they are kept together here so that switching to the new contract touches this block only.
-
-#: Models that predict per image and report no objects.
-IMAGE_LEVEL_MODELS = ("saccade", "resnet")
-
-
+# -- what the model contract says about parsing files ----------------------------------------------
 def _fixed_input_size(model) -> tuple[int, int] | None:
-    """The ``(H, W)`` every input of ``model.parse`` must have, or None when any size is parsed.
-
-    A config with ``image_size`` (SSDIR, whose detector works at that size only) fixes it; such a
-    model parses larger images in tiles and smaller ones padded.
-    """
-    config = getattr(model, "config", None)
-    if hasattr(config, "image_size"):
-        return int(config.image_size[0]), int(config.image_size[1])
-    return None
-
-
-def _objects_per_input(model) -> int | None:
-    """How many objects every ``parse`` input yields when the model reports a fixed number (MIST's K)."""
-    return getattr(getattr(model, "config", None), "num_patches", None)
+    """The ``(H, W)`` every input of ``parse`` must have (a fixed-input :class:`TiledParse`), or None."""
+    return tuple(model.parse_tile) if isinstance(model, TiledParse) and model.fixed_input else None
 
 
 def _presence_threshold(model) -> float | None:
-    """The score from which the model reports an object (``config.score_threshold``), None if it has none."""
-    value = getattr(getattr(model, "config", None), "score_threshold", None)
-    return None if value is None else float(value)
+    """The score from which a :class:`RankedParse` reports an object; None for other models."""
+    return float(model.presence_threshold) if isinstance(model, RankedParse) else None
 
 
 def _accepts_threshold(model) -> bool:
-    try:
-        params = inspect.signature(model.parse).parameters
-    except (TypeError, ValueError):
-        return False
-    return "score_threshold" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return isinstance(model, RankedParse)
 
 
 def _check_parsable(model) -> None:
-    name = getattr(model, "name", "") or type(model).__name__
-    config = getattr(model, "config", None)
-    if name in IMAGE_LEVEL_MODELS or hasattr(config, "num_saccades"):
+    name = model.name
+    if isinstance(model, ImageLevel):
         raise ImageLevelModelError(
             f"{name!r} is an image-level model (it predicts per image): it has no objects to parse or score"
         )
-    if getattr(config, "count_from_labels", False):
+    if isinstance(model, TargetedParse) and model.requires_targets:
         raise ValueError(f"this {name} parses only with the number of objects per image (count_from_labels)")
 
 
 def _categories(model) -> list[dict[str, Any]]:
     """COCO categories: one ``object``, or one per cluster (GMAIR) / class (SSDIR's detector, MIST)."""
-    config = getattr(model, "config", None)
-    if getattr(config, "num_clusters", None):
-        return [{"id": k + 1, "name": f"cluster {k}"} for k in range(int(config.num_clusters))]
-    count = getattr(config, "detector_classes", None)
-    if count is None and getattr(config, "task", None) == "classification":
-        count = getattr(config, "num_classes", None)
-    if count and int(count) > 1:
-        return [{"id": k + 1, "name": f"class {k}"} for k in range(int(count))]
+    count = model.num_categories if isinstance(model, Categorised) else 1
+    if count > 1:
+        name = "cluster" if isinstance(model, PresenceBoxes) else "class"
+        return [{"id": k + 1, "name": f"{name} {k}"} for k in range(count)]
     return [{"id": 1, "name": "object"}]
 
 
 def _default_tile(model) -> tuple[int, int] | None:
-    """Tile side of a model that needs tiles: its fixed size, or four MIST patch sides."""
-    fixed = _fixed_input_size(model)
-    if fixed is not None:
-        return fixed
-    if _objects_per_input(model) is not None:
-        from ppl_scenes.sizing import default_crop
-
-        side = default_crop(float(getattr(model.config, "patch_side", 20.0)))
-        return side, side
-    return None
+    """Tile side of a :class:`TiledParse` model (its fixed size, or a few MIST patch sides); None for a
+    fully convolutional one."""
+    return tuple(model.parse_tile) if isinstance(model, TiledParse) else None
 
 
 # -- checks -------------------------------------------------------------------------------------------
@@ -300,8 +274,6 @@ def tile_parse(
     Raises:
         ValueError: a bad image, tile or overlap.
     """
-    from ppl_scenes.models.base import SceneParse
-
     x = image[0] if image.dim() == 4 and image.shape[0] == 1 else image
     if not isinstance(x, Tensor) or x.dim() != 3:
         raise ValueError(f"image must be [C, H, W], got shape {tuple(getattr(image, 'shape', ()))}")
@@ -320,7 +292,7 @@ def tile_parse(
     ys, xs = _starts(height, th, ov), _starts(width, tw, ov)
     cores_y, cores_x = _cores(ys, th), _cores(xs, tw)
     origins = [(y, xx, cy, cx) for y, cy in zip(ys, cores_y) for xx, cx in zip(xs, cores_x)]
-    device = getattr(model, "device", torch.device("cpu"))
+    device = model.device
     kept: list[dict[str, Tensor | None]] = []
     canvas = None
     for start in range(0, len(origins), batch_size):
@@ -374,8 +346,6 @@ def _safe_stem(name: str) -> str:
 
 
 def _draw(image: Tensor, boxes: Tensor, recon: Tensor | None, title: str, path: Path) -> Path:
-    from ppl_scenes.viz import plot_scenes
-
     images = image[None].clamp(0, 1)
     recons = None if recon is None or recon.shape != image.shape else recon[None].clamp(0, 1)
     plot_scenes(images, pred_boxes=[boxes], reconstructions=recons, titles=[title], path=path, max_images=1)
@@ -432,7 +402,7 @@ def parse_files(
     tile_size = _tile_size(model, tile)
     fixed = _fixed_input_size(model) is not None
     if not fixed:
-        minimum = tuple(model.min_image_size()) if hasattr(model, "min_image_size") else (1, 1)
+        minimum = tuple(model.min_image_size())
         for e in found.entries:
             if e.size[0] < minimum[0] or e.size[1] < minimum[1]:
                 raise ImageInputError(
@@ -441,8 +411,8 @@ def parse_files(
                 )
     if device is not None:
         model.to(device)
-    model_device = getattr(model, "device", torch.device("cpu"))
-    channels = getattr(getattr(model, "config", None), "channels", None)
+    model_device = model.device
+    channels = model.config.channels
     if folder is not None:
         folder.mkdir(exist_ok=True)
 
@@ -792,8 +762,6 @@ def score_detections(
     """
     from pycocotools.cocoeval import COCOeval  # AP by the COCO rules
 
-    from ppl_scenes.metrics import count_accuracy, count_mae
-
     coco = _coco_part(records)
     by_name = {im["file_name"]: im["id"] for im in coco["images"]}
     to_truth: dict[int, int] = {}
@@ -872,8 +840,8 @@ def score_coco(
         ``num_images``, ``num_objects``, ``num_detections``.
 
     Raises:
-        AnnotationError: annotations that are not COCO or name files not given;
-        ImageLevelModelError and the errors of :func:`parse_files`.
+        AnnotationError: annotations that are not COCO or name files not given.
+        ImageLevelModelError: an image-level model (and the errors of :func:`parse_files`).
     """
     _check_parsable(model)
     threshold = _check_threshold(threshold)
@@ -905,9 +873,7 @@ def _to_channels(x: Tensor, channels: int | None) -> Tensor:
 
 
 def _has_elbo(model) -> bool:
-    from ppl_scenes.models.base import SceneModel
-
-    return isinstance(model, SceneModel) and type(model).guide is not SceneModel.guide
+    return isinstance(model, Variational)
 
 
 def evaluate_unlabelled(
@@ -955,8 +921,8 @@ def evaluate_unlabelled(
     if n == 0:
         raise ValueError("cannot evaluate on an empty dataset")
     elbo_fn = Trace_ELBO(num_particles=num_particles) if _has_elbo(model) else None
-    device = getattr(model, "device", torch.device("cpu"))
-    channels = getattr(getattr(model, "config", None), "channels", None)
+    device = model.device
+    channels = model.config.channels
     elbos, per_pixel, counts, sq_err, pixels = [], [], [], 0.0, 0
 
     def batches():  # consecutive items of one size, at most batch_size: one batch in memory at a time
@@ -969,7 +935,7 @@ def evaluate_unlabelled(
             batch.append(image)
         yield batch
 
-    was_training = getattr(model, "training", False)
+    was_training = model.training
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -987,8 +953,7 @@ def evaluate_unlabelled(
                     sq_err += float(((recon - x.cpu()) ** 2).sum())
                     pixels += x.numel()
     finally:
-        if hasattr(model, "train"):
-            model.train(was_training)
+        model.train(was_training)
     results: dict[str, Any] = {}
     if elbos:
         results["elbo"] = sum(elbos) / n

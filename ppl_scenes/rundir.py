@@ -778,12 +778,22 @@ def _numpy_rng_globals() -> list:
     return allowed if uint32 is None else [*allowed, uint32]
 
 
+def _legacy_globals() -> list:
+    """What a legacy checkpoint may name besides tensors: the numpy RNG array's globals and the
+    classes of the allow-listed constraints (the old trainer saved ``pyro.get_param_store().get_state()``
+    whole, so a model that calls ``pyro.module``, like the saccade model, pickled a ``constraints.real``
+    copy for each of its parameters)."""
+    kinds = {type(c) for c in _CONSTRAINTS.values()} | {kind for kind, _ in _BOUNDED.values()}
+    return [*_numpy_rng_globals(), *sorted(kinds, key=lambda k: k.__qualname__)]
+
+
 def _load_legacy(path: Path) -> Any:
-    """A pickled ``.pt`` file read with ``torch.load(weights_only=True)`` and the numpy RNG allow-list."""
+    """A pickled ``.pt`` file read with ``torch.load(weights_only=True)`` and the allow-list of
+    :func:`_legacy_globals`."""
     if not hasattr(torch.serialization, "safe_globals"):
         raise RunDirError(f"converting {path} safely needs torch >= 2.5 (torch.serialization.safe_globals)")
     try:
-        with torch.serialization.safe_globals(_numpy_rng_globals()):
+        with torch.serialization.safe_globals(_legacy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         try:  # lists the globals the pickle names, without loading them
@@ -791,7 +801,7 @@ def _load_legacy(path: Path) -> Any:
         except Exception:
             needed = []
         allowed = {
-            g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _numpy_rng_globals()
+            g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _legacy_globals()
         }
         unsafe = [g for g in needed if g not in allowed]
         if not unsafe:
@@ -819,8 +829,9 @@ def upgrade(run_dir: str | os.PathLike) -> list[str]:
 
     ``checkpoint.pt`` and SSDIR's ``detector.pt`` are read with ``torch.load(weights_only=True)``,
     which allows tensors and plain containers, plus exactly the numpy globals of
-    ``np.random.get_state()``'s array; their contents are written as this module's files, then the
-    old files are renamed to ``NAME.legacy`` (never deleted).
+    ``np.random.get_state()``'s array and the classes of the allow-listed constraints (the old
+    trainer saved the whole ``pyro`` param store, constraints included); their contents are written
+    as this module's files, then the old files are renamed to ``NAME.legacy`` (never deleted).
 
     Returns:
         the names of the files converted (empty: nothing to convert).

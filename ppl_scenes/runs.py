@@ -496,10 +496,33 @@ class RunSpec:
         progress: bool = True,
         command: str | None = None,
         info: Callable[[str], None] | None = None,
+        train_set=None,
+        model: SceneModel | None = None,
+        evaluate: bool = True,
+        eval_fn: Callable[[SceneModel], dict[str, Any]] | None = None,
+        run_info: dict[str, Any] | None = None,
     ) -> TrainedRun:
         """Train into run directory ``out`` (new, or ``resume`` its checkpoint), then score the test split.
 
-        The final scores (with ``dataset``, the generator's name) are in ``out/eval.json``.
+        The final scores (with ``dataset``, the generator's name) are in ``out/eval.json``: for an images
+        run those of :func:`evaluate_scenes` on its validation crops (ELBO and counts per image).
+
+        Args:
+            out: the run directory.
+            resume: continue its checkpoint.
+            progress: progress bars.
+            command: the command line, recorded in ``config.json``.
+            info: called with a status line before training.
+            train_set: scenes to train on instead of the generator's training split (an experiment's
+                own stream, say); ``config.json`` still records the spec's data unless ``run_info``
+                says otherwise.
+            model: a new run's model, built already (e.g. with weights of its own) instead of
+                :meth:`build_model`; it must match the spec.
+            evaluate: score the test split during and after training into ``eval.json`` and
+                ``metrics`` (``eval_fn`` instead, if given: ``eval.json`` holds its final result and
+                ``metrics`` stays empty; neither when False).
+            eval_fn: ``eval_fn(model) -> dict`` in place of the test-split scores.
+            run_info: entries for ``config.json`` on top of the spec's ``data`` and ``command``.
 
         Raises:
             RunDirError: when ``out`` cannot be used; ValueError: on bad settings or data;
@@ -516,10 +539,16 @@ class RunSpec:
                 raise RunDirError(f"{out / CONFIG_FILE}: {err}") from None
         else:
             RunDir(out).check_new()
-            model = self.build_model()
-        train_set = self.build_dataset("train")
-        test_set = self.test_set()[1]
-        run_info = {"data": self.to_json()["data"], "command": command}
+            if model is None:
+                model = self.build_model()
+            elif model.name != self.model:
+                raise ValueError(f"the spec is of {self.model!r} but the model given is {model.name!r}")
+        train_set = self.build_dataset("train") if train_set is None else train_set
+        own_scores = evaluate and eval_fn is None
+        test_set = self.test_set()[1] if own_scores else None
+        if own_scores:
+            eval_fn = lambda m: evaluate_scenes(m, test_set, progress=progress)  # noqa: E731
+        run_info = {"data": self.to_json()["data"], "command": command, **(run_info or {})}
         if info is not None:
             info(f"training {self.model} on {len(train_set)} {self.dataset!r} scenes -> {out}")
         start = time.perf_counter()
@@ -528,15 +557,19 @@ class RunSpec:
             train_set,
             out=out,
             resume=resume,
-            eval_fn=lambda m: evaluate_scenes(m, test_set, progress=progress),
+            eval_fn=eval_fn if evaluate else None,
             progress=progress,
             run_info=run_info,
             **self.train,
         )
         seconds = time.perf_counter() - start
-        run = RunDir(out)
-        metrics = {"dataset": self.dataset, **run.read_eval()}
-        run.write_eval(metrics)
+        metrics = {}
+        from ppl_scenes.infer.distributed import is_main_process  # torchrun: rank 0 alone writes
+
+        if own_scores and is_main_process():
+            run = RunDir(out)
+            metrics = {"dataset": self.dataset, **run.read_eval()}
+            run.write_eval(metrics)
         return TrainedRun(model, test_set, metrics, seconds)
 
 

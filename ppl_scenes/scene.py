@@ -2,8 +2,10 @@
 
 :class:`SceneParse` is the output of every model's ``parse``; :class:`RankedParse` marks a model whose
 ``parse`` can keep low-score candidates (for average precision) and names the score at which an object
-counts as present; :class:`TargetedParse` one whose ``parse`` needs inputs from the targets. The
-scoring functions (:mod:`ppl_scenes.metrics.scoring`) work on these alone.
+counts as present; :class:`TargetedParse` one whose ``parse`` needs inputs from the targets;
+:class:`TiledParse`, :class:`ImageLevel` and :class:`Categorised` tell how images are parsed into
+files (:mod:`ppl_scenes.files`). The scoring functions (:mod:`ppl_scenes.metrics.scoring`) work on
+these alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["RankedParse", "SceneParse", "TargetedParse"]
+__all__ = ["Categorised", "ImageLevel", "RankedParse", "SceneParse", "TargetedParse", "TiledParse"]
 
 
 @dataclass
@@ -66,3 +68,40 @@ class TargetedParse(ABC):
     @abstractmethod
     def parse_options(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
         """The keyword arguments of ``parse`` for a batch of scenes with these targets."""
+
+    @property
+    @abstractmethod
+    def requires_targets(self) -> bool:
+        """Whether ``parse`` cannot run without them (images with no targets cannot be parsed)."""
+
+
+class TiledParse(ABC):
+    """Capability: images are parsed in tiles of :attr:`parse_tile` pixels (overlapping, merged).
+
+    A model whose input size is fixed (:attr:`fixed_input`: SSDIR's detector) parses larger images
+    in tiles and smaller ones padded; one that reports a fixed number of objects per input (MIST's
+    ``K`` patches) is given tiles of a few object sides so that large images get more objects.
+    """
+
+    #: Whether ``parse`` accepts inputs of exactly :attr:`parse_tile` pixels only.
+    fixed_input: bool = False
+
+    @property
+    @abstractmethod
+    def parse_tile(self) -> tuple[int, int]:
+        """``(H, W)`` of a tile."""
+
+
+class ImageLevel(ABC):  # noqa: B024 (a marker: it promises no method)
+    """Capability marker: the model predicts per image (``SceneParse.image_labels``); its boxes are
+    glimpses, not objects, so there is nothing to detect or count (the saccade model, ResNet-18)."""
+
+
+class Categorised(ABC):
+    """Capability: each reported object carries a category in ``SceneParse.labels`` (GMAIR's cluster,
+    SSDIR's detector class, MIST's class)."""
+
+    @property
+    @abstractmethod
+    def num_categories(self) -> int:
+        """How many categories ``labels`` takes (1: the labels carry no information)."""

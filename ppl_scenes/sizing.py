@@ -40,6 +40,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ppl_scenes.checks import check_int
+from ppl_scenes.config import coerce_value
+from ppl_scenes.data.images import ObjectSizeError, check_object_size, default_crop
+from ppl_scenes.models import MODELS, MISTConfig, SPAIRConfig, SSDIRConfig
 
 __all__ = [
     "ObjectSizeError",
@@ -49,33 +52,8 @@ __all__ = [
 ]
 
 
-class ObjectSizeError(ValueError):
-    """An object size that is not a positive number, or larger than the images."""
-
-
 class ObjectSizeNotApplicable(ObjectSizeError):
     """The model has no object scale to set (an image-level model such as variational saccading)."""
-
-
-def _check_object_size(object_size: object) -> float:
-    if (
-        isinstance(object_size, bool)
-        or not isinstance(object_size, int | float)
-        or not math.isfinite(object_size)
-        or object_size <= 0
-    ):
-        raise ObjectSizeError(f"object_size must be a positive number of pixels, got {object_size!r}")
-    return float(object_size)
-
-
-def default_crop(object_size: float) -> int:
-    """The default training crop side: four object sides, rounded up to a multiple of 8, at least 32.
-
-    (14 -> 56, 20 -> 80: MIST's 80-pixel scenes of 20-pixel digits.) Datasets reduce it to the
-    smallest image.
-    """
-    s = _check_object_size(object_size)
-    return max(32, 8 * math.ceil(4 * s / 8))
 
 
 def _smooth_number(value: float, minimum: int = 2) -> int:
@@ -110,12 +88,6 @@ def _pair(value: object, name: str) -> tuple[int, int]:
 
 
 def _config_family(model_name: str) -> tuple[str, type]:
-    from ppl_scenes.models import MODELS, MISTConfig, SPAIRConfig, SSDIRConfig
-
-    try:  # the baselines register themselves on import
-        import ppl_scenes.baselines  # noqa: F401
-    except ImportError:  # pragma: no cover - the baselines ship with the package
-        pass
     if model_name not in MODELS:
         raise ObjectSizeError(f"unknown model {model_name!r}; known models: {', '.join(sorted(MODELS))}")
     config_class = MODELS[model_name].config_class
@@ -152,7 +124,7 @@ def object_size_overrides(
         ObjectSizeError: a size that is not positive or larger than ``image_size``; an unknown model.
         ObjectSizeNotApplicable: for image-level models (``saccade``, ``resnet``).
     """
-    s = _check_object_size(object_size)
+    s = check_object_size(object_size)
     family, config_class = _config_family(model_name)
     explicit = dict(overrides or {})
     crop = _pair(image_size if image_size is not None else default_crop(s), "image_size")
@@ -207,7 +179,5 @@ def object_size_overrides(
 
 def _explicit(defaults: Any, explicit: Mapping[str, Any], key: str) -> Any:
     """An explicit override of ``key`` converted to the config's type, else the config's default."""
-    from ppl_scenes.models.base import coerce_value
-
     default = getattr(defaults, key)
     return coerce_value(default, explicit[key], key) if key in explicit else default

@@ -31,7 +31,8 @@ from ppl_scenes.files import (
     write_codes,
     write_csv,
 )
-from ppl_scenes.models import MIST, SPAIR, SSDIR, SceneParse
+from ppl_scenes.models import MIST, MODELS, SPAIR, SSDIR, SceneParse
+from ppl_scenes.scene import RankedParse, TiledParse
 from ppl_scenes.sizing import object_size_overrides
 
 
@@ -49,15 +50,31 @@ def squares_image(h, w, corners, side=6):
     return image, [[x, y, x + side, y + side] for x, y in corners]
 
 
-class SquareFinder:
+class SquareFinder(RankedParse, TiledParse):
     """Finds bright squares (connected components); like SSDIR it works at one input size only."""
 
     name = "squares"
+    fixed_input = True
+    training = False
 
     def __init__(self, size=(32, 32), score_threshold=0.5):
         self.config = SimpleNamespace(image_size=size, channels=1, score_threshold=score_threshold)
         self.device = torch.device("cpu")
         self.calls = []
+
+    @property
+    def parse_tile(self):
+        return tuple(self.config.image_size)
+
+    @property
+    def presence_threshold(self):
+        return self.config.score_threshold
+
+    def min_image_size(self):
+        return tuple(self.config.image_size)
+
+    def train(self, mode=True):
+        return self
 
     def parse(self, x, score_threshold=None):
         self.calls.append(tuple(x.shape))
@@ -368,7 +385,7 @@ def test_evaluate_unlabelled_converts_colour_for_a_gray_model(tmp_path):
 
 def test_image_level_models_are_refused(folder, labelled):
     for name in ("saccade", "resnet"):
-        model = SimpleNamespace(name=name, config=SimpleNamespace(channels=1), parse=None)
+        model = MODELS[name]()
         with pytest.raises(ImageLevelModelError, match=f"'{name}' is an image-level model"):
             parse_files(model, folder)
         with pytest.raises(ImageLevelModelError):

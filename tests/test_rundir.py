@@ -25,34 +25,17 @@ from torch.distributions import constraints
 import ppl_scenes
 from ppl_scenes.cli import main
 from ppl_scenes.infer import fit
-from ppl_scenes.models.spair import SPAIR, SPAIRConfig
 from ppl_scenes.rundir import CHECKPOINT_FILES, DETECTOR_FILE, RunDir, RunDirError, upgrade
 from ppl_scenes.runs import read_config, read_metrics
+from tests.helpers import small_spair, square_images
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = dict(batch_size=2, log_every=1, checkpoint_every=100, progress=False)
 
 
-def tiny_spair(seed=0):
-    pyro.set_rng_seed(seed)
-    config = SPAIRConfig(
-        what_dim=4, object_size=(6, 6), glimpse_size=(6, 6), feature_dim=8, backbone_width=4, hidden_dim=16
-    )
-    return SPAIR(config)
-
-
-def images(n=6):
-    g = torch.Generator().manual_seed(2)
-    x = torch.zeros(n, 1, 24, 24)
-    for i in range(n):
-        r, c = torch.randint(0, 16, (2,), generator=g).tolist()
-        x[i, 0, r : r + 8, c : c + 8] = 1.0
-    return x
-
-
 def train(out, steps, resume=False, seed=0):
     pyro.clear_param_store()
-    return fit(tiny_spair(seed), images(), steps=steps, out=out, resume=resume, **TRAIN)
+    return fit(small_spair(seed), square_images(), steps=steps, out=out, resume=resume, **TRAIN)
 
 
 def losses(run_dir):
@@ -399,6 +382,40 @@ def test_a_booby_trapped_checkpoint_runs_nothing(run, tmp_path, capsys):
     assert "ppl-scenes: error:" in capsys.readouterr().err
     assert not marker.exists()
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing converted or renamed
+
+
+def test_upgrade_converts_the_constraints_of_an_old_param_store(run):
+    """The old trainer saved ``pyro.get_param_store().get_state()`` whole: a model calling
+    ``pyro.module`` (the saccade model) pickled a ``constraints.real`` copy per parameter."""
+    state = RunDir(run).load_checkpoint()
+    names = ("saccade$$$rnn.weight_ih", "saccade$$$where_offset", "guide$$$scale")
+    store_constraints = [constraints.real, constraints.interval(0.0, 1.0), constraints.positive]
+    state["param_store"] = {
+        "params": {n: torch.randn(3) for n in names},
+        "constraints": dict(zip(names, store_constraints)),
+    }
+    make_legacy(run, state)
+    assert upgrade(run) == ["checkpoint.pt"]
+    loaded = RunDir(run).load_checkpoint()["param_store"]
+    assert all(torch.equal(loaded["params"][n], state["param_store"]["params"][n]) for n in names)
+    real, interval, positive = (loaded["constraints"][n] for n in names)
+    assert real is constraints.real  # an unpickled copy of real is real (by its kind) ...
+    assert (
+        type(positive) is constraints.greater_than and positive.lower_bound == 0.0
+    )  # ... the rest by bounds
+    assert type(interval) is constraints.interval and interval.upper_bound == 1.0
+
+
+def test_upgrade_refuses_a_constraint_off_the_allow_list(run):
+    state = RunDir(run).load_checkpoint()
+    state["param_store"] = {
+        "params": {"p": torch.zeros(1)},
+        "constraints": {"p": constraints.integer_interval(0, 3)},
+    }
+    make_legacy(run, state)
+    with pytest.raises(RunDirError, match=r"not converted: besides tensors it holds .*_IntegerInterval"):
+        upgrade(run)
+    assert (run / "checkpoint.pt").is_file()
 
 
 def test_upgrade_round_trip_then_resume_continues_exactly(tmp_path, capsys):

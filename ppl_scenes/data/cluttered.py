@@ -22,9 +22,7 @@ from .scenes import (
     check_fraction,
     check_int,
     check_size,
-    make_target,
     paste_max,
-    place_squares,
     square_boxes,
     to_image,
 )
@@ -54,8 +52,6 @@ class ClutteredDigits(DigitSceneDataset):
     ``multi_label`` (float32 ``[10]`` multi-hot of the classes present), ``sum`` (int64 scalar, sum of
     the digits) and ``clutter_boxes`` (float32 ``[M, 4]``, where the fragments were pasted).
     """
-
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices")
 
     def __init__(
         self,
@@ -89,8 +85,7 @@ class ClutteredDigits(DigitSceneDataset):
         bank, side, c = self.bank, self.digit_side, self.clutter_size
         height, width = self.image_size
         n, m = self.num_digits, self.num_clutter
-        idx = rng.integers(0, len(bank), size=n)
-        xy = place_squares(rng, np.full(n, side), self.image_size, self.max_overlap, what="digits")
+        idx, xy = self.draw_digits(rng, n, max_overlap=self.max_overlap)
 
         # Fragments come from *other* instances, so no fragment repeats a digit of the scene.
         cidx = rng.integers(0, len(bank), size=m)
@@ -107,19 +102,12 @@ class ClutteredDigits(DigitSceneDataset):
         for k in range(m):
             fragment = bank.images[cidx[k], src_y[k] : src_y[k] + c, src_x[k] : src_x[k] + c]
             paste_max(canvas, fragment, int(dst[k, 0]), int(dst[k, 1]))
-        for k in range(n):
-            paste_max(canvas, bank.images[idx[k]], int(xy[k, 0]), int(xy[k, 1]))
+        self.paste_digits(canvas, idx, xy)
 
         labels = bank.labels[idx]
         multi_label = np.zeros(10, dtype=np.float32)
         multi_label[labels] = 1.0
-        target = make_target(
-            np.concatenate([xy, xy], axis=1) + bank.ink[idx],
-            labels,
-            patch_boxes=square_boxes(xy, side),
-            digit_indices=idx.astype(np.int64),
-            multi_label=multi_label,
-            sum=np.int64(labels.sum()),
-            clutter_boxes=square_boxes(dst, c),
+        target = self.digit_target(
+            idx, xy, multi_label=multi_label, sum=np.int64(labels.sum()), clutter_boxes=square_boxes(dst, c)
         )
         return to_image(canvas), target

@@ -56,7 +56,10 @@ __all__ = [
     "ImageEntry",
     "ImageFolderScenes",
     "ImageInputError",
+    "ObjectSizeError",
     "UnreadableImageError",
+    "check_object_size",
+    "default_crop",
     "find_images",
     "read_image",
 ]
@@ -75,6 +78,33 @@ _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"
 _CROP_STREAM = 0x494D4753  # tags this generator's random streams
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 FLIPS = ("none", "horizontal", "both")
+
+
+class ObjectSizeError(ValueError):
+    """An object size that is not a positive number, or larger than the images."""
+
+
+
+def check_object_size(object_size: object) -> float:
+    """``object_size`` as a positive float; :class:`ObjectSizeError` otherwise."""
+    if (
+        isinstance(object_size, bool)
+        or not isinstance(object_size, int | float)
+        or not math.isfinite(object_size)
+        or object_size <= 0
+    ):
+        raise ObjectSizeError(f"object_size must be a positive number of pixels, got {object_size!r}")
+    return float(object_size)
+
+
+def default_crop(object_size: float) -> int:
+    """The default training crop side: four object sides, rounded up to a multiple of 8, at least 32.
+
+    (14 -> 56, 20 -> 80: MIST's 80-pixel scenes of 20-pixel digits.) Datasets reduce it to the
+    smallest image.
+    """
+    s = check_object_size(object_size)
+    return max(32, 8 * math.ceil(4 * s / 8))
 
 
 class ImageInputError(ValueError):
@@ -676,8 +706,6 @@ class ImageFolderScenes(Dataset[tuple[Tensor, Target]]):
         regions = [s.size for s in sources] or [self.entries[0].size]
         smallest = (min(r[0] for r in regions), min(r[1] for r in regions))
         if crop is None:
-            from ppl_scenes.sizing import default_crop
-
             side = 64 if self.object_size is None else default_crop(self.object_size)
             size = (min(side, smallest[0]), min(side, smallest[1]))
         else:

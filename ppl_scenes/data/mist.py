@@ -25,10 +25,9 @@ from .scenes import (
     check_int,
     check_range,
     check_size,
+    clamped_corners,
     draw_count,
     make_target,
-    paste_max,
-    place_squares,
     square_boxes,
     to_image,
 )
@@ -59,8 +58,6 @@ class MISTDigits(DigitSceneDataset):
     Easy-mode centres are clamped so every digit stays fully inside the canvas. Targets: ``boxes``
     (tight ink), ``labels``, ``count``, ``patch_boxes``, ``digit_indices``.
     """
-
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices")
 
     def __init__(
         self,
@@ -107,7 +104,6 @@ class MISTDigits(DigitSceneDataset):
         return state
 
     def _generate(self, rng: np.random.Generator) -> tuple[Tensor, Target]:
-        bank, side = self.bank, self.digit_side
         height, width = self.image_size
         if self.mode == "easy":
             pools = self._class_pools()
@@ -117,25 +113,11 @@ class MISTDigits(DigitSceneDataset):
             cell_w, cell_h = width / _GRID, height / _GRID
             cx = (col + 0.5) * cell_w + rng.normal(0.0, cell_w / 8, size=n)
             cy = (row + 0.5) * cell_h + rng.normal(0.0, cell_h / 8, size=n)
-            x = np.clip(np.round(cx - side / 2), 0, width - side)
-            y = np.clip(np.round(cy - side / 2), 0, height - side)
-            xy = np.stack([x, y], axis=1).astype(np.int64)
+            xy = clamped_corners(cx, cy, self.digit_side, self.image_size)
         else:
-            n = draw_count(rng, self.num_digits)
-            idx = rng.integers(0, len(bank), size=n)
-            xy = place_squares(
-                rng, np.full(n, side), self.image_size, min_distance=self.min_distance, what="digits"
-            )
-        canvas = np.zeros(self.image_size, dtype=np.uint8)
-        for k in range(n):
-            paste_max(canvas, bank.images[idx[k]], int(xy[k, 0]), int(xy[k, 1]))
-        target = make_target(
-            np.concatenate([xy, xy], axis=1) + bank.ink[idx],
-            bank.labels[idx],
-            patch_boxes=square_boxes(xy, side),
-            digit_indices=idx,
-        )
-        return to_image(canvas), target
+            idx, xy = self.draw_digits(rng, draw_count(rng, self.num_digits), min_distance=self.min_distance)
+        canvas = self.paste_digits(np.zeros(self.image_size, dtype=np.uint8), idx, xy)
+        return to_image(canvas), self.digit_target(idx, xy)
 
 
 @lru_cache(maxsize=16)

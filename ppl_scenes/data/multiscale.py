@@ -19,14 +19,12 @@ from .digits import ink_boxes, resize_digits
 from .scenes import (
     DigitSceneDataset,
     Target,
-    check_fits,
-    check_int,
     check_range,
+    check_sides,
     check_size,
+    clamped_corners,
     draw_count,
-    make_target,
     paste_max,
-    square_boxes,
     to_image,
 )
 
@@ -49,7 +47,7 @@ class MultiScaleDigits(DigitSceneDataset):
     ``cells`` (row-major cell index of each digit) and ``grid_size`` (int64 scalar ``g``).
     """
 
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices", "cells")
+    object_keys = (*DigitSceneDataset.object_keys, "cells")
 
     def __init__(
         self,
@@ -66,11 +64,7 @@ class MultiScaleDigits(DigitSceneDataset):
     ) -> None:
         image_size = check_size(canvas_size, "canvas_size")
         self.grid_size = check_range(grid_size, "grid_size")
-        self.min_size = check_int(min_size, "min_size", minimum=2)
-        self.max_size = check_int(max_size, "max_size", minimum=2)
-        if self.min_size > self.max_size:
-            raise ValueError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
-        check_fits(self.max_size, image_size, "max_size")
+        self.min_size, self.max_size = check_sides(min_size, max_size, image_size, minimum=2)
         if self.grid_size[1] > min(image_size):
             raise ValueError(f"grid_size {grid_size} has more cells per side than the canvas has pixels")
         # Digits are resized per scene from the raw 28x28 bank: one bank per side would cost 49 banks.
@@ -90,23 +84,15 @@ class MultiScaleDigits(DigitSceneDataset):
         row, col = np.divmod(cells, g)
         cx = (col + rng.random(n)) * (width / g)
         cy = (row + rng.random(n)) * (height / g)
-        x = np.clip(np.round(cx - sides / 2), 0, width - sides).astype(np.int64)
-        y = np.clip(np.round(cy - sides / 2), 0, height - sides).astype(np.int64)
+        xy = clamped_corners(cx, cy, sides, self.image_size)
 
         canvas = np.zeros(self.image_size, dtype=np.uint8)
         ink = np.zeros((n, 4), dtype=np.int64)
         for k in range(n):
             patch = resize_digits(bank.images[idx[k]], int(sides[k]))[0]
             ink[k] = ink_boxes(patch)[0]
-            paste_max(canvas, patch, int(x[k]), int(y[k]))
-        xy = np.stack([x, y], axis=1)
-        boxes = np.concatenate([xy, xy], axis=1) + ink
-        target = make_target(
-            boxes,
-            bank.labels[idx],
-            patch_boxes=square_boxes(xy, sides),
-            digit_indices=idx.astype(np.int64),
-            cells=cells.astype(np.int64),
-            grid_size=np.int64(g),
+            paste_max(canvas, patch, int(xy[k, 0]), int(xy[k, 1]))
+        target = self.digit_target(
+            idx, xy, ink=ink, sides=sides, cells=cells.astype(np.int64), grid_size=np.int64(g)
         )
         return to_image(canvas), target

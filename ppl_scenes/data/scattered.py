@@ -8,6 +8,8 @@ patch by more than ``max_overlap`` of a patch's area; composite white-on-black w
 
 from __future__ import annotations
 
+from functools import partialmethod
+
 import numpy as np
 from torch import Tensor
 
@@ -20,10 +22,6 @@ from .scenes import (
     check_range,
     check_size,
     draw_count,
-    make_target,
-    paste_max,
-    place_squares,
-    square_boxes,
     to_image,
 )
 
@@ -53,8 +51,6 @@ class ScatteredDigits(DigitSceneDataset):
             ``dataset[i]`` when the digits cannot be placed under the overlap rule.
     """
 
-    object_keys = ("boxes", "labels", "patch_boxes", "digit_indices")
-
     def __init__(
         self,
         num_scenes: int = 10_000,
@@ -75,18 +71,10 @@ class ScatteredDigits(DigitSceneDataset):
         super().__init__(num_scenes, split, seed, image_size, digit_size, root, download)
 
     def _generate(self, rng: np.random.Generator) -> tuple[Tensor, Target]:
-        bank, side = self.bank, self.digit_side
         n = draw_count(rng, self.num_digits)
-        idx = rng.integers(0, len(bank), size=n)
-        xy = place_squares(rng, np.full(n, side), self.image_size, self.max_overlap, what="digits")
-        canvas = np.zeros(self.image_size, dtype=np.uint8)
-        for k in range(n):
-            paste_max(canvas, bank.images[idx[k]], int(xy[k, 0]), int(xy[k, 1]))
-        boxes = np.concatenate([xy, xy], axis=1) + bank.ink[idx]
-        target = make_target(
-            boxes, bank.labels[idx], patch_boxes=square_boxes(xy, side), digit_indices=idx.astype(np.int64)
-        )
-        return to_image(canvas), target
+        idx, xy = self.draw_digits(rng, n, max_overlap=self.max_overlap)
+        canvas = self.paste_digits(np.zeros(self.image_size, dtype=np.uint8), idx, xy)
+        return to_image(canvas), self.digit_target(idx, xy)
 
 
 class LargeScatteredDigits(ScatteredDigits):
@@ -97,30 +85,7 @@ class LargeScatteredDigits(ScatteredDigits):
     :class:`~ppl_scenes.data.RandomCrops`), testing 1–20 digits on full images, the default here.
     """
 
-    def __init__(
-        self,
-        num_scenes: int = 10_000,
-        split: str = "train",
-        seed: int = 0,
-        *,
-        canvas_size: int | tuple[int, int] = 84,
-        digit_size: int = 14,
-        num_digits: int | tuple[int, int] = (1, 20),
-        max_overlap: float = 0.5,
-        root: str | None = None,
-        download: bool = True,
-    ) -> None:
-        super().__init__(
-            num_scenes,
-            split,
-            seed,
-            canvas_size=canvas_size,
-            digit_size=digit_size,
-            num_digits=num_digits,
-            max_overlap=max_overlap,
-            root=root,
-            download=download,
-        )
+    __init__ = partialmethod(ScatteredDigits.__init__, canvas_size=84, num_digits=(1, 20))
 
 
 class MultiMNIST(ScatteredDigits):
@@ -133,27 +98,4 @@ class MultiMNIST(ScatteredDigits):
     digit classes (what GMAIR's clustering ACC/NMI are scored against).
     """
 
-    def __init__(
-        self,
-        num_scenes: int = 10_000,
-        split: str = "train",
-        seed: int = 0,
-        *,
-        canvas_size: int | tuple[int, int] = 128,
-        digit_size: int = 28,
-        num_digits: int | tuple[int, int] = (1, 10),
-        max_overlap: float = 0.5,
-        root: str | None = None,
-        download: bool = True,
-    ) -> None:
-        super().__init__(
-            num_scenes,
-            split,
-            seed,
-            canvas_size=canvas_size,
-            digit_size=digit_size,
-            num_digits=num_digits,
-            max_overlap=max_overlap,
-            root=root,
-            download=download,
-        )
+    __init__ = partialmethod(ScatteredDigits.__init__, canvas_size=128, digit_size=28, num_digits=(1, 10))

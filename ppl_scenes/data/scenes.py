@@ -82,6 +82,18 @@ def check_fits(side: int, image_size: tuple[int, int], name: str) -> None:
         raise ValueError(f"{name} {side} does not fit on a canvas of {image_size[0]}x{image_size[1]}")
 
 
+def check_sides(
+    min_size: object, max_size: object, image_size: tuple[int, int], minimum: int
+) -> tuple[int, int]:
+    """``(min_size, max_size)``, a range of object sides of at least ``minimum`` that fits the canvas."""
+    lo = check_int(min_size, "min_size", minimum=minimum)
+    hi = check_int(max_size, "max_size", minimum=minimum)
+    if lo > hi:
+        raise ValueError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
+    check_fits(hi, image_size, "max_size")
+    return lo, hi
+
+
 def check_fraction(value: object, name: str) -> float:
     """``value`` as a float in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
@@ -162,7 +174,10 @@ class DigitSceneDataset(SceneDataset):
 
     The bank is loaded (and the fallback warning given) at construction, so a missing digit source
     shows up at once; it is not pickled, so DataLoader workers reload it from their process cache.
+    Targets made by :meth:`digit_target` carry each digit's index in the bank, ``digit_indices``.
     """
+
+    object_keys: ClassVar[tuple[str, ...]] = (*SceneDataset.object_keys, "digit_indices")
 
     def __init__(
         self,
@@ -192,6 +207,45 @@ class DigitSceneDataset(SceneDataset):
         state = self.__dict__.copy()
         state["_bank"] = None
         return state
+
+    def draw_digits(self, rng: np.random.Generator, n: int, **rule: float) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` digit instances drawn uniformly from the bank, and their squares' top-left corners.
+
+        The corners ``[n, 2]`` (x, y) are placed by :func:`place_squares` under ``rule`` (its
+        ``max_overlap`` and ``min_distance``); the instances are drawn first.
+        """
+        idx = rng.integers(0, len(self.bank), size=n)
+        xy = place_squares(rng, np.full(n, self.digit_side), self.image_size, what="digits", **rule)
+        return idx, xy
+
+    def paste_digits(self, canvas: np.ndarray, idx: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """``canvas`` with the bank's digits ``idx`` pasted at top-left corners ``xy`` (pixel-wise max)."""
+        for k in range(len(idx)):
+            paste_max(canvas, self.bank.images[idx[k]], int(xy[k, 0]), int(xy[k, 1]))
+        return canvas
+
+    def digit_target(
+        self,
+        idx: np.ndarray,
+        xy: np.ndarray,
+        ink: np.ndarray | None = None,
+        sides: np.ndarray | int | None = None,
+        **extras: np.ndarray | Tensor | float,
+    ) -> Target:
+        """The target of the bank's digits ``idx`` pasted at top-left corners ``xy``.
+
+        ``boxes`` are their ink boxes (``ink``, relative to a corner; by default the bank's), ``labels``
+        their classes, ``patch_boxes`` their squares (of ``sides``; by default the bank's side), and
+        ``digit_indices`` their indices in the bank; ``extras`` follow (see :func:`make_target`).
+        """
+        ink = self.bank.ink[idx] if ink is None else ink
+        return make_target(
+            np.concatenate([xy, xy], axis=1) + ink,
+            self.bank.labels[idx],
+            patch_boxes=square_boxes(xy, self.digit_side if sides is None else sides),
+            digit_indices=np.asarray(idx, dtype=np.int64),
+            **extras,
+        )
 
 
 # ----------------------------------------------------------------------------- placement, compositing
@@ -306,6 +360,19 @@ def place_squares(
         f"canvas with {' and '.join(rule)} after {restarts} attempts; use fewer or smaller {what}, a larger "
         "canvas or a looser rule"
     )
+
+
+def clamped_corners(
+    cx: np.ndarray, cy: np.ndarray, sides: np.ndarray | int, image_size: tuple[int, int]
+) -> np.ndarray:
+    """Top-left corners ``[n, 2]`` (x, y) of squares of ``sides`` centred at ``(cx, cy)``.
+
+    Each corner is rounded to a pixel, then shifted just enough to keep its square inside the canvas.
+    """
+    height, width = image_size
+    x = np.clip(np.round(cx - sides / 2), 0, width - sides)
+    y = np.clip(np.round(cy - sides / 2), 0, height - sides)
+    return np.stack([x, y], axis=1).astype(np.int64)
 
 
 def paste_max(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:

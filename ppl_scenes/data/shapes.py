@@ -18,10 +18,9 @@ from .digits import ink_boxes
 from .scenes import (
     SceneDataset,
     Target,
-    check_fits,
     check_fraction,
-    check_int,
     check_range,
+    check_sides,
     check_size,
     draw_count,
     make_target,
@@ -110,11 +109,7 @@ class Shapes(SceneDataset):
         image_size = check_size(canvas_size, "canvas_size")
         super().__init__(num_scenes, split, seed, image_size)
         self.num_shapes = check_range(num_shapes, "num_shapes", minimum=0)
-        self.min_size = check_int(min_size, "min_size", minimum=3)
-        self.max_size = check_int(max_size, "max_size", minimum=3)
-        if self.min_size > self.max_size:
-            raise ValueError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
-        check_fits(self.max_size, image_size, "max_size")
+        self.min_size, self.max_size = check_sides(min_size, max_size, image_size, minimum=3)
         if isinstance(shapes, str) or len(shapes) == 0 or any(s not in SHAPE_NAMES for s in shapes):
             raise ValueError(
                 f"shapes must be a non-empty sequence of names from {SHAPE_NAMES}, got {shapes!r}"

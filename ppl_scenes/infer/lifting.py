@@ -15,7 +15,9 @@ alternating optimisation over a lifted problem, per batch:
 ``tau`` and ``eta`` have separate Adam optimisers (both at ``TrainConfig.lr`` unless
 ``lr_per_module`` says otherwise, e.g. ``{"heatmap_net": 3e-4}``). Everything else -- batches,
 progress bar, ``metrics.jsonl``, checkpoints, exact resume -- is the shared
-:class:`ppl_scenes.infer.trainer.Trainer`.
+:class:`ppl_scenes.infer.trainer.Trainer`. Data-parallel (torchrun), both losses are means over the
+batch and each optimiser's gradients are averaged over the ranks before it steps, so the task and
+lift steps are the whole batch's (the refinement is per image).
 
 The baselines whose patches are differentiable in their parameters (the channel-wise soft-argmax) or
 fixed (the grid) train end to end on ``L_task`` with :class:`TaskTrainer`.
@@ -138,7 +140,13 @@ class LiftingTrainer(PatchTaskTrainer):
         task_norm = self.step_optimizer("task", task_loss, self.task_params)
 
         # Masked patches get no task gradient, so the refinement leaves them where they were found.
-        positions, scales, refined = self.refine(batch, found.positions, found.scales, targets, mask)
+        try:
+            positions, scales, refined = self.refine(batch, found.positions, found.scales, targets, mask)
+        except NonFiniteStep:
+            if self.distributed is None:
+                raise
+            self.step_optimizer("heatmap", None, self.heatmap_params)  # every rank skips the lift step
+            raise
         # Only the patches in play are targets: E_K^{-1} of each image's own K (its count of labels).
         # With all K patches, the unused ones (left where they were found, on anything) would be
         # peaks of the target as strong as the refined ones, and the heatmap could not learn which

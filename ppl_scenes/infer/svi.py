@@ -36,6 +36,10 @@ class SVITrainer(Trainer):
         #: ``id(param) -> name`` of every optimised parameter, ``pyro.param`` sites included (set by setup)
         self.param_names: dict[int, str] = {}
 
+    def gradient_reduction(self, name: str) -> str:
+        """The ELBO sums over the batch: data-parallel ranks sum their gradients."""
+        return "sum"
+
     def loss(self, batch: Tensor) -> Tensor:
         """``-ELBO`` of a batch (differentiable); a supervised model also gets its labels (``y=...``)."""
         supervision = self.batch_supervision(batch.device)
@@ -69,9 +73,11 @@ class SVITrainer(Trainer):
         except ValueError as err:
             # With argument validation on (torch's default), a NaN or Inf reaching a distribution
             # surfaces as "... but found invalid values: tensor([nan, ...])" rather than as a NaN loss.
-            if _is_non_finite_validation_error(err):
+            if not _is_non_finite_validation_error(err):
+                raise
+            if self.distributed is None:
                 raise NonFiniteStep(f"non-finite distribution parameter: {err}") from err
-            raise
+            loss = None  # the other ranks skip this step with this one (in step_optimizer)
         grad_norm = self.step_optimizer("adam", loss, self.params)
         value = loss.item() / batch.shape[0]
         return {"loss": value if math.isfinite(value) else float("nan"), "grad_norm": grad_norm}

@@ -3,7 +3,8 @@
 :class:`Trainer` runs the loop; subclasses say what one step is (:class:`ppl_scenes.infer.svi.SVITrainer`
 takes an ELBO step, MIST's lifting trainer its alternating steps). Batches are a pure function of
 ``(seed, step)`` and the RNG states are checkpointed, so a resumed CPU run reproduces the
-uninterrupted run's losses exactly.
+uninterrupted run's losses exactly. Launched by ``torchrun`` with more than one process, the loop
+trains data-parallel (:mod:`ppl_scenes.infer.distributed`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ppl_scenes.config import config_to_dict
 from ppl_scenes.data.loading import LazyScenes, materialize, too_large
 from ppl_scenes.infer.allocator import keep_freed_memory
 from ppl_scenes.infer.config import TrainConfig
+from ppl_scenes.infer.distributed import Distributed
 from ppl_scenes.infer.optim import adam_by_module, decay_factor, scale_learning_rates
 from ppl_scenes.infer.state import fork_rng, restore_training_state, training_state
 from ppl_scenes.models.base import Supervised
@@ -94,6 +96,10 @@ class Trainer:
         self._lazy: LazyScenes | None = None
         #: The training images (:meth:`prepare_data`'s result), set by :meth:`fit`.
         self.images: Tensor | LazyScenes | None = None
+        #: This process's place in a data-parallel run (None: one process), set by :meth:`fit`.
+        self.distributed: Distributed | None = None
+        #: The device training runs on (``config.device``; ``cuda:LOCAL_RANK`` data-parallel).
+        self.device = torch.device(self.config.device)
 
     # -- what subclasses provide ---------------------------------------------------------------
     def setup(self, example_batch: Tensor) -> None:
@@ -183,12 +189,34 @@ class Trainer:
         """``id(param) -> name`` of the model's parameters (what :meth:`make_optimizer` matches)."""
         return {id(p): n for n, p in self.model.named_parameters()}
 
-    def step_optimizer(self, name: str, loss: Tensor, params) -> float:
+    def gradient_reduction(self, name: str) -> str:
+        """How optimiser ``name``'s loss reduces over the batch: ``mean`` (the default) or ``sum``.
+
+        Data-parallel training sums the ranks' gradients for a ``sum`` and averages them for a
+        ``mean``, so that a step's gradient is the whole batch's.
+        """
+        return "mean"
+
+    def step_optimizer(self, name: str, loss: Tensor | None, params) -> float:
         """Backward ``loss`` and step optimiser ``name`` over ``params``; returns the gradient norm.
 
         A non-finite loss or gradient raises :class:`NonFiniteStep` before the optimiser steps, so it
-        changes nothing.
+        changes nothing. Data-parallel, the gradients are all-reduced between the backward and the
+        clipping and check, so every rank takes the same step or skips it (``loss=None``: this rank's
+        loss could not be computed, the step is skipped everywhere).
         """
+        if self.distributed is not None:
+            params = list(params)
+            ok = loss is not None and bool(torch.isfinite(loss))
+            opt = self.optimizers[name]
+            opt.zero_grad(set_to_none=True)
+            if ok:
+                loss.backward()
+            if not self.distributed.reduce_gradients(params, self.gradient_reduction(name), ok):
+                raise NonFiniteStep(f"non-finite {name} loss (on some data-parallel rank)")
+            norm = self.clip_and_check(params)
+            opt.step()
+            return norm
         if not torch.isfinite(loss):
             raise NonFiniteStep(f"non-finite {name} loss")
         opt = self.optimizers[name]
@@ -231,26 +259,63 @@ class Trainer:
         """
         if resume and self.out is None:
             raise ValueError("resume needs a run directory (out)")
-        images = self.images = self.prepare_data(data)
-        self.model.check_input(images[:1], name="training images")
-        self.run_dir, saved = self._open_run_dir(resume)
+        self.device = torch.device(self.config.device)
+        self.distributed = Distributed.from_env(self.config.device, self.config.batch_size)
         try:
-            return self._train(images, saved)
+            if self.distributed is not None:
+                self.device = self.distributed.device
+                self.distributed.check_same({**self._config_record(), "out": str(self.out), "resume": resume})
+            images = self.images = self.prepare_data(data)
+            self.model.check_input(images[:1], name="training images")
+            self.run_dir, saved = self._open_run_dir_once(resume)
+            try:
+                return self._train(images, saved)
+            finally:
+                if self.run_dir is not None:
+                    self.run_dir.close()
         finally:
-            if self.run_dir is not None:
-                self.run_dir.close()
+            if self.distributed is not None:
+                self.distributed.close()
+
+    def _open_run_dir_once(self, resume: bool) -> tuple[RunDir | None, dict[str, Any] | None]:
+        """:meth:`_open_run_dir`; data-parallel, rank 0 opens (once every rank has checked it) and the
+        others read the checkpoint only."""
+        ddp = self.distributed
+        if ddp is None:
+            return self._open_run_dir(resume)
+        ddp.wait_for_main()  # every rank's checks of the directory come before rank 0 writes into it
+        failed = None
+        opened: tuple[RunDir | None, dict[str, Any] | None] = (None, None)
+        try:
+            if ddp.main:
+                opened = self._open_run_dir(resume)
+        except BaseException as err:
+            failed = err
+        try:
+            ddp.agree(failed is None, "to open the run directory")
+        except BaseException:
+            if opened[0] is not None:
+                opened[0].close()
+            raise
+        if failed is not None:
+            raise failed
+        if not ddp.main and resume:
+            return None, RunDir(self.out).load_checkpoint(map_location=self.device)
+        return opened
 
     def _train(self, images, saved: dict[str, Any] | None) -> list[dict[str, Any]]:
         """:meth:`fit`'s work once the data and the run directory are checked (``saved``: the
         checkpoint a resumed run starts from)."""
         cfg = self.config
-        device = torch.device(cfg.device)
+        device, ddp = self.device, self.distributed
         pyro.set_rng_seed(cfg.seed)
         self.model.to(device).train()
         self._matched_prefixes = set()
         self.batch_index = torch.arange(min(cfg.batch_size, len(images)))
         with fork_rng(device):
             self.setup(images[self.batch_index].to(device))
+        if ddp is not None:  # every rank starts from rank 0's weights
+            ddp.broadcast_from_main(ddp.model_state(self.model))
         unmatched = sorted(set(cfg.lr_per_module) - self._matched_prefixes)
         if unmatched:
             raise ValueError(
@@ -271,6 +336,9 @@ class Trainer:
                 step = self.step + 1
                 annealed = {**self.model.set_step(step), **self.decay_learning_rates(step)}
                 self.batch_index = self.batch_indices(step, len(images))
+                if ddp is not None:
+                    ddp.seed_step(cfg.seed, step)
+                    self.batch_index = ddp.shard(self.batch_index)
                 batch = images[self.batch_index].to(device)
                 try:
                     stats = self.train_step(batch)
@@ -283,6 +351,9 @@ class Trainer:
                     if self.bad_steps >= cfg.max_bad_steps:
                         self._diverged(step)
                     stats = {"loss": float("nan")}
+                if ddp is not None:
+                    stats = ddp.mean_stats(stats)
+                    ddp.broadcast_from_main(list(self.model.buffers()))  # batch-norm statistics
                 self.step = step
                 self.elapsed = time.perf_counter() - start_time
                 last = step >= cfg.steps or self.elapsed >= budget
@@ -347,18 +418,15 @@ class Trainer:
         run_dir.lock()
         try:
             if resume:  # fail early on a missing, corrupt or legacy checkpoint
-                return run_dir, run_dir.load_checkpoint(map_location=self.config.device)
+                return run_dir, run_dir.load_checkpoint(map_location=self.device)
             run_dir.check_new()  # again, now that no other training can start here
         except BaseException:
             run_dir.close()
             raise
         return run_dir, None
 
-    def _write_config(self, resumed: bool = False) -> None:
-        """Record the run in ``config.json`` (a resume with changed settings keeps the old in ``history``)."""
-        if self.run_dir is None:
-            return
-
+    def _config_record(self) -> dict[str, Any]:
+        """What ``config.json`` records of the run."""
         record = {
             "model": self.model.name,
             "model_config": config_to_dict(self.model.config),
@@ -367,7 +435,15 @@ class Trainer:
             "version": __version__,
             **self.run_info,
         }
-        self.run_dir.write_config(record, resumed_at=self.step if resumed else None)
+        if self.distributed is not None:
+            record["world_size"] = self.distributed.world_size
+        return record
+
+    def _write_config(self, resumed: bool = False) -> None:
+        """Record the run in ``config.json`` (a resume with changed settings keeps the old in ``history``)."""
+        if self.run_dir is None:
+            return
+        self.run_dir.write_config(self._config_record(), resumed_at=self.step if resumed else None)
 
     def _checkpoint(self) -> None:
         if self.run_dir is not None and self.last_checkpoint_step != self.step:
@@ -386,7 +462,8 @@ class Trainer:
                 f"and trainer ({type(err).__name__}: {err})"
             ) from None
         self.last_checkpoint_step = self.step
-        self.run_dir.truncate_metrics(self.step)  # the resumed run replays the steps after the checkpoint
+        if self.run_dir is not None:  # data-parallel: rank 0's
+            self.run_dir.truncate_metrics(self.step)  # the resumed run replays the steps after the checkpoint
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.run_dir is None:
@@ -399,13 +476,18 @@ class Trainer:
         """Run ``eval_fn`` (eval mode, no gradient, RNG untouched); the final results go to eval.json."""
         if self.eval_fn is None:
             return {}
+        if self.distributed is not None and not self.distributed.main:
+            self.distributed.wait_for_main()  # rank 0 alone evaluates
+            return {}
         self.model.eval()
         # Evaluation must not disturb the training run's random stream (resume exactness).
         try:
-            with torch.no_grad(), fork_rng(torch.device(self.config.device)):
+            with torch.no_grad(), fork_rng(self.device):
                 results = self.eval_fn(self.model)
         finally:
             self.model.train()
+            if self.distributed is not None:
+                self.distributed.wait_for_main()
         if not isinstance(results, dict):
             raise ValueError(f"eval_fn must return a dict of metrics, got {type(results).__name__}")
         if final and self.run_dir is not None:

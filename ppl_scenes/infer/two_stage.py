@@ -41,6 +41,10 @@ class TwoStageTrainer(SVITrainer):
         """Stage 1's length (the model's)."""
         return self.model.detector_steps
 
+    def gradient_reduction(self, name: str) -> str:
+        """The detector's loss is a mean over the batch, the ELBO a sum."""
+        return "mean" if name == "detector" else "sum"
+
     def loss(self, batch: Tensor) -> Tensor:
         """``-ELBO`` of a batch; the labels are the detector's, not the model's."""
         return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch)
@@ -83,6 +87,6 @@ class TwoStageTrainer(SVITrainer):
         if any(p.requires_grad for p in self.detector_params):
             self.model.calibrate_detector(self.calibration_batches())
             self.model.freeze_detector()
-            if self.out is not None:
+            if self.out is not None and (self.distributed is None or self.distributed.main):
                 self.model.save_detector(self.out / DETECTOR_FILE)
         return {**super().train_step(batch), "stage": 2}

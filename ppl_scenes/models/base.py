@@ -17,6 +17,9 @@ What only some models can do is declared by inheriting a capability class, and r
 :class:`DetectorStage`  trains a supervised detector first, then freezes it (two-stage trainer)
 :class:`RankedParse`    ``parse(x, score_threshold=t)`` keeps ranked candidates
 :class:`TargetedParse`  ``parse`` takes inputs read from the targets (MIST's counts)
+:class:`TiledParse`     large images are parsed in tiles (SSDIR's fixed input, MIST's K patches)
+:class:`ImageLevel`     predicts per image: no objects to detect (saccades, ResNet-18)
+:class:`Categorised`    each object carries a category in ``labels`` (cluster or class)
 ======================  ==================================================================
 
 ``docs/adding_a_model.md`` walks through adding a model.
@@ -37,10 +40,13 @@ from torch import Tensor
 from ppl_scenes.checks import check_images
 from ppl_scenes.config import replace_config
 from ppl_scenes.metrics.scoring import evaluate_detection
-from ppl_scenes.scene import RankedParse, SceneParse, TargetedParse
+from ppl_scenes.scene import Categorised, ImageLevel, RankedParse, SceneParse, TargetedParse, TiledParse
 
 __all__ = [
     "MODELS",
+    "Categorised",
+    "ImageLevel",
+    "TiledParse",
     "DetectorStage",
     "PresenceBoxes",
     "PriorSampling",

@@ -71,6 +71,7 @@ from ppl_scenes.distributions import (
     GaussianMixtureWhatPrior,
     OneHotCategoricalPrior,
 )
+from ppl_scenes.models.base import Categorised
 from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
 from ppl_scenes.ops import grid_shape, window_overlap, window_pad
@@ -97,8 +98,8 @@ class GMAIRConfig(SPAIRConfig):
             (:class:`~ppl_scenes.distributions.ConcreteCategorical`'s ``expected_log_mass``).
             ``"sample"``: the categorical log-mass at the relaxed sample, a single-sample estimate of
             the KL, biased at a finite temperature (tests/distributions/test_categorical.py); the
-            default until BENCHMARKS.md measured it clustering more slowly on the way (ACC 0.54 against
-            0.64 at 25,000 steps; the curves meet by 37,500). Either way the relaxed sample still
+            default until BENCHMARKS.md (GMAIR) measured it clustering more slowly on the way (the
+            curves meet later). Either way the relaxed sample still
             feeds ``p(z_what | z_cat)``.
         cat_expectation: how eq. 10 takes its expectation over ``q(z_cat)``. ``"sample"`` (default, the
             paper's): at the relaxed one-hot sample, where ``mu`` and ``sigma`` interpolate between
@@ -106,9 +107,8 @@ class GMAIRConfig(SPAIRConfig):
             sigma_k)`` (:meth:`~ppl_scenes.distributions.GaussianMixtureWhatPrior.expected`) -- the
             guide hands ``pi`` itself as ``z_cat``'s value. Needs ``what_sees_cat=False`` (else the
             code would depend on the category) and ``cat_kl="exact"``. Then ``q(z_cat)``'s best answer
-            is each component's responsibility for the code, as in an EM step. BENCHMARKS.md: the same
-            101,528-step state continued 137 minutes reached ACC 0.770 / NMI 0.715 on 1,000 test
-            scenes this way, against 0.707 / 0.649 with the one-sample expectation.
+            is each component's responsibility for the code, as in an EM step. BENCHMARKS.md (GMAIR,
+            "Eq. 10's expectation over z_cat summed exactly") compares the two on the same run.
         what_sees_cat: the what-encoder takes ``z_cat`` with the glimpse (the paper's eq. 3,
             ``q(z_what | x, z_where, z_cat)``); False gives ``q(z_what | x, z_where)``, so that
             ``q(z_cat)`` can only lower the what-KL by choosing the component nearest to the code.
@@ -227,7 +227,7 @@ class GMAIRGuide(SPAIRGuide):
         return {"z_cat": (q_cat, lat.cat), **super().object_sites(lat)}
 
 
-class GMAIR(SPAIR):
+class GMAIR(SPAIR, Categorised):
     """GMAIR as a Pyro model/guide pair (see the module docstring for the story and the loss).
 
     Args:
@@ -268,6 +268,11 @@ class GMAIR(SPAIR):
         self.overlap_schedule = linear_schedule(c.overlap_start, 0.0, c.overlap_anneal_steps)
         self.overlap_coef = float(self.overlap_schedule(0))
         self._guide_presence: Tensor | None = None
+
+    @property
+    def num_categories(self) -> int:
+        """``config.num_clusters``: the objects' clusters are their categories."""
+        return int(self.config.num_clusters)
 
     def set_step(self, step: int) -> dict[str, float]:
         values = super().set_step(step)

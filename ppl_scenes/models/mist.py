@@ -41,8 +41,9 @@ import torch
 from torch import Tensor
 
 from ppl_scenes.checks import check_choice, check_int_fields, check_non_negative, check_positive
+from ppl_scenes.data.images import default_crop
 from ppl_scenes.metrics.scoring import evaluate_instances
-from ppl_scenes.models.base import SceneModel, SceneParse, Supervised, TargetedParse
+from ppl_scenes.models.base import Categorised, SceneModel, SceneParse, Supervised, TargetedParse, TiledParse
 from ppl_scenes.nn.mist import MultiscaleHeatmapNet, PatchAutoEncoder, PatchClassifier
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
 from ppl_scenes.ops.heatmaps import BORDERS, count_mask, extract_top_k, local_spatial_softmax, scale_pool
@@ -218,7 +219,7 @@ class Patches:
     scores: Tensor
 
 
-class MIST(SceneModel, Supervised, TargetedParse):
+class MIST(SceneModel, Supervised, TargetedParse, TiledParse, Categorised):
     """The multiple-instance spatial transformer (Angles et al.); see the module docstring.
 
     Args:
@@ -409,6 +410,22 @@ class MIST(SceneModel, Supervised, TargetedParse):
             labels=None if labels is None else [lab[k] for lab, k in zip(labels, keep)],
             reconstruction=recon,
         )
+
+    @property
+    def requires_targets(self) -> bool:
+        """With ``count_from_labels`` a scene is parsed with its true count only."""
+        return bool(self.config.count_from_labels)
+
+    @property
+    def parse_tile(self) -> tuple[int, int]:
+        """Tiles of a few patch sides (:func:`ppl_scenes.data.images.default_crop`), K patches each."""
+        side = default_crop(float(self.config.patch_side))
+        return side, side
+
+    @property
+    def num_categories(self) -> int:
+        """The classifier's classes (classification), else 1."""
+        return int(self.config.num_classes) if self.config.task == "classification" else 1
 
     def parse_options(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
         """With ``count_from_labels``, each scene's true ``count`` (one patch per instance); else none."""

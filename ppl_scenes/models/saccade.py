@@ -58,7 +58,7 @@ from ppl_scenes.metrics.scoring import (
     image_label_metrics,
     parse_dataset,
 )
-from ppl_scenes.models.base import SceneModel, SceneParse, Supervised, Variational
+from ppl_scenes.models.base import ImageLevel, SceneModel, SceneParse, Supervised, Variational
 from ppl_scenes.nn.attention import ProxyAttention, spread_grid
 from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
 from ppl_scenes.ops.boxes import covered_fraction, cxcywh_to_xyxy
@@ -256,7 +256,7 @@ def predicted_labels(task: str, logits: Tensor) -> Tensor:
     return (logits > 0).long() if task == "identify" else logits.argmax(-1)
 
 
-class ImageLabelModel(SceneModel, Supervised):
+class ImageLabelModel(SceneModel, Supervised, ImageLevel):
     """A scene model that predicts image-level labels (``config.task``: ``"identify"`` or ``"sum"``).
 
     It learns from each scene's labels (:meth:`supervision`, read by the trainer) and is scored by the

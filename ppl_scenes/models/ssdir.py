@@ -51,11 +51,13 @@ from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
 from ppl_scenes.checks import check_choice, check_int_fields, check_lr_schedule, lr_factor
 from ppl_scenes.models.base import (
+    Categorised,
     DetectorStage,
     PresenceBoxes,
     RankedParse,
     SceneModel,
     SceneParse,
+    TiledParse,
     Variational,
 )
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
@@ -71,11 +73,11 @@ LIKELIHOODS = ("normal", "bernoulli")
 class SSDIRConfig:
     """SSDIR's settings (defaults: the multi-scale scattered-MNIST experiment at CPU scale, 128x128).
 
-    The defaults are the recipe that reached the paper's probe accuracy at CPU scale (0.950 over 3
-    seeds, BENCHMARKS.md): a 16/32/64-channel backbone with batch normalisation, 8,000 detector
+    The defaults are the CPU-scale recipe of BENCHMARKS.md's SSDIR section (its probe accuracy is
+    recorded there beside the paper's): a 16/32/64-channel backbone with batch normalisation, 8,000 detector
     steps then 1,500 at a tenth of the rate, a 32-dimensional ``z_what``, 2,000 SVI steps -- with a
     stream of fresh training scenes (e.g. ``MultiScaleDigits(200_000)``, generated batch by batch):
-    on a fixed 10,000 the detector overfits and the probe stays near 0.86-0.89.
+    on a fixed 10,000 the detector overfits and the probe stays lower (BENCHMARKS.md, SSDIR).
 
     Attributes:
         channels: image channels (1 or 3).
@@ -85,7 +87,7 @@ class SSDIRConfig:
         backbone_widths: channels of the backbone's stages before the first pyramid level (stride 8).
         backbone_norm: batch normalisation after every backbone convolution. Its running
             statistics are recomputed at the end of stage 1 (``calibration_batches``): the moving
-            averages of the last training steps once left a detector at AP@0.5 0.71 instead of 0.97.
+            averages of the last training steps once left a much worse detector (BENCHMARKS.md, SSDIR).
         calibration_batches: training batches over which the batch-norm statistics are recomputed
             (a plain average) when stage 1 ends; unused without ``backbone_norm``.
         pyramid_levels: levels of the feature pyramid (strides 8, 16, 32, ...).
@@ -97,19 +99,18 @@ class SSDIRConfig:
             (class-agnostic: one object, one representation).
         max_objects: most detections kept per image.
         detector_steps: supervised steps of stage 1 before SSDIR trains (0: the detector is given,
-            e.g. with :meth:`SSDIR.load_detector`). On fresh scenes AP@0.5 reached 0.974-0.977
-            after 8,000 steps of 32 scenes and 0.976-0.978 after 1,500 more at a tenth of the rate
-            (BENCHMARKS.md).
+            e.g. with :meth:`SSDIR.load_detector`). BENCHMARKS.md (SSDIR) records the detector's AP
+            after 8,000 steps of 32 scenes and after 1,500 more at a tenth of the rate.
         detector_lr_schedule: ``(step, factor)`` pairs: from detector step ``step`` on, the
             detector's learning rate is its configured one times ``factor`` (the last pair reached
             wins); empty keeps it constant. Like SSD's own schedule, the default drops the rate
             tenfold for the last 1,500 steps; ``((0, 0.1),)`` fine-tunes a given detector gently.
-        what_dim: size of ``z_what`` (32 rather than 16 raised the probe by 0.022 and 0.001 on two
-            detectors).
+        what_dim: size of ``z_what`` (32 rather than 16 raised the probe on two detectors;
+            BENCHMARKS.md, SSDIR).
         what_hidden: channels of the hidden layer of the what-encoder (0: one 3x3 convolution of the
             pyramid maps, a linear function of the detector's features). The depth encoder is always
-            one convolution. On one measured detector the probe of ``z_what`` was 0.915 with 64
-            hidden channels and 0.912 without (BENCHMARKS.md): the detector's features matter more.
+            one convolution. On one measured detector the hidden layer barely changed the probe of
+            ``z_what`` (BENCHMARKS.md, SSDIR): the detector's features matter more.
         what_scale, depth_scale: the guide's fixed standard deviations ``sigma_what``, ``sigma_depth``.
         patch_size: side of each decoded object patch (``4 * 2**k``; the paper's 64 by default).
         decoder_width: channels of the patch decoder's first map.
@@ -227,7 +228,7 @@ class Detections:
         return out
 
 
-class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse):
+class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, TiledParse, Categorised):
     """SSDIR (Zieliński & Kajdanowicz); see the module docstring for the generative story.
 
     ``model(x)`` / ``guide(x)`` need the detector trained (stage 1); :meth:`detector_loss` is stage
@@ -289,6 +290,19 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse):
         """``config.calibration_batches``: the last stage-1 batches the batch-norm statistics are
         recomputed over."""
         return int(self.config.calibration_batches)
+
+    #: The detector works at ``config.image_size`` only.
+    fixed_input = True
+
+    @property
+    def parse_tile(self) -> tuple[int, int]:
+        """``config.image_size``: larger images are parsed in tiles, smaller ones padded."""
+        return int(self.config.image_size[0]), int(self.config.image_size[1])
+
+    @property
+    def num_categories(self) -> int:
+        """``config.detector_classes``: the detector's classes."""
+        return int(self.config.detector_classes)
 
     @property
     def presence_threshold(self) -> float:

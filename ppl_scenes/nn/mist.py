@@ -136,18 +136,6 @@ class MultiscaleHeatmapNet(nn.Module):
         return torch.cat(maps, dim=1)
 
 
-def _check_patch_args(
-    in_channels: int, patch_size: int, levels: int, blocks_per_level: int, width: int
-) -> None:
-    check_int(in_channels, "in_channels")
-    check_int(patch_size, "patch_size")
-    check_int(levels, "levels")
-    check_int(blocks_per_level, "blocks_per_level")
-    check_int(width, "width")
-    if patch_size % 2**levels:
-        raise ValueError(f"patch_size {patch_size} must be divisible by 2**levels = {2**levels}")
-
-
 def _over_leading_dims(net: nn.Module, x: Tensor) -> Tensor:
     """``net`` applied to ``x [*, C, H, W]`` as one batch, the leading dimensions ``*`` kept."""
     out = net(channels_last(x.reshape(-1, *x.shape[-3:])))
@@ -161,7 +149,35 @@ def _check_patches(patches: Tensor, channels: int, size: int) -> None:
         )
 
 
-class PatchEncoder(nn.Module):
+class _PatchNet(nn.Module):
+    """Base of the patch networks: checks their shared arguments (see :class:`PatchEncoder`), keeps
+    ``in_channels`` and ``patch_size``, and makes the modules in :meth:`build`."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        patch_size: int = 32,
+        levels: int = 5,
+        blocks_per_level: int = 3,
+        width: int = 16,
+    ):
+        super().__init__()
+        check_int(in_channels, "in_channels")
+        check_int(patch_size, "patch_size")
+        check_int(levels, "levels")
+        check_int(blocks_per_level, "blocks_per_level")
+        check_int(width, "width")
+        if patch_size % 2**levels:
+            raise ValueError(f"patch_size {patch_size} must be divisible by 2**levels = {2**levels}")
+        self.in_channels, self.patch_size = in_channels, patch_size
+        self.build(levels, blocks_per_level, width)
+
+    def build(self, levels: int, blocks_per_level: int, width: int) -> None:
+        """Make the network's modules (``in_channels`` and ``patch_size`` are set)."""
+        raise NotImplementedError
+
+
+class PatchEncoder(_PatchNet):
     """Patches ``[*, C, p, p]`` to feature maps ``[*, width * 2**(levels-1), p / 2**levels, p / 2**levels]``.
 
     Appendix B's encoder: a 3x3 input convolution to ``width`` channels (un-normalised, so a patch's
@@ -179,18 +195,8 @@ class PatchEncoder(nn.Module):
         width: channels of the first level.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        patch_size: int = 32,
-        levels: int = 5,
-        blocks_per_level: int = 3,
-        width: int = 16,
-    ):
-        super().__init__()
-        _check_patch_args(in_channels, patch_size, levels, blocks_per_level, width)
-        self.in_channels, self.patch_size = in_channels, patch_size
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
+    def build(self, levels: int, blocks_per_level: int, width: int) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(self.in_channels, width, 3, padding=1), nn.ReLU()]
         ch = width
         for level in range(levels):
             out = width * 2**level
@@ -198,7 +204,7 @@ class PatchEncoder(nn.Module):
             layers.append(nn.MaxPool2d(2))
             ch = out
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
-        self.out_channels, self.out_size = ch, patch_size // 2**levels
+        self.out_channels, self.out_size = ch, self.patch_size // 2**levels
         self.latent_dim = self.out_channels * self.out_size**2
 
     def forward(self, patches: Tensor) -> Tensor:
@@ -206,7 +212,7 @@ class PatchEncoder(nn.Module):
         return _over_leading_dims(self.net, patches)
 
 
-class PatchDecoder(nn.Module):
+class PatchDecoder(_PatchNet):
     """Feature maps ``[*, width * 2**(levels-1), p / 2**levels, p / 2**levels]`` to patches ``[*, C, p, p]``.
 
     The mirror of :class:`PatchEncoder` (Appendix B): ``levels`` levels, each a layer norm and a 2x2
@@ -215,25 +221,16 @@ class PatchDecoder(nn.Module):
     sigmoid, so patches are in [0, 1]. Arguments as for :class:`PatchEncoder`.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        patch_size: int = 32,
-        levels: int = 5,
-        blocks_per_level: int = 3,
-        width: int = 16,
-    ):
-        super().__init__()
-        _check_patch_args(in_channels, patch_size, levels, blocks_per_level, width)
+    def build(self, levels: int, blocks_per_level: int, width: int) -> None:
         ch = width * 2 ** (levels - 1)
-        self.in_shape = (ch, patch_size // 2**levels, patch_size // 2**levels)
+        self.in_shape = (ch, self.patch_size // 2**levels, self.patch_size // 2**levels)
         layers: list[nn.Module] = []
         for level in reversed(range(levels)):
             out = width * 2**level
             layers += [_layer_norm(ch), nn.ConvTranspose2d(ch, out, 2, stride=2)]
             layers += [ResidualBlock(out) for _ in range(blocks_per_level)]
             ch = out
-        layers += [_layer_norm(ch), nn.Conv2d(ch, in_channels, 3, padding=1), nn.Sigmoid()]
+        layers += [_layer_norm(ch), nn.Conv2d(ch, self.in_channels, 3, padding=1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
 
     def forward(self, features: Tensor) -> Tensor:
@@ -244,7 +241,7 @@ class PatchDecoder(nn.Module):
         return _over_leading_dims(self.net, features)
 
 
-class PatchAutoEncoder(nn.Module):
+class PatchAutoEncoder(_PatchNet):
     """``T_tau`` for reconstruction: patches ``[*, C, p, p]`` to reconstructions of the same shape in [0, 1].
 
     A :class:`PatchEncoder` and its mirror :class:`PatchDecoder` (Appendix B); the code is the
@@ -252,17 +249,9 @@ class PatchAutoEncoder(nn.Module):
     :class:`PatchEncoder`; the defaults are the paper's, and CPU-scale models use fewer levels.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        patch_size: int = 32,
-        levels: int = 5,
-        blocks_per_level: int = 3,
-        width: int = 16,
-    ):
-        super().__init__()
-        self.encoder = PatchEncoder(in_channels, patch_size, levels, blocks_per_level, width)
-        self.decoder = PatchDecoder(in_channels, patch_size, levels, blocks_per_level, width)
+    def build(self, levels: int, blocks_per_level: int, width: int) -> None:
+        arch = (self.in_channels, self.patch_size, levels, blocks_per_level, width)
+        self.encoder, self.decoder = PatchEncoder(*arch), PatchDecoder(*arch)
 
     def forward(self, patches: Tensor) -> Tensor:
         return self.decoder(self.encoder(patches))
@@ -294,11 +283,10 @@ class PatchClassifier(nn.Module):
     ):
         super().__init__()
         check_int(num_classes, "num_classes")
-        self.encoder = PatchEncoder(in_channels, patch_size, levels, blocks_per_level, width)
+        arch = (in_channels, patch_size, levels, blocks_per_level, width)
+        self.encoder = PatchEncoder(*arch)
         self.head = nn.Linear(self.encoder.latent_dim, num_classes)
-        self.decoder = (
-            PatchDecoder(in_channels, patch_size, levels, blocks_per_level, width) if decoder else None
-        )
+        self.decoder = PatchDecoder(*arch) if decoder else None
 
     def logits(self, features: Tensor) -> Tensor:
         """Class scores ``[..., num_classes]`` of the encoder's codes ``[..., C, h, w]``."""

@@ -102,15 +102,7 @@ def crop_localized(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, in
 
     Values and gradients (with respect to ``images`` and ``boxes_cxcywh``) equal :func:`crop`'s up to
     float rounding: the window holds every pixel that ``crop`` would read, and pixels outside the image
-    read as zero as in ``crop``.
-
-    Args:
-        images: ``[B, C, H, W]``.
-        boxes_cxcywh: ``[B, N, 4]`` boxes in absolute pixels (centre x, centre y, width, height).
-        out_size: glimpse size ``(h, w)``.
-
-    Returns:
-        ``[B, N, C, h, w]``; parts of a box outside the image read as zero.
+    read as zero as in ``crop``. Arguments and result as for :func:`crop`.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")

@@ -292,9 +292,8 @@ def test_default_crop_follows_object_size_and_the_smallest_image(folder):
 
 
 def test_detection_metrics_refuse_unknown_counts(folder):
-    from ppl_scenes.infer.evaluate import evaluate_detection
-
     from ppl_scenes.baselines import ConnComp
+    from ppl_scenes.metrics import evaluate_detection
 
     val = quiet(ImageFolderScenes, folder, split="val", num_scenes=4, crop=24)
     with pytest.raises(ValueError, match="negative"):

@@ -8,6 +8,7 @@ import torch
 from ppl_scenes.distributions import GaussianMixtureWhatPrior
 from ppl_scenes.infer import fit
 from ppl_scenes.models import SPAIR
+from tests.helpers import SPAIR_TINY
 
 
 def test_log_density_is_the_uniform_mixture_of_diagonal_normals():
@@ -32,17 +33,7 @@ def test_bad_arguments_are_rejected():
 
 def test_spair_learns_the_mixture_with_its_other_parameters():
     prior = GaussianMixtureWhatPrior(num_components=3, dim=4)
-    model = SPAIR(
-        cell_size=(6, 6),
-        anchor=(8.0, 8.0),
-        what_dim=4,
-        feature_dim=16,
-        backbone_width=4,
-        hidden_dim=16,
-        object_size=(6, 6),
-        glimpse_size=(6, 6),
-        what_prior=prior,
-    )
+    model = SPAIR(**SPAIR_TINY, what_prior=prior)
     assert any(p is prior.loc for p in model.parameters())  # a submodule: trained and checkpointed
     x = torch.zeros(4, 1, 12, 18)
     x[..., 2:6, 3:7] = 1.0

@@ -12,15 +12,12 @@ from ppl_scenes.infer.posterior import (
     to_inference_data,
 )
 from ppl_scenes.models import SPAIR
-
-TINY = dict(
-    what_dim=4, feature_dim=16, backbone_width=4, hidden_dim=16, object_size=(6, 6), glimpse_size=(6, 6)
-)
+from tests.helpers import SACCADE_TINY, SPAIR_TINY, SSDIR_TINY
 
 
 @pytest.fixture
 def model():
-    return SPAIR(cell_size=(6, 6), anchor=(8.0, 8.0), **TINY)
+    return SPAIR(**SPAIR_TINY)
 
 
 @pytest.fixture
@@ -94,7 +91,7 @@ def test_posterior_boxes_follow_each_draw(model, images):
 def test_gmair_posterior_has_its_category_site(images):
     from ppl_scenes.models import GMAIR
 
-    gmair = GMAIR(cell_size=(6, 6), anchor=(8.0, 8.0), num_clusters=3, **TINY)
+    gmair = GMAIR(**SPAIR_TINY, num_clusters=3)
     s = sample_posterior(gmair, images, num_samples=4)
     assert s["z_cat"].shape == (4, 2, 6, 3) and s["z_what"].shape == (4, 2, 6, 4)
     torch.testing.assert_close(s["z_cat"].sum(-1), torch.ones(4, 2, 6))  # relaxed one-hots
@@ -108,20 +105,12 @@ def test_gmair_posterior_has_its_category_site(images):
 def test_saccade_posterior_stacks_its_steps_and_gives_each_draws_glimpses():
     from ppl_scenes.models import VariationalSaccading
 
-    model = VariationalSaccading(
-        proxy_size=8,
-        glimpse_size=8,
-        z_dim=3,
-        hidden_dim=8,
-        embed_dim=4,
-        conv_width=4,
-        num_saccades=2,
-        spread_glimpses=False,  # a random where-head: each draw's z moves the glimpses
-    )
+    # a random where-head: each draw's z moves the glimpses
+    model = VariationalSaccading(**SACCADE_TINY, spread_glimpses=False)
     x = torch.rand(2, 1, 24, 24)
     samples = sample_posterior(model, x, num_samples=5)
     assert set(samples) == {"z_t", "logits"}
-    assert samples["z_t"].shape == (5, 2, 2, 3) and samples["logits"].shape == (5, 2, 10)
+    assert samples["z_t"].shape == (5, 2, 2, 4) and samples["logits"].shape == (5, 2, 4)
     boxes = posterior_boxes(model, samples, (24, 24))
     assert len(boxes) == 2 and len(boxes[0]) == 5 and boxes[0][0].shape == (2, 4)
     assert not torch.equal(boxes[0][0], boxes[0][1])  # the draws differ
@@ -132,10 +121,7 @@ def test_saccade_posterior_stacks_its_steps_and_gives_each_draws_glimpses():
 def test_ssdir_posterior_reports_the_detectors_boxes_and_presence():
     from ppl_scenes.models import SSDIR
 
-    model = SSDIR(
-        image_size=(32, 32), backbone_widths=(4, 4, 4), pyramid_levels=2, pyramid_channels=8, what_dim=4,
-        patch_size=8, decoder_width=8, max_objects=3,
-    )  # fmt: skip
+    model = SSDIR(**{**SSDIR_TINY, "max_objects": 3})
     with torch.no_grad():  # an untrained detector that calls every cell an object
         for conv in model.detector.head.classification_head.module_list:
             conv.weight.zero_()

@@ -32,6 +32,7 @@ from ppl_scenes.models.base import MODELS, SceneModel, SceneParse, Variational
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig
 from ppl_scenes.rundir import CHECKPOINT_FILES, RunDir
 from ppl_scenes.runs import RunDirError, read_metrics
+from tests.helpers import small_spair, square_images
 
 pytestmark = pytest.mark.filterwarnings("ignore:Encountered NaN")
 
@@ -129,26 +130,7 @@ def losses(run_dir):
 
 
 def tiny_spair(seed=0):
-    pyro.set_rng_seed(seed)
-    cfg = SPAIRConfig(
-        what_dim=4,
-        object_size=(6, 6),
-        glimpse_size=(6, 6),
-        feature_dim=8,
-        backbone_width=4,
-        hidden_dim=16,
-        pres_anneal_steps=10,
-    )
-    return SPAIR(cfg)
-
-
-def spair_images(n=6):
-    g = torch.Generator().manual_seed(2)
-    x = torch.zeros(n, 1, 24, 24)
-    for i in range(n):
-        r, c = torch.randint(0, 16, (2,), generator=g).tolist()
-        x[i, 0, r : r + 8, c : c + 8] = 1.0
-    return x
+    return small_spair(seed, pres_anneal_steps=10)
 
 
 # -- basic fit -------------------------------------------------------------------------------------
@@ -640,7 +622,7 @@ def test_resume_with_new_settings_records_them_and_keeps_the_old_in_history(tmp_
 
 
 def test_resumed_spair_reproduces_the_uninterrupted_losses_exactly(tmp_path):
-    x = spair_images()
+    x = square_images()
     kw = dict(batch_size=2, log_every=1, checkpoint_every=100, progress=False)
     fit(tiny_spair(), x, steps=6, out=tmp_path / "a", **kw)
     pyro.clear_param_store()
@@ -658,7 +640,7 @@ def test_spair_lr_per_module(images):
     trainer = SVITrainer(
         model, TrainConfig(steps=1, batch_size=2, lr_per_module={"encoder.backbone": 1e-4}), progress=False
     )
-    trainer.fit(spair_images())
+    trainer.fit(square_images())
     names = {id(p): n for n, p in model.named_parameters()}
     slow = next(g for g in trainer.optimizers["adam"].param_groups if g["lr"] == 1e-4)
     assert {names[id(p)] for p in slow["params"]} == {
@@ -680,7 +662,7 @@ def test_resume_from_an_unusable_run_dir_is_refused(tmp_path, images, setup, err
     if setup == "empty":
         out.mkdir()
     elif setup == "other_model":
-        fit(tiny_spair(), spair_images(), steps=1, batch_size=2, out=out, progress=False)
+        fit(tiny_spair(), square_images(), steps=1, batch_size=2, out=out, progress=False)
     elif setup == "no_checkpoint":
         fit(make_toy(), images, steps=1, batch_size=4, out=out, progress=False)
         (out / "weights.safetensors").unlink()

@@ -17,18 +17,8 @@ import torch
 from ppl_scenes.models import GMAIR, SPAIR
 from ppl_scenes.models.gmair import TermWeights
 from ppl_scenes.models.spair import PresenceWeights
+from tests.helpers import GMAIR_TINY, SPAIR_TINY
 
-SMALL = dict(
-    what_dim=4,
-    feature_dim=16,
-    backbone_width=4,
-    hidden_dim=16,
-    object_size=(6, 6),
-    glimpse_size=(6, 6),
-    cell_size=(6, 6),
-    anchor=(8.0, 8.0),
-)
-GMAIR_SMALL = dict(num_clusters=3, pres_anneal_steps=4, overlap_anneal_steps=4)
 WEIGHTS = dict(
     recon_weight=1.5, pres_weight=0.5, where_weight=0.7, depth_weight=1.3, cat_weight=3.0, what_weight=2.0
 )
@@ -86,7 +76,7 @@ def images(channels: int = 1) -> torch.Tensor:
 def measure(name: str) -> tuple[float, float, float]:
     cls, overrides, step = CASES[name]
     pyro.set_rng_seed(0)
-    model = cls(**{**SMALL, **(GMAIR_SMALL if cls is GMAIR else {}), **overrides})
+    model = cls(**{**(GMAIR_TINY if cls is GMAIR else SPAIR_TINY), **overrides})
     model.set_step(step)
     x = images(model.config.channels)
     pyro.set_rng_seed(1)
@@ -111,7 +101,7 @@ def test_loss_gradient_and_prior_density_are_unchanged(name):
 def test_spair_story_and_guide_module_are_unweighted():
     """Weights come from handlers around SPAIR's story: the story and the guide module carry none."""
     for cls in (SPAIR, GMAIR):
-        model = cls(**{**SMALL, **({**GMAIR_SMALL, **WEIGHTS} if cls is GMAIR else {})})
+        model = cls(**({**GMAIR_TINY, **WEIGHTS} if cls is GMAIR else SPAIR_TINY))
         x = images()
         guide = poutine.trace(model.encoder).get_trace(x)
         story = poutine.trace(poutine.replay(model.generate, trace=guide)).get_trace(x)

@@ -21,63 +21,18 @@ from ppl_scenes.infer import TRAINERS
 from ppl_scenes.infer.posterior import posterior_boxes, sample_posterior
 from ppl_scenes.models.base import DetectorStage, PresenceBoxes, PriorSampling, Supervised, Variational
 from ppl_scenes.scene import RankedParse, TargetedParse
+from tests.helpers import GMAIR_TINY, MIST_TINY, SACCADE_TINY, SPAIR_TINY, SSDIR_TINY
 
 SIZE = 32
-_MIST = dict(
-    num_patches=2,
-    num_classes=4,
-    patch_side=8.0,
-    patch_size=8,
-    softmax_window=5,
-    nms_window=3,
-    heatmap_channels=4,
-    heatmap_blocks=1,
-    task_levels=1,
-    task_width=4,
-    refine_steps=2,
-)
-_SPAIR = dict(
-    cell_size=(8, 8),
-    anchor=(10.0, 10.0),
-    what_dim=4,
-    feature_dim=16,
-    backbone_width=4,
-    hidden_dim=16,
-    object_size=(6, 6),
-    glimpse_size=(6, 6),
-)
 #: A small config of every registered model: what the contract test trains.
 TINY = {
-    "spair": _SPAIR,
-    "gmair": {**_SPAIR, "num_clusters": 3},
-    "ssdir": dict(
-        image_size=(SIZE, SIZE),
-        detector_classes=4,
-        backbone_widths=(4, 4, 4),
-        pyramid_levels=2,
-        pyramid_channels=8,
-        min_ratio=0.2,
-        max_ratio=0.5,
-        what_dim=4,
-        patch_size=8,
-        decoder_width=8,
-        max_objects=4,
-        detector_steps=1,
-    ),
-    "saccade": dict(
-        proxy_size=8,
-        glimpse_size=8,
-        z_dim=4,
-        hidden_dim=16,
-        embed_dim=8,
-        conv_width=4,
-        num_saccades=2,
-        num_classes=4,
-        max_sum=6,
-    ),
-    "mist": {**_MIST, "task": "classification"},
-    "mist_grid": {**_MIST, "num_patches": 4},
-    "mist_channelwise": _MIST,
+    "spair": {**SPAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0)},
+    "gmair": {**GMAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0)},
+    "ssdir": {**SSDIR_TINY, "detector_classes": 4, "detector_steps": 1},
+    "saccade": SACCADE_TINY,
+    "mist": {**MIST_TINY, "num_classes": 4, "task": "classification"},
+    "mist_grid": {**MIST_TINY, "num_classes": 4, "num_patches": 4},
+    "mist_channelwise": {**MIST_TINY, "num_classes": 4},
     "resnet": dict(num_classes=4, max_sum=6),
 }
 

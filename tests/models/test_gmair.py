@@ -1,32 +1,17 @@
-"""GMAIR: the standard model test, the presence-weighted KL terms, the overlap loss, clustering output."""
+"""GMAIR: sites and cluster labels per variant, presence-weighted KL terms, overlap loss, clustering."""
 
 import pyro.poutine as poutine
 import pytest
 import torch
 
 from ppl_scenes.baselines import WhatGMM
-from ppl_scenes.infer import fit
 from ppl_scenes.metrics.scoring import evaluate_detection
 from ppl_scenes.models import GMAIR, MODELS, SPAIR
-from ppl_scenes.runs import load
-
-TINY = dict(
-    what_dim=4,
-    feature_dim=16,
-    backbone_width=4,
-    hidden_dim=16,
-    object_size=(6, 6),
-    glimpse_size=(6, 6),
-    num_clusters=3,
-    cell_size=(6, 6),
-    anchor=(8.0, 8.0),
-    pres_anneal_steps=4,
-    overlap_anneal_steps=4,
-)
+from tests.helpers import GMAIR_TINY, SPAIR_TINY, check_spair_sites_and_parse
 
 
 def tiny(**overrides) -> GMAIR:
-    return GMAIR(**{**TINY, **overrides})
+    return GMAIR(**{**GMAIR_TINY, **overrides})
 
 
 def images(b=2, c=1, h=12, w=18):
@@ -50,33 +35,14 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_standard_model_test(variant, tmp_path):
+def test_sites_and_parse_labels(variant):
+    """Each variant has SPAIR's sites and parse, samples one-hot categories and labels each cell."""
     overrides = VARIANTS[variant]
-    model = tiny(**overrides)
-    c = overrides.get("channels", 1)
-    with torch.no_grad():
-        trace = poutine.trace(model.model).get_trace(batch_size=2, image_size=(12, 18))
-    assert trace.nodes["x"]["value"].shape == (2, 1, c, 12, 18)
+    trace, parse = check_spair_sites_and_parse(tiny(**overrides), images(c=overrides.get("channels", 1)))
     z_cat = trace.nodes["z_cat"]["value"]
     assert z_cat.shape == (2, 6, 3) and (z_cat.sum(-1) == 1).all() and ((z_cat == 0) | (z_cat == 1)).all()
-    assert trace.nodes["z_what"]["value"].shape == (2, 6, 4)
-    x = images(c=c)
-    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
-    fit(model, x, steps=2, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
-    after = [p.detach() for p in model.parameters() if p.requires_grad]
-    assert any(not torch.equal(a, b) for a, b in zip(after, before))
-    parse = model.parse(x, score_threshold=0.0)
-    assert parse.reconstruction.shape == x.shape
-    for boxes, scores, labels in zip(parse.boxes, parse.scores, parse.labels):
-        assert boxes.shape == (6, 4) and scores.shape == (6,) and labels.shape == (6,)
-        assert labels.dtype == torch.long and ((labels >= 0) & (labels < 3)).all()
-        assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 2] <= 18).all()
-    restored = load(tmp_path / "run")
-    assert isinstance(restored, GMAIR) and restored.config == model.config
-    again = restored.parse(x, score_threshold=0.0)
-    for a, b in zip(parse.labels, again.labels):
-        torch.testing.assert_close(a, b)
-    torch.testing.assert_close(parse.reconstruction, again.reconstruction)
+    for labels in parse.labels:
+        assert labels.shape == (6,) and labels.dtype == torch.long and ((labels >= 0) & (labels < 3)).all()
 
 
 def test_registered_and_built_from_spair():
@@ -210,22 +176,7 @@ def test_clustering_metrics_and_the_spair_gmm_baseline(data_root):
     model = tiny(score_threshold=0.0)
     results = evaluate_detection(model, data, batch_size=4)
     assert {"acc", "nmi", "num_clustered", "ap50"} <= set(results)
-    spair = SPAIR(
-        cell_size=(6, 6),
-        anchor=(8.0, 8.0),
-        score_threshold=0.0,
-        **{
-            k: TINY[k]
-            for k in (
-                "what_dim",
-                "feature_dim",
-                "backbone_width",
-                "hidden_dim",
-                "object_size",
-                "glimpse_size",
-            )
-        },
-    )
+    spair = SPAIR(**SPAIR_TINY, score_threshold=0.0)
     assert "acc" not in evaluate_detection(spair, data, batch_size=4)
     baseline = WhatGMM(spair, num_components=3).fit(data)
     parse = baseline.parse(data[0][0][None])

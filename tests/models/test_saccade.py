@@ -1,26 +1,15 @@
-"""Variational saccading: the standard model test, the bound's sites, proxies, tasks, errors."""
+"""Variational saccading: sites and parses per variant, the bound's sites, proxies, tasks, errors."""
 
 import math
 
 import pyro.poutine as poutine
 import pytest
 import torch
+from pyro.infer import Trace_ELBO
 
 from ppl_scenes.infer import fit
-from ppl_scenes.models import MODELS, SceneParse, VariationalSaccading
-from ppl_scenes.runs import load
-
-TINY = dict(
-    proxy_size=8,
-    glimpse_size=8,
-    z_dim=4,
-    hidden_dim=16,
-    embed_dim=8,
-    conv_width=4,
-    num_saccades=2,
-    num_classes=4,
-    max_sum=6,
-)
+from ppl_scenes.models import MODELS, VariationalSaccading
+from tests.helpers import SACCADE_TINY
 
 
 def scenes(n=4, size=24, c=1):
@@ -39,7 +28,7 @@ def scenes(n=4, size=24, c=1):
 
 
 def tiny(**overrides):
-    return VariationalSaccading(**{**TINY, **overrides})
+    return VariationalSaccading(**{**SACCADE_TINY, **overrides})
 
 
 #: The where-head design (before ``where_attention``): glimpses from a dense head on ``z_t``.
@@ -64,7 +53,8 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_standard_model_test(variant, tmp_path):
+def test_sites_glimpses_and_image_labels(variant):
+    """Each variant samples a code per saccade and the label, and parses glimpses and image labels."""
     overrides = VARIANTS[variant]
     model = tiny(**overrides)
     data = scenes(c=overrides.get("channels", 1))
@@ -74,11 +64,10 @@ def test_standard_model_test(variant, tmp_path):
     assert trace.nodes["z_0"]["value"].shape == (4, 4) and trace.nodes["z_1"]["value"].shape == (4, 4)
     y = trace.nodes["y"]["value"]
     assert y.shape == ((4, 4) if model.config.task == "identify" else (4,))
-    before = [p.detach().clone() for p in model.parameters()]
-    fit(model, data, steps=2, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
-    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), before))
+    y = model.supervision([t for _, t in data])  # the variant's bound on the true labels
+    assert torch.isfinite(Trace_ELBO().differentiable_loss(model.model, model.guide, x, **y))
     parse = model.parse(x)
-    assert isinstance(parse, SceneParse) and len(parse.boxes) == 4
+    assert len(parse.boxes) == 4
     for boxes in parse.boxes:
         assert boxes.shape == (2, 4) and (boxes[:, 2] > boxes[:, 0]).all()
         side = boxes[:, 2] - boxes[:, 0]
@@ -87,12 +76,6 @@ def test_standard_model_test(variant, tmp_path):
         assert parse.image_labels.shape == (4, 4) and set(parse.image_labels.unique().tolist()) <= {0, 1}
     else:
         assert parse.image_labels.shape == (4,) and (parse.image_labels <= 6).all()
-    restored = load(tmp_path / "run")
-    assert isinstance(restored, VariationalSaccading) and restored.config == model.config
-    again = restored.parse(x)
-    for a, b in zip(parse.boxes, again.boxes):
-        torch.testing.assert_close(a, b)
-    assert torch.equal(parse.image_labels, again.image_labels)
 
 
 def test_registered_and_bound_sites():
@@ -185,8 +168,8 @@ def test_evaluate_scores_the_prediction():
 
 def test_max_pooling_ignores_revisits():
     torch.manual_seed(0)
-    a, b, c = torch.randn(3, 2, TINY["embed_dim"])
-    h = torch.randn(2, TINY["hidden_dim"])
+    a, b, c = torch.randn(3, 2, SACCADE_TINY["embed_dim"])
+    h = torch.randn(2, SACCADE_TINY["hidden_dim"])
     model = tiny(pooling="max")
     torch.testing.assert_close(model.classify([a, b, c], h), model.classify([a, b, c, b, b, a], h))
     mean = tiny(pooling="mean")
@@ -275,7 +258,7 @@ def test_attention_starts_on_the_grid():
 
 
 def test_saliency_finds_the_brightest_blob_and_inhibition_of_return_the_next():
-    sizes = dict(TINY, proxy_size=16, num_saccades=2)
+    sizes = dict(SACCADE_TINY, proxy_size=16, num_saccades=2)
     x = torch.zeros(2, 1, 48, 48)
     x[:, :, 30:42, 30:42] = 1.0  # bright blob, centre (36, 36)
     x[:, :, 6:18, 4:16] = 0.8  # dimmer blob, centre (10, 12)

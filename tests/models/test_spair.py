@@ -1,4 +1,4 @@
-"""SPAIR: the standard model test over variants, wavefront = raster, Predictive, prior swaps."""
+"""SPAIR: sites and parses over variants, wavefront = raster, Predictive, prior swaps."""
 
 import pyro
 import pyro.poutine as poutine
@@ -10,15 +10,11 @@ from ppl_scenes.distributions import IndependentBernoulliPrior
 from ppl_scenes.infer import fit
 from ppl_scenes.models import SPAIR, SPAIRConfig
 from ppl_scenes.ops import cell_groups, window_pad
-from ppl_scenes.runs import load
-
-TINY = dict(
-    what_dim=4, feature_dim=16, backbone_width=4, hidden_dim=16, object_size=(6, 6), glimpse_size=(6, 6)
-)
+from tests.helpers import SPAIR_TINY, check_spair_sites_and_parse
 
 
 def tiny(**overrides) -> SPAIR:
-    return SPAIR(cell_size=(6, 6), anchor=(8.0, 8.0), **{**TINY, **overrides})
+    return SPAIR(**{**SPAIR_TINY, **overrides})
 
 
 def images(b=2, c=1, h=12, w=18, seed=0):
@@ -46,39 +42,10 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_standard_model_test(variant, tmp_path):
+def test_sites_and_parse_shapes(variant):
+    """Each variant samples, scores and parses one object per cell (training: the contract test)."""
     overrides = VARIANTS[variant]
-    model = tiny(**overrides)
-    c = overrides.get("channels", 1)
-    # prior sample: the model generates images of the requested size
-    with torch.no_grad():
-        trace = poutine.trace(model.model).get_trace(batch_size=2, image_size=(12, 18))
-    assert trace.nodes["x"]["value"].shape == (2, 1, c, 12, 18)
-    assert trace.nodes["z_pres"]["value"].shape == (2, 1, 6)  # 2 x 3 cells
-    assert trace.nodes["z_where"]["value"].shape == (2, 6, 4)
-    assert trace.nodes["z_what"]["value"].shape == (2, 6, 4)
-    canvas = trace.nodes["_RETURN"]["value"]
-    assert canvas.shape == (2, c, 12, 18) and 0 <= canvas.min() and canvas.max() <= 1
-    # two training steps into a run dir
-    x = images(c=c)
-    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
-    fit(model, x, steps=2, batch_size=2, out=tmp_path / "run", progress=False, log_every=1)
-    after = [p.detach() for p in model.parameters() if p.requires_grad]
-    assert any(not torch.equal(a, b) for a, b in zip(after, before))
-    # parse: per-image boxes inside the image, one score per box, reconstruction of the input's shape
-    parse = model.parse(x, score_threshold=0.0)
-    assert len(parse.boxes) == 2 and parse.reconstruction.shape == x.shape
-    for boxes, scores, what in zip(parse.boxes, parse.scores, parse.what):
-        assert boxes.shape == (6, 4) and scores.shape == (6,) and what.shape == (6, 4)
-        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 18).all() and (boxes[:, 3] <= 12).all()
-        assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
-    # save/load round trip through the run dir
-    restored = load(tmp_path / "run")
-    assert isinstance(restored, SPAIR) and restored.config == model.config
-    again = restored.parse(x, score_threshold=0.0)
-    for a, b in zip(parse.boxes, again.boxes):
-        torch.testing.assert_close(a, b)
-    torch.testing.assert_close(parse.reconstruction, again.reconstruction)
+    check_spair_sites_and_parse(tiny(**overrides), images(c=overrides.get("channels", 1)))
 
 
 def test_wavefront_groups_cover_each_cell_once_with_neighbours_earlier():

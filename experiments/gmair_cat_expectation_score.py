@@ -1,6 +1,9 @@
 """1,000-scene scores of the two cat_expectation runs, and the clusters figure (before / after).
 
-Run from the repository root: ``python benchmarks/gmair_cat_expectation/score.py [torch threads]``.
+Run from the repository root: ``python experiments/gmair_cat_expectation_score.py [torch threads]``.
+The kept runs hold checkpoints of the release before safe run directories: convert them once with
+``ppl-scenes upgrade benchmarks/gmair_cat_expectation/continued/run`` (and ``.../scratch/run``,
+``benchmarks/gmair_exact_cat_kl/run``).
 """
 
 import json
@@ -8,13 +11,10 @@ import sys
 from pathlib import Path
 
 import torch
+from gmair_clustering import plot_clusters
 
-sys.path.insert(0, "experiments")
-from gmair_clustering import plot_clusters  # noqa: E402
-
-from ppl_scenes import MultiMNIST  # noqa: E402
-from ppl_scenes.metrics.scoring import evaluate_detection, matched_codes  # noqa: E402
-from ppl_scenes.runs import load  # noqa: E402
+from ppl_scenes import MultiMNIST, load
+from ppl_scenes.metrics import evaluate_detection, matched_codes
 
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 base = Path("benchmarks/gmair_cat_expectation")
