@@ -41,7 +41,10 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
-    """``(line, module, names)`` of every import of ``ppl_scenes`` in the file, at any depth."""
+    """``(line, module, names)`` of every import of ``ppl_scenes`` in the file, at any depth.
+
+    ``from ppl_scenes.x import y`` where ``y`` is a module counts as an import of ``ppl_scenes.x.y``.
+    """
     tree = ast.parse(path.read_text())
     package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     found = []
@@ -54,8 +57,19 @@ def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 module = ".".join([*base, module] if module else base)
             if module.split(".")[0] == "ppl_scenes":
-                found.append((node.lineno, module, [a.name for a in node.names]))
+                names = [a.name for a in node.names]
+                submodules = [n for n in names if _is_module(f"{module}.{n}")]
+                found += [(node.lineno, f"{module}.{n}", []) for n in submodules]
+                rest = [n for n in names if n not in submodules]
+                if rest or not names:
+                    found.append((node.lineno, module, rest))
     return found
+
+
+def _is_module(name: str) -> bool:
+    """Whether dotted ``name`` (``ppl_scenes.x.y``) is a module or package of the package."""
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def _part(module: str) -> str | None:
