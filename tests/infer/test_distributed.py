@@ -3,7 +3,9 @@
 The ranks are ``torch.multiprocessing.spawn``-ed processes of one thread each with torchrun's
 variables set, so the trainer joins the process group itself. SPAIR's guide noise is replaced by a
 function of (step, dataset index of the image), so the single process and each rank draw the same
-noise for an image and the runs can be compared parameter by parameter.
+noise for an image and the runs can be compared parameter by parameter. MIST's lifting trainer (no
+noise without ``task_jitter``) and SSDIR's two stages run under two ranks too; ``ppl-scenes train
+--nproc 2`` launches torchrun itself.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch.multiprocessing as mp
 from ppl_scenes.infer import SVITrainer, TrainConfig
 from ppl_scenes.infer.distributed import Distributed
 from ppl_scenes.models import SPAIR, SPAIRConfig
-from tests.helpers import SPAIR_TINY
+from tests.helpers import MIST_TINY, SPAIR_TINY, SSDIR_TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, BATCH = 3, 4
@@ -138,3 +140,108 @@ def test_torchrun_cli_writes_one_run_and_resumes(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "to step 3" in again.stdout
+
+
+# -- MIST's lifting trainer and SSDIR's two stages -------------------------------------------------------
+def _state(model) -> dict[str, torch.Tensor]:
+    """The model's parameters and buffers, and every ``pyro.param`` value."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.update({f"pyro:{k}": v.detach().clone() for k, v in pyro.get_param_store().items()})
+    return state
+
+
+def _fit_mist(out: Path | None) -> dict[str, torch.Tensor]:
+    """Three lifting iterations of a tiny MIST (classification) on batches of 4 of 8 scenes."""
+    from ppl_scenes.infer import fit
+    from ppl_scenes.models import MIST
+    from tests.models.test_mist import scenes
+
+    torch.manual_seed(0)
+    model = MIST(**{**MIST_TINY, "num_classes": 3, "task": "classification"})
+    fit(model, scenes(8), steps=3, batch_size=4, lr=0.01, out=out, progress=False, log_every=1)
+    return _state(model)
+
+
+def _fit_ssdir(out: Path | None) -> dict[str, torch.Tensor]:
+    """One detector step, then one SVI step, of a tiny SSDIR on batches of 4."""
+    from ppl_scenes.infer import fit
+    from ppl_scenes.models import SSDIR
+    from tests.models.test_ssdir import confident, scenes
+
+    pyro.set_rng_seed(0)
+    model = confident(SSDIR(**{**SSDIR_TINY, "detector_classes": 2, "detector_steps": 1}))
+    fit(model, scenes(8), steps=2, batch_size=4, out=out, progress=False, log_every=1)
+    return _state(model)
+
+
+_JOBS = {"mist": _fit_mist, "ssdir": _fit_ssdir}
+
+
+def _job_worker(rank: int, world: int, port: int, out: str, job: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.save(_JOBS[job](Path(out) / "run"), Path(out) / f"rank{rank}.pt")
+
+
+def _spawn_job(tmp_path: Path, job: str) -> list[dict[str, torch.Tensor]]:
+    mp.spawn(_job_worker, args=(2, _free_port(), str(tmp_path), job), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+
+def _assert_ranks_agree(ranks: list[dict[str, torch.Tensor]]) -> None:
+    assert ranks[0].keys() == ranks[1].keys()
+    for name, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][name]), name
+
+
+def test_mist_lifting_under_two_ranks_takes_the_single_process_steps(monkeypatch, tmp_path):
+    """Both of a lifting iteration's optimiser steps (task network, then heatmap) see the whole batch's
+    gradient: without ``task_jitter`` the step is deterministic given the batch (the refinement is
+    per image, its Adam element-wise), so two ranks on half a batch each end where one process on the
+    whole batch does, and the ranks agree exactly.
+
+    The single process runs on one thread, as each rank does: the refinement's Adam moves a patch by
+    about ``refine_lr`` whatever its gradient's size, so a near-zero gradient whose sign depends on
+    the thread count's rounding moves the patch the other way, the lift target changes, and the
+    heatmap steps apart (by a few ``lr`` per step). On one thread each, the runs agree to rounding,
+    but for the heatmap network's last bias: the local spatial softmax is invariant to a constant
+    shift of the logits, so its true gradient is zero and Adam moves it by the rounding's sign alone.
+    """
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = _fit_mist(None)
+    finally:
+        torch.set_num_threads(threads)
+    ranks = _spawn_job(tmp_path, "mist")
+    _assert_ranks_agree(ranks)
+    shift_invariant = "heatmap_net.base.3.bias"
+    assert shift_invariant in single
+    for name, value in single.items():
+        if name != shift_invariant:
+            torch.testing.assert_close(ranks[0][name], value, atol=1e-5, rtol=1e-4, msg=name)
+    from ppl_scenes.runs import read_metrics
+
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_ssdir_two_stages_under_two_ranks_agree_and_write_one_run(tmp_path):
+    """A detector step, then an SVI step: the ranks end with identical parameters, batch-norm
+    statistics and ``pyro.param`` values, and rank 0 alone writes the run (one record per step, the
+    detector once). Only agreement is asserted, not equality with one process on the whole batch: on
+    the CPU (gloo) the detector's batch norm normalises each rank's shard by the shard's own
+    statistics, as under DDP (``SyncBatchNorm`` needs CUDA), and SSD's detector loss is normalised by
+    the shard's matched boxes, so stage 1's gradient is the mean of the shards', not the batch's."""
+    from ppl_scenes.rundir import DETECTOR_FILE, read_config
+    from ppl_scenes.runs import read_metrics
+
+    ranks = _spawn_job(tmp_path, "ssdir")
+    _assert_ranks_agree(ranks)
+    assert any(k.startswith("detector.") and "running_mean" in k for k in ranks[0])  # batch norm compared
+    run = tmp_path / "run"
+    assert read_config(run)["world_size"] == 2
+    assert [(r["step"], r["stage"]) for r in read_metrics(run)] == [(1, 1), (2, 2)]
+    assert (run / DETECTOR_FILE).is_file()
