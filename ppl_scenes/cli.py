@@ -4,7 +4,7 @@
 
     ppl-scenes train MODEL --out RUN_DIR [--steps N | --minutes M] [--dataset NAME] [--seed S]
                      [--device cpu|cuda] [--resume] [--data-root DIR] [--num-train N] [--num-test N]
-                     [--no-progress] [KEY=VALUE ...]
+                     [--nproc N] [--no-progress] [KEY=VALUE ...]
     ppl-scenes train MODEL --images PATH [PATH ...] --out RUN_DIR [--object-size PX] [--crop PX]
                      [--no-flips] [--channels 1|3] [--val-images PATH ...] [--skip-bad] [...] [KEY=VALUE ...]
     ppl-scenes eval RUN_DIR [--dataset NAME] [--num-test N] [--data-root DIR] [--json]
@@ -23,6 +23,10 @@ an argument of the dataset generator (e.g. ``data.num_scenes=2000``, ``data.num_
 The run directory records the model, its config, the training settings and the data (generator
 name and arguments) in ``config.json``, so ``eval`` and ``sample`` rebuild everything from it.
 
+``train --nproc N`` (N > 1) trains data-parallel on N processes: it runs the same command line,
+without ``--nproc``, under ``python -m torch.distributed.run --standalone --nproc-per-node N``
+(:mod:`ppl_scenes.infer.distributed`) and exits with torchrun's status.
+
 Your own images (README, "Your own images"): ``train --images`` trains on crops of image files and
 scores held-out crops by their ELBO and counts; ``parse`` writes COCO detections; ``eval --images``
 scores against COCO labels into ``RUN_DIR/eval-images.json``.
@@ -37,8 +41,10 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,7 +209,53 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` (or ``--nproc=N``, or an abbreviation argparse accepted)."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name.startswith("--np") and "--nproc".startswith(name):
+            skip = "=" not in token
+            continue
+        out.append(token)
+    return out
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int | None:
+    """``--nproc N``: re-run this command under torchrun on N processes and return its exit status;
+    None when this process should train itself (no ``--nproc``, N = 1, or already under torchrun)."""
+    nproc = args.nproc
+    if nproc is None:
+        return None
+    world = os.environ.get("WORLD_SIZE")
+    if world:  # started by torchrun (or by --nproc itself): this process is one rank
+        if int(world) != nproc:
+            raise CLIError(f"--nproc {nproc} under torchrun with WORLD_SIZE={world}: give one or the other")
+        return None
+    if nproc == 1:
+        return None
+    if args.device == "cuda":
+        import torch
+
+        found = torch.cuda.device_count()
+        if nproc > found:
+            raise CLIError(
+                f"--nproc {nproc} with --device cuda needs {nproc} GPUs (one per process), "
+                f"but this machine has {found}"
+            )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    command += ["-m", "ppl_scenes", *_without_nproc(args.argv)]
+    _say(f"data-parallel training on {nproc} processes: {shlex.join(command)}")
+    return subprocess.run(command).returncode
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    launched = _launch_torchrun(args)
+    if launched is not None:
+        return launched
     out = Path(args.out)
     run = _train(args, args.model, out, minutes=args.minutes)
     from ppl_scenes.infer.distributed import is_main_process  # torchrun: rank 0 alone reports
@@ -406,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--num-test", type=positive_int, metavar="N", help=f"test scenes (default {DEFAULT_NUM_TEST})"
     )
+    train.add_argument(
+        "--nproc",
+        type=positive_int,
+        metavar="N",
+        help="data-parallel processes: re-run this command under torchrun with N (default 1)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     own = train.add_argument_group("your own images (no labels)")
     own.add_argument("--images", nargs="+", metavar="PATH", help="folders, globs or image files")
@@ -518,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.overrides += moved
                 setattr(args, name, [p for p in paths if p not in moved] or None)
     args.command_line = shlex.join([PROG, *argv])
+    args.argv = argv
     args.stdout = sys.stdout
 
     # With --json, anything a library prints goes to stderr: stdout carries the JSON object alone.

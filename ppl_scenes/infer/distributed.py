@@ -25,10 +25,15 @@ Semantics (the README's *Data-parallel training* says the same):
   *reduced* gradient: a rank's non-finite loss or gradient is carried through the same all-reduce
   as a flag, so every rank skips the step together, and gradient clipping acts on the reduced
   gradient, so all ranks take identical steps.
-* Batch-norm layers (SSDIR's detector) see their rank's shard only, as under DDP; rank 0's buffers
-  are broadcast after every step so the ranks stay identical. SSD's detector loss is normalised by
-  the matched boxes of the shard, so SSDIR's first stage averages the shards' gradients rather than
-  reproducing the full batch's exactly.
+* Batch-norm layers (SSDIR's detector) normalise each rank's shard by the shard's own statistics,
+  the standard DDP behaviour; rank 0's running statistics are broadcast after every step so the
+  ranks stay identical. They are *not* converted to ``torch.nn.SyncBatchNorm``: its forward accepts
+  only GPU (CUDA/XPU/private-use) tensors, so it cannot run under gloo on the CPU (checked with
+  torch 2.14). SSD's detector loss is also normalised by the matched boxes of the shard. SSDIR's
+  first stage therefore steps on the mean of the shards' gradients, not exactly on the full
+  batch's; its ranks still agree exactly (``tests/infer/test_distributed.py``), and the
+  recalibration before stage 2 sees the same whole batches on every rank. Stage 2 (the ELBO, the
+  detector frozen, batch norm in eval mode) is exact.
 * Rank 0 alone writes the run directory (``config.json`` records ``world_size``); every rank
   resumes from its checkpoint; evaluation runs on rank 0 while the others wait at a barrier. The
   logged loss (and every other logged float) is the mean over the ranks.

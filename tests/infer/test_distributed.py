@@ -245,3 +245,49 @@ def test_ssdir_two_stages_under_two_ranks_agree_and_write_one_run(tmp_path):
     assert read_config(run)["world_size"] == 2
     assert [(r["step"], r["stage"]) for r in read_metrics(run)] == [(1, 1), (2, 2)]
     assert (run / DETECTOR_FILE).is_file()
+
+
+# -- ppl-scenes train --nproc --------------------------------------------------------------------------
+def test_cli_nproc_runs_torchrun_and_writes_one_run(tmp_path):
+    """``--nproc 2`` re-runs the command under torchrun: two ranks, one run directory, one report."""
+    from tests.test_cli import TINY
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
+    train = ["-m", "ppl_scenes", "train", "spair", "--out", str(out), "--num-test", "4", "--no-progress"]
+    done = subprocess.run(
+        [sys.executable, *train, "--nproc", "2", *TINY, "--steps", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torch.distributed.run --standalone --nproc-per-node 2" in done.stderr
+    assert done.stdout.count("trained spair to step 2") == 1
+    from ppl_scenes.rundir import read_config
+    from ppl_scenes.runs import read_metrics
+
+    config = read_config(out)
+    assert config["world_size"] == 2 and "--nproc" not in config.get("command", "")
+    steps = [r["step"] for r in read_metrics(out)]
+    assert steps == sorted(set(steps)) and steps[-1] == 2  # one writer: no step logged twice
+
+
+def test_cli_nproc_needs_a_gpu_per_process_and_is_dropped_from_the_relaunch(tmp_path, monkeypatch, capsys):
+    from ppl_scenes.cli import _without_nproc, main
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    status = main(["train", "spair", "--out", str(tmp_path / "run"), "--nproc", "2", "--device", "cuda"])
+    assert status == 2
+    assert "needs 2 GPUs (one per process), but this machine has 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    argv = ["train", "spair", "--nproc", "2", "--out", "r", "--nproc=3", "--npr", "4", "train.lr=1"]
+    assert _without_nproc(argv) == ["train", "spair", "--out", "r", "train.lr=1"]
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert main(["train", "spair", "--out", str(tmp_path / "run"), "--nproc", "2"]) == 2
+    assert "WORLD_SIZE=3" in capsys.readouterr().err
