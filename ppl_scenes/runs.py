@@ -26,10 +26,11 @@ import pyro
 import torch
 
 from ppl_scenes.config import coerced_fields, parse_value, replace_config, split_overrides
-from ppl_scenes.data import DATASETS, make_dataset
+from ppl_scenes.data import DATASETS, ImageFolderScenes, make_dataset
+from ppl_scenes.files import evaluate_unlabelled
 from ppl_scenes.infer import TrainConfig, fit
 from ppl_scenes.models import MODELS
-from ppl_scenes.models.base import SceneModel
+from ppl_scenes.models.base import DetectorStage, ImageLevel, SceneModel, TiledParse
 from ppl_scenes.rundir import (
     CONFIG_FILE,
     EVAL_FILE,
@@ -44,6 +45,7 @@ from ppl_scenes.rundir import (
     upgrade,
     write_json,
 )
+from ppl_scenes.sizing import ObjectSizeNotApplicable, object_size_overrides
 
 #: Test scenes scored at the end of a run and by ``ppl-scenes eval`` unless told otherwise.
 DEFAULT_NUM_TEST = 500
@@ -83,9 +85,7 @@ __all__ = [
 
 def build_model(name: str, model_config: dict[str, Any] | None = None):
     """Instantiate a registered model by name from a (JSON) config dict."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    cls = MODELS[name]
+    cls = _registered(name)
     config = replace_config(cls.config_class(), model_config or {})
     return cls(config)
 
@@ -193,8 +193,7 @@ class RunSpec:
     data_root: str | None = None
 
     def __post_init__(self):
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; known models: {', '.join(sorted(MODELS))}")
+        _registered(self.model)
         self.dataset = self.dataset or self.model_class.default_dataset
 
     @property
@@ -223,20 +222,14 @@ class RunSpec:
         Raises:
             ValueError: naming the unknown model, dataset, key or the bad value.
         """
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
-        model_class = MODELS[model]
+        model_class = _registered(model)
         model_raw, train_raw, data_raw = split_overrides(overrides)
         name = dataset or model_class.default_dataset
         kwargs = dict(model_class.default_data_kwargs) if name == model_class.default_dataset else {}
         kwargs.update(_data_kwargs(name, data_raw))
-        if num_train is not None:
-            if "num_scenes" in data_raw:
-                raise ValueError("give either --num-train or data.num_scenes, not both")
-            kwargs["num_scenes"] = num_train
+        _set_num_train(kwargs, num_train, data_raw)
         root = data_root if data_root is not None else kwargs.pop("root", None)
-        train = coerced_fields(TrainConfig(), train_raw, "training")
-        train.update(_given(seed=seed, steps=steps, minutes=minutes, device=device))
+        train = _train_settings(train_raw, seed=seed, steps=steps, minutes=minutes, device=device)
         return cls(
             model=model,
             model_config=coerced_fields(model_class.config_class(), model_raw, "model config"),
@@ -295,16 +288,12 @@ class RunSpec:
                 images (``ImageInputError``); an object size that is not positive or does not fit
                 the images; bad overrides.
         """
-        from ppl_scenes.sizing import object_size_overrides
-
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
-        model_class = MODELS[model]
+        model_class = _registered(model)
         _check_object_model(model)
         model_raw, train_raw, data_raw = split_overrides(overrides)
         explicit = coerced_fields(model_class.config_class(), model_raw, "model config")
         config = replace_config(model_class.config_class(), explicit)
-        if getattr(config, "detector_steps", 0):
+        if issubclass(model_class, DetectorStage) and config.detector_steps:
             raise ValueError(
                 f"{model}'s detector is trained on box labels, which image files do not have: train "
                 f"{model} on images only with detector_steps=0 (its detector given, e.g. by load_detector)"
@@ -314,8 +303,9 @@ class RunSpec:
             raise ValueError(f"data.{taken[0]} cannot be set on an images run: it has its own option")
         if channels is not None and "channels" in explicit and explicit["channels"] != channels:
             raise ValueError(f"channels={explicit['channels']} differs from --channels {channels}")
-        if crop is None and object_size is None and hasattr(config, "image_size"):
-            crop = tuple(config.image_size)
+        fixed_input = issubclass(model_class, TiledParse) and model_class.fixed_input
+        if crop is None and object_size is None and fixed_input:
+            crop = tuple(config.image_size)  # the model's fixed input (SSDIR's detector)
         kwargs: dict[str, Any] = {
             "paths": _absolute(paths),
             "crop": crop,
@@ -326,10 +316,7 @@ class RunSpec:
             "skip_bad": skip_bad,
         }
         kwargs.update(_data_kwargs(IMAGES_DATASET, data_raw))
-        if num_train is not None:
-            if "num_scenes" in data_raw:
-                raise ValueError("give either --num-train or data.num_scenes, not both")
-            kwargs["num_scenes"] = num_train
+        _set_num_train(kwargs, num_train, data_raw)
         num_test = num_test or DEFAULT_NUM_VAL
         train_set = build_dataset(IMAGES_DATASET, "train", kwargs)  # checks paths, crop and object size
         build_dataset(IMAGES_DATASET, "val", {**kwargs, "num_scenes": num_test})
@@ -342,10 +329,8 @@ class RunSpec:
             if info is not None:
                 set_here = [f"{k}={_text(model_config[k])}" for k in derived if k not in explicit]
                 info(f"object size {object_size:g} px sets {' '.join(set_here) or 'nothing'}")
-        if hasattr(config, "channels"):
-            model_config["channels"] = train_set.channels
-        train = coerced_fields(TrainConfig(), train_raw, "training")
-        train.update(_given(seed=seed, steps=steps, minutes=minutes, device=device))
+        model_config["channels"] = train_set.channels
+        train = _train_settings(train_raw, seed=seed, steps=steps, minutes=minutes, device=device)
         return cls(
             model=model,
             model_config=model_config,
@@ -577,25 +562,38 @@ def evaluate_scenes(model: SceneModel, scenes, progress: bool = False) -> dict[s
     """``model.evaluate(scenes)`` on labelled scenes; on unlabelled image crops
     (:class:`~ppl_scenes.data.ImageFolderScenes`) :func:`~ppl_scenes.files.evaluate_unlabelled`: the
     ELBO per image, the counts per image and the reconstruction error."""
-    from ppl_scenes.data import ImageFolderScenes
-
     if isinstance(scenes, ImageFolderScenes):
-        from ppl_scenes.files import evaluate_unlabelled
-
         return evaluate_unlabelled(model, scenes, progress=progress)
     return model.evaluate(scenes, progress=progress)
 
 
 def _check_object_model(model: str) -> None:
-    """Refuse image-level models (``saccade``, ``resnet``) for image files, in the sizing module's words."""
-    from ppl_scenes.sizing import ObjectSizeError, ObjectSizeNotApplicable, object_size_overrides
+    """Refuse image-level models (``saccade``, ``resnet``): image files teach them no objects."""
+    if issubclass(MODELS[model], ImageLevel):
+        raise ObjectSizeNotApplicable(
+            f"{model!r} cannot learn objects from image files: it is an image-level model with no "
+            "object scale to set (its glimpses are fractions of the image)"
+        )
 
-    try:
-        object_size_overrides(model, 8.0, 64)
-    except ObjectSizeNotApplicable as err:
-        raise ObjectSizeNotApplicable(f"{model!r} cannot learn objects from image files: {err}") from None
-    except ObjectSizeError:  # not about the model: the real size is checked later
-        pass
+
+def _registered(model: str) -> type[SceneModel]:
+    """The registered class of ``model``; a ValueError naming the known ones otherwise."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[model]
+
+
+def _set_num_train(kwargs: dict[str, Any], num_train: int | None, data_raw: dict[str, str]) -> None:
+    """``--num-train`` as the generator's ``num_scenes`` (refused beside ``data.num_scenes``)."""
+    if num_train is not None:
+        if "num_scenes" in data_raw:
+            raise ValueError("give either --num-train or data.num_scenes, not both")
+        kwargs["num_scenes"] = num_train
+
+
+def _train_settings(train_raw: dict[str, str], **given: Any) -> dict[str, Any]:
+    """``train.KEY=VALUE`` text as typed TrainConfig fields, with the flags that were given on top."""
+    return {**coerced_fields(TrainConfig(), train_raw, "training"), **_given(**given)}
 
 
 def _absolute(paths: object) -> list[str]:
