@@ -24,6 +24,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -69,8 +72,16 @@ def imports(path: Path, package_dir: Path) -> list[str]:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 module = ".".join([*base, module] if module else base)
             if module.split(".")[0] == top:
-                found.append(module)
+                # ``from pkg import sub`` where ``sub`` is a module imports that module
+                subs = [f"{module}.{a.name}" for a in node.names]
+                subs = [sub for sub in subs if _is_module(package_dir, sub)]
+                found += subs or [module]
     return found
+
+
+def _is_module(package_dir: Path, name: str) -> bool:
+    path = package_dir.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def part_of(module: str) -> str:
@@ -95,37 +106,16 @@ def part_graph(package_dir: Path) -> tuple[Counter, Counter]:
 
 
 def cycle_parts(edges: Counter) -> list[set[str]]:
-    """Strongly connected components of the part graph with more than one part (Tarjan)."""
-    graph = defaultdict(set)
-    for a, b in edges:
-        graph[a].add(b)
-    index, low, stack, on_stack, out = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = set()
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.add(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                out.append(component)
-
-    for v in sorted({p for edge in edges for p in edge}):
-        if v not in index:
-            visit(v)
-    return out
+    """Strongly connected components of the part graph with more than one part (scipy's)."""
+    nodes = sorted({p for edge in edges for p in edge})
+    at = {v: i for i, v in enumerate(nodes)}
+    rows, cols = zip(*[(at[a], at[b]) for a, b in edges]) if edges else ((), ())
+    matrix = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(nodes), len(nodes)))
+    _, labels = connected_components(matrix, directed=True, connection="strong")
+    groups: dict[int, set[str]] = defaultdict(set)
+    for v, label in zip(nodes, labels):
+        groups[int(label)].add(v)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def rows_of(parts: set[str], layers: list[tuple[str, ...]]) -> list[list[str]]:

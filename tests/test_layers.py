@@ -13,7 +13,10 @@ import importlib
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ppl_scenes"
@@ -102,34 +105,17 @@ def test_imports_point_down_the_layers():
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan)."""
-    index, low, stack, on_stack, out = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                out.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
+    """The strongly connected components with more than one module (scipy's, on the import graph)."""
+    nodes = sorted(set(graph) | {w for targets in graph.values() for w in targets})
+    at = {v: i for i, v in enumerate(nodes)}
+    pairs = [(at[v], at[w]) for v, targets in graph.items() for w in targets]
+    rows, cols = zip(*pairs) if pairs else ((), ())
+    matrix = coo_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(nodes), len(nodes)))
+    _, labels = connected_components(matrix, directed=True, connection="strong")
+    groups: dict[int, list[str]] = {}
+    for v, label in zip(nodes, labels):
+        groups.setdefault(int(label), []).append(v)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
 
 
 def test_no_import_cycle_among_modules():
@@ -164,3 +150,9 @@ def test_experiments_import_public_names_only(path):
         if private:
             wrong.append(f"{path.name}:{line} imports {private} from {module}, not in its __all__")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
