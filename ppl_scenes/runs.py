@@ -449,8 +449,7 @@ class RunSpec:
 
     def build_model(self) -> SceneModel:
         """The model, its weights drawn from the run's seed."""
-        seed = self.train.get("seed", self.model_class.default_train.get("seed", TrainConfig.seed))
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(self.seed)
         return self.model_class(replace_config(self.model_class.config_class(), self.model_config))
 
     def test_set(self, dataset: str | None = None, num_test: int | None = None):
@@ -464,14 +463,29 @@ class RunSpec:
         cls = self.model_class
         kwargs = dict(cls.default_data_kwargs) if dataset == cls.default_dataset else {}
         kwargs["num_scenes"] = num_test or DEFAULT_NUM_TEST
-        return dataset, build_dataset(dataset, "test", kwargs, self.data_root)
+        return dataset, build_dataset(dataset, "test", self._seeded(dataset, kwargs), self.data_root)
 
     def build_dataset(self, split: str, num_scenes: int | None = None):
-        """The generator's ``split`` (``"train"``: its arguments; ``"test"``: ``num_test`` scenes)."""
+        """The generator's ``split`` (``"train"``: its arguments; ``"val"``, ``"test"``: ``num_test`` scenes).
+
+        Scenes follow the run's seed (``--seed``) unless ``data.seed`` fixes them: a seed-1 run
+        trains, validates and is tested on scenes of its own (BENCHMARKS.md's protocol).
+        """
         kwargs = dict(self.data_kwargs)
         if split != "train":
             kwargs["num_scenes"] = num_scenes or self.num_test
-        return build_dataset(self.dataset, split, kwargs, self.data_root)
+        return build_dataset(self.dataset, split, self._seeded(self.dataset, kwargs), self.data_root)
+
+    @property
+    def seed(self) -> int:
+        """The run's seed: weights, batch order and, unless ``data.seed`` is given, its scenes."""
+        return int(self.train.get("seed", self.model_class.default_train.get("seed", TrainConfig.seed)))
+
+    def _seeded(self, dataset: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        named, open_ended = _builder_params(dataset)
+        if "seed" not in kwargs and ("seed" in named or open_ended) and dataset != IMAGES_DATASET:
+            kwargs = {**kwargs, "seed": self.seed}
+        return kwargs
 
     # -- training --------------------------------------------------------------------------------------
     def train_into(

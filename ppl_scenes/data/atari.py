@@ -89,9 +89,11 @@ class AtariFrames(Dataset):
         game: str = "space_invaders",
         progress: bool = False,
     ):
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        self.frames = play_atari(num_frames, every, seed + (split == "test"), game, progress)
+        splits = ("train", "test", "val")
+        if split not in splits:
+            raise ValueError(f"split must be one of {splits}, got {split!r}")
+        # Each (seed, split) plays its own game: seed 1's training frames are not seed 0's test frames.
+        self.frames = play_atari(num_frames, every, len(splits) * seed + splits.index(split), game, progress)
 
     def __len__(self) -> int:
         return len(self.frames)

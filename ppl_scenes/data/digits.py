@@ -26,6 +26,8 @@ from torch import Tensor
 
 __all__ = [
     "INK_THRESHOLD",
+    "SPLITS",
+    "VAL_DIGITS",
     "DigitBank",
     "DigitFallbackWarning",
     "clear_digit_cache",
@@ -36,7 +38,12 @@ __all__ = [
     "resolve_data_root",
 ]
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+
+#: MNIST's last 10,000 training digits are set aside for validation scenes (BENCHMARKS.md's
+#: protocol): training scenes draw from the first 50,000, validation scenes from the rest, test
+#: scenes from MNIST's 10,000 test digits.
+VAL_DIGITS = 10_000
 
 #: Intensity (in [0, 1]) above which a pixel counts as ink for tight truth boxes.
 INK_THRESHOLD = 0.05
@@ -46,9 +53,10 @@ _INK_THRESHOLD_U8 = int(np.floor(INK_THRESHOLD * 255)) + 1
 # The fallback digits are drawn 20x20 inside a 28x28 frame, as MNIST centres its 20x20 digits.
 _FALLBACK_DIGIT_SIDE = 20
 _MNIST_SIDE = 28
-# Every 5th scikit-learn digit goes to the test split: deterministic, disjoint, and roughly stratified
-# because the bundled digits cycle through the classes.
-_FALLBACK_TEST_STRIDE = 5
+# Of every 5 scikit-learn digits the first goes to the test split and the second to validation:
+# deterministic, disjoint, and roughly stratified because the bundled digits cycle through the classes.
+_FALLBACK_STRIDE = 5
+_FALLBACK_SLOT = {"test": 0, "val": 1}
 # torchvision's downloader sets no timeout; a firewall that drops packets would otherwise hang forever.
 _DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -101,7 +109,7 @@ def _load_mnist(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor
         socket.setdefaulttimeout(previous)
 
 
-def _load_fallback(train: bool) -> tuple[Tensor, Tensor]:
+def _load_fallback(split: str) -> tuple[Tensor, Tensor]:
     """scikit-learn's bundled 8x8 digits, upsampled and framed like MNIST, split deterministically."""
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -117,8 +125,11 @@ def _load_fallback(train: bool) -> tuple[Tensor, Tensor]:
     margin = (_MNIST_SIDE - _FALLBACK_DIGIT_SIDE) // 2
     framed = F.pad(up, (margin, margin, margin, margin))
     framed = framed.round().clamp(0, 255).to(torch.uint8)
-    is_test = torch.arange(len(labels)) % _FALLBACK_TEST_STRIDE == 0
-    keep = ~is_test if train else is_test
+    slot = torch.arange(len(labels)) % _FALLBACK_STRIDE
+    if split == "train":
+        keep = slot >= len(_FALLBACK_SLOT)
+    else:
+        keep = slot == _FALLBACK_SLOT[split]
     return framed[keep].contiguous(), labels[keep].contiguous()
 
 
@@ -144,12 +155,16 @@ def _load(split: str, root: str | os.PathLike[str] | None, download: bool) -> tu
         hit = _digit_cache.get(key)
         if hit is not None:
             return hit
-        mnist = _load_mnist(path, train=split == "train", download=download)
+        mnist = _load_mnist(path, train=split != "test", download=download)
         if mnist is not None:
-            entry = (mnist[0], mnist[1], "mnist")
+            images, labels = mnist
+            if split != "test":
+                part = slice(None, -VAL_DIGITS) if split == "train" else slice(-VAL_DIGITS, None)
+                images, labels = images[part].contiguous(), labels[part].contiguous()
+            entry = (images, labels, "mnist")
         else:
             _warn_fallback(path)
-            images, labels = _load_fallback(train=split == "train")
+            images, labels = _load_fallback(split)
             entry = (images, labels, "sklearn-fallback")
         _digit_cache[key] = entry
         return entry
@@ -161,7 +176,8 @@ def load_digits(
     """Load one split of the digit source.
 
     Args:
-        split: ``"train"`` (MNIST's 60,000 training digits) or ``"test"`` (its 10,000 test digits).
+        split: ``"train"`` (MNIST's first 50,000 training digits), ``"val"`` (its last 10,000
+            training digits, :data:`VAL_DIGITS`) or ``"test"`` (its 10,000 test digits).
         root: data root holding ``MNIST/raw`` (torchvision layout); see :func:`resolve_data_root`.
         download: try to download MNIST when its files are missing.
 
@@ -172,7 +188,7 @@ def load_digits(
         memory, so the same (split, root) is read once.
 
     Raises:
-        ValueError: ``split`` is not ``"train"`` or ``"test"``.
+        ValueError: ``split`` is not ``"train"``, ``"val"`` or ``"test"``.
     """
     images, labels, _ = _load(split, root, download)
     return images, labels
@@ -187,7 +203,7 @@ class DigitBank:
         labels: int64 ``[N]`` digit classes.
         ink: int64 ``[N, 4]`` tight ink box of each digit inside its patch, ``(x1, y1, x2, y2)`` with
             exclusive ``x2, y2`` (pixels with intensity above :data:`INK_THRESHOLD`).
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
         source: ``"mnist"`` or ``"sklearn-fallback"``.
     """
 

@@ -38,7 +38,7 @@ __all__ = [
     "collate_scenes",
 ]
 
-SPLIT_IDS = {"train": 0, "test": 1}
+SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 
 Target = dict[str, Tensor]
 
@@ -102,7 +102,7 @@ def check_fraction(value: object, name: str) -> float:
 
 
 def check_split(split: object) -> str:
-    """``split`` if it is ``"train"`` or ``"test"``."""
+    """``split`` if it is ``"train"``, ``"val"`` or ``"test"``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return str(split)

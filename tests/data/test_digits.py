@@ -28,8 +28,14 @@ def test_bad_split_raises(fallback_root):
 
 def test_mnist_splits_come_from_different_files(data_root):
     train_x, train_y = load_digits("train", root=data_root, download=False)
+    val_x, val_y = load_digits("val", root=data_root, download=False)
     test_x, test_y = load_digits("test", root=data_root, download=False)
-    assert train_x.shape == (60_000, 28, 28) and test_x.shape == (10_000, 28, 28)
+    # MNIST's last 10,000 training digits are the validation split: disjoint from training's 50,000.
+    assert train_x.shape == (50_000, 28, 28) and val_x.shape == (10_000, 28, 28)
+    assert test_x.shape == (10_000, 28, 28)
+    assert set(val_y.unique().tolist()) == set(range(10))
+    whole = torch.cat([train_x, val_x]).flatten(1)
+    assert len(torch.unique(whole[49_000:51_000], dim=0)) > 1_990  # no digit repeated across the seam
     assert train_x.dtype == torch.uint8 and train_y.dtype == torch.int64
     assert set(train_y.unique().tolist()) == set(range(10))
     assert not torch.equal(train_x[:100], test_x[:100])
@@ -49,12 +55,13 @@ def test_fallback_used_with_exactly_one_warning(monkeypatch, tmp_path):
         warnings.simplefilter("always")
         train_x, train_y = load_digits("train", root=str(tmp_path), download=False)
         test_x, test_y = load_digits("test", root=str(tmp_path), download=False)
+        val_x, _ = load_digits("val", root=str(tmp_path), download=False)
         load_digits("train", root=str(tmp_path / "other"), download=False)
     fallback = [w for w in caught if issubclass(w.category, DigitFallbackWarning)]
     assert len(fallback) == 1
     assert "MNIST was NOT found" in str(fallback[0].message) and str(tmp_path) in str(fallback[0].message)
     assert train_x.shape[1:] == (28, 28) and train_x.dtype == torch.uint8
-    assert len(train_x) + len(test_x) == 1797 and len(test_x) == 360
+    assert len(train_x) + len(val_x) + len(test_x) == 1797 and len(test_x) == len(val_x) == 360
     assert set(train_y.tolist()) == set(range(10)) == set(test_y.tolist())
     # Framed like MNIST: ink only inside the central 20x20.
     assert train_x[:, :4].max() == 0 and train_x[:, :, -4:].max() == 0

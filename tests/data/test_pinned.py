@@ -41,22 +41,24 @@ CASES = {
     "shapes_wide": ("shapes", {"canvas_size": (40, 56), "shapes": ("circle", "cross"), "max_overlap": 0.0}),
 }
 
-#: name -> sha256 of the first four scenes, measured before the refactor.
+#: name -> sha256 of the first four scenes, measured before the refactor. The generators that draw
+#: digits were re-pinned when a validation split was set aside (issue 34): their training scenes draw
+#: from fewer digits now (MNIST's first 50,000; here 3 of every 5 fallback digits).
 PINNED = {
-    "scattered": "1714371ef28c60596d75044baca48e2892a102b142338f2e9fca45e4f42b9122",
-    "scattered_wide": "60eef2c10f319118eac61e5d385dd7096058549c53960ce44e4499ea0603e6d4",
-    "large-scattered": "1eee21e092fe64e1b5079da1b8b92ea5d4a973992273dda48d850e902dcdcb65",
-    "scattered-crops": "76fdd8a7223265ef1933b4d1487789e8d6bbf532c04fa3f42c071379b1ae0329",
-    "multimnist": "3cccb675c66c638db65b0b761e2cb2524825ed6bebea05bc9aec7482d0d0c576",
-    "multiscale": "6776a5175f2dce7f1eab4e3e96f4256a2fd539cddeea775d77b984a8fa76df99",
-    "multiscale_wide": "08da3f3e4f69162f4c46a5f7415ded7c7197504fa2125491efe38aff784f7867",
-    "cluttered": "ea666b73b5877f1016e8a8d077cb66559928639fd8c3ff5549dd69d6d9b3ebc2",
-    "cluttered_wide": "42bc9a817f0685917b8f3e9f0f04ffb758e53dccae7cb493200a2ef8224f95a8",
-    "cluttered-large": "c80395ae91496c8241e052e55f00f647f3602f157a617c336d3c449e6cebca84",
-    "mist-easy": "504865dc55644e02e1340509a2ab8f26b1c95a3cd59ab9e11cafe5eb5e193bbe",
-    "mist-easy_wide": "1fb10abf9198c5e41cf1fdb363a89934362a3e91e3d136fd4df6a5bb1728813c",
-    "mist-hard": "3907b0322523f2e9b2088bfdba0ac23a3ba55b82849adc52ab3862df4a3f441d",
-    "mist-hard_wide": "bad659a80ad3ea184fb5cc6b0b4a599f8b23fe45ead63b70acf98f7c23f21975",
+    "scattered": "468b50e9ecf86b0ec1f0f76701cad19760130d47efb32b8b5763c7a351e4e644",
+    "scattered_wide": "3db0bbf9d2d327232a8d131e7ef62e2edc674ce54cbb40190eac418b4ec92da2",
+    "large-scattered": "e21e17693f02300153bda97a671b595eb51dda7e97566c3a4de50974d2084f88",
+    "scattered-crops": "6f771848a1177fc2d18f3d564693504ccd17a0872121dd65c99cb6cc7b424f03",
+    "multimnist": "925dcddfb9ffc4801fa5cd00e9808f337c97fa23bace73717f1fbd764495fa94",
+    "multiscale": "04f9bd3f465551edf3ff543b540e203a4675f9d94ca12f234261e64d3259717e",
+    "multiscale_wide": "0d55ba2c264161a692d1e90877b923307485d3aacbe21b912e986fdf8dcfae27",
+    "cluttered": "0e21f05a71d7b05294738e280a1fb4a168020732e3f74b60cb48b806e6dd931c",
+    "cluttered_wide": "4c928799da9260c2db5f4ad9179db28034c0f4b94ca46680d7f9d3ce36b648ff",
+    "cluttered-large": "eb34a0aef44a8e44297eb2a08ae6009862b63384c99bf0587868336951f5ecc8",
+    "mist-easy": "7d98802957b52c6322d0ac016297bd686842059ed0fa84f9d42a97d363a429a7",
+    "mist-easy_wide": "e9bee38de9668a081e91e172905289797c32a444c54e96859a5890dfdb171baf",
+    "mist-hard": "fe7c06bb70e2071034cd95b0b3a16740421c9c880f9abf8b5f765f326cb0a685",
+    "mist-hard_wide": "c1e2a18bc33369efa1ba58542c44ab51e4c95acd128e76b75c6daacc739d5af9",
     "gabor": "b363fef448d9addd806da4922e54b53a5781b47264e64f92cae30a0955a0b875",
     "gabor_wide": "b3bda7f2ba9de58e9a1957ce1b7d2406ce5a549bc504c8ea21b7e222662764bc",
     "shapes": "b6ed98cbc9161b240276d7319ce0005de2c0f7c90285e993dc63494ac51a6818",

@@ -41,7 +41,7 @@ def test_impossible_scene_raises_a_clear_error(offline):
     "kwargs",
     [
         {"num_scenes": 0},
-        {"split": "val"},
+        {"split": "validation"},
         {"seed": -1},
         {"num_digits": (5, 2)},
         {"num_digits": "3"},
@@ -58,9 +58,9 @@ def test_bad_parameters(kwargs, offline):
 
 
 def test_scenes_draw_digits_from_their_own_mnist_split(data_root):
-    banks = {split: digit_bank(split, 14, data_root, False) for split in ("train", "test")}
-    assert len(banks["train"]) == 60_000 and len(banks["test"]) == 10_000
-    for split, other in (("train", "test"), ("test", "train")):
+    banks = {split: digit_bank(split, 14, data_root, False) for split in ("train", "val", "test")}
+    assert len(banks["train"]) == 50_000 and len(banks["val"]) == len(banks["test"]) == 10_000
+    for split, other in (("train", "test"), ("test", "train"), ("val", "train"), ("train", "val")):
         ds = ScatteredDigits(3, split=split, num_digits=1, root=data_root, download=False)
         for i in range(len(ds)):
             image, target = ds[i]
