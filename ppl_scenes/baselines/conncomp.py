@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -172,11 +172,22 @@ class ConnComp:
         return SceneParse(boxes=boxes, scores=scores)
 
     def evaluate(
-        self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
-    ) -> dict[str, float]:
-        """Detection and counting scores on ``dataset`` (see ``evaluate_detection``)."""
+        self,
+        dataset,
+        batch_size: int = 64,
+        max_scenes: int | None = None,
+        progress: bool = False,
+        intervals: int = 0,
+    ) -> dict[str, Any]:
+        """Detection and counting scores on ``dataset`` (see ``evaluate_detection``; ``intervals``:
+        bootstrap resamples)."""
         return evaluate_detection(
-            self, dataset, batch_size=batch_size, max_scenes=max_scenes, progress=progress
+            self,
+            dataset,
+            batch_size=batch_size,
+            max_scenes=max_scenes,
+            progress=progress,
+            intervals=intervals,
         )
 
     def __repr__(self) -> str:

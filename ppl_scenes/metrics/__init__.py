@@ -20,6 +20,7 @@ from ppl_scenes.metrics.detection import (
     average_precision_range,
     match_detections,
 )
+from ppl_scenes.metrics.intervals import bootstrap_interval
 from ppl_scenes.metrics.probe import linear_probe
 from ppl_scenes.metrics.reconstruction import mse, per_image_rmse, rmse
 from ppl_scenes.metrics.scoring import (
@@ -50,6 +51,7 @@ __all__ = [
     "SPAIR_IOU_THRESHOLDS",
     "average_precision",
     "average_precision_range",
+    "bootstrap_interval",
     "cluster_accuracy",
     "cluster_class_map",
     "contingency_table",

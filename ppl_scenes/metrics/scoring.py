@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou
@@ -26,6 +27,7 @@ from ppl_scenes.metrics.detection import (
     average_precision_range,
     match_detections,
 )
+from ppl_scenes.metrics.intervals import bootstrap_interval
 from ppl_scenes.metrics.reconstruction import rmse
 from ppl_scenes.scene import RankedParse, TargetedParse
 
@@ -157,8 +159,13 @@ def _detections(model, dataset, batch_size: int, max_scenes: int | None, progres
 
 
 def evaluate_detection(
-    model, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
-) -> dict[str, float]:
+    model,
+    dataset,
+    batch_size: int = 64,
+    max_scenes: int | None = None,
+    progress: bool = False,
+    intervals: int = 0,
+) -> dict[str, Any]:
     """Detection, counting and reconstruction scores of ``model`` on ``dataset``.
 
     Args:
@@ -179,14 +186,36 @@ def evaluate_detection(
         frequent class, GMAIR's Eq. 16 as written) and
         ``num_clustered`` when the parses carry labels and the targets classes. Counts are the
         objects scoring at least the model's ``config.score_threshold`` (0.5 when it has none) when
-        ``parse`` takes a ``score_threshold``, else all the objects ``parse`` reports.
+        ``parse`` takes a ``score_threshold``, else all the objects ``parse`` reports. With
+        ``intervals`` > 0, ``intervals`` holds the 95 % bootstrap interval of each detection,
+        counting and clustering score over that many resamples of the scenes
+        (:func:`ppl_scenes.metrics.bootstrap_interval`).
     """
     d = _detections(model, dataset, batch_size, max_scenes, progress)
-    results = detection_scores(d["boxes"], d["scores"], d["gt_boxes"], d["pred_counts"], d["true_counts"])
+    results: dict[str, Any] = detection_scores(
+        d["boxes"], d["scores"], d["gt_boxes"], d["pred_counts"], d["true_counts"]
+    )
     if d["reconstruction"] is not None:
         results["rmse"] = rmse(d["images"], d["reconstruction"])
     results.update(_clustering(d))
+    if intervals:
+        results["intervals"] = bootstrap_interval(
+            lambda idx: _detection_statistic(d, idx), len(d["gt_boxes"]), intervals
+        )
     return results
+
+
+def _detection_statistic(d: dict[str, Any], idx) -> dict[str, float]:
+    """The detection, counting and clustering scores of the scenes ``idx`` (repeats allowed)."""
+    pick = [int(i) for i in idx]
+    sub = {k: [v[i] for i in pick] if isinstance(v, list) else v for k, v in d.items()}
+    scores = detection_scores(
+        sub["boxes"], sub["scores"], sub["gt_boxes"], d["pred_counts"][pick], d["true_counts"][pick]
+    )
+    scores.pop("num_scenes")
+    clustering = _clustering(sub)
+    clustering.pop("num_clustered", None)
+    return {**scores, **clustering}
 
 
 def _clustering(d: dict[str, Any]) -> dict[str, float]:
@@ -254,7 +283,8 @@ def evaluate_instances(
     progress: bool = False,
     iou_threshold: float = 0.5,
     box_key: str = "patch_boxes",
-) -> dict[str, float]:
+    intervals: int = 0,
+) -> dict[str, Any]:
     """MIST's scores (Tables 1 and 2): synthesis RMSE and instance-level detection and classification.
 
     Each image's reported patches are matched one-to-one to its true objects (Hungarian on IoU,
@@ -269,12 +299,14 @@ def evaluate_instances(
         iou_threshold: IoU a detection must exceed (0.5 in the paper).
         box_key: the target boxes to match: ``"patch_boxes"`` (the pasted digit's square, the same
             shape as MIST's patches; default) or ``"boxes"`` (tight ink boxes).
+        intervals: bootstrap resamples of the scenes for 95 % intervals of the rates (0: none).
 
     Returns:
         ``detection_rate`` (detected objects / true objects), ``classification_accuracy`` (correctly
         classified / detected) and ``detected_and_classified`` (both / true objects) -- the last two
         only when the parses carry labels -- ``ap50`` (AP of the patches ranked by heatmap score),
-        ``rmse`` of the synthesis when the parses give one, ``num_scenes`` and ``num_objects``.
+        ``rmse`` of the synthesis when the parses give one, ``num_scenes`` and ``num_objects``; and
+        ``intervals`` (``{rate: [low, high]}``) when asked.
     """
     parses, targets, images = parse_dataset(model, dataset, batch_size, max_scenes, progress=progress)
     if any(box_key not in t for t in targets):
@@ -287,24 +319,37 @@ def evaluate_instances(
     recon = [p.reconstruction.cpu() for p in parses if p.reconstruction is not None]
 
     gt_boxes = [torch.as_tensor(t[box_key], dtype=torch.float32).reshape(-1, 4) for t in targets]
-    num_objects = sum(len(g) for g in gt_boxes)
-    detected = classified = 0
-    for pred, lab, gt, t in zip(boxes, labels, gt_boxes, targets):
+    # Per scene: true objects, detected ones, detected and rightly classified ones.
+    tally = np.zeros((len(targets), 3), dtype=np.int64)
+    for i, (pred, lab, gt, t) in enumerate(zip(boxes, labels, gt_boxes, targets)):
         pred_idx, gt_idx = match_detections(pred, gt, iou_threshold)
-        detected += len(pred_idx)
+        tally[i, :2] = len(gt), len(pred_idx)
         if lab is not None and len(pred_idx):
-            classified += int((lab[pred_idx] == torch.as_tensor(t["labels"])[gt_idx]).sum())
-    results: dict[str, float] = {
-        "detection_rate": detected / num_objects if num_objects else float("nan"),
+            tally[i, 2] = int((lab[pred_idx] == torch.as_tensor(t["labels"])[gt_idx]).sum())
+    with_labels = all(lab is not None for lab in labels)
+    results: dict[str, Any] = {
+        **_instance_rates(tally, with_labels),
         "ap50": average_precision(boxes, scores, gt_boxes, iou_threshold),
     }
-    if all(lab is not None for lab in labels):
-        results["classification_accuracy"] = classified / detected if detected else float("nan")
-        results["detected_and_classified"] = classified / num_objects if num_objects else float("nan")
     if recon:
         results["rmse"] = rmse(images, torch.cat(recon))
-    results.update(num_scenes=len(targets), num_objects=num_objects)
+    results.update(num_scenes=len(targets), num_objects=int(tally[:, 0].sum()))
+    if intervals:
+        results["intervals"] = bootstrap_interval(
+            lambda idx: _instance_rates(tally[idx], with_labels), len(targets), intervals
+        )
     return results
+
+
+def _instance_rates(tally: np.ndarray, with_labels: bool) -> dict[str, float]:
+    """Detection rate (and classification scores) from per-scene (objects, detected, classified)."""
+    num_objects, detected, classified = (int(v) for v in tally.sum(0))
+    nan = float("nan")
+    rates = {"detection_rate": detected / num_objects if num_objects else nan}
+    if with_labels:
+        rates["classification_accuracy"] = classified / detected if detected else nan
+        rates["detected_and_classified"] = classified / num_objects if num_objects else nan
+    return rates
 
 
 def evaluate_image_labels(
@@ -314,7 +359,8 @@ def evaluate_image_labels(
     batch_size: int = 64,
     max_scenes: int | None = None,
     progress: bool = False,
-) -> dict[str, float]:
+    intervals: int = 0,
+) -> dict[str, Any]:
     """Accuracy of image-level predictions (``parse(x).image_labels``) on ``dataset``.
 
     Args:
@@ -323,15 +369,16 @@ def evaluate_image_labels(
         task: ``"identify"`` (a prediction is correct when its multi-hot set equals the truth) or
             ``"sum"`` (when the predicted sum equals it).
         batch_size, max_scenes, progress: as :func:`parse_dataset`.
+        intervals: bootstrap resamples of the scenes for 95 % intervals (0: none).
 
     Returns:
         ``accuracy`` and ``num_scenes``; for ``"identify"`` also ``label_accuracy``, the mean per-class
-        accuracy of the multi-hot prediction.
+        accuracy of the multi-hot prediction; ``intervals`` (``{"accuracy": [low, high]}``) when asked.
     """
     parses, targets, _ = parse_dataset(
         model, dataset, batch_size, max_scenes, progress=progress, keep_images=False
     )
-    return image_label_metrics(parses, targets, task)
+    return image_label_metrics(parses, targets, task, intervals)
 
 
 def _predictions_and_truth(parses: Sequence, targets: Sequence[dict], task: str) -> tuple[Tensor, Tensor]:
@@ -349,13 +396,20 @@ def image_label_correct(parses: Sequence, targets: Sequence[dict], task: str) ->
     return _exactly_right(*_predictions_and_truth(parses, targets, task), task)
 
 
-def image_label_metrics(parses: Sequence, targets: Sequence[dict], task: str) -> dict[str, float]:
+def image_label_metrics(
+    parses: Sequence, targets: Sequence[dict], task: str, intervals: int = 0
+) -> dict[str, Any]:
     """:func:`evaluate_image_labels`'s scores of given parses (one per batch) against the targets."""
     pred, truth = _predictions_and_truth(parses, targets, task)
     n = len(targets)
-    results = {"accuracy": float(_exactly_right(pred, truth, task).sum()) / n, "num_scenes": n}
+    correct = _exactly_right(pred, truth, task).double().numpy()
+    results: dict[str, Any] = {"accuracy": float(correct.sum()) / n, "num_scenes": n}
     if task == "identify":
         results["label_accuracy"] = float((pred == truth).float().mean(-1).sum()) / n
+    if intervals:
+        results["intervals"] = bootstrap_interval(
+            lambda idx: {"accuracy": float(correct[idx].mean())}, n, intervals
+        )
     return results
 
 

@@ -152,12 +152,23 @@ class SceneModel(PyroModule, metaclass=_SceneModelMeta):
         return {}
 
     def evaluate(
-        self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
-    ) -> dict[str, float]:
+        self,
+        dataset,
+        batch_size: int = 64,
+        max_scenes: int | None = None,
+        progress: bool = False,
+        intervals: int = 0,
+    ) -> dict[str, Any]:
         """Score the model on a dataset of ``(image, target)`` pairs; detection metrics by default
-        (:func:`ppl_scenes.metrics.scoring.evaluate_detection`)."""
+        (:func:`ppl_scenes.metrics.scoring.evaluate_detection`). ``intervals`` > 0 adds 95 %
+        bootstrap intervals over that many resamples of the scenes (``results["intervals"]``)."""
         return evaluate_detection(
-            self, dataset, batch_size=batch_size, max_scenes=max_scenes, progress=progress
+            self,
+            dataset,
+            batch_size=batch_size,
+            max_scenes=max_scenes,
+            progress=progress,
+            intervals=intervals,
         )
 
     @property

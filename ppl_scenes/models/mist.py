@@ -434,14 +434,24 @@ class MIST(SceneModel, Supervised, TargetedParse, TiledParse, Categorised):
         return {}
 
     def evaluate(
-        self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False
-    ) -> dict[str, float]:
+        self,
+        dataset,
+        batch_size: int = 64,
+        max_scenes: int | None = None,
+        progress: bool = False,
+        intervals: int = 0,
+    ) -> dict[str, Any]:
         """RMSE of the synthesis, detection rate at IoU 0.5, classification of the detections.
 
-        See :func:`ppl_scenes.metrics.scoring.evaluate_instances`.
+        See :func:`ppl_scenes.metrics.scoring.evaluate_instances` (``intervals``: bootstrap resamples).
         """
         return evaluate_instances(
-            self, dataset, batch_size=batch_size, max_scenes=max_scenes, progress=progress
+            self,
+            dataset,
+            batch_size=batch_size,
+            max_scenes=max_scenes,
+            progress=progress,
+            intervals=intervals,
         )
 
 

@@ -268,9 +268,18 @@ class ImageLabelModel(SceneModel, Supervised, ImageLevel):
         """The labels ``y`` of each training scene (see :func:`image_targets`)."""
         return {"y": image_targets(self.config.task, targets)}
 
-    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
+    def evaluate(
+        self,
+        dataset,
+        batch_size: int = 64,
+        max_scenes: int | None = None,
+        progress: bool = False,
+        intervals: int = 0,
+    ):
         """Accuracy of the prediction; see :func:`ppl_scenes.metrics.scoring.evaluate_image_labels`."""
-        return evaluate_image_labels(self, dataset, self.config.task, batch_size, max_scenes, progress)
+        return evaluate_image_labels(
+            self, dataset, self.config.task, batch_size, max_scenes, progress, intervals
+        )
 
 
 class VariationalSaccading(ImageLabelModel, Variational):
@@ -524,7 +533,14 @@ class VariationalSaccading(ImageLabelModel, Variational):
         return boxes, embeddings, h
 
     # -- the library's surface ----------------------------------------------------------------------
-    def evaluate(self, dataset, batch_size: int = 64, max_scenes: int | None = None, progress: bool = False):
+    def evaluate(
+        self,
+        dataset,
+        batch_size: int = 64,
+        max_scenes: int | None = None,
+        progress: bool = False,
+        intervals: int = 0,
+    ):
         """Accuracy of the prediction, and how much the saccades depend on the image.
 
         Returns :func:`ppl_scenes.metrics.scoring.evaluate_image_labels`'s scores plus
@@ -536,11 +552,12 @@ class VariationalSaccading(ImageLabelModel, Variational):
         the box; ``scenes_in_view``, the fraction of the scenes with every object so in view; and
         ``accuracy_in_view`` / ``accuracy_out_of_view``, the accuracy on those scenes and on the others
         (NaN where there are none): what the classifier and what the glimpses' places each cost.
+        ``intervals`` > 0 adds the accuracy's 95 % bootstrap interval over that many resamples.
         """
         parses, targets, _ = parse_dataset(
             self, dataset, batch_size, max_scenes, progress=progress, keep_images=False
         )
-        results = image_label_metrics(parses, targets, self.config.task)
+        results = image_label_metrics(parses, targets, self.config.task, intervals)
         boxes = torch.cat([torch.stack(p.boxes) for p in parses]).cpu()  # [N, T, 4] xyxy
         centres = (boxes[..., :2] + boxes[..., 2:]) / 2
         spread = centres.std(0) if len(boxes) > 1 else torch.zeros_like(centres[0])
