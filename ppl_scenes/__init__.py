@@ -29,6 +29,10 @@ Data
     their base class ``SceneDataset``; ``collate_scenes`` (a DataLoader ``collate_fn``);
     ``load_digits`` (MNIST or the offline fallback); ``DigitFallbackWarning`` -- warned once when
     MNIST is unavailable.
+Pretrained models
+    ``pretrained`` -- a model trained and shipped in the package (``pretrained("spair")``: no
+    training, no network); ``pretrained_info`` -- its model card; ``pretrained_names`` -- the shipped
+    ones. Each model's named recipes are ``Model.preset(name)`` (``ppl-scenes presets`` lists them).
 Your own images
     ``parse_files`` -- parse every image of folders, globs or files with a trained model into COCO
     records (:mod:`ppl_scenes.files` writes them and scores them against COCO ground truth).
@@ -79,6 +83,7 @@ from ppl_scenes.models import (
     VariationalSaccading,
 )
 from ppl_scenes.runs import RunDirError, load
+from ppl_scenes.zoo import pretrained, pretrained_info, pretrained_names
 
 __all__ = [
     "DATASETS",
@@ -120,4 +125,7 @@ __all__ = [
     "load_digits",
     "make_dataset",
     "parse_files",
+    "pretrained",
+    "pretrained_info",
+    "pretrained_names",
 ]

@@ -1,24 +1,32 @@
-"""The ``ppl-scenes`` command line: ``train``, ``eval``, ``parse``, ``sample``, ``demo`` and ``upgrade``.
+"""The ``ppl-scenes`` command line: ``train``, ``eval``, ``parse``, ``sample``, ``demo``, ``presets``
+and ``upgrade``.
 
 ::
 
-    ppl-scenes train MODEL --out RUN_DIR [--steps N | --minutes M] [--dataset NAME] [--seed S]
+    ppl-scenes train MODEL --out RUN_DIR [--preset NAME] [--steps N | --minutes M] [--dataset NAME] [--seed S]
                      [--device cpu|cuda] [--resume] [--data-root DIR] [--num-train N] [--num-test N]
                      [--nproc N] [--no-progress] [KEY=VALUE ...]
     ppl-scenes train MODEL --images PATH [PATH ...] --out RUN_DIR [--object-size PX] [--crop PX]
                      [--no-flips] [--channels 1|3] [--val-images PATH ...] [--skip-bad] [...] [KEY=VALUE ...]
     ppl-scenes eval RUN_DIR [--dataset NAME] [--num-test N] [--data-root DIR] [--json]
+    ppl-scenes eval --pretrained NAME [--dataset NAME] [--num-test N] [--seed S] [--json]
     ppl-scenes eval RUN_DIR --images PATH [PATH ...] --annotations COCO.json [--threshold T] [--json]
     ppl-scenes parse RUN_DIR PATH [PATH ...] --out DETECTIONS.json [--figures DIR] [--codes FILE.npz]
                      [--csv FILE] [--threshold T] [--batch-size B] [--device D] [--tile PX] [--skip-bad]
-    ppl-scenes sample RUN_DIR [--num-samples N] [--out FILE] [--dataset NAME] [--data-root DIR]
+    ppl-scenes parse --pretrained NAME PATH [PATH ...] --out DETECTIONS.json [...]
+    ppl-scenes sample RUN_DIR | --pretrained NAME [--num-samples N] [--out FILE] [--dataset NAME]
     ppl-scenes demo [--out DIR] [--minutes M] [--steps N] [--data-root DIR] [--no-progress]
+    ppl-scenes presets [MODEL]
     ppl-scenes upgrade RUN_DIR [RUN_DIR ...]
 
 Overrides of ``train``: ``KEY=VALUE`` sets a field of the model's config dataclass (e.g.
 ``what_dim=32``, ``cell_size=12,12``), ``train.KEY=VALUE`` a field of
 :class:`~ppl_scenes.infer.trainer.TrainConfig` (e.g. ``train.batch_size=16``) and ``data.KEY=VALUE``
 an argument of the dataset generator (e.g. ``data.num_scenes=2000``, ``data.num_digits=1,5``).
+
+``--preset NAME`` starts from the model's named recipe (``ppl-scenes presets`` lists them); explicit
+flags and overrides win over the preset's, and the command says which it replaced. ``--pretrained
+NAME`` uses a model shipped in the package (:mod:`ppl_scenes.zoo`) where a run directory would go.
 
 The run directory records the model, its config, the training settings and the data (generator
 name and arguments) in ``config.json``, so ``eval`` and ``sample`` rebuild everything from it.
@@ -70,6 +78,7 @@ from ppl_scenes.runs import (
     write_json,
 )
 from ppl_scenes.viz import plot_curves
+from ppl_scenes.zoo import pretrained, pretrained_info, pretrained_names
 
 __all__ = [
     "fraction",
@@ -83,6 +92,7 @@ PROG = "ppl-scenes"
 #: Default wall-clock budget of ``ppl-scenes demo``, in minutes.
 DEMO_MINUTES = 5.0
 DEMO_MODEL = "spair"
+DEMO_PRESET = "scattered-5"
 #: Where ``eval --images`` writes its scores, in the run directory.
 EVAL_IMAGES_FILE = "eval-images.json"
 #: ``train``'s options of image files (:meth:`RunSpec.for_images`' arguments, but for two names).
@@ -150,6 +160,7 @@ def _train(args: argparse.Namespace, model_name: str, out: Path, minutes: float 
         device=args.device,
         data_root=args.data_root,
     )
+    preset = getattr(args, "preset", None)
     images, own = getattr(args, "images", None), {k: getattr(args, k, None) for k in _IMAGE_FLAGS}
     own = {k: v for k, v in own.items() if v}  # the image options given, as RunSpec.for_images names them
     if images is None and own:
@@ -162,6 +173,8 @@ def _train(args: argparse.Namespace, model_name: str, out: Path, minutes: float 
         own["flips"] = False
     if "val_images" in own:
         own["val_paths"] = own.pop("val_images")
+    if preset is not None and (args.resume or images is not None):
+        raise CLIError("--preset starts a new run of generated scenes: not with --resume or --images")
     if args.resume:
         spec = RunSpec.from_run_dir(out)
         if spec.model != model_name:
@@ -171,7 +184,7 @@ def _train(args: argparse.Namespace, model_name: str, out: Path, minutes: float 
     else:
         _check_new_run_dir(out)
         if images is None:
-            spec = RunSpec.from_overrides(model_name, args.overrides, **given)
+            spec = RunSpec.from_overrides(model_name, args.overrides, **given, preset=preset, info=_say)
         else:
             given = {k: v for k, v in given.items() if k not in ("dataset", "data_root")}
             spec = RunSpec.for_images(model_name, images, args.overrides, **own, **given, info=_say)
@@ -180,32 +193,34 @@ def _train(args: argparse.Namespace, model_name: str, out: Path, minutes: float 
     )
 
 
+_LABELS = {
+    "ap50": "AP@0.5",
+    "ap_spair": "AP (IoU 0.1:0.9)",
+    "ap_coco": "AP (IoU 0.5:0.95)",
+    "count_accuracy": "count accuracy",
+    "count_mae": "count MAE",
+    "rmse": "reconstruction RMSE",
+    "num_scenes": "test scenes",
+    "step": "training step",
+    "elbo": "ELBO per image",
+    "elbo_per_pixel": "ELBO per pixel",
+    "count_mean": "objects per image",
+    "count_std": "objects per image, sd",
+    "count_histogram": "objects: images",
+    "num_images": "images",
+    "num_objects": "true objects",
+    "num_detections": "detections",
+}
+
+
 def _format_metrics(metrics: dict[str, Any]) -> str:
-    labels = {
-        "ap50": "AP@0.5",
-        "ap_spair": "AP (IoU 0.1:0.9)",
-        "ap_coco": "AP (IoU 0.5:0.95)",
-        "count_accuracy": "count accuracy",
-        "count_mae": "count MAE",
-        "rmse": "reconstruction RMSE",
-        "num_scenes": "test scenes",
-        "step": "training step",
-        "elbo": "ELBO per image",
-        "elbo_per_pixel": "ELBO per pixel",
-        "count_mean": "objects per image",
-        "count_std": "objects per image, sd",
-        "count_histogram": "objects: images",
-        "num_images": "images",
-        "num_objects": "true objects",
-        "num_detections": "detections",
-    }
     lines = []
     for key, value in metrics.items():
         if isinstance(value, float):
             value = f"{value:.4f}"
         elif key == "count_histogram":  # [images with 0 objects, with 1, ...]
             value = " ".join(f"{k}:{n}" for k, n in enumerate(value) if n)
-        lines.append(f"  {labels.get(key, key):<22} {value}")
+        lines.append(f"  {_LABELS.get(key, key):<22} {value}")
     return "\n".join(lines)
 
 
@@ -272,16 +287,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- eval ----------------------------------------------------------------------------------------
+def _model_and_spec(args: argparse.Namespace):
+    """The model and its run spec: from ``RUN_DIR`` or, with ``--pretrained NAME``, from the package."""
+    if args.pretrained is not None:
+        if args.run_dir is not None:
+            raise CLIError("give a RUN_DIR or --pretrained NAME, not both")
+        spec = RunSpec.from_pretrained(args.pretrained)
+        model = pretrained(args.pretrained)
+    elif args.run_dir is None:
+        raise CLIError(
+            "give a RUN_DIR (a trained run) or --pretrained NAME (one of "
+            f"{', '.join(pretrained_names()) or 'none shipped'})"
+        )
+    else:
+        spec = RunSpec.from_run_dir(args.run_dir, require_data=False)
+        model = load(args.run_dir)
+    if getattr(args, "data_root", None) is not None:
+        spec.data_root = args.data_root
+    if getattr(args, "seed", None) is not None:
+        spec.train["seed"] = args.seed
+    return model, spec
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.images is not None or args.annotations is not None:
         return _eval_images(args)
-    spec = RunSpec.from_run_dir(args.run_dir, require_data=False)
-    model = load(args.run_dir)
-    if args.data_root is not None:
-        spec.data_root = args.data_root
+    model, spec = _model_and_spec(args)
     name, test_set = spec.test_set(args.dataset, args.num_test)
     metrics = {"dataset": name, "step": model.step, **evaluate_scenes(model, test_set, progress=True)}
-    path = Path(args.run_dir) / (EVAL_FILE if name == spec.dataset else f"eval-{name}.json")
+    if args.run_dir is None:
+        path = Path(args.out) if args.out else None
+    else:
+        path = Path(args.run_dir) / (EVAL_FILE if name == spec.dataset else f"eval-{name}.json")
     which = "validation crops" if name == IMAGES_DATASET else "test scenes"
     _report(args, metrics, f"{spec.model} at step {model.step} on {len(test_set)} {name!r} {which}:", path)
     return 0
@@ -293,25 +330,28 @@ def _eval_images(args: argparse.Namespace) -> int:
         raise CLIError("--images and --annotations go together: the image files and their COCO labels")
     if args.dataset is not None or args.num_test is not None:
         raise CLIError("--dataset and --num-test do not apply to --images")
-    model = load(args.run_dir)
+    model, _ = _model_and_spec(args)
     scores = files.score_coco(model, args.images, args.annotations, progress=not args.json, **_parsing(args))
     given = [str(Path(p).resolve()) for p in args.images]
     metrics = {"images": given, "annotations": args.annotations, "step": model.step, **scores}
     title = f"{model.name} at step {model.step} on {scores['num_images']} images of {args.annotations}:"
-    _report(args, metrics, title, Path(args.run_dir) / EVAL_IMAGES_FILE)
+    path = Path(args.run_dir) / EVAL_IMAGES_FILE if args.run_dir else (Path(args.out) if args.out else None)
+    _report(args, metrics, title, path)
     return 0
 
 
-def _report(args: argparse.Namespace, metrics: dict[str, Any], title: str, path: Path) -> None:
-    """Write ``metrics`` to ``path``; print them (``--json``: the JSON object alone)."""
-    write_json(path, metrics)
+def _report(args: argparse.Namespace, metrics: dict[str, Any], title: str, path: Path | None) -> None:
+    """Write ``metrics`` to ``path`` (unless None); print them (``--json``: the JSON object alone)."""
+    if path is not None:
+        write_json(path, metrics)
     if args.json:
         args.stdout.write(json.dumps(strict_json(metrics), allow_nan=False) + "\n")
     else:
         print(title)
         skip = ("dataset", "step", "images", "annotations")
         print(_format_metrics({k: v for k, v in metrics.items() if k not in skip}))
-        print(f"written to {path}")
+        if path is not None:
+            print(f"written to {path}")
 
 
 # -- parse ---------------------------------------------------------------------------------------
@@ -326,7 +366,14 @@ def cmd_parse(args: argparse.Namespace) -> int:
             files.check_output_path(path, what)
     if len({str(Path(p).resolve()) for p in outputs.values() if p}) < sum(map(bool, outputs.values())):
         raise CLIError("--out, --codes and --csv must be different files")
-    model = load(args.run_dir)
+    if args.pretrained is None:
+        if len(args.items) < 2:
+            raise CLIError("give RUN_DIR and at least one PATH (or --pretrained NAME and the paths)")
+        args.run_dir, paths = args.items[0], args.items[1:]
+    else:
+        args.run_dir, paths = None, args.items
+    args.paths = paths
+    model, _ = _model_and_spec(args)
     progress, figures = not args.no_progress, args.figures
     records = files.parse_files(
         model, args.paths, **_parsing(args), progress=progress, skip_bad=args.skip_bad, figures_dir=figures
@@ -344,11 +391,13 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 # -- sample --------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
-    spec = RunSpec.from_run_dir(args.run_dir, require_data=False)
-    model = load(args.run_dir)
-    if args.data_root is not None:
-        spec.data_root = args.data_root
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    model, spec = _model_and_spec(args)
+    if args.out:
+        out = Path(args.out)
+    elif args.run_dir is None:
+        out = Path(f"{args.pretrained}-samples.png")
+    else:
+        out = Path(args.run_dir) / "samples.png"
     _, test_set = spec.test_set(args.dataset, args.num_samples)
     posterior = posterior_figure(model, test_set, args.num_samples, out)
     print(f"posterior parses of {min(args.num_samples, len(test_set))} test scenes: {posterior}")
@@ -374,26 +423,86 @@ def _free_demo_dir(base: Path = Path("runs") / "demo") -> Path:
     return candidate
 
 
+def _demo_pretrained(path: Path, test_set) -> dict[str, Any] | None:
+    """The shipped SPAIR on the demo's test scenes: its scores, and its figure at ``path``."""
+    if DEMO_MODEL not in pretrained_names():
+        return None
+    model = pretrained(DEMO_MODEL)
+    metrics = evaluate_scenes(model, test_set)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = posterior_figure(model, test_set, 8, path)
+    card = pretrained_info(DEMO_MODEL)
+    print(
+        f"pretrained SPAIR (shipped in the package; {card['steps']:,} steps, {card['cpu_minutes']:.0f} "
+        f"CPU minutes, preset {card['preset']!r}) on {metrics.get('num_scenes')} unseen test scenes:"
+    )
+    print(_format_metrics({k: v for k, v in metrics.items() if k in _DEMO_KEYS}))
+    print(f"  figure: {figure}")
+    return metrics
+
+
+#: The scores the demo prints side by side.
+_DEMO_KEYS = ("ap50", "ap_spair", "count_accuracy", "count_mae")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _free_demo_dir()
+    _check_new_run_dir(out)
     minutes = args.minutes if args.minutes is not None else (None if args.steps else DEMO_MINUTES)
     budget = f"{minutes:g} min" if minutes else f"{args.steps} steps"
-    _info(f"{PROG} demo: SPAIR on scattered MNIST digits, {budget} of CPU training")
+    spec = RunSpec.from_overrides(DEMO_MODEL, preset=DEMO_PRESET, data_root=args.data_root)
+    _, test_set = spec.test_set()
+    staged = out.with_name(f"{out.name}-pretrained.png")  # beside the run: its directory must be new
+    shipped = _demo_pretrained(staged, test_set)
+    _info(f"{PROG} demo: now training a SPAIR of your own (preset {DEMO_PRESET!r}), {budget} of CPU training")
     args.overrides, args.resume, args.dataset, args.num_train, args.num_test = [], False, None, None, None
     args.seed = args.device = None
+    args.preset = DEMO_PRESET
     run = _train(args, DEMO_MODEL, out, minutes=minutes)
     metrics = run.metrics
     figure = posterior_figure(run.model, run.test_set, 8, out / "demo.png")
     plot_curves(out / METRICS_FILE, keys=("loss",), path=out / "loss.png")
-    print(f"SPAIR trained for {metrics.get('step')} steps in {run.seconds / 60:.1f} min")
+    print(f"your SPAIR trained for {metrics.get('step')} steps in {run.seconds / 60:.1f} min")
     print(f"test metrics on {metrics.get('num_scenes')} unseen scenes:")
-    print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step", "num_scenes")}))
+    if shipped is None:
+        print(_format_metrics({k: v for k, v in metrics.items() if k in _DEMO_KEYS}))
+    else:
+        print(f"  {'':<22} {'yours':>8} {'pretrained':>11}")
+        for key in _DEMO_KEYS:
+            print(f"  {_LABELS.get(key, key):<22} {metrics[key]:>8.4f} {shipped[key]:>11.4f}")
     print("files:")
-    print(f"  {figure}  test images with inferred (blue) and true (yellow) boxes, reconstructions below")
-    print(f"  {out / 'eval.json'}  the metrics above")
+    if shipped is not None:
+        print(f"  {staged}  the pretrained SPAIR's parses of test images")
+    print(f"  {figure}  your SPAIR: test images, inferred (blue) and true (yellow) boxes, reconstructions")
+    print(f"  {out / 'eval.json'}  your SPAIR's metrics")
     print(f"  {out / 'loss.png'}  training loss (-ELBO per image)")
     print(f"  {out}/  the run: evaluate again with `{PROG} eval {out}`, resume with")
     print(f"       `{PROG} train spair --out {out} --resume --minutes M`")
+    return 0
+
+
+# -- presets -------------------------------------------------------------------------------------
+def cmd_presets(args: argparse.Namespace) -> int:
+    names = [args.model] if args.model else sorted(MODELS)
+    if args.model and args.model not in MODELS:
+        raise CLIError(f"unknown model {args.model!r}; models: {', '.join(sorted(MODELS))}")
+    print("presets (ppl-scenes train MODEL --preset NAME):")
+    for name in names:
+        cls = MODELS[name]
+        for preset in cls.preset_names():
+            print(f"  {name:<16} {preset:<16} {cls.preset(preset).summary}")
+    shipped = [n for n in pretrained_names() if not args.model or pretrained_info(n)["model"] == args.model]
+    print("pretrained models (ppl_scenes.pretrained(NAME); --pretrained NAME on eval, parse, sample):")
+    for name in shipped:
+        card = pretrained_info(name)
+        test = ", ".join(f"{k} {v:.3f}" for k, v in card["test"].items() if isinstance(v, float))
+        print(
+            f"  {name:<16} {card['model']} --preset {card['preset']}: {card['steps']:,} steps, "
+            f"{card['cpu_minutes']:.0f} CPU min; test {test}; sha256 {card['sha256'][:12]}"
+        )
+        print(f"  {'':<16} trained by: {card['command']}")
+    if not shipped:
+        print("  (none)")
     return 0
 
 
@@ -416,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     verbs = parser.add_subparsers(
-        dest="verb", required=True, metavar="{train,eval,parse,sample,demo,upgrade}"
+        dest="verb", required=True, metavar="{train,eval,parse,sample,demo,presets,upgrade}"
     )
 
     def data_root(p):
@@ -424,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--data-root",
             metavar="DIR",
             help="MNIST root (default: $PPL_SCENES_DATA, else ~/.cache/ppl_scenes)",
+        )
+
+    def from_package(p):
+        p.add_argument(
+            "--pretrained", metavar="NAME", help="a model shipped in the package instead of a RUN_DIR"
         )
 
     def parsing(p):
@@ -441,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("model", metavar="MODEL", help=f"model name: {', '.join(sorted(MODELS))}")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (new, or --resume)")
+    train.add_argument(
+        "--preset", metavar="NAME", help="start from the model's named recipe (`ppl-scenes presets`)"
+    )
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, metavar="N", help="optimisation steps")
     budget.add_argument(
@@ -482,7 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a run on the test split of its dataset (or another) and write eval.json; "
         f"with --images and --annotations: COCO scores, in RUN_DIR/{EVAL_IMAGES_FILE}.",
     )
-    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("run_dir", metavar="RUN_DIR", nargs="?")
+    from_package(ev)
+    ev.add_argument("--seed", type=int, metavar="S", help="seed of the test scenes (default: the run's)")
+    ev.add_argument("--out", metavar="FILE", help="with --pretrained: write the scores here (JSON)")
     ev.add_argument("--dataset", metavar="NAME", help="dataset (default: the run's)")
     ev.add_argument("--num-test", type=positive_int, metavar="N", help="test scenes (default: the run's)")
     data_root(ev)
@@ -497,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="find the objects of image files (COCO detections)",
         description="Parse the images of PATH (folders, globs, files) and write their objects.",
     )
-    pa.add_argument("run_dir", metavar="RUN_DIR")
-    pa.add_argument("paths", nargs="+", metavar="PATH")
+    pa.add_argument("items", nargs="+", metavar="[RUN_DIR] PATH", help="RUN_DIR then paths, or --pretrained")
+    from_package(pa)
     pa.add_argument("--out", required=True, metavar="FILE", help="COCO detections (JSON)")
     pa.add_argument("--figures", metavar="DIR", help="one figure per image: boxes and reconstruction")
     pa.add_argument("--codes", metavar="FILE", help="each object's z_what (.npz, keyed by annotation id)")
@@ -514,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Parse test scenes and draw them with inferred boxes and reconstructions; "
         "when the model can sample its prior, also FILE-prior.png.",
     )
-    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("run_dir", metavar="RUN_DIR", nargs="?")
+    from_package(sample)
     sample.add_argument("--num-samples", type=positive_int, default=8, metavar="N", help="images (8)")
     sample.add_argument(
         "--num-draws", type=positive_int, default=20, metavar="K", help="posterior draws per image (20)"
@@ -538,6 +659,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_root(demo)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
+
+    pr = verbs.add_parser(
+        "presets",
+        help="list the models' named recipes and the pretrained models",
+        description="List each model's presets (ppl-scenes train MODEL --preset NAME) with one line "
+        "each, and the pretrained models shipped in the package with their model cards.",
+    )
+    pr.add_argument("model", metavar="MODEL", nargs="?", help="one model only")
+    pr.set_defaults(func=cmd_presets)
 
     up = verbs.add_parser(
         "upgrade",

@@ -31,6 +31,7 @@ from ppl_scenes.files import evaluate_unlabelled
 from ppl_scenes.infer import TrainConfig, fit
 from ppl_scenes.models import MODELS
 from ppl_scenes.models.base import DetectorStage, ImageLevel, SceneModel, TiledParse
+from ppl_scenes.models.preset import merge_overrides
 from ppl_scenes.rundir import (
     CONFIG_FILE,
     EVAL_FILE,
@@ -46,6 +47,7 @@ from ppl_scenes.rundir import (
     write_json,
 )
 from ppl_scenes.sizing import ObjectSizeNotApplicable, object_size_overrides
+from ppl_scenes.zoo import pretrained_info
 
 #: Test scenes scored at the end of a run and by ``ppl-scenes eval`` unless told otherwise.
 DEFAULT_NUM_TEST = 500
@@ -182,6 +184,7 @@ class RunSpec:
         train: :class:`~ppl_scenes.infer.TrainConfig` fields that differ from the model's defaults.
         num_test: test scenes scored at the end.
         data_root: where the generator reads MNIST (never recorded in ``config.json`` kwargs).
+        preset: the model's preset the run started from (:meth:`SceneModel.preset`), or None.
     """
 
     model: str
@@ -191,6 +194,7 @@ class RunSpec:
     train: dict[str, Any] = field(default_factory=dict)
     num_test: int = DEFAULT_NUM_TEST
     data_root: str | None = None
+    preset: str | None = None
 
     def __post_init__(self):
         _registered(self.model)
@@ -216,13 +220,35 @@ class RunSpec:
         minutes: float | None = None,
         device: str | None = None,
         data_root: str | None = None,
+        preset: str | None = None,
+        info: Callable[[str], None] | None = None,
     ) -> RunSpec:
         """A new run from ``KEY=VALUE`` text (model config), ``train.KEY=VALUE`` and ``data.KEY=VALUE``.
 
+        With ``preset``, the model's named recipe comes first (its overrides, scenes and number of
+        training scenes); whatever is given explicitly wins, and ``info`` is told once which of the
+        preset's settings were replaced.
+
         Raises:
-            ValueError: naming the unknown model, dataset, key or the bad value.
+            ValueError: naming the unknown model, preset, dataset, key or the bad value.
         """
         model_class = _registered(model)
+        if preset is not None:
+            recipe = model_class.preset(preset)
+            # A minutes budget given alone replaces the preset's step count: it runs for its minutes.
+            flags = {
+                "train.steps": steps is not None or minutes is not None,
+                "train.minutes": minutes is not None,
+                "data.num_scenes": num_train is not None,
+            }
+            given_keys = tuple(key for key, given in flags.items() if given)
+            overrides, replaced = merge_overrides(recipe, list(overrides), given_keys)
+            if dataset is not None and recipe.dataset not in (None, dataset):
+                replaced.append("dataset")
+            if replaced and info is not None:
+                info(f"preset {preset!r}: your {', '.join(sorted(set(replaced)))} replace the preset's")
+            dataset = dataset or recipe.dataset
+            num_train = num_train if num_train is not None else recipe.num_train
         model_raw, train_raw, data_raw = split_overrides(overrides)
         name = dataset or model_class.default_dataset
         kwargs = dict(model_class.default_data_kwargs) if name == model_class.default_dataset else {}
@@ -238,6 +264,7 @@ class RunSpec:
             train=train,
             num_test=num_test or DEFAULT_NUM_TEST,
             data_root=root,
+            preset=preset,
         )
 
     @classmethod
@@ -370,9 +397,23 @@ class RunSpec:
                 train={k: v for k, v in (config.get("train_config") or {}).items() if k in fields},
                 num_test=data.get("num_test") or DEFAULT_NUM_TEST,
                 data_root=data.get("root"),
+                preset=config.get("preset"),
             )
         except ValueError as err:
             raise RunDirError(f"{Path(run_dir) / CONFIG_FILE}: {err}") from None
+
+    @classmethod
+    def from_pretrained(cls, name: str) -> RunSpec:
+        """The spec of pretrained model ``name`` (:func:`ppl_scenes.zoo.pretrained_info`): its model,
+        config and scenes, so that its test and validation scenes can be rebuilt."""
+        card = pretrained_info(name)
+        return cls(
+            model=card["model"],
+            model_config=dict(card["model_config"]),
+            dataset=card["dataset"],
+            data_kwargs=_from_json(card["data_kwargs"]),
+            preset=card["preset"],
+        )
 
     def continued(
         self,
@@ -437,6 +478,7 @@ class RunSpec:
         """The spec as ``config.json`` records it (the ``data`` entry the trainer stores beside the model)."""
         return {
             "model": self.model,
+            "preset": self.preset,
             "model_config": dict(self.model_config),
             "train": dict(self.train),
             "data": {
@@ -548,6 +590,8 @@ class RunSpec:
         if own_scores:
             eval_fn = lambda m: evaluate_scenes(m, test_set, progress=progress)  # noqa: E731
         run_info = {"data": self.to_json()["data"], "command": command, **(run_info or {})}
+        if self.preset is not None:
+            run_info.setdefault("preset", self.preset)
         if info is not None:
             info(f"training {self.model} on {len(train_set)} {self.dataset!r} scenes -> {out}")
         start = time.perf_counter()

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("metrics",),
     ("viz",),
     ("models",),
-    ("baselines", "files", "sizing"),
+    ("baselines", "files", "sizing", "zoo"),
     ("infer",),
     ("runs", "figures"),
     ("cli",),

@@ -40,6 +40,7 @@ from torch import Tensor
 from ppl_scenes.checks import check_images
 from ppl_scenes.config import replace_config
 from ppl_scenes.metrics.scoring import evaluate_detection
+from ppl_scenes.models.preset import Preset
 from ppl_scenes.scene import Categorised, ImageLevel, RankedParse, SceneParse, TargetedParse, TiledParse
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "TiledParse",
     "DetectorStage",
     "PresenceBoxes",
+    "Preset",
     "PriorSampling",
     "RankedParse",
     "SceneModel",
@@ -59,6 +61,9 @@ __all__ = [
 ]
 
 MODELS: dict[str, type[SceneModel]] = {}
+
+#: The preset of a model whose class defaults are its paper's settings (at the library's scale).
+_PAPER = Preset("paper", "the paper's settings at the library's scale: the class defaults")
 
 
 class _SceneModelMeta(type(PyroModule), ABCMeta):
@@ -89,11 +94,35 @@ class SceneModel(PyroModule, metaclass=_SceneModelMeta):
     trainer: ClassVar[str] = "svi"
     #: The name of ``model``'s return value in posterior samples (``sample_posterior``).
     return_name: ClassVar[str] = "reconstruction"
+    #: Named recipes (:class:`~ppl_scenes.models.preset.Preset`) of this class (not inherited: a
+    #: subclass such as GMAIR has its own); ``"paper"`` is always there.
+    presets: ClassVar[dict[str, Preset]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
             MODELS[cls.name] = cls
+
+    @classmethod
+    def preset(cls, name: str) -> Preset:
+        """The named recipe ``name`` of this model (``ppl-scenes presets`` lists them all).
+
+        Raises:
+            ValueError: naming the known presets when ``name`` is not one of them.
+        """
+        known = cls.preset_names()
+        if name not in known:
+            raise ValueError(f"{cls.__name__} has no preset {name!r}; its presets: {', '.join(known)}")
+        return cls._own_presets().get(name, _PAPER).bound(cls)
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        """The names of this model's presets, ``"paper"`` first."""
+        return ["paper"] + sorted(n for n in cls._own_presets() if n != "paper")
+
+    @classmethod
+    def _own_presets(cls) -> dict[str, Preset]:
+        return vars(cls).get("presets", {})
 
     def __init__(self, config=None, **overrides):
         super().__init__()

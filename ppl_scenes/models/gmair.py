@@ -72,6 +72,7 @@ from ppl_scenes.distributions import (
     OneHotCategoricalPrior,
 )
 from ppl_scenes.models.base import Categorised
+from ppl_scenes.models.preset import Preset
 from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
 from ppl_scenes.ops import grid_shape, window_overlap, window_pad
@@ -245,6 +246,24 @@ class GMAIR(SPAIR, Categorised):
     default_dataset = "multimnist"
     default_data_kwargs = {"canvas_size": 64, "digit_size": 20, "num_digits": [1, 5]}
     default_train = {"batch_size": 32, "lr": 1e-3, "steps": 5000}
+    presets = {
+        "multimnist-64": Preset(
+            "multimnist-64",
+            "64x64 scenes of 1-5 digits: z_what unseen by z_cat, eq. 10 summed over the categories; "
+            "160,000 steps (about 6 CPU hours)",
+            (
+                "what_sees_cat=false",
+                "what_dim=16",
+                "cat_kl=exact",
+                "cat_expectation=exact",
+                "train.steps=160000",
+                "train.lr_decay_from=0.8",
+                "train.lr_decay_to=0.1",
+                "train.eval_every=2500",
+            ),
+            dataset="multimnist",
+        ),
+    }
     guide_class = GMAIRGuide
 
     def __init__(

@@ -44,6 +44,7 @@ from ppl_scenes.checks import check_choice, check_int_fields, check_non_negative
 from ppl_scenes.data.images import default_crop
 from ppl_scenes.metrics.scoring import evaluate_instances
 from ppl_scenes.models.base import Categorised, SceneModel, SceneParse, Supervised, TargetedParse, TiledParse
+from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.mist import MultiscaleHeatmapNet, PatchAutoEncoder, PatchClassifier
 from ppl_scenes.ops.boxes import cxcywh_to_xyxy
 from ppl_scenes.ops.heatmaps import BORDERS, count_mask, extract_top_k, local_spatial_softmax, scale_pool
@@ -236,6 +237,15 @@ class MIST(SceneModel, Supervised, TargetedParse, TiledParse, Categorised):
     config_class: ClassVar[type] = MISTConfig
     default_dataset: ClassVar[str] = "mist-hard"
     default_train: ClassVar[dict[str, Any]] = {"steps": 3000, "batch_size": 16, "lr": 1e-3}
+    presets: ClassVar[dict[str, Preset]] = {
+        "mnist-hard": Preset(
+            "mnist-hard",
+            "MNIST hard, classification from each scene's bag of labels (Table 2): one patch per "
+            "labelled digit; 3,000 steps (about 25 CPU minutes)",
+            ("task=classification", "count_from_labels=true", "train.steps=3000"),
+            dataset="mist-hard",
+        ),
+    }
 
     #: Algorithm 1's alternating loop (:class:`ppl_scenes.infer.LiftingTrainer`); the baselines, whose
     #: patches are fixed or differentiable, train end to end on the task loss (``"task"``).

@@ -59,6 +59,7 @@ from ppl_scenes.metrics.scoring import (
     parse_dataset,
 )
 from ppl_scenes.models.base import ImageLevel, SceneModel, SceneParse, Supervised, Variational
+from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.attention import ProxyAttention, spread_grid
 from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
 from ppl_scenes.ops.boxes import covered_fraction, cxcywh_to_xyxy
@@ -300,6 +301,24 @@ class VariationalSaccading(ImageLabelModel, Variational):
     config_class: ClassVar[type] = SaccadeConfig
     default_dataset: ClassVar[str] = "cluttered"
     default_train: ClassVar[dict[str, Any]] = {"steps": 5000, "batch_size": 32, "lr": 1e-3}
+    presets: ClassVar[dict[str, Preset]] = {
+        "cluttered-100": Preset(
+            "cluttered-100",
+            "identify the digits of 100x100 cluttered MNIST: glimpses up to 35 % of the side, fresh "
+            "scenes, a decaying rate; 45,000 steps (about 105 CPU minutes)",
+            (
+                "task=identify",
+                "max_scale=0.35",
+                "train.steps=45000",
+                "train.lr_decay_from=0.6",
+                "train.lr_decay_to=0.1",
+                "train.eval_every=500",
+                "data.canvas_size=100",
+            ),
+            dataset="cluttered",
+            num_train=2_000_000,
+        ),
+    }
     #: What ``model`` returns, as :func:`ppl_scenes.infer.posterior.sample_posterior` names it.
     return_name: ClassVar[str] = "logits"
 

@@ -60,6 +60,7 @@ from ppl_scenes.models.base import (
     TiledParse,
     Variational,
 )
+from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
 from ppl_scenes.ops import composite, crop, paste, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
@@ -249,6 +250,20 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
     where_coords: ClassVar[tuple[str, ...]] = ("cx", "cy", "w", "h")
     #: 9,500 detector steps (``config.detector_steps``), then 2,000 SVI steps.
     default_train: ClassVar[dict[str, Any]] = {"steps": 11_500, "batch_size": 32, "lr": 1e-3}
+    presets: ClassVar[dict[str, Preset]] = {
+        "paper": Preset(
+            "paper",
+            "SSDIR's design at CPU scale: the class defaults (the paper's 300-px VGG/ResNet detector "
+            "is not reproduced)",
+        ),
+        "multiscale": Preset(
+            "multiscale",
+            "128x128 multi-scale digits, a stream of fresh scenes: 9,500 detector steps, then 2,000 SVI "
+            "steps (about 110 CPU minutes)",
+            dataset="multiscale",
+            num_train=200_000,
+        ),
+    }
 
     def __init__(self, config: SSDIRConfig | None = None, **overrides):
         super().__init__(config, **overrides)

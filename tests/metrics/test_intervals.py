@@ -12,16 +12,20 @@ from ppl_scenes.scene import SceneParse
 def test_interval_of_a_mean_brackets_it_and_shrinks_with_more_items():
     rng = np.random.default_rng(1)
     widths = []
+
+    def mean_of(values):
+        return lambda idx: {"mean": values[idx].mean()}
+
     for n in (100, 1600):
         values = rng.random(n) < 0.8
-        low, high = bootstrap_interval(lambda idx: {"mean": values[idx].mean()}, n, 400)["mean"]
+        low, high = bootstrap_interval(mean_of(values), n, 400)["mean"]
         assert low < values.mean() < high
         # The normal approximation's half-width is 1.96 * sqrt(p (1 - p) / n).
         assert high - low == pytest.approx(2 * 1.96 * np.sqrt(0.16 / n), rel=0.3)
         widths.append(high - low)
     assert widths[1] < widths[0] / 3
-    again = bootstrap_interval(lambda idx: {"mean": values[idx].mean()}, len(values), 400)
-    assert again == bootstrap_interval(lambda idx: {"mean": values[idx].mean()}, len(values), 400)
+    again = bootstrap_interval(mean_of(values), len(values), 400)
+    assert again == bootstrap_interval(mean_of(values), len(values), 400)
 
 
 def test_scores_that_are_mostly_nan_get_no_interval():
