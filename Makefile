@@ -1,4 +1,5 @@
-# The two commands: `make demo` (the main job) and `make test` (ruff, the docs build, pytest).
+# The two commands: `make demo` (the main job) and `make test` (ruff, the docs build, BENCHMARKS.md
+# against its records, pytest).
 # `make docs` builds the API reference and the guides into docs/_build/html (warnings are errors).
 # Each is self-contained: it creates .venv and installs the package when missing.
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs install clean
+.PHONY: demo test lint docs report-check install clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +28,12 @@ docs: $(STAMP)
 	$(BIN)/python -c "import sphinx, myst_parser" 2>/dev/null || $(BIN)/pip install -q -e '.[docs]'
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
-test: $(STAMP) lint docs
+# BENCHMARKS.md is generated from the JSON records under benchmarks/ (python experiments/report.py);
+# this fails, with a diff, when the committed page differs from what the records give. Seconds, no torch.
+report-check: $(STAMP)
+	$(BIN)/python experiments/report.py --check
+
+test: $(STAMP) lint docs report-check
 	$(BIN)/python -m pytest -n auto --dist worksteal --durations=25
 
 clean:

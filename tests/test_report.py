@@ -1,0 +1,132 @@
+"""``experiments/report.py`` writes BENCHMARKS.md from the records (issue 34); no training, no torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("experiments_report", ROOT / "experiments" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def _copy_records(dst: Path) -> None:
+    """The JSON records (and the figures' paths) of this checkout under ``dst``, nothing else."""
+    for path in (ROOT / "benchmarks").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".png"):
+            target = dst / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix == ".json":
+                shutil.copyfile(path, target)
+            else:
+                target.touch()  # only whether a figure exists matters to the page
+
+
+def test_the_page_is_deterministic_and_committed(report):
+    first, second = report.render(ROOT), report.render(ROOT)
+    assert first == second
+    ok, diff = report.check(ROOT)
+    assert ok, f"BENCHMARKS.md differs from the records; run `python experiments/report.py`:\n{diff[:3000]}"
+
+
+def test_check_fails_on_one_number_changed(report, tmp_path, capsys):
+    page = tmp_path / "BENCHMARKS.md"
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    row = "| SSDIR probe accuracy | 0.950 ± 0.007 |"
+    assert row in text
+    page.write_text(text.replace(row, "| SSDIR probe accuracy | 0.951 ± 0.007 |"))
+    ok, diff = report.check(ROOT, page)
+    assert not ok
+    assert "-| SSDIR probe accuracy | 0.951 ± 0.007 |" in diff
+    assert "+| SSDIR probe accuracy | 0.950 ± 0.007 |" in diff
+    assert report.main(["--check", "--out", str(page)]) == 1
+    assert "0.951" in capsys.readouterr().out
+    page.write_text(text)
+    assert report.main(["--check", "--out", str(page)]) == 0
+
+
+def test_a_missing_record_is_reported(report, tmp_path, capsys):
+    _copy_records(tmp_path)
+    missing = "benchmarks/ssdir_probe_what/dim32_lrdrop_svi2000/ssdir_probe.json"
+    (tmp_path / missing).unlink()
+    page = report.render(tmp_path)
+    assert f"> **Missing record:** `{missing}` — this table cannot be drawn." in page
+    assert f"Records a section needs and that are not there: `{missing}`." in page
+    assert "SSDIR: object codes" in capsys.readouterr().err
+    # the other sections are drawn as before
+    assert "| AP@0.5 (ink boxes) | 0.983 ± 0.000 |" in page
+
+
+def test_headline_sd_is_the_sample_sd_of_the_seeds(report):
+    path = ROOT / "benchmarks" / "ssdir_probe_what" / "dim32_lrdrop_svi2000" / "ssdir_probe.json"
+    record = json.loads(path.read_text())
+    seeds = [s["accuracy"] for s in record["results"]["ssdir"]["per_seed"]]
+    claim = report.Claim("probe", list(enumerate(seeds)), target=0.95, paper=0.979)
+    assert claim.sd == pytest.approx(statistics.stdev(seeds))
+    assert claim.sd > record["results"]["ssdir"]["accuracy"]["std"]  # the record's is the population sd
+    row = report.claim_table([claim]).splitlines()[2]
+    assert "0.950 ± 0.007" in row and "| ≥ 0.950 | yes |" in row and row.endswith("| 0.979 | no |")
+
+
+def test_an_interval_that_straddles_the_bar_is_said(report):
+    claim = report.Claim("AP", [(0, 0.96), (1, 0.95), (2, 0.955)], target=0.95, interval=(0.94, 0.97))
+    assert "yes (interval straddles the bar)" in report.claim_table([claim])
+
+
+PRETRAINED = {
+    "name": "spair-5digits",
+    "model": "spair",
+    "preset": "spair_5digits_30min",
+    "command": "ppl-scenes pretrain spair_5digits_30min --out runs/pretrained/spair",
+    "steps": 12084,
+    "cpu_minutes": 30.0,
+    "machine": {"platform": "Linux", "cpus": 2, "torch": "2.14.1"},
+    "validation": {"ap50": 0.985, "count_accuracy": 0.938},
+    "test": {"ap50": 0.983, "count_accuracy": 0.908, "rmse": 0.068},
+    "test_interval": {"ap50": [0.975, 0.99], "count_accuracy": [0.882, 0.932]},
+    "targets": {"ap50": 0.95, "count_accuracy": 0.9, "rmse": 0.1},
+    "sha256": "0" * 64,
+    "notes": "a fixture",
+}
+
+
+def test_pretrained_records_are_one_table(report, tmp_path):
+    assert report.pretrained(report.Records(tmp_path)) == "No records yet (`benchmarks/pretrained/*.json`)."
+    (tmp_path / "benchmarks" / "pretrained").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "pretrained" / "spair.json").write_text(json.dumps(PRETRAINED))
+    text = report.pretrained(report.Records(tmp_path))
+    header, _, row = text.splitlines()
+    assert header.startswith("| name | model | preset | steps | CPU minutes | validation | test")
+    assert row.startswith("| spair-5digits | spair | spair_5digits_30min | 12,084 | 30.0 |")
+    assert "ap50 0.983 [0.975, 0.990]; count_accuracy 0.908 [0.882, 0.932]; rmse 0.068" in row
+    assert "ap50 ≥ 0.950; count_accuracy ≥ 0.900; rmse ≤ 0.100" in row and row.endswith("| yes |")
+    failing = {**PRETRAINED, "test": {**PRETRAINED["test"], "rmse": 0.2}}
+    (tmp_path / "benchmarks" / "pretrained" / "spair.json").write_text(json.dumps(failing))
+    assert report.pretrained(report.Records(tmp_path)).endswith("| no |")
+
+
+def test_optional_sections_appear_only_with_their_records(report, tmp_path):
+    _copy_records(tmp_path)
+    assert "## Step profiles" not in report.render(tmp_path)
+    (tmp_path / "benchmarks" / "step_profile").mkdir()
+    record = {"command": "python experiments/step_profile.py", "model": "spair", "ms": {"step": 98.3}}
+    (tmp_path / "benchmarks" / "step_profile" / "spair.json").write_text(json.dumps(record))
+    page = report.render(tmp_path)
+    assert "## Step profiles" in page and "| `ms.step` | 98.3000 |" in page
+    assert page == report.render(tmp_path)
