@@ -450,12 +450,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _check_new_run_dir(out)
     minutes = args.minutes if args.minutes is not None else (None if args.steps else DEMO_MINUTES)
     budget = f"{minutes:g} min" if minutes else f"{args.steps} steps"
-    spec = RunSpec.from_overrides(DEMO_MODEL, preset=DEMO_PRESET, data_root=args.data_root)
+    spec = RunSpec.from_overrides(
+        DEMO_MODEL, preset=DEMO_PRESET, data_root=args.data_root, num_test=DEFAULT_NUM_TEST
+    )
     _, test_set = spec.test_set()
     staged = out.with_name(f"{out.name}-pretrained.png")  # beside the run: its directory must be new
     shipped = _demo_pretrained(staged, test_set)
     _info(f"{PROG} demo: now training a SPAIR of your own (preset {DEMO_PRESET!r}), {budget} of CPU training")
-    args.overrides, args.resume, args.dataset, args.num_train, args.num_test = [], False, None, None, None
+    args.overrides, args.resume, args.dataset, args.num_train = [], False, None, None
+    args.num_test = DEFAULT_NUM_TEST
     args.seed = args.device = None
     args.preset = DEMO_PRESET
     run = _train(args, DEMO_MODEL, out, minutes=minutes)
