@@ -149,3 +149,15 @@ def test_eval_and_sample_a_pretrained_model(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert main(["eval"]) == 2
     assert "--pretrained NAME" in capsys.readouterr().err
+
+
+def test_the_wheel_carries_every_weights_file():
+    """pyproject's package data names every file of ppl_scenes/weights (a built wheel holds them)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(zoo.__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    files = [p.relative_to(root / "ppl_scenes").as_posix() for p in (root / "ppl_scenes" / "weights").iterdir()]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in patterns["ppl_scenes"]) for f in files), files
