@@ -159,5 +159,6 @@ def test_the_wheel_carries_every_weights_file():
 
     root = Path(zoo.__file__).resolve().parents[1]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    files = [p.relative_to(root / "ppl_scenes").as_posix() for p in (root / "ppl_scenes" / "weights").iterdir()]
+    package = root / "ppl_scenes"
+    files = [p.relative_to(package).as_posix() for p in (package / "weights").iterdir()]
     assert files and all(any(fnmatch.fnmatch(f, g) for g in patterns["ppl_scenes"]) for f in files), files
