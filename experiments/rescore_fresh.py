@@ -35,19 +35,19 @@ CLAIMS = {
     "saccade identify, seed 0 (105 min)": (
         "benchmarks/saccade_fresh_scale35/weights",
         "benchmarks/saccade_fresh_scale35/saccade_cluttered.json",
-        ("results", "identify-saccade", "accuracy"),
+        ("results", "identify-saccade"),
         "accuracy",
     ),
     "saccade identify, seed 1 (105 min)": (
         "benchmarks/saccade_fresh_scale35_s1_105/weights",
         "benchmarks/saccade_fresh_scale35_s1_105/saccade_cluttered.json",
-        ("results", "identify-saccade", "accuracy"),
+        ("results", "identify-saccade"),
         "accuracy",
     ),
     "saccade sum, from scratch (240 min)": (
         "benchmarks/saccade_sum_fresh/run",
         "benchmarks/saccade_sum_fresh/saccade_cluttered.json",
-        ("results", "sum-saccade", "accuracy"),
+        ("results", "sum-saccade"),
         "accuracy",
     ),
     "GMAIR, eq. 10 summed exactly (362 min)": (
