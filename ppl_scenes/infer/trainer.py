@@ -62,9 +62,9 @@ class Trainer:
     ``eval.json``. The run ends at the first limit of its budget it reaches (``config.steps``,
     ``config.minutes``); the last record and ``eval.json`` name it as ``stop_reason`` (``"steps"``
     or ``"minutes"``, see :meth:`stop_reason`), and :attr:`stopped_by` keeps it (``"interrupted"``
-    after Ctrl-C, which is raised again as :class:`TrainingInterrupted`). A step whose loss or
-    gradient is not finite changes nothing and is counted in ``skipped_steps``; ``max_bad_steps`` of
-    them in a row raise :class:`TrainingDiverged`.
+    after Ctrl-C, which is raised again as :class:`TrainingInterrupted`, ``"diverged"`` before
+    :class:`TrainingDiverged`). A step whose loss or gradient is not finite changes nothing and is
+    counted in ``skipped_steps``; ``max_bad_steps`` of them in a row raise :class:`TrainingDiverged`.
 
     Args:
         model: a :class:`ppl_scenes.models.base.SceneModel`.
@@ -441,6 +441,7 @@ class Trainer:
     def _diverged(self, step: int):
         cfg = self.config
         first = step - self.bad_steps + 1
+        self.stopped_by = "diverged"
         self._log({"step": step, "loss": float("nan"), "skipped_steps": self.skipped_steps, "diverged": True})
         if self.out is None:
             kept = "nothing was saved (no run directory)"

@@ -560,6 +560,15 @@ def test_an_interrupted_run_says_where_it_stopped_and_resumes(tmp_path, images, 
     assert read_metrics(out)[-1]["stop_reason"] == "steps"
 
 
+def test_a_diverged_run_says_so(images):
+    trainer = SVITrainer(
+        make_toy(nan_loss_steps=(1, 2)), TrainConfig(steps=5, batch_size=4, max_bad_steps=2), progress=False
+    )
+    with pytest.raises(TrainingDiverged):
+        trainer.fit(images)
+    assert trainer.stopped_by == "diverged"
+
+
 # -- devices ---------------------------------------------------------------------------------------
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_a_clear_error(images):
