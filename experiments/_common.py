@@ -28,6 +28,7 @@ from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_
 from ppl_scenes.config import config_to_dict, replace_config
 from ppl_scenes.data import make_dataset
 from ppl_scenes.data.digits import INK_THRESHOLD
+from ppl_scenes.infer.fit import train_config
 from ppl_scenes.runs import RunDir, RunDirError, RunSpec, read_config, read_metrics, write_json
 from ppl_scenes.runs import json_value as finite  # strict JSON values (NaN as null), as run records
 
@@ -321,12 +322,11 @@ def settings_record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_record(args: argparse.Namespace, model_class: type = SPAIR) -> dict[str, Any]:
-    """The training settings in force: ``model_class``'s defaults with the flags' overrides."""
-    settings = {**model_class.default_train, **train_settings(args)}
-    if args.steps is not None:
-        settings["steps"] = args.steps
+    """The training settings in force: ``model_class``'s defaults with the flags' overrides (as
+    :func:`~ppl_scenes.infer.fit.train_config` makes them: ``--minutes`` alone, no step limit)."""
+    settings = train_settings(args)
     settings.pop("device", None)  # validated against this machine by TrainConfig; recorded apart
-    record = dataclasses.asdict(TrainConfig(**settings))
+    record = dataclasses.asdict(train_config(model_class, args.steps, **settings))
     record["device"] = args.device or TrainConfig.device
     return record
 

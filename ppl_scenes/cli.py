@@ -3,7 +3,7 @@ and ``upgrade``.
 
 ::
 
-    ppl-scenes train MODEL --out RUN_DIR [--preset NAME] [--steps N | --minutes M] [--dataset NAME] [--seed S]
+    ppl-scenes train MODEL --out RUN_DIR [--preset NAME] [--steps N] [--minutes M] [--dataset NAME] [--seed S]
                      [--device cpu|cuda] [--resume] [--data-root DIR] [--num-train N] [--num-test N]
                      [--nproc N] [--no-progress] [KEY=VALUE ...]
     ppl-scenes train MODEL --images PATH [PATH ...] --out RUN_DIR [--object-size PX] [--crop PX]
@@ -30,6 +30,12 @@ NAME`` uses a model shipped in the package (:mod:`ppl_scenes.zoo`) where a run d
 
 The run directory records the model, its config, the training settings and the data (generator
 name and arguments) in ``config.json``, so ``eval`` and ``sample`` rebuild everything from it.
+
+``train --minutes M`` trains for M minutes (in all, resumes included) however many steps that takes;
+``--steps N`` (or ``train.steps=N``) beside it stops the run at N steps if they come first. The
+summary says which limit ended the run (``stop_reason`` in the last ``metrics.jsonl`` record and in
+``eval.json``). A two-stage model (SSDIR) shares the minutes between its stages in proportion to
+their steps (:mod:`ppl_scenes.infer.two_stage`).
 
 ``train --nproc N`` (N > 1) trains data-parallel on N processes: it runs the same command line,
 without ``--nproc``, under ``python -m torch.distributed.run --standalone --nproc-per-node N``
@@ -61,7 +67,7 @@ from typing import Any
 from ppl_scenes import files
 from ppl_scenes._version import __version__
 from ppl_scenes.figures import posterior_figure, posterior_sample_figures, prior_figure
-from ppl_scenes.infer import TrainingDiverged
+from ppl_scenes.infer import TrainingDiverged, TrainingInterrupted
 from ppl_scenes.models import MODELS
 from ppl_scenes.rundir import upgrade
 from ppl_scenes.runs import (
@@ -74,6 +80,8 @@ from ppl_scenes.runs import (
     TrainedRun,
     evaluate_scenes,
     load,
+    read_config,
+    read_metrics,
     strict_json,
     write_json,
 )
@@ -267,6 +275,30 @@ def _launch_torchrun(args: argparse.Namespace) -> int | None:
     return subprocess.run(command).returncode
 
 
+def _stop_summary(out: Path) -> str | None:
+    """Which limit ended the run in ``out``, from its last ``metrics.jsonl`` record (None: not said)."""
+    records = read_metrics(out)
+    if not records or "stop_reason" not in records[-1]:
+        return None
+    last, settings = records[-1], read_config(out)
+    step, minutes = int(last["step"]), float(last.get("seconds", 0.0)) / 60
+    taken, cut = step, ""
+    detector_steps = (settings.get("model_config") or {}).get("detector_steps")
+    for rec in records:  # a stage that used its share of the minutes: the run skipped its other steps
+        if rec.get("stage_stop_reason") == "minutes" and isinstance(detector_steps, int):
+            taken -= detector_steps - int(rec["step"])
+            cut = (
+                f"; stage 1 ended after {rec['step']} of its {detector_steps} steps, its share of the "
+                f"minutes ({float(rec.get('seconds', 0.0)) / 60:.1f}) used"
+            )
+    if last["stop_reason"] == "minutes":
+        budget = float((settings.get("train_config") or {}).get("minutes", 0.0))
+        return f"stopped by the {budget:g}-minute budget after {taken} steps{cut}"
+    if last["stop_reason"] == "steps":
+        return f"stopped after the {step} steps asked ({minutes:.1f} minutes){cut}"
+    return f"stopped: {last['stop_reason']}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     launched = _launch_torchrun(args)
     if launched is not None:
@@ -279,9 +311,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     metrics = run.metrics
     print(f"trained {args.model} to step {metrics.get('step')} in {run.seconds / 60:.1f} min")
+    stopped = _stop_summary(out)
+    if stopped:
+        print(stopped)
     which = "validation" if metrics.get("dataset") == IMAGES_DATASET else "test"
     print(f"{which} metrics ({metrics.get('dataset')}):")
-    print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step")}))
+    print(_format_metrics({k: v for k, v in metrics.items() if k not in ("dataset", "step", "stop_reason")}))
     print(f"run directory: {out}  (config.json, weights.safetensors, state.*, metrics.jsonl, eval.json)")
     return 0
 
@@ -466,6 +501,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     figure = posterior_figure(run.model, run.test_set, 8, out / "demo.png")
     plot_curves(out / METRICS_FILE, keys=("loss",), path=out / "loss.png")
     print(f"your SPAIR trained for {metrics.get('step')} steps in {run.seconds / 60:.1f} min")
+    stopped = _stop_summary(out)
+    if stopped:
+        print(stopped)
     print(f"test metrics on {metrics.get('num_scenes')} unseen scenes:")
     if shipped is None:
         print(_format_metrics({k: v for k, v in metrics.items() if k in _DEMO_KEYS}))
@@ -561,13 +599,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset", metavar="NAME", help="start from the model's named recipe (`ppl-scenes presets`)"
     )
-    budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=positive_int, metavar="N", help="optimisation steps")
-    budget.add_argument(
+    train.add_argument(
+        "--steps",
+        type=positive_int,
+        metavar="N",
+        help="optimisation steps (default: the model's, unless --minutes is given)",
+    )
+    train.add_argument(
         "--minutes",
         type=positive_float,
         metavar="M",
-        help="wall-clock budget (total, resumes included); the config's steps stay an upper bound",
+        help="wall-clock budget (total, resumes included): trains for M minutes however many steps that "
+        "takes; with --steps (or train.steps=) too, stops at whichever comes first",
     )
     train.add_argument("--dataset", metavar="NAME", help="dataset (default: the model's)")
     train.add_argument("--seed", type=int, metavar="S", help="seed of weights and batch order (default 0)")
@@ -725,6 +768,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # RunDirError and CLIError are ValueErrors
         _error(err)
         return 2
+    except TrainingInterrupted as err:
+        at = (
+            f"its last checkpoint (step {err.last_checkpoint_step})"
+            if err.last_checkpoint_step is not None
+            else "the start (no checkpoint was written yet)"
+        )
+        _error(
+            f"interrupted at step {err.step} after {err.seconds / 60:.1f} minutes: the run resumes from "
+            f"{at} with `train ... --resume`"
+        )
+        return 130
     except KeyboardInterrupt:
         _error("interrupted (a run resumes from its last checkpoint with `train ... --resume`)")
         return 130

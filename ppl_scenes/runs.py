@@ -435,7 +435,9 @@ class RunSpec:
         ``images``: the image options given again (``paths`` and any other argument of
         :meth:`for_images` but ``overrides``); each must be the run's.
 
-        ``steps`` alone extends the run to that step whatever its minutes budget was.
+        ``steps`` alone extends the run to that step whatever its minutes budget was; ``minutes``
+        alone (or ``train.minutes=``) to that many minutes in all whatever its steps were (no step
+        limit, as a new run's minutes budget: :func:`ppl_scenes.infer.fit.train_config`).
         """
         model_raw, train_raw, data_raw = split_overrides(overrides)
         differ = []
@@ -467,6 +469,9 @@ class RunSpec:
         if steps is not None:
             train["minutes"] = 0.0  # --steps N on resume: go on to step N, whatever the old budget
         train.update(_given(steps=steps, minutes=minutes, device=device))
+        new_minutes = minutes is not None or "minutes" in train_raw
+        if new_minutes and steps is None and "steps" not in train_raw and train.get("minutes"):
+            train["steps"] = 0  # --minutes M on resume: go on to M minutes in all, whatever the steps
         return dataclasses.replace(
             self,
             train=train,

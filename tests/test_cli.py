@@ -6,9 +6,11 @@ scenes); the other tests evaluate, sample, resume and break copies of it.
 
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -232,6 +234,93 @@ def test_resume_continues_to_more_steps(run_copy):
     assert json.loads((run_copy / "eval.json").read_text())["step"] == 3
 
 
+def fake_clock(monkeypatch, seconds_per_step):
+    """The trainer's clock (read at the start and after each step), a step ``seconds_per_step`` long."""
+    import ppl_scenes.infer.trainer as trainer_mod
+
+    clock = {"t": 0.0}
+
+    def perf_counter():
+        clock["t"] += seconds_per_step
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
+
+
+def test_minutes_alone_train_for_the_minutes_and_the_summary_says_so(tmp_path, monkeypatch, capsys):
+    from ppl_scenes import SPAIR
+
+    monkeypatch.setattr(SPAIR, "default_train", {**SPAIR.default_train, "steps": 2})  # 5,000 in SPAIR
+    fake_clock(monkeypatch, 1.0)
+    out = tmp_path / "run"
+    assert main(train_args(out, "--minutes", "0.1", *TINY)) == 0  # 6 s: 6 steps, not the default 2
+    printed = capsys.readouterr().out
+    assert "stopped by the 0.1-minute budget after 6 steps" in printed
+    assert "stop_reason" not in printed  # said once, not again among the metrics
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 6 and records[-1]["stop_reason"] == "minutes"
+    assert json.loads((out / "eval.json").read_text())["stop_reason"] == "minutes"
+    assert json.loads((out / "config.json").read_text())["train_config"]["steps"] == 0
+
+
+@pytest.mark.parametrize(
+    "budget, line",
+    [
+        (["--steps", "3", "--minutes", "10"], "stopped after the 3 steps asked (0.1 minutes)"),
+        (["--minutes", "0.05", "train.steps=10"], "stopped by the 0.05-minute budget after 2 steps"),
+    ],
+)
+def test_steps_and_minutes_together_stop_at_whichever_comes_first(
+    tmp_path, monkeypatch, capsys, budget, line
+):
+    fake_clock(monkeypatch, 2.0)
+    assert main(train_args(tmp_path / "run", *budget, *TINY)) == 0
+    assert line in capsys.readouterr().out
+
+
+def test_resume_with_minutes_alone_trains_to_that_many_minutes_in_all(run_copy, monkeypatch, capsys):
+    """The run stopped after its 2 steps asked; --minutes alone lifts them."""
+    elapsed = json.loads((run_copy / "metrics.jsonl").read_text().splitlines()[-1])["seconds"]
+    fake_clock(monkeypatch, 1.0)
+    assert main(train_args(run_copy, "--resume", "--minutes", "0.1")) == 0
+    records = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["stop_reason"] == "minutes" and records[-1]["seconds"] >= 6.0
+    assert records[-1]["step"] == 2 + math.ceil(6.0 - elapsed)
+    assert "stopped by the 0.1-minute budget" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_says_where_it_stopped(tmp_path, monkeypatch, capsys):
+    from ppl_scenes.infer import SVITrainer
+
+    real = SVITrainer.train_step
+
+    def interrupt_at_step_3(self, batch):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(SVITrainer, "train_step", interrupt_at_step_3)
+    code = main(train_args(tmp_path / "run", "--steps", "5", *TINY, "train.checkpoint_every=1"))
+    err = assert_clean_error(capsys, code, 130, "interrupted at step 2 after")
+    assert "from its last checkpoint (step 2)" in err
+
+
+def test_ssdir_minutes_are_shared_by_its_stages_and_the_summary_says_so(tmp_path, monkeypatch, capsys):
+    fake_clock(monkeypatch, 6.0)
+    out = tmp_path / "ssdir"
+    tiny = ["image_size=32,32", "backbone_widths=4,4,4", "pyramid_levels=2", "pyramid_channels=8"]
+    tiny += ["what_dim=4", "patch_size=8", "decoder_width=8", "detector_steps=1000"]
+    data = ["data.num_scenes=8", "data.canvas_size=32", "data.min_size=8", "data.max_size=16"]
+    args = ["train", "ssdir", "--out", str(out), "--num-test", "4", "--no-progress", "--minutes", "1"]
+    assert main([*args, *tiny, *data, "train.batch_size=4", "train.log_every=1"]) == 0
+    # stage 1's share: 1,000 of 1,000 + 2,000 steps, 20 s; it ends after step 4 (24 s); SVI to 60 s
+    printed = capsys.readouterr().out
+    assert "stopped by the 1-minute budget after 10 steps; stage 1 ended after 4 of its 1000 steps" in printed
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == [1] * 4 + [2] * 6
+    assert (out / "detector.safetensors").is_file()
+
+
 def test_overrides_may_sit_between_options(tmp_path):
     out = tmp_path / "run"
     args = ["train", "spair", *TINY[:3], "--out", str(out), *TINY[3:], "--steps", "1", "--num-test", "2"]
@@ -291,7 +380,6 @@ def test_parse_value():
         (["train", "spair", "--steps", "-3"], "--steps"),
         (["train", "spair", "--minutes", "0"], "--minutes: must be a positive number"),
         (["train", "spair", "--minutes", "nan"], "--minutes"),
-        (["train", "spair", "--steps", "2", "--minutes", "1"], "not allowed with argument"),
         (["train", "spair", "--steps", "1", "--bogus"], "unrecognized arguments: --bogus"),
         (["demo", "--steps", "0"], "--steps"),
         (["demo", "--minutes", "-1"], "--minutes"),

@@ -9,7 +9,13 @@ from ppl_scenes.infer.fit import TRAINERS, fit
 from ppl_scenes.infer.lifting import LiftingTrainer, TaskTrainer
 from ppl_scenes.infer.supervised import SupervisedTrainer
 from ppl_scenes.infer.svi import SVITrainer
-from ppl_scenes.infer.trainer import NonFiniteStep, TrainConfig, Trainer, TrainingDiverged
+from ppl_scenes.infer.trainer import (
+    NonFiniteStep,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from ppl_scenes.infer.two_stage import TwoStageTrainer
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "TwoStageTrainer",
     "fit",
 ]

@@ -17,9 +17,14 @@ class TrainConfig:
     """Settings of a training run (the models' ``default_train`` override these defaults).
 
     Attributes:
-        steps: number of optimisation steps (upper bound when ``minutes`` is set too).
+        steps: number of optimisation steps; with ``minutes`` too, training stops at whichever
+            limit comes first. 0 = no step limit: the ``minutes`` budget alone ends the run (what
+            :func:`ppl_scenes.infer.fit` makes of a minutes budget given without steps: a model's
+            default steps never cap it).
         minutes: wall-clock budget of the run (a resumed run counts the time spent before it);
-            training stops after the step that crosses it (0 = none).
+            training stops after the step that crosses it (0 = none). The run records which limit
+            ended it (``stop_reason``: ``"steps"`` or ``"minutes"``) in its last ``metrics.jsonl``
+            record and in ``eval.json``.
         batch_size: images per step.
         lr: Adam learning rate of every parameter not named in ``lr_per_module``.
         lr_per_module: learning rates by module path, e.g. ``{"encoder.backbone": 1e-4}``: a key applies
@@ -38,10 +43,10 @@ class TrainConfig:
         device: ``cpu`` or ``cuda``.
         tensorboard: also write TensorBoard scalars under ``RUN_DIR/tb`` (needs ``tensorboard``).
         lr_decay_from: fraction of the budget after which every learning rate decays (1 = never, the
-            default). The budget's fraction is the larger of ``step / steps`` and, with ``minutes``,
-            the share of the wall-clock budget spent, so a run limited by minutes decays over its
-            last minutes. Late in a run, Adam's constant rate keeps the metrics swinging from one
-            evaluation to the next; a decayed rate settles them.
+            default). The budget's fraction is the larger of ``step / steps`` (none with
+            ``steps=0``) and, with ``minutes``, the share of the wall-clock budget spent, so a run
+            limited by minutes decays over its last minutes. Late in a run, Adam's constant rate
+            keeps the metrics swinging from one evaluation to the next; a decayed rate settles them.
         lr_decay_to: the factor the learning rates reach at the end of the budget (half-cosine from 1).
         keep_freed_memory: when the scenes are generated batch by batch (a dataset too large to hold
             in memory), fix glibc's malloc thresholds so freed tensors stay in the heap for the next
@@ -68,7 +73,7 @@ class TrainConfig:
     keep_freed_memory: bool = True
 
     def __post_init__(self):
-        self.steps = check_positive_int(self.steps, "steps")
+        self.steps = check_non_negative(self.steps, "steps", integer=True)
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
         self.lr = check_positive(self.lr, "lr")
         self.log_every = check_positive_int(self.log_every, "log_every")
@@ -76,6 +81,8 @@ class TrainConfig:
         self.max_bad_steps = check_positive_int(self.max_bad_steps, "max_bad_steps")
         self.num_particles = check_positive_int(self.num_particles, "num_particles")
         self.minutes = check_non_negative(self.minutes, "minutes")
+        if self.steps == 0 and self.minutes == 0:
+            raise ValueError("steps must be a positive integer unless minutes is set (0: no step limit)")
         self.clip_norm = check_non_negative(self.clip_norm, "clip_norm")
         self.eval_every = check_non_negative(self.eval_every, "eval_every", integer=True)
         self.seed = check_non_negative(self.seed, "seed", integer=True)

@@ -32,7 +32,7 @@ from ppl_scenes.infer.state import fork_rng, restore_training_state, training_st
 from ppl_scenes.models.base import Supervised
 from ppl_scenes.rundir import RunDir, RunDirError
 
-__all__ = ["NonFiniteStep", "TrainConfig", "Trainer", "TrainingDiverged"]
+__all__ = ["NonFiniteStep", "TrainConfig", "Trainer", "TrainingDiverged", "TrainingInterrupted"]
 
 
 class NonFiniteStep(Exception):
@@ -43,14 +43,28 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite steps; the last good checkpoint is left intact."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C) after ``step`` steps and ``seconds`` of training (resumes
+    included); the run resumes from its last checkpoint, at step ``last_checkpoint_step`` (None:
+    none was written)."""
+
+    def __init__(self, step: int, seconds: float, last_checkpoint_step: int | None):
+        super().__init__(f"training interrupted at step {step}")
+        self.step, self.seconds, self.last_checkpoint_step = step, seconds, last_checkpoint_step
+
+
 class Trainer:
     """Runs a training loop with logging, evaluation, checkpoints and resume.
 
     Every ``log_every`` steps (and at the last step) a record ``{"step", "loss", ...}`` is appended to
     ``RUN_DIR/metrics.jsonl``; evaluations (every ``eval_every`` steps and at the end) add their
     results to the record of their step, prefixed ``eval/``, and the final one is written to
-    ``eval.json``. A step whose loss or gradient is not finite changes nothing and is counted in
-    ``skipped_steps``; ``max_bad_steps`` of them in a row raise :class:`TrainingDiverged`.
+    ``eval.json``. The run ends at the first limit of its budget it reaches (``config.steps``,
+    ``config.minutes``); the last record and ``eval.json`` name it as ``stop_reason`` (``"steps"``
+    or ``"minutes"``, see :meth:`stop_reason`), and :attr:`stopped_by` keeps it (``"interrupted"``
+    after Ctrl-C, which is raised again as :class:`TrainingInterrupted`, ``"diverged"`` before
+    :class:`TrainingDiverged`). A step whose loss or gradient is not finite changes nothing and is
+    counted in ``skipped_steps``; ``max_bad_steps`` of them in a row raise :class:`TrainingDiverged`.
 
     Args:
         model: a :class:`ppl_scenes.models.base.SceneModel`.
@@ -88,6 +102,8 @@ class Trainer:
         self.skipped_steps = 0
         self.elapsed = 0.0
         self.last_checkpoint_step: int | None = None
+        #: Which limit ended the last :meth:`fit` (:meth:`stop_reason`; None while it runs).
+        self.stopped_by: str | None = None
         self._matched_prefixes: set[str] = set()
         #: The open run directory while :meth:`fit` runs (None without ``out``).
         self.run_dir: RunDir | None = None
@@ -168,10 +184,34 @@ class Trainer:
     def lr_decay_factor(self, step: int) -> float:
         """The factor on every learning rate at ``step`` (see ``TrainConfig.lr_decay_from``)."""
         cfg = self.config
-        done = step / cfg.steps
+        done = step / cfg.steps if cfg.steps else 0.0
         if cfg.minutes:
             done = max(done, self.elapsed / (cfg.minutes * 60))
         return decay_factor(done, cfg.lr_decay_from, cfg.lr_decay_to)
+
+    # -- budget ------------------------------------------------------------------------------------
+    def stop_reason(self) -> str | None:
+        """Which limit of the budget the run has reached: ``"steps"``, ``"minutes"``, or None (go on).
+
+        ``steps`` is reached at ``config.steps`` (never with ``steps=0``), ``minutes`` once the run's
+        elapsed seconds (resumes included) reach ``config.minutes``; both reached, the steps are named
+        (the run did all it was asked).
+        """
+        cfg = self.config
+        if cfg.steps and self.step >= cfg.steps:
+            return "steps"
+        if cfg.minutes and self.elapsed >= cfg.minutes * 60:
+            return "minutes"
+        return None
+
+    def stage_over(self) -> bool:
+        """Whether the current stage of a staged run has used its share of the minutes budget (then
+        :meth:`next_stage` is called after the step is logged). A one-stage trainer has none: False."""
+        return False
+
+    def next_stage(self) -> None:
+        """Move on to the next stage (see :meth:`stage_over`); a one-stage trainer never does."""
+        raise NotImplementedError
 
     def decay_learning_rates(self, step: int) -> dict[str, float]:
         """Scale every optimiser's rates by :meth:`lr_decay_factor`; returns ``{"lr_factor": f}`` to log.
@@ -327,12 +367,17 @@ class Trainer:
         self._write_config(resumed=saved is not None)
         records: list[dict[str, Any]] = []
         start_step, start_time = self.step, time.perf_counter() - self.elapsed
-        budget = cfg.minutes * 60 if cfg.minutes else math.inf
+        self.stopped_by = stop = self.stop_reason()
+        if stop is None and self.stage_over():  # resumed past the stage's share (a smaller budget)
+            self.next_stage()
         bar = tqdm(
-            total=cfg.steps, initial=start_step, desc=f"training {self.model.name}", disable=not self.progress
+            total=cfg.steps or None,
+            initial=start_step,
+            desc=f"training {self.model.name}",
+            disable=not self.progress,
         )
         try:
-            while self.step < cfg.steps and self.elapsed < budget:
+            while stop is None:
                 step = self.step + 1
                 annealed = {**self.model.set_step(step), **self.decay_learning_rates(step)}
                 self.batch_index = self.batch_indices(step, len(images))
@@ -356,25 +401,38 @@ class Trainer:
                     ddp.broadcast_from_main(list(self.model.buffers()))  # batch-norm statistics
                 self.step = step
                 self.elapsed = time.perf_counter() - start_time
-                last = step >= cfg.steps or self.elapsed >= budget
+                self.stopped_by = stop = self.stop_reason()
+                last = stop is not None
+                stage_over = not last and self.stage_over()
                 bar.update(1)
                 if math.isfinite(stats["loss"]):
                     bar.set_postfix(loss=f"{stats['loss']:.4g}")
                 eval_due = self.eval_fn is not None and (
                     last or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
                 )
-                if step % cfg.log_every == 0 or last or eval_due:
+                if step % cfg.log_every == 0 or last or eval_due or stage_over:
                     rec = {"step": step, **stats, **self.model.loss_terms(), **annealed}
                     rec.update(skipped_steps=self.skipped_steps, seconds=round(self.elapsed, 3))
+                    if last:
+                        rec["stop_reason"] = stop
+                    if stage_over:
+                        rec["stage_stop_reason"] = "minutes"
                     if eval_due:
                         rec.update({f"eval/{k}": v for k, v in self._evaluate(final=last).items()})
                     records.append(rec)
                     self._log(rec)
+                if stage_over:
+                    self.next_stage()
+                    bar.update(self.step - step)
+                    self._checkpoint()  # the next stage starts from here on a resume
                 # A checkpoint holds the state after a good step; the end is always saved.
-                if (step % cfg.checkpoint_every == 0 and self.bad_steps == 0) or last:
+                elif (step % cfg.checkpoint_every == 0 and self.bad_steps == 0) or last:
                     self._checkpoint()
             if self.step == start_step and self.eval_fn is not None:
                 self._evaluate(final=True)  # nothing left to train (resumed run): evaluate all the same
+        except KeyboardInterrupt as err:
+            self.stopped_by = "interrupted"
+            raise TrainingInterrupted(self.step, self.elapsed, self.last_checkpoint_step) from err
         finally:
             bar.close()
             self.model.eval()
@@ -383,6 +441,7 @@ class Trainer:
     def _diverged(self, step: int):
         cfg = self.config
         first = step - self.bad_steps + 1
+        self.stopped_by = "diverged"
         self._log({"step": step, "loss": float("nan"), "skipped_steps": self.skipped_steps, "diverged": True})
         if self.out is None:
             kept = "nothing was saved (no run directory)"
@@ -491,5 +550,5 @@ class Trainer:
         if not isinstance(results, dict):
             raise ValueError(f"eval_fn must return a dict of metrics, got {type(results).__name__}")
         if final and self.run_dir is not None:
-            self.run_dir.write_eval({"step": self.step, **results})
+            self.run_dir.write_eval({"step": self.step, "stop_reason": self.stopped_by, **results})
         return results

@@ -9,6 +9,17 @@ recalibrate the detector on the last ``model.calibration_batch_count()`` trainin
 ``model.freeze_detector()``, writes the detector's weights to ``RUN_DIR/detector.safetensors`` and
 from then on takes ELBO steps over every other parameter. The stage follows from the step alone, so a
 resumed run picks up in the right stage.
+
+A minutes budget (``TrainConfig.minutes``) is shared between the stages in proportion to their steps:
+stage 1 may use ``minutes * detector_steps / (detector_steps + svi_steps)`` of it (its share, counted
+from the run's start, resumes included), stage 2 the rest, including what stage 1 left unused. The
+SVI stage's steps are ``steps - detector_steps`` with a step budget, and without one (``steps=0``, a
+minutes budget alone) those of the model's default run: its ``default_train`` steps less its
+config's default ``detector_steps`` (SSDIR: 11,500 - 9,500 = 2,000), at least 1. A stage 1 that
+reaches its share before its last step ends there: its last step's record says
+``stage_stop_reason: "minutes"``, and the run jumps to step ``detector_steps`` (a checkpoint is
+written there), so stage 2 takes its steps ``detector_steps + 1, ...`` as in a run that finished
+stage 1, and the step still tells the stage. The metrics then skip the detector steps not taken.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ppl_scenes.infer.config import TrainConfig
 from ppl_scenes.infer.optim import scale_learning_rates
 from ppl_scenes.infer.svi import SVITrainer
 from ppl_scenes.models.base import DetectorStage
@@ -40,6 +52,30 @@ class TwoStageTrainer(SVITrainer):
     def detector_steps(self) -> int:
         """Stage 1's length (the model's)."""
         return self.model.detector_steps
+
+    @property
+    def svi_steps(self) -> int:
+        """Stage 2's length in the budget's reckoning (see the module docstring)."""
+        if self.config.steps:
+            return max(self.config.steps - self.detector_steps, 0)
+        defaults = self.model.config_class()
+        total = self.model.default_train.get("steps", TrainConfig.steps)
+        return max(total - int(getattr(defaults, "detector_steps", 0)), 1)
+
+    def detector_seconds(self) -> float:
+        """Stage 1's share of the minutes budget, in seconds (infinite without a minutes budget)."""
+        if not self.config.minutes:
+            return float("inf")
+        share = self.detector_steps / (self.detector_steps + self.svi_steps) if self.detector_steps else 0.0
+        return self.config.minutes * 60 * share
+
+    def stage_over(self) -> bool:
+        """Stage 1 has steps left but has used its share of the minutes budget."""
+        return self.step < self.detector_steps and self.elapsed >= self.detector_seconds()
+
+    def next_stage(self) -> None:
+        """End stage 1 early: jump to its last step, so that the next step is the SVI stage's first."""
+        self.step = self.detector_steps
 
     def gradient_reduction(self, name: str) -> str:
         """The detector's loss is a mean over the batch, the ELBO a sum."""

@@ -27,6 +27,7 @@ import ppl_scenes.infer.trainer as trainer_mod
 from ppl_scenes import runs
 from ppl_scenes.data.loading import materialize
 from ppl_scenes.infer import SVITrainer, fit
+from ppl_scenes.infer.fit import train_config
 from ppl_scenes.infer.trainer import TrainConfig, Trainer, TrainingDiverged
 from ppl_scenes.models.base import MODELS, SceneModel, SceneParse, Variational
 from ppl_scenes.models.spair import SPAIR, SPAIRConfig
@@ -397,7 +398,7 @@ def test_eval_only_at_the_end_by_default(tmp_path, images):
         progress=False,
     )
     assert [("eval/x" in r) for r in read_metrics(out)] == [False, False, False, True]
-    assert json.loads((out / "eval.json").read_text()) == {"step": 4, "x": 1.0}
+    assert json.loads((out / "eval.json").read_text()) == {"step": 4, "stop_reason": "steps", "x": 1.0}
 
 
 def test_eval_fn_must_return_a_dict(images):
@@ -430,6 +431,142 @@ def test_minutes_budget_stops_training(tmp_path, images, monkeypatch):
     assert records[-1]["step"] < 100
     assert read_checkpoint(out)["step"] == records[-1]["step"]  # the last step is logged and saved
     assert json.loads((out / "eval.json").read_text())["step"] == records[-1]["step"]
+
+
+def fake_clock(monkeypatch, seconds_per_reading):
+    """The trainer's clock, each reading ``seconds_per_reading`` later than the one before (the loop
+    reads it once at the start and once after each step: step k ends k readings after the start)."""
+    clock = {"t": 1000.0}
+
+    def perf_counter():
+        clock["t"] += seconds_per_reading
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
+
+
+class Capped(Toy):
+    """A toy whose default training is 3 steps (as SPAIR's default_train holds 5,000)."""
+
+    default_train = {"steps": 3, "batch_size": 4, "log_every": 1}
+
+
+def test_a_minutes_budget_alone_is_not_capped_by_the_models_default_steps(tmp_path, images, monkeypatch):
+    fake_clock(monkeypatch, 1.0)  # a second a step
+    out = tmp_path / "run"
+    fit(Capped(), images, minutes=0.5, eval_fn=lambda m: {"a": 1.0}, out=out, progress=False)
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == list(range(1, 31))  # 30 s, not the default's 3 steps
+    assert records[-1]["stop_reason"] == "minutes"
+    assert all("stop_reason" not in r for r in records[:-1])
+    assert json.loads((out / "eval.json").read_text())["stop_reason"] == "minutes"
+    assert json.loads((out / "config.json").read_text())["train_config"]["steps"] == 0  # no step limit
+    assert fit(Capped(), images, progress=False).step == 3  # without minutes, the default steps hold
+
+
+def test_train_config_takes_a_minutes_budget_without_steps_as_the_only_limit():
+    assert train_config(Capped, minutes=5).steps == 0
+    assert train_config(Capped).steps == 3
+    assert train_config(Capped, 7, minutes=5).steps == 7  # both given: both are limits
+    assert train_config(Capped, minutes=5, steps=7).steps == 7
+    assert train_config(Capped, minutes=0).steps == 3
+    with pytest.raises(ValueError, match="steps must be a positive integer unless minutes"):
+        TrainConfig(steps=0)
+    assert TrainConfig(steps=0, minutes=1).steps == 0
+
+
+@pytest.mark.parametrize(
+    "steps, minutes, stop_step, reason",
+    [
+        (5, 1.0, 5, "steps"),  # the steps come first (5 s of a minute)
+        (100, 0.25, 15, "minutes"),  # the minutes come first (15 s, at step 15 of 100)
+        (15, 0.25, 15, "steps"),  # both at once: the run did all it was asked
+    ],
+)
+def test_steps_and_minutes_stop_at_whichever_comes_first_and_say_which(
+    tmp_path, images, monkeypatch, steps, minutes, stop_step, reason
+):
+    fake_clock(monkeypatch, 1.0)
+    out = tmp_path / "run"
+    trainer = SVITrainer(
+        make_toy(),
+        TrainConfig(steps=steps, minutes=minutes, batch_size=4, log_every=100),
+        out=out,
+        eval_fn=lambda m: {"a": 1.0},
+        progress=False,
+    )
+    trainer.fit(images)
+    last = read_metrics(out)[-1]
+    assert last["step"] == stop_step and last["stop_reason"] == reason and trainer.stopped_by == reason
+    assert json.loads((out / "eval.json").read_text())["stop_reason"] == reason
+    assert read_checkpoint(out)["step"] == stop_step
+
+
+def test_minutes_budget_counts_the_time_before_a_resume(tmp_path, images, monkeypatch):
+    fake_clock(monkeypatch, 1.0)
+    out = tmp_path / "run"
+    fit(Capped(), images, minutes=0.25, out=out, progress=False)
+    assert read_metrics(out)[-1]["step"] == 15
+    fit(Capped(), images, minutes=0.5, out=out, resume=True, progress=False)  # 30 s in all
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == list(range(1, 31))
+    assert records[-1]["stop_reason"] == "minutes" and records[-1]["seconds"] == pytest.approx(30.0)
+
+
+def test_lr_decay_of_a_minutes_budget_alone_follows_the_minutes(images, monkeypatch):
+    fake_clock(monkeypatch, 6.0)  # a tenth of a minute a step
+    cfg = TrainConfig(steps=0, minutes=1.0, batch_size=4, log_every=1, lr_decay_from=0.5, lr_decay_to=0.1)
+    records = SVITrainer(make_toy(), cfg, progress=False).fit(images)
+    assert [r["step"] for r in records] == list(range(1, 11))
+    factors = [r["lr_factor"] for r in records]
+    # step k decays by the share spent before it, (k - 1) / 10: full rate through half the minutes
+    assert factors[:6] == [1.0] * 6
+    assert all(a > b for a, b in zip(factors[5:], factors[6:])) and 0.1 < factors[-1] < 0.3
+
+
+def test_annealed_priors_count_steps_from_the_start_whatever_the_budget(tmp_path, monkeypatch):
+    """SPAIR's presence prior anneals over its own ``pres_anneal_steps`` steps: a minutes budget (no
+    step limit) anneals it exactly as a step budget does."""
+    x = square_images()
+    steps = TrainConfig(steps=12, batch_size=2, log_every=1)
+    by_steps = [r["pres_prob"] for r in SVITrainer(tiny_spair(), steps, progress=False).fit(x)]
+    fake_clock(monkeypatch, 1.0)
+    minutes = TrainConfig(steps=0, minutes=0.2, batch_size=2, log_every=1)  # 12 s: 12 steps
+    by_minutes = [r["pres_prob"] for r in SVITrainer(tiny_spair(), minutes, progress=False).fit(x)]
+    assert by_minutes == by_steps
+    assert by_minutes[9] == by_minutes[-1] == pytest.approx(SPAIRConfig().pres_prob_end)  # step 10 on
+
+
+def test_an_interrupted_run_says_where_it_stopped_and_resumes(tmp_path, images, monkeypatch):
+    out = tmp_path / "run"
+    real = SVITrainer.train_step
+
+    def interrupt_at_step_4(self, batch):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    with monkeypatch.context() as m:
+        m.setattr(SVITrainer, "train_step", interrupt_at_step_4)
+        trainer = SVITrainer(
+            make_toy(), TrainConfig(steps=5, batch_size=4, checkpoint_every=2), out=out, progress=False
+        )
+        with pytest.raises(trainer_mod.TrainingInterrupted) as caught:
+            trainer.fit(images)
+    assert isinstance(caught.value, KeyboardInterrupt)  # what catches Ctrl-C catches it
+    assert (caught.value.step, caught.value.last_checkpoint_step) == (3, 2)
+    assert trainer.stopped_by == "interrupted"
+    fit(make_toy(), images, steps=5, batch_size=4, out=out, resume=True, progress=False)
+    assert read_metrics(out)[-1]["stop_reason"] == "steps"
+
+
+def test_a_diverged_run_says_so(images):
+    trainer = SVITrainer(
+        make_toy(nan_loss_steps=(1, 2)), TrainConfig(steps=5, batch_size=4, max_bad_steps=2), progress=False
+    )
+    with pytest.raises(TrainingDiverged):
+        trainer.fit(images)
+    assert trainer.stopped_by == "diverged"
 
 
 # -- devices ---------------------------------------------------------------------------------------

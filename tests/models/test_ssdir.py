@@ -1,14 +1,18 @@
 """SSDIR: sites and parses per variant, the detector stage feeding SSDIR, depth merge, frozen detector."""
 
+import math
+import types
+
 import pyro.poutine as poutine
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
 from torchvision.ops import box_convert, box_iou
 
-from ppl_scenes.infer import TRAINERS, fit
+import ppl_scenes.infer.trainer as trainer_mod
+from ppl_scenes.infer import TRAINERS, TrainConfig, fit
 from ppl_scenes.infer.two_stage import DETECTOR_FILE, TwoStageTrainer
-from ppl_scenes.models import MODELS, SSDIR
+from ppl_scenes.models import MODELS, SSDIR, SSDIRConfig
 from ppl_scenes.rundir import load_tensors
 from ppl_scenes.runs import load, read_metrics
 from tests.helpers import SSDIR_TINY
@@ -288,3 +292,74 @@ def test_detector_learning_rate_follows_its_schedule_across_a_resume(tmp_path, m
     for bad in (((2, 0.1), (1, 0.5)), ((-1, 0.1),), ((2, 0.0),), (2, 0.1), ((2.5, 0.1),)):
         with pytest.raises(ValueError, match="detector_lr_schedule"):
             tiny(detector_lr_schedule=bad)
+
+
+# -- a minutes budget shared between the stages ----------------------------------------------------
+def fake_clock(monkeypatch, seconds):
+    """The trainer's clock, read once at the start and once after each step: each reading ``seconds``
+    later than the one before (a number, or an iterator of them)."""
+    clock = {"t": 0.0}
+
+    def perf_counter():
+        clock["t"] += seconds if isinstance(seconds, int | float) else next(seconds)
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
+
+
+def test_stage_one_gets_its_steps_share_of_the_minutes():
+    model = tiny(detector_steps=6)
+    trainer = TwoStageTrainer(model, TrainConfig(steps=10, minutes=1.0), progress=False)
+    assert trainer.svi_steps == 4 and trainer.detector_seconds() == pytest.approx(36.0)  # 60 * 6 / 10
+    alone = TwoStageTrainer(model, TrainConfig(steps=0, minutes=10.0), progress=False)
+    svi = SSDIR.default_train["steps"] - SSDIRConfig().detector_steps  # the default run's 2,000
+    assert alone.svi_steps == svi and alone.detector_seconds() == pytest.approx(600 * 6 / (6 + svi))
+    assert TwoStageTrainer(model, TrainConfig(steps=6, minutes=1.0)).detector_seconds() == 60.0  # no SVI
+    assert TwoStageTrainer(model, TrainConfig(steps=10)).detector_seconds() == math.inf
+    assert TwoStageTrainer(tiny(detector_steps=0), TrainConfig(steps=4, minutes=1.0)).detector_seconds() == 0
+
+
+def test_a_minutes_budget_alone_gives_the_svi_stage_its_share(tmp_path, monkeypatch):
+    """``ssdir --minutes M``: stage 1 stops at its share and the SVI stage trains the rest."""
+    fake_clock(monkeypatch, 6.0)
+    model = confident(tiny(detector_steps=1000))
+    share = 60 * 1000 / (1000 + SSDIR.default_train["steps"] - SSDIRConfig().detector_steps)  # 20 s
+    out = tmp_path / "run"
+    fit(model, scenes(), minutes=1.0, batch_size=2, out=out, progress=False, log_every=1)
+    records = read_metrics(out)
+    cut = [r for r in records if "stage_stop_reason" in r]
+    assert len(cut) == 1 and cut[0]["stage"] == 1 and cut[0]["seconds"] >= share > cut[0]["seconds"] - 6
+    assert [r["step"] for r in records] == [1, 2, 3, 4, *range(1001, 1007)]  # 24 s of 60, then SVI
+    assert [r["stage"] for r in records] == [1] * 4 + [2] * 6
+    assert records[-1]["stop_reason"] == "minutes" and records[-1]["seconds"] == pytest.approx(60.0)
+    assert (out / DETECTOR_FILE).is_file()  # the detector was frozen and saved: the codes trained
+
+
+def test_stages_split_steps_and_minutes_across_a_resume(tmp_path, monkeypatch):
+    fake_clock(monkeypatch, 12.0)
+    out = tmp_path / "run"
+    kw = dict(steps=10, batch_size=2, out=out, progress=False, log_every=1)
+    # 30 s, 18 of them stage 1's (6 of 10 steps): steps 1 (12 s), 2 (24 s: share used), then SVI step 7
+    fit(confident(tiny(detector_steps=6)), scenes(), minutes=0.5, **kw)
+    assert [(r["step"], r["stage"]) for r in read_metrics(out)] == [(1, 1), (2, 1), (7, 2)]
+    assert read_metrics(out)[-1]["stop_reason"] == "minutes"
+    # a minute in all: the SVI stage goes on from its step 7 (36 s) to 60 s
+    fit(tiny(detector_steps=6), scenes(), minutes=1.0, resume=True, **kw)
+    records = read_metrics(out)
+    assert [(r["step"], r["stage"]) for r in records] == [(1, 1), (2, 1), (7, 2), (8, 2), (9, 2)]
+    assert records[-1]["stop_reason"] == "minutes" and records[-1]["seconds"] == pytest.approx(60.0)
+    # the steps come first: the run ends at step 10 having done all it was asked
+    fit(tiny(detector_steps=6), scenes(), minutes=10.0, resume=True, **kw)
+    assert read_metrics(out)[-1]["step"] == 10 and read_metrics(out)[-1]["stop_reason"] == "steps"
+
+
+def test_stage_one_that_finishes_its_steps_leaves_its_time_to_stage_two(tmp_path, monkeypatch):
+    # stage 1's steps take a second, the SVI steps ten (the start's reading first)
+    fake_clock(monkeypatch, iter([0.0, 1.0, 1.0] + [10.0] * 20))
+    out = tmp_path / "run"
+    model = confident(tiny(detector_steps=2))
+    fit(model, scenes(), steps=10, minutes=1.0, batch_size=2, out=out, progress=False, log_every=1)
+    records = read_metrics(out)  # stage 1's share is 12 s (2 of 10 steps) but its steps end at 2 s
+    assert [r["stage"] for r in records] == [1] * 2 + [2] * 6  # stage 2 trains 58 s, past its 48
+    assert not any("stage_stop_reason" in r for r in records)
+    assert records[-1]["step"] == 8 and records[-1]["stop_reason"] == "minutes"
