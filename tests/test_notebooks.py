@@ -15,7 +15,7 @@ from ppl_scenes import pretrained_names
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 #: The most a committed notebook may weigh, outputs included (its figures are drawn at 60 dpi).
-MAX_BYTES = 600_000
+MAX_BYTES = 400_000
 
 
 def _model_name(notebook) -> str:
