@@ -42,8 +42,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import (
+    command_line,
+    finite,
+    fraction,
+    machine,
+    non_negative_int,
+    positive_int,
+    table,
+    write_record,
+)
 
-from _common import command_line, finite, fraction, machine, non_negative_int, positive_int, table, write_record
 from ppl_scenes import fit, load, make_dataset, pretrained, pretrained_info, pretrained_names
 from ppl_scenes.baselines import ConnComp
 from ppl_scenes.files import tile_parse
@@ -107,8 +116,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=non_negative_int, default=101, help="seed of the test scenes")
     parser.add_argument("--num-test", type=positive_int, default=500, help="test scenes")
-    parser.add_argument("--val-seed", type=non_negative_int, default=202, help="seed of the validation scenes")
-    parser.add_argument("--num-val", type=positive_int, default=200, help="validation scenes (ConnComp's tau)")
+    parser.add_argument(
+        "--val-seed", type=non_negative_int, default=202, help="seed of the validation scenes"
+    )
+    parser.add_argument(
+        "--num-val", type=positive_int, default=200, help="validation scenes (ConnComp's tau)"
+    )
     parser.add_argument(
         "--conncomp-thresholds",
         type=fraction,
@@ -118,7 +131,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="ConnComp thresholds tried on the validation scenes (best AP@0.5, then count accuracy)",
     )
     parser.add_argument("--intervals", type=non_negative_int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="scenes per parse (scoring, timing)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="scenes per parse (scoring, timing)"
+    )
     parser.add_argument("--repeats", type=positive_int, default=7, help="timed passes per model")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed passes per model first")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads, for every model")
@@ -127,7 +142,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gpu-batch-sizes", type=positive_int, nargs="+", default=[1, 8, 32, 128], metavar="B"
     )
-    parser.add_argument("--gpu-steps", type=positive_int, default=6, help="training steps timed per batch size")
+    parser.add_argument(
+        "--gpu-steps", type=positive_int, default=6, help="training steps timed per batch size"
+    )
     parser.add_argument("--data-root", metavar="DIR", help="MNIST root (default: $PPL_SCENES_DATA)")
     parser.add_argument("--no-download", action="store_true", help="never download MNIST")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -202,9 +219,8 @@ def adapt(model, image_size: tuple[int, int]) -> tuple[Any, list[str], str]:
         h, w = image_size
         if model.fixed_input and tile != (h, w):
             how = "padded" if tile[0] >= h and tile[1] >= w else "tiles"
-            text = (
-                f"fixed {tile[0]}x{tile[1]} input: "
-                + ("images padded" if how == "padded" else "overlapping tiles merged by NMS")
+            text = f"fixed {tile[0]}x{tile[1]} input: " + (
+                "images padded" if how == "padded" else "overlapping tiles merged by NMS"
             )
             return wrapper(model), [text], how
         if not model.fixed_input and (h > tile[0] or w > tile[1]):
