@@ -153,12 +153,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 # -- the scenes ----------------------------------------------------------------------------------
-def scenes(task: str, split: str, num: int, seed: int, root: str | None, download: bool) -> list:
+def scenes(
+    task: str, split: str, num: int, seed: int, root: str | None, download: bool, first: int | None = None
+) -> list:
+    """The ``(image, target)`` pairs of the task's ``split`` (only the ``first`` ones when given)."""
     spec = TASKS[task]
     dataset = make_dataset(
         spec["dataset"], split, num_scenes=num, seed=seed, root=root, download=download, **spec["kwargs"]
     )
-    return [dataset[i] for i in range(len(dataset))]
+    return [dataset[i] for i in range(min(len(dataset), first or len(dataset)))]
 
 
 def fingerprint(items: list) -> str:
@@ -304,7 +307,9 @@ def distribution_note(task: str, trained_on: dict[str, Any] | None) -> list[str]
     )
     if same:
         return []
-    return [f"trained on {trained_on['dataset']}: out of its training distribution here"]
+    size = kwargs.get("canvas_size")
+    canvas = f" ({size}x{size} canvases)" if isinstance(size, int) else ""
+    return [f"trained on {trained_on['dataset']}{canvas}: out of its training distribution here"]
 
 
 # -- ConnComp's threshold, on validation scenes ---------------------------------------------------
@@ -375,8 +380,15 @@ def _proc_status() -> dict[str, float] | None:
 def memory_probe(job: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: load the model and the batch, then the peak RSS of one parse (MB)."""
     torch.set_num_threads(job["threads"])
-    batch = scenes(job["task"], "test", job["num_test"], job["seed"], job["data_root"], job["download"])
-    batch = batch[: job["batch_size"]]
+    batch = scenes(
+        job["task"],
+        "test",
+        job["num_test"],
+        job["seed"],
+        job["data_root"],
+        job["download"],
+        job["batch_size"],
+    )
     images = torch.stack([im for im, _ in batch])
     targets = [t for _, t in batch]
     model = load_source(job["source"])
@@ -474,7 +486,10 @@ def gpu_numbers(model, args, test: list) -> dict[str, Any]:
                 fresh = copy.deepcopy(model)
                 with tempfile.TemporaryDirectory() as tmp:
                     start = time.perf_counter()
-                    fit(fresh, train, steps=steps, batch_size=size, device="cuda", progress=False, out=tmp)
+                    run_dir = Path(tmp) / "run"
+                    fit(
+                        fresh, train, steps=steps, batch_size=size, device="cuda", progress=False, out=run_dir
+                    )
                     torch.cuda.synchronize()
                     seconds[steps] = time.perf_counter() - start
             out["train_step"][str(size)] = {
@@ -584,11 +599,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         name = row["name"]
         if progress:
             print(f"{NAME}: scoring {name} on {len(test)} {args.task} test scenes", file=sys.stderr)
-        scores = evaluate_detection(
-            parsers[name], test, batch_size=args.batch_size, progress=progress, intervals=args.intervals
-        )
+        try:
+            scores = evaluate_detection(
+                parsers[name], test, batch_size=args.batch_size, progress=progress, intervals=args.intervals
+            )
+            by_count = evaluate_by_count(parsers[name], test, batch_size=args.batch_size)["by_count"]
+        except (ValueError, RuntimeError) as err:  # e.g. other channels: reported, not dropped
+            row.update(status="n/a", reason=f"cannot parse these scenes: {type(err).__name__}: {err}")
+            parsers.pop(name)
+            continue
         row["scores"] = scores
-        row["by_count"] = evaluate_by_count(parsers[name], test, batch_size=args.batch_size)["by_count"]
+        row["by_count"] = by_count
         row["test_scenes_sha256"] = test_print
 
     timings = time_models(parsers, batch, args.repeats, args.warmup)
@@ -642,7 +663,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = write_record(out / f"{args.task}.json", finite(record))
+    record = finite(record)  # strict JSON: NaN (e.g. AP without objects) as null
+    path = write_record(out / f"{args.task}.json", record)
     print(f"{NAME}: {len(test)} {args.task} test scenes ({image_size[0]}x{image_size[1]}), seed {args.seed}")
     print(table([summary_row(r) for r in rows], COLUMNS))
     print(f"{NAME}: wrote {path}")
