@@ -392,6 +392,7 @@ def test_docstrings_give_the_command(script):
         "saccade_noisy_proxy",
         "saccade_large",
         "saccade_attention_start",
+        "benchmark",
     )
     for name in names:
         doc = script(name).__doc__
@@ -776,3 +777,19 @@ def test_benchmark_measures_memory_in_a_child_and_renders_in_the_report(
     report = script("report")
     text = report.cross_model(report.Records(tmp_path))
     assert "**Task `multiscale`**" in text and "| `conncomp` |" in text
+
+
+@pytest.mark.parametrize(
+    "flags", [["--run", "spair"], ["--run", "=dir"], ["--task", "nosuch"], ["--batch-size", "0"]]
+)
+def test_benchmark_bad_flags_exit_2(script, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        script("benchmark").main(flags)
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_benchmark_refuses_cuda_without_a_gpu(script):
+    with pytest.raises(SystemExit) as exit_info:
+        script("benchmark").main(["--device", "cuda"])
+    assert exit_info.value.code == 2
