@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 from _common import (
     command_line,
@@ -440,9 +441,19 @@ def measure_memory(job: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- GPU --------------------------------------------------------------------------------------------
-def gpu_numbers(model, args, test: list) -> dict[str, Any]:
-    """Inference images/s and training step time per batch size on the GPU (errors recorded)."""
-    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "inference": {}, "train_step": {}}
+def gpu_numbers(model, args, test: list, device: str = "cuda") -> dict[str, Any]:
+    """Inference images/s and training step time per batch size on the GPU (errors recorded).
+
+    ``device="cpu"`` runs the same measurements on the CPU (the tests' smoke run of this path).
+    """
+    cuda = device == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    out: dict[str, Any] = {"device": name, "inference": {}, "train_step": {}}
     sizes = args.gpu_batch_sizes
     pool = torch.stack([im for im, _ in test])
     targets = [t for _, t in test]
@@ -451,7 +462,7 @@ def gpu_numbers(model, args, test: list) -> dict[str, Any]:
         idx = [i % len(pool) for i in range(size)]
         return pool[idx], [targets[i] for i in idx]
 
-    gpu_model = copy.deepcopy(model).to("cuda").eval()
+    gpu_model = copy.deepcopy(model).to(device).eval()
     try:
         parser, _, _ = adapt(gpu_model, tuple(pool.shape[-2:]))
     except NotApplicable:
@@ -459,22 +470,24 @@ def gpu_numbers(model, args, test: list) -> dict[str, Any]:
     for size in sizes:
         try:
             images, tg = batch_of(size)
-            images = images.cuda()
-            options = {k: v.cuda() if torch.is_tensor(v) else v for k, v in parse_options(parser, tg).items()}
-            torch.cuda.reset_peak_memory_stats()
+            images = images.to(device)
+            options = parse_options(parser, tg)
+            options = {k: v.to(device) if torch.is_tensor(v) else v for k, v in options.items()}
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             with torch.no_grad():
                 for _ in range(max(1, args.warmup)):
                     parser.parse(images, **options)
-                torch.cuda.synchronize()
+                sync()
                 times = []
                 for _ in range(args.repeats):
                     start = time.perf_counter()
                     parser.parse(images, **options)
-                    torch.cuda.synchronize()
+                    sync()
                     times.append(time.perf_counter() - start)
             out["inference"][str(size)] = {
                 "images_per_s": size / statistics.median(times),
-                "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+                "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
             }
         except Exception as err:  # noqa: BLE001 (recorded: one batch size must not stop the table)
             out["inference"][str(size)] = {"error": f"{type(err).__name__}: {err}"}
@@ -483,18 +496,20 @@ def gpu_numbers(model, args, test: list) -> dict[str, Any]:
         try:
             seconds = {}
             for steps in (1, 1 + args.gpu_steps):
-                fresh = copy.deepcopy(model)
+                pyro.clear_param_store()
+                fresh = type(model)(copy.deepcopy(model.config))  # untrained, the same architecture
                 with tempfile.TemporaryDirectory() as tmp:
                     start = time.perf_counter()
                     run_dir = Path(tmp) / "run"
                     fit(
-                        fresh, train, steps=steps, batch_size=size, device="cuda", progress=False, out=run_dir
+                        fresh, train, steps=steps, batch_size=size, device=device, progress=False, out=run_dir
                     )
-                    torch.cuda.synchronize()
+                    sync()
                     seconds[steps] = time.perf_counter() - start
             out["train_step"][str(size)] = {
                 "step_ms": 1000 * (seconds[1 + args.gpu_steps] - seconds[1]) / args.gpu_steps,
-                "method": f"(fit of {1 + args.gpu_steps} steps - fit of 1 step) / {args.gpu_steps}",
+                "method": f"(fit of {1 + args.gpu_steps} steps - fit of 1 step) / {args.gpu_steps}, "
+                "an untrained model of the same config",
             }
         except Exception as err:  # noqa: BLE001
             out["train_step"][str(size)] = {"error": f"{type(err).__name__}: {err}"}

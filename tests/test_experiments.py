@@ -793,3 +793,18 @@ def test_benchmark_refuses_cuda_without_a_gpu(script):
     with pytest.raises(SystemExit) as exit_info:
         script("benchmark").main(["--device", "cuda"])
     assert exit_info.value.code == 2
+
+
+def test_benchmark_gpu_numbers_path_runs_on_the_cpu(script, digits, tiny_runs):
+    """The ``--device cuda`` measurements, run with device="cpu": every batch size gives numbers, no error."""
+    bench = script("benchmark")
+    args = bench.make_parser().parse_args(
+        ["--gpu-batch-sizes", "1", "2", "--gpu-steps", "1", "--repeats", "1", "--warmup", "0", *digits]
+    )
+    test = bench.scenes("scattered", "test", 4, 101, args.data_root, False)
+    for name in ("spair", "ssdir", "saccade"):
+        numbers = bench.gpu_numbers(load(tiny_runs[name]), args, test, device="cpu")
+        assert numbers["device"] == "cpu"
+        for size in ("1", "2"):
+            assert numbers["inference"][size]["images_per_s"] > 0, (name, numbers)
+            assert "step_ms" in numbers["train_step"][size], (name, numbers)
