@@ -392,6 +392,7 @@ def test_docstrings_give_the_command(script):
         "saccade_noisy_proxy",
         "saccade_large",
         "saccade_attention_start",
+        "benchmark",
     )
     for name in names:
         doc = script(name).__doc__
@@ -673,3 +674,137 @@ def test_saccade_attention_start(script, digits, tmp_path):
     assert record["attention"]["saliency=120,inhibition=30"]["glimpse_centre_std"] > 0.1
     assert all(Path(path).is_file() for path in record["figures"].values())
     assert (out / "saccade_attention_start.json").is_file()
+
+
+# -- the cross-model benchmark (issue 34) ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two-step tiny runs of SPAIR (24x24 canvases), SSDIR (32x32 input), MIST told the counts, saccade."""
+    from ppl_scenes.cli import main as cli
+
+    root = tmp_path_factory.mktemp("bench_runs")
+    data = ["train.batch_size=4", "data.num_scenes=8", "data.download=false"]
+    runs = {
+        "spair": [
+            *["what_dim=4", "feature_dim=8", "backbone_width=4", "hidden_dim=16"],
+            *["object_size=6,6", "glimpse_size=6,6", "data.canvas_size=24", "data.num_digits=1,2"],
+        ],
+        "ssdir": [
+            *["image_size=32,32", "backbone_widths=4,4,4", "pyramid_levels=2", "pyramid_channels=8"],
+            *["what_dim=4", "patch_size=8", "decoder_width=8", "detector_steps=1"],
+            *["data.canvas_size=32", "data.min_size=8", "data.max_size=16"],
+        ],
+        "mist": [
+            *["num_patches=3", "patch_side=12", "patch_size=12", "task_levels=1", "task_width=4"],
+            *["heatmap_channels=4", "heatmap_blocks=1", "refine_steps=1", "heatmap_scales=1.0,0.5"],
+            *["task=classification", "count_from_labels=true"],
+            *["data.canvas_size=32", "data.digit_size=12", "data.num_digits=1,3"],
+        ],
+        "saccade": [
+            *["proxy_size=8", "glimpse_size=8", "z_dim=4", "hidden_dim=16", "embed_dim=8", "conv_width=4"],
+            *["task=sum", "data.canvas_size=40", "data.digit_size=14"],
+        ],
+    }
+    for name, extra in runs.items():
+        out = root / name
+        args = ["train", name, "--out", str(out), "--num-test", "2", "--no-progress", "--steps", "3"]
+        assert cli([*args, *extra, *data]) == 0
+    return {name: str(root / name) for name in runs}
+
+
+BENCH_TINY = ["--num-test", "6", "--num-val", "4", "--intervals", "5", "--batch-size", "4"]
+BENCH_TINY += ["--repeats", "2", "--warmup", "1", "--conncomp-thresholds", "0.1", "0.3", "--no-progress"]
+
+
+def test_benchmark_scores_every_model_on_the_same_scenes(script, digits, tiny_runs, tmp_path, monkeypatch):
+    bench = script("benchmark")
+    monkeypatch.setattr(bench, "pretrained_names", lambda: [])  # gmair: neither shipped nor given
+    out = tmp_path / "bench"
+    runs = [f"--run={name}={path}" for name, path in tiny_runs.items()]
+    record = bench.main(["--out", str(out), "--no-memory", *BENCH_TINY, *runs, *digits])
+    assert read_record(out / "scattered.json") == json.loads(json.dumps(record))
+    assert record["experiment"] == "benchmark" and record["task"] == "scattered"
+    assert record["command"].startswith("python experiments/benchmark.py")
+    assert {"platform", "cpus", "torch_threads", "torch"} <= set(record["machine"])
+    test = record["test"]
+    assert test["split"] == "test" and test["seed"] == 101 and test["num_scenes"] == 6
+    assert test["image_size"] == [48, 48]
+    rows = {row["name"]: row for row in record["models"]}
+    assert list(rows) == ["spair", "gmair", "ssdir", "mist", "saccade", "conncomp"]
+
+    assert rows["gmair"]["status"] == "missing" and "no --run" in rows["gmair"]["reason"]
+    assert rows["saccade"]["status"] == "n/a" and "image-level" in rows["saccade"]["reason"]
+    assert "scores" not in rows["saccade"] and rows["saccade"]["ms_per_image"] > 0
+    scored = [row for row in record["models"] if row["status"] == "scored"]
+    assert [row["name"] for row in scored] == ["spair", "ssdir", "mist", "conncomp"]
+    for row in scored:  # the same test scenes for every model
+        assert row["test_scenes_sha256"] == test["scenes_sha256"]
+        check_metrics(row["scores"], 6)
+        assert {"ap50", "count_accuracy"} <= set(row["scores"]["intervals"])
+        assert sum(m["num_scenes"] for m in row["by_count"].values()) == 6
+        assert {int(c) for c in row["by_count"]} <= {1, 2, 3, 4, 5}
+        assert row["ms_per_image"] > 0 and row["timing"]["batch_ms"]
+        assert row["parameters"] >= 0 and row["train_cpu_minutes"] >= 0
+    for name in ("spair", "ssdir", "mist", "saccade"):
+        assert rows[name]["source"] == {
+            "kind": "run",
+            "run_dir": tiny_runs[name],
+            "command": rows[name]["source"]["command"],
+        }
+        assert rows[name]["steps"] == 3 and rows[name]["parameters"] > 0
+    assert any("out of its training distribution" in n for n in rows["spair"]["notes"])  # 24x24 -> 48x48
+    assert rows["ssdir"]["parse"] == "tiles" and any("fixed 32x32 input" in n for n in rows["ssdir"]["notes"])
+    assert any("told the true number" in n for n in rows["mist"]["notes"])
+    conncomp = record["validation"]["conncomp"]
+    assert conncomp["split"] == "val" and conncomp["scenes_sha256"] != test["scenes_sha256"]
+    assert conncomp["chosen_threshold"] in (0.1, 0.3)
+    assert rows["conncomp"]["source"] == {"kind": "baseline", "threshold": conncomp["chosen_threshold"]}
+    assert rows["conncomp"]["train_cpu_minutes"] == 0.0 and rows["conncomp"]["parameters"] == 0
+
+
+def test_benchmark_measures_memory_in_a_child_and_renders_in_the_report(
+    script, digits, tmp_path, monkeypatch
+):
+    bench = script("benchmark")
+    monkeypatch.setattr(bench, "pretrained_names", lambda: [])
+    out = tmp_path / "benchmarks" / "benchmark"
+    record = bench.main(["--out", str(out), "--task", "multiscale", "--models", *BENCH_TINY, *digits])
+    (row,) = record["models"]
+    assert row["name"] == "conncomp" and record["test"]["image_size"] == [128, 128]
+    assert (
+        record["memory_method"] and row["memory"]["peak_rss_mb"] > 0 and row["memory"]["parse_peak_mb"] >= 0
+    )
+    report = script("report")
+    text = report.cross_model(report.Records(tmp_path))
+    assert "**Task `multiscale`**" in text and "| `conncomp` |" in text
+
+
+@pytest.mark.parametrize(
+    "flags", [["--run", "spair"], ["--run", "=dir"], ["--task", "nosuch"], ["--batch-size", "0"]]
+)
+def test_benchmark_bad_flags_exit_2(script, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        script("benchmark").main(flags)
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_benchmark_refuses_cuda_without_a_gpu(script):
+    with pytest.raises(SystemExit) as exit_info:
+        script("benchmark").main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+
+
+def test_benchmark_gpu_numbers_path_runs_on_the_cpu(script, digits, tiny_runs):
+    """The ``--device cuda`` measurements, run with device="cpu": every batch size gives numbers, no error."""
+    bench = script("benchmark")
+    args = bench.make_parser().parse_args(
+        ["--gpu-batch-sizes", "1", "2", "--gpu-steps", "1", "--repeats", "1", "--warmup", "0", *digits]
+    )
+    test = bench.scenes("scattered", "test", 4, 101, args.data_root, False)
+    for name in ("spair", "ssdir", "saccade"):
+        numbers = bench.gpu_numbers(load(tiny_runs[name]), args, test, device="cpu")
+        assert numbers["device"] == "cpu"
+        for size in ("1", "2"):
+            assert numbers["inference"][size]["images_per_s"] > 0, (name, numbers)
+            assert "step_ms" in numbers["train_step"][size], (name, numbers)
