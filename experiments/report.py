@@ -1241,7 +1241,8 @@ def pretrained(r: Records) -> str:
             low, high = intervals.get(key, (None, None))
             interval = f" [{f3(low)}, {f3(high)}]" if low is not None else ""
             met = meets(test.get(key), bar, lower_is_better(key))
-            if met is True and low is not None and low < bar:
+            straddles = low is not None and min(low, high) < bar < max(low, high)
+            if met is True and straddles:
                 met_text = "yes (interval straddles the bar)"
             else:
                 met_text = "–" if met is None else yes(met)
@@ -1254,7 +1255,13 @@ def pretrained(r: Records) -> str:
             ]
             rows.append(
                 (head if i == 0 else [""] * len(head))
-                + [key, f3(validation.get(key)), f3(test.get(key)) + interval, f"≥ {f3(bar)}", met_text]
+                + [
+                    key,
+                    f3(validation.get(key)),
+                    f3(test.get(key)) + interval,
+                    f"{'≤' if lower_is_better(key) else '≥'} {f3(bar)}",
+                    met_text,
+                ]
             )
         if d.get("notes"):
             notes.append(f"- `{d.get('name')}`: {d['notes']}")

@@ -99,7 +99,7 @@ PRETRAINED = {
     "machine": {"platform": "Linux", "cpus": 2, "torch": "2.14.1"},
     "validation": {"ap50": 0.985, "count_accuracy": 0.938},
     "test": {"ap50": 0.983, "count_accuracy": 0.908, "rmse": 0.068},
-    "test_interval": {"ap50": [0.975, 0.99], "count_accuracy": [0.882, 0.932]},
+    "test_intervals": {"ap50": [0.975, 0.99], "count_accuracy": [0.882, 0.932]},
     "targets": {"ap50": 0.95, "count_accuracy": 0.9, "rmse": 0.1},
     "sha256": "0" * 64,
     "notes": "a fixture",
@@ -111,14 +111,20 @@ def test_pretrained_records_are_one_table(report, tmp_path):
     (tmp_path / "benchmarks" / "pretrained").mkdir(parents=True)
     (tmp_path / "benchmarks" / "pretrained" / "spair.json").write_text(json.dumps(PRETRAINED))
     text = report.pretrained(report.Records(tmp_path))
-    header, _, row = text.splitlines()
-    assert header.startswith("| name | model | preset | steps | CPU minutes | validation | test")
-    assert row.startswith("| spair-5digits | spair | spair_5digits_30min | 12,084 | 30.0 |")
-    assert "ap50 0.983 [0.975, 0.990]; count_accuracy 0.908 [0.882, 0.932]; rmse 0.068" in row
-    assert "ap50 ≥ 0.950; count_accuracy ≥ 0.900; rmse ≤ 0.100" in row and row.endswith("| yes |")
+    header, _, ap50, counts, rmse, _, note, trained = text.splitlines()
+    assert header.startswith("| name | model | preset | steps | CPU minutes | score | validation | test")
+    assert ap50 == (
+        "| `spair-5digits` | spair | `spair_5digits_30min` | 12,084 | 30.0 | ap50 | 0.985 "
+        "| 0.983 [0.975, 0.990] | ≥ 0.950 | yes |"
+    )
+    assert counts.endswith(
+        "| count_accuracy | 0.938 | 0.908 [0.882, 0.932] | ≥ 0.900 | yes (interval straddles the bar) |"
+    )
+    assert rmse.endswith("| rmse | – | 0.068 | ≤ 0.100 | yes |")
+    assert note == "- `spair-5digits`: a fixture" and "ppl-scenes pretrain" in trained
     failing = {**PRETRAINED, "test": {**PRETRAINED["test"], "rmse": 0.2}}
     (tmp_path / "benchmarks" / "pretrained" / "spair.json").write_text(json.dumps(failing))
-    assert report.pretrained(report.Records(tmp_path)).endswith("| no |")
+    assert "| rmse | – | 0.200 | ≤ 0.100 | no |" in report.pretrained(report.Records(tmp_path))
 
 
 def test_optional_sections_appear_only_with_their_records(report, tmp_path):
