@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ppl_scenes.ops.constants import scalar
+
 
 def mlp(
     sizes: list[int], activation: type[nn.Module] = nn.ELU, final_activation: bool = False
@@ -33,7 +35,7 @@ def channels_last(x: Tensor) -> Tensor:
 
 def positive(raw: Tensor, floor: float = 1e-3) -> Tensor:
     """Map an unconstrained network output to a positive scale (softplus plus a floor)."""
-    return F.softplus(raw) + floor
+    return F.softplus(raw) + scalar(floor, raw)
 
 
 def inverse_positive(scale: float, floor: float = 1e-3) -> float:
