@@ -50,7 +50,9 @@ def adam_by_module(
         else:
             group_lr = lr
         groups.setdefault(group_lr, []).append(p)
-    multi_tensor = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    multi_tensor = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
     param_groups = [{"params": ps, "lr": g} for g, ps in groups.items()]
     return torch.optim.Adam(param_groups, foreach=multi_tensor or None), matched
 

@@ -217,7 +217,7 @@ class GMAIRGuide(SPAIRGuide):
         else:
             cat = ConcreteCategorical(cat_logits, c.cat_temperature).relax(noise["cat"])
         what_loc, what_scale = self.what_encoder(glimpses, cat if c.what_sees_cat else None)
-        what = what_loc if noise is None else torch.addcmul(what_loc, what_scale, noise["what"])
+        what = what_loc if noise is None else what_loc + what_scale * noise["what"]
         return dict(what=what, what_loc=what_loc, what_scale=what_scale, cat=cat, cat_logits=cat_logits)
 
     def object_sites(self, lat: GMAIRLatents) -> dict[str, tuple[ConcreteCategorical, Tensor]]:

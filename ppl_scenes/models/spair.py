@@ -319,7 +319,7 @@ class SPAIRGuide(nn.Module):
             t = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
             return t if plan.identity else t.index_select(1, plan.inverse)
 
-        feats = visiting(feats)
+        feats = visiting(feats).split([stop - start for start, stop in plan.bounds], 1)  # one per group
         appearance = None
         if noise is not None:
             appearance = {k: v for k, v in noise.items() if k not in ("where", "depth", "pres")}
@@ -334,7 +334,7 @@ class SPAIRGuide(nn.Module):
             state = self.outside.expand(b, (grid[0] + 1) * (grid[1] + 2), self.latent_dim)
         heads, samples, whats = [], [], []
         for g, (start, stop) in enumerate(plan.bounds):
-            inputs = feats[:, start:stop]
+            inputs = feats[g]
             if c.lateral:
                 neighbours = state.index_select(1, plan.neighbours[g]).view(b, stop - start, -1)
                 inputs = torch.cat((inputs, neighbours), -1)
@@ -345,9 +345,7 @@ class SPAIRGuide(nn.Module):
                 pres = (h[..., 10] > 0).to(x.dtype)
             else:
                 scale = positive(h.index_select(-1, scale_index))
-                where_depth = torch.addcmul(
-                    h.index_select(-1, loc_index), scale, where_depth_noise[:, start:stop]
-                )
+                where_depth = h.index_select(-1, loc_index) + scale * where_depth_noise[:, start:stop]
                 pres = concrete_sample(h[..., 10], log_u[:, start:stop], log1m_u[:, start:stop], temperature)
             lateral = [where_depth, pres.unsqueeze(-1)]
             if c.lateral_what:
@@ -394,7 +392,7 @@ class SPAIRGuide(nn.Module):
                 the mode.
         """
         what_loc, what_scale = self.what_encoder(self.glimpses(x, where, cells, grid))
-        what = what_loc if noise is None else torch.addcmul(what_loc, what_scale, noise["what"])
+        what = what_loc if noise is None else what_loc + what_scale * noise["what"]
         return {"what": what, "what_loc": what_loc, "what_scale": what_scale}
 
 

@@ -70,7 +70,7 @@ def spair_where_to_cxcywh(
     )
     if cells is not None:
         offset = offset[cells]
-    return torch.addcmul(offset, torch.sigmoid(z_where).index_select(-1, swap), scale)
+    return offset + torch.sigmoid(z_where).index_select(-1, swap) * scale
 
 
 @cached_constant

@@ -24,7 +24,7 @@ def _axis_coords(center: Tensor, size: Tensor, extent: int, samples: int) -> Ten
     """
     t = _sample_offsets(samples, center.device, center.dtype)  # in (-0.5, 0.5)
     two, one = scalar(2.0, center), scalar(1.0, center)
-    return torch.addcmul(center[..., None], t, size[..., None]).mul(two).div(scalar(extent, center)).sub(one)
+    return (center[..., None] + t * size[..., None]).mul(two).div(scalar(extent, center)).sub(one)
 
 
 @cached_constant
