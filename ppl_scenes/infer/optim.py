@@ -29,11 +29,6 @@ def adam_by_module(
     A parameter (named by ``names[id(param)]``) in a module of ``lr_per_module`` takes that rate (the
     longest matching prefix wins); any other takes ``lr`` times the factor of the longest matching
     prefix of ``factors`` (1 where none matches).
-
-    The optimiser runs torch's multi-tensor (``foreach``) Adam: a handful of operations over all
-    parameters of a group instead of a dozen per parameter, the same update. (The fused kernel would
-    be fewer still, but a run resumed from a checkpoint then no longer repeats the uninterrupted
-    run's losses exactly: tests/models/test_mist.py.)
     """
     groups: dict[float, list] = {}
     matched: set[str] = set()
@@ -50,11 +45,7 @@ def adam_by_module(
         else:
             group_lr = lr
         groups.setdefault(group_lr, []).append(p)
-    multi_tensor = bool(params) and all(
-        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
-    )
-    param_groups = [{"params": ps, "lr": g} for g, ps in groups.items()]
-    return torch.optim.Adam(param_groups, foreach=multi_tensor or None), matched
+    return torch.optim.Adam([{"params": ps, "lr": g} for g, ps in groups.items()]), matched
 
 
 def decay_factor(done: float, decay_from: float, decay_to: float) -> float:

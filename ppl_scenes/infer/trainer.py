@@ -234,7 +234,7 @@ class Trainer:
         """
         params = [p for p in params if p.grad is not None]
         max_norm = self.config.clip_norm if self.config.clip_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if not torch.isfinite(norm):
             raise NonFiniteStep("non-finite gradient")
         return float(norm)
