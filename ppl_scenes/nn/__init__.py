@@ -2,10 +2,10 @@
 
 from ppl_scenes.nn.attention import ProxyAttention
 from ppl_scenes.nn.blocks import (
+    MLP,
     GlimpseDecoder,
     GlimpseEncoder,
     GridBackbone,
-    MLP,
     inverse_positive,
     mlp,
     positive,
