@@ -393,6 +393,9 @@ def test_docstrings_give_the_command(script):
         "saccade_large",
         "saccade_attention_start",
         "benchmark",
+        "step_profile",
+        "gpu_check",
+        "anchor_compare",
     )
     for name in names:
         doc = script(name).__doc__
@@ -808,3 +811,41 @@ def test_benchmark_gpu_numbers_path_runs_on_the_cpu(script, digits, tiny_runs):
         for size in ("1", "2"):
             assert numbers["inference"][size]["images_per_s"] > 0, (name, numbers)
             assert "step_ms" in numbers["train_step"][size], (name, numbers)
+
+
+def test_step_profile_counts_operations_and_call_sites(script, digits, tmp_path):
+    out = tmp_path / "profile"
+    args = ["--models", "spair", "saccade", "--batch-size", "2", "--warmup", "1", "--timed-steps", "2"]
+    record = script("step_profile").main(
+        [*args, "--threads", "1", "--label", "smoke", "--out", str(out), *digits]
+    )
+    assert set(record["models"]) == {"spair", "saccade"} and record["threads"] == 1
+    for result in record["models"].values():
+        assert result["aten_ops"] > 100 and sum(result["top_ops"].values()) <= result["aten_ops"]
+        assert any(site.startswith("ppl_scenes/models/") for site in result["top_sites"])
+        assert 0 < result["timing"]["q25_ms"] <= result["timing"]["median_ms"] <= result["timing"]["q75_ms"]
+    assert (
+        read_record(out / "smoke.json")["models"]["spair"]["aten_ops"]
+        == record["models"]["spair"]["aten_ops"]
+    )
+
+
+def test_gpu_check_smoke_on_the_cpu(script, digits, tmp_path):
+    out = tmp_path / "gpu"
+    record = script("gpu_check").main(
+        ["--device", "cpu", "--smoke", "--models", "gmair", "--out", str(out), *digits]
+    )
+    assert record["smoke"] and set(record["spair"]) == {"48"} and set(record["spair"]["48"]) == {"2"}
+    assert (
+        record["spair"]["48"]["2"]["aten_ops"] > 100 and record["models"]["gmair"]["timing"]["median_ms"] > 0
+    )
+    assert len(list(out.glob("*.json"))) == 1
+
+
+def test_anchor_compare_without_the_anchor_says_where_to_get_it(script, tmp_path, capsys):
+    module = script("anchor_compare")
+    with pytest.raises(SystemExit) as err:
+        module.main(["--out", str(tmp_path)])
+    assert err.value.code == 2 and "--anchor-path" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not a SPAIR_pytorch checkout"):
+        module.main(["--anchor-path", str(tmp_path), "--out", str(tmp_path)])

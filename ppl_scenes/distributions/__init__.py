@@ -12,6 +12,8 @@ from ppl_scenes.distributions.presence import (
     IndependentBernoulliPrior,
     Presampled,
     bernoulli_log_mass,
+    concrete_sample,
+    logistic_parts,
 )
 
 __all__ = [
@@ -25,4 +27,6 @@ __all__ = [
     "Presampled",
     "bernoulli_log_mass",
     "categorical_log_mass",
+    "concrete_sample",
+    "logistic_parts",
 ]

@@ -23,6 +23,19 @@ def bernoulli_log_mass(value: Tensor, probs: Tensor) -> Tensor:
     return value * torch.log(p) + (1 - value) * torch.log1p(-p)
 
 
+def logistic_parts(uniform: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log u, log(1 - u))`` of ``Uniform(0, 1)`` noise ``u`` (clamped away from 0 and 1): the
+    logistic noise of a Concrete sample, computed once when many cells are sampled group by group."""
+    u = uniform.clamp(_CLAMP, 1 - _CLAMP)
+    return torch.log(u), torch.log1p(-u)
+
+
+def concrete_sample(logits: Tensor, log_u: Tensor, log1m_u: Tensor, temperature: float | Tensor) -> Tensor:
+    """The Concrete (relaxed Bernoulli) sample ``sigmoid((logits + log u - log(1 - u)) / temperature)``
+    for the :func:`logistic_parts` of its noise (SPAIR §4.5)."""
+    return torch.sigmoid((logits + log_u - log1m_u) / temperature)
+
+
 class ConcreteBernoulli(TorchDistribution):
     """Concrete (relaxed Bernoulli) samples scored with the Bernoulli log-mass.
 
@@ -52,8 +65,7 @@ class ConcreteBernoulli(TorchDistribution):
 
     def relax(self, uniform: Tensor) -> Tensor:
         """The Concrete sample for given ``Uniform(0, 1)`` noise (shared by rsample and the guides)."""
-        u = uniform.clamp(_CLAMP, 1 - _CLAMP)
-        return torch.sigmoid((self.logits + torch.log(u) - torch.log1p(-u)) / self.temperature)
+        return concrete_sample(self.logits, *logistic_parts(uniform), self.temperature)
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)

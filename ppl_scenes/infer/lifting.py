@@ -106,10 +106,11 @@ class LiftingTrainer(PatchTaskTrainer):
             last = step == cfg.refine_steps
             with torch.set_grad_enabled(not last):
                 loss = self.model.task_loss(x, pos, sc, targets, mask)
-            with torch.no_grad():
+            with torch.no_grad():  # masks by torch.where: no host synchronisation
                 better = loss.detach() < best
                 best = torch.where(better, loss.detach(), best)
-                best_pos[better], best_sc[better] = pos[better], sc[better]
+                best_pos = torch.where(better.view(-1, *[1] * (pos.dim() - 1)), pos, best_pos)
+                best_sc = torch.where(better.view(-1, *[1] * (sc.dim() - 1)), sc, best_sc)
             if last:
                 break
             grads = torch.autograd.grad(loss.sum(), free)

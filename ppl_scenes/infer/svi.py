@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO
@@ -22,10 +23,17 @@ class SVITrainer(Trainer):
     non-finite steps and exact optimiser checkpoints. Parameters are the model's own plus any
     ``pyro.param`` a swapped-in guide creates.
 
+    Argument validation of Pyro and torch distributions is off inside the step (``validate``,
+    default False): each check is a host synchronisation and a handful of operations per site, and a
+    NaN or Inf still surfaces as a non-finite loss or gradient, which skips the step all the same.
+
     Args:
         elbo: a Pyro ELBO instance (default ``Trace_ELBO`` with the config's ``num_particles``).
         **kwargs: as :class:`Trainer`.
     """
+
+    #: Check distribution arguments and sampled values during the step (Pyro's validation).
+    validate: bool = False
 
     def __init__(self, model, config: TrainConfig | None = None, elbo=None, **kwargs):
         if not isinstance(model, Variational):
@@ -43,7 +51,8 @@ class SVITrainer(Trainer):
     def loss(self, batch: Tensor) -> Tensor:
         """``-ELBO`` of a batch (differentiable); a supervised model also gets its labels (``y=...``)."""
         supervision = self.batch_supervision(batch.device)
-        return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch, **supervision)
+        with pyro.validation_enabled(self.validate):
+            return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch, **supervision)
 
     def setup(self, example_batch: Tensor) -> None:
         names = self.parameter_names()

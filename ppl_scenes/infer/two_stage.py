@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyro
 from torch import Tensor
 
 from ppl_scenes.infer.config import TrainConfig
@@ -83,7 +84,8 @@ class TwoStageTrainer(SVITrainer):
 
     def loss(self, batch: Tensor) -> Tensor:
         """``-ELBO`` of a batch; the labels are the detector's, not the model's."""
-        return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch)
+        with pyro.validation_enabled(self.validate):
+            return self.elbo.differentiable_loss(self.model.model, self.model.guide, batch)
 
     def setup(self, example_batch: Tensor) -> None:
         super().setup(example_batch)  # traces the ELBO once to find every parameter and its name

@@ -27,6 +27,7 @@ What only some models can do is declared by inheriting a capability class, and r
 
 from __future__ import annotations
 
+import weakref
 from abc import ABCMeta, abstractmethod
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -68,6 +69,10 @@ _PAPER = Preset("paper", "the paper's settings at the library's scale: the class
 
 class _SceneModelMeta(type(PyroModule), ABCMeta):
     """``PyroModule``'s metaclass with abstract methods enforced."""
+
+
+#: The last batch :meth:`SceneModel.check_input` passed: (weak reference, version, requirements).
+_LAST_CHECKED: list[tuple[Any, int, Any] | None] = [None]
 
 
 class SceneModel(PyroModule, metaclass=_SceneModelMeta):
@@ -156,8 +161,19 @@ class SceneModel(PyroModule, metaclass=_SceneModelMeta):
         return (1, 1)
 
     def check_input(self, x: Tensor, name: str = "images") -> Tensor:
-        """Validate a batch of images for this model (see :func:`ppl_scenes.checks.check_images`)."""
-        return check_images(x, name=name, channels=self.config.channels, min_size=self.min_image_size())
+        """Validate a batch of images for this model (see :func:`ppl_scenes.checks.check_images`).
+
+        The batch the last call checked, unchanged since (same tensor, same version) and checked
+        against the same requirements, is not checked again: model and guide of one SVI step see
+        the same batch, and each value check is a host synchronisation.
+        """
+        rules = (self.config.channels, self.min_image_size())
+        last = _LAST_CHECKED[0]
+        if last is not None and last[0]() is x and last[1] == x._version and last[2] == rules:
+            return x
+        check_images(x, name=name, channels=rules[0], min_size=rules[1])
+        _LAST_CHECKED[0] = (weakref.ref(x), x._version, rules)
+        return x
 
     def set_step(self, step: int) -> dict[str, float]:
         """Tell the model the training step, so annealed quantities follow their schedules.

@@ -216,9 +216,9 @@ class GMAIRGuide(SPAIRGuide):
         elif c.cat_expectation == "exact":
             cat = torch.softmax(cat_logits, -1)
         else:
-            cat = ConcreteCategorical(cat_logits, c.cat_temperature).relax(noise["cat"][:, cells])
+            cat = ConcreteCategorical(cat_logits, c.cat_temperature).relax(noise["cat"])
         what_loc, what_scale = self.what_encoder(glimpses, cat if c.what_sees_cat else None)
-        what = what_loc if noise is None else what_loc + what_scale * noise["what"][:, cells]
+        what = what_loc if noise is None else what_loc + what_scale * noise["what"]
         return dict(what=what, what_loc=what_loc, what_scale=what_scale, cat=cat, cat_logits=cat_logits)
 
     def object_sites(self, lat: GMAIRLatents) -> dict[str, tuple[ConcreteCategorical, Tensor]]:

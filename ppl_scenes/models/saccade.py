@@ -63,6 +63,7 @@ from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.attention import ProxyAttention, spread_grid
 from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
 from ppl_scenes.ops.boxes import covered_fraction, cxcywh_to_xyxy
+from ppl_scenes.ops.constants import cached_constant, scalar
 from ppl_scenes.ops.transformer import crop, crop_localized
 
 TASKS = ("identify", "sum")
@@ -415,10 +416,11 @@ class VariationalSaccading(ImageLabelModel, Variational):
         h, w = image_size
         offset = self.where_offset if t is None else self.where_offset[t]
         raw = (z[..., :3] if self.where_head is None else self.where_head(z)) + offset
-        side = (c.min_scale + (c.max_scale - c.min_scale) * torch.sigmoid(raw[..., 0])) * min(h, w)
-        cx = torch.sigmoid(raw[..., 1]) * w
-        cy = torch.sigmoid(raw[..., 2]) * h
-        return torch.stack((cx, cy, side, side), -1)
+        s = torch.sigmoid(raw)  # (scale, x, y); constants as cached 0-dim tensors, in the same order
+        lo, span = scalar(c.min_scale, s), scalar(c.max_scale - c.min_scale, s)
+        side = (lo + span * s[..., 0]) * scalar(min(h, w), s)
+        centre = s[..., 1:] * _image_extent(w, h, s.device, s.dtype)
+        return torch.cat((centre, side[..., None], side[..., None]), -1)
 
     def glimpse(self, x: Tensor, boxes: Tensor) -> Tensor:
         """``[B, C, g, g]`` glimpses of the full images at ``boxes`` (``[B, 4]`` cxcywh)."""
@@ -620,3 +622,9 @@ class VariationalSaccading(ImageLabelModel, Variational):
         """Logits and saccade boxes with every ``z_t`` at the guide's mean."""
         boxes, embeddings, h = self.posterior_saccades(x, proxy, lambda t, loc, scale: loc)
         return self.classify(embeddings, h), boxes
+
+
+@cached_constant
+def _image_extent(width: int, height: int, device, dtype) -> Tensor:
+    """``(W, H)`` as a tensor: the factors from sigmoid outputs to pixel centres."""
+    return torch.tensor([float(width), float(height)], device=device, dtype=dtype)

@@ -48,13 +48,21 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
-from ppl_scenes.distributions import ConcreteBernoulli, CountPrior, IndependentBernoulliPrior, Presampled
+from ppl_scenes.distributions import (
+    ConcreteBernoulli,
+    CountPrior,
+    IndependentBernoulliPrior,
+    Presampled,
+    concrete_sample,
+    logistic_parts,
+)
 from ppl_scenes.models.base import PresenceBoxes, PriorSampling, RankedParse, SceneModel, SceneParse
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, inverse_positive, mlp, positive
 from ppl_scenes.ops import (
     blend_windows,
-    cell_groups,
+    cached_constant,
+    cell_schedule,
     clip_boxes,
     crop,
     cxcywh_to_xyxy,
@@ -63,6 +71,7 @@ from ppl_scenes.ops import (
     grid_shape,
     pad_to_grid,
     paste,
+    scalar,
     tighten_boxes,
     window_origins,
     window_pad,
@@ -287,6 +296,12 @@ class SPAIRGuide(nn.Module):
     def encode(self, x: Tensor, noise: dict[str, Tensor] | None, order: str | None = None) -> CellLatents:
         """Latents of every cell; ``noise=None`` gives the modes (presence rounded at 0.5).
 
+        Cells are visited group by group in the :class:`~ppl_scenes.ops.CellSchedule` of the order
+        (§4.3): per group one call of the lateral MLP, of the where/depth/presence sampling and (with
+        ``lateral_what``) of the glimpse encoder. Features and noise are put in visiting order once,
+        and the distribution parameters of all cells are read off the stacked MLP outputs after the
+        loop.
+
         Args:
             x: images ``[B, C, H, W]``.
             noise: from :meth:`draw_noise`, or None for the deterministic modes.
@@ -294,69 +309,76 @@ class SPAIRGuide(nn.Module):
         """
         c = self.config
         grid = grid_shape(x, c.cell_size)
-        gh, gw = grid
         feats = self.backbone(pad_to_grid(x, c.cell_size)).flatten(2).transpose(1, 2)  # [B, N, F]
+        plan = cell_schedule(grid, (order or c.order) if c.lateral else "batch", x.device)
+        b = feats.shape[0]
+
+        def visiting(t: Tensor) -> Tensor:  # the cells of ``t [B, N, ...]`` in visiting order
+            return t if plan.identity else t.index_select(1, plan.order)
+
+        def raster(parts: list[Tensor]) -> Tensor:  # the groups' rows, back in raster order
+            t = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+            return t if plan.identity else t.index_select(1, plan.inverse)
+
+        feats = visiting(feats).split([stop - start for start, stop in plan.bounds], 1)  # one per group
+        appearance = None
+        if noise is not None:
+            appearance = {k: v for k, v in noise.items() if k not in ("where", "depth", "pres")}
+            appearance_visiting = {k: visiting(v) for k, v in appearance.items()} if c.lateral_what else {}
+            where_depth_noise = visiting(torch.cat((noise["where"], noise["depth"]), -1))
+            log_u, log1m_u = (visiting(t) for t in logistic_parts(noise["pres"]))
+            temperature = scalar(c.pres_temperature, x)
+        loc_index, scale_index = _head_indices(x.device)
         if c.lateral:
-            groups = cell_groups(grid, order or c.order, device=x.device)
+            # Latents of processed cells live in a padded grid (one row above, one column each side),
+            # flattened; its border holds the learned `outside` vector; neighbours are read by index.
+            state = self.outside.expand(b, (grid[0] + 1) * (grid[1] + 2), self.latent_dim)
+        heads, samples, whats = [], [], []
+        for g, (start, stop) in enumerate(plan.bounds):
+            inputs = feats[g]
+            if c.lateral:
+                neighbours = state.index_select(1, plan.neighbours[g]).view(b, stop - start, -1)
+                inputs = torch.cat((inputs, neighbours), -1)
+            h = self.lateral_mlp(inputs)
+            heads.append(h)
+            if noise is None:
+                where_depth = h.index_select(-1, loc_index)
+                pres = (h[..., 10] > 0).to(x.dtype)
+            else:
+                scale = positive(h.index_select(-1, scale_index))
+                where_depth = h.index_select(-1, loc_index) + scale * where_depth_noise[:, start:stop]
+                pres = concrete_sample(h[..., 10], log_u[:, start:stop], log1m_u[:, start:stop], temperature)
+            lateral = [where_depth, pres.unsqueeze(-1)]
+            if c.lateral_what:
+                group_noise = None
+                if appearance is not None:
+                    group_noise = {k: v[:, start:stop] for k, v in appearance_visiting.items()}
+                what = self.encode_what(x, where_depth[..., :4], plan.cells[g], grid, group_noise)
+                whats.append(what)
+                lateral.append(what["what"])
+            samples.append(torch.cat(lateral, -1))
+            if c.lateral:
+                state = state.index_copy(1, plan.slots[g], samples[-1])
+        h = raster(heads)
+        sample = raster(samples)
+        merged = dict(
+            where=sample[..., :4],
+            depth=sample[..., 4:5],
+            pres=sample[..., 5],
+            where_loc=h[..., :4],
+            where_scale=positive(h[..., 4:8]),
+            depth_loc=h[..., 8:9],
+            depth_scale=positive(h[..., 9:10]),
+            pres_logits=h[..., 10],
+        )
+        if c.lateral_what:
+            merged.update({k: raster([w[k] for w in whats]) for k in whats[0]})
         else:
-            groups = [torch.arange(gh * gw, device=x.device)]
-        b, n = feats.shape[:2]
-        # Latents of processed cells live in a padded grid (one row above, one column each side) whose
-        # border holds the learned `outside` vector; neighbours are read from it by index.
-        state = self.outside.expand(b, gh + 1, gw + 2, self.latent_dim).clone()
-        outputs: list[tuple[Tensor, dict[str, Tensor]]] = []
-        for cells in groups:
-            rows, cols = cells // gw, cells % gw
-            inputs = [feats[:, cells]]
-            if c.lateral:
-                nb_rows = torch.stack((rows, rows, rows, rows + 1), -1)  # padded coordinates of the
-                nb_cols = torch.stack((cols, cols + 1, cols + 2, cols), -1)  # four earlier neighbours
-                inputs.append(state[:, nb_rows, nb_cols].flatten(2))
-            out = self._sample_cells(x, torch.cat(inputs, -1), cells, grid, noise)
-            outputs.append((cells, out))
-            if c.lateral:
-                state[:, rows + 1, cols + 1] = out["lateral"]
-        cells = torch.cat([g for g, _ in outputs])
-        inverse = torch.empty_like(cells)
-        inverse[cells] = torch.arange(len(cells), device=x.device)
-        merged = {
-            k: torch.cat([o[k] for _, o in outputs], 1)[:, inverse] for k in outputs[0][1] if k != "lateral"
-        }
-        if not c.lateral_what:
-            merged.update(self.encode_what(x, merged["where"], torch.arange(n, device=x.device), grid, noise))
+            merged.update(self.encode_what(x, merged["where"], None, grid, appearance))
         return self.latents_class(**{k: merged[k] for k in self.latents_class.__dataclass_fields__})
 
-    def _sample_cells(self, x, inputs, cells, grid, noise) -> dict[str, Tensor]:
-        c = self.config
-        h = self.lateral_mlp(inputs)
-        where_loc, where_scale = h[..., :4], positive(h[..., 4:8])
-        depth_loc, depth_scale = h[..., 8:9], positive(h[..., 9:10])
-        pres_logits = h[..., 10]
-        if noise is None:
-            where, depth, pres = where_loc, depth_loc, (pres_logits > 0).to(x.dtype)
-        else:
-            where = where_loc + where_scale * noise["where"][:, cells]
-            depth = depth_loc + depth_scale * noise["depth"][:, cells]
-            pres = ConcreteBernoulli(pres_logits, c.pres_temperature).relax(noise["pres"][:, cells])
-        out = dict(
-            where=where,
-            depth=depth,
-            pres=pres,
-            where_loc=where_loc,
-            where_scale=where_scale,
-            depth_loc=depth_loc,
-            depth_scale=depth_scale,
-            pres_logits=pres_logits,
-        )
-        lateral = [where, depth, pres.unsqueeze(-1)]
-        if c.lateral_what:
-            out.update(self.encode_what(x, where, cells, grid, noise))
-            lateral.append(out["what"])
-        out["lateral"] = torch.cat(lateral, -1)
-        return out
-
-    def glimpses(self, x: Tensor, where: Tensor, cells: Tensor, grid: tuple[int, int]) -> Tensor:
-        """The encoder's glimpse ``[B, n, C, h, w]`` of each of ``cells`` at its box ``where``."""
+    def glimpses(self, x: Tensor, where: Tensor, cells: Tensor | None, grid: tuple[int, int]) -> Tensor:
+        """The encoder's glimpse ``[B, n, C, h, w]`` of each of ``cells`` (None: all) at its box ``where``."""
         c = self.config
         boxes = where_to_cxcywh(where, grid, c.cell_size, c.anchor, c.center_bounds, cells=cells)
         return crop(x, boxes, c.glimpse_size)
@@ -365,11 +387,13 @@ class SPAIRGuide(nn.Module):
         """``q(z_what | glimpse)`` of ``cells`` at their boxes ``where``: its parameters and sample.
 
         Args:
-            x: the images; where: ``[B, n, 4]`` boxes of the ``n`` cells listed in ``cells``;
-            grid: the grid's shape; noise: from :meth:`draw_noise`, or None for the mode.
+            x: the images; where: ``[B, n, 4]`` boxes of the ``n`` cells listed in ``cells`` (None:
+                every cell, raster order); grid: the grid's shape; noise: the rows of these cells of
+                :meth:`draw_noise`'s appearance noise (``"what"``, and GMAIR's ``"cat"``), or None for
+                the mode.
         """
         what_loc, what_scale = self.what_encoder(self.glimpses(x, where, cells, grid))
-        what = what_loc if noise is None else what_loc + what_scale * noise["what"][:, cells]
+        what = what_loc if noise is None else what_loc + what_scale * noise["what"]
         return {"what": what, "what_loc": what_loc, "what_scale": what_scale}
 
 
@@ -747,6 +771,12 @@ class PresenceWeights(Messenger):
 def presence_mask(config: SPAIRConfig, sites: Collection[str], probs: Tensor | None = None):
     """:class:`PresenceWeights` over ``sites`` if ``config.mask_absent``, else a handler that does nothing."""
     return PresenceWeights(sites, probs) if config.mask_absent else contextlib.nullcontext()
+
+
+@cached_constant
+def _head_indices(device) -> tuple[Tensor, Tensor]:
+    """Where the lateral MLP's output holds the locs of ``(z_where, z_depth)`` and their raw scales."""
+    return torch.tensor([0, 1, 2, 3, 8], device=device), torch.tensor([4, 5, 6, 7, 9], device=device)
 
 
 def _logit(p: float) -> float:

@@ -2,6 +2,7 @@
 
 from ppl_scenes.nn.attention import ProxyAttention
 from ppl_scenes.nn.blocks import (
+    MLP,
     GlimpseDecoder,
     GlimpseEncoder,
     GridBackbone,
@@ -26,6 +27,7 @@ __all__ = [
     "GlimpseDecoder",
     "GlimpseEncoder",
     "GridBackbone",
+    "MLP",
     "MultiscaleHeatmapNet",
     "PatchAutoEncoder",
     "PatchClassifier",

@@ -24,7 +24,16 @@ from ppl_scenes.ops.compositing import (
     fold_windows,
     window_overlap,
 )
-from ppl_scenes.ops.grid import cell_groups, grid_shape, pad_to_grid, window_origins, window_pad
+from ppl_scenes.ops.constants import cached_constant, scalar
+from ppl_scenes.ops.grid import (
+    CellSchedule,
+    cell_groups,
+    cell_schedule,
+    grid_shape,
+    pad_to_grid,
+    window_origins,
+    window_pad,
+)
 from ppl_scenes.ops.heatmaps import (
     count_mask,
     extract_top_k,
@@ -39,6 +48,10 @@ from ppl_scenes.ops.schedules import constant_schedule, exponential_schedule, li
 from ppl_scenes.ops.transformer import crop, crop_localized, localized_window, paste
 
 __all__ = [
+    "CellSchedule",
+    "cached_constant",
+    "cell_schedule",
+    "scalar",
     "blend",
     "blend_windows",
     "box_convert",

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert, box_iou, nms
 
+from ppl_scenes.ops.constants import cached_constant
+
 __all__ = [
     "box_convert",
     "box_iou",
@@ -61,17 +63,26 @@ def spair_where_to_cxcywh(
     The centre offset within the cell is ``sigmoid(z) * (b_max - b_min) + b_min`` in cell units, so
     a centre may leave its cell by half a cell on the top/left and one cell on the bottom/right;
     sizes are ``sigmoid(z_h) * a_h`` and ``sigmoid(z_w) * a_w`` for the anchor ``(a_h, a_w)``.
+    Computed as one affine map of ``sigmoid(z)`` with per-cell offsets built once per grid.
     """
-    b_min, b_max = bounds
-    zy, zx, zh, zw = z_where.unbind(-1)
-    origins = grid_cell_origins(grid, cell, device=z_where.device, dtype=z_where.dtype)
+    offset, scale, swap = _where_affine(
+        tuple(grid), tuple(cell), tuple(anchor), tuple(bounds), z_where.device, z_where.dtype
+    )
     if cells is not None:
-        origins = origins[cells]
-    cy = origins[:, 1] + (torch.sigmoid(zy) * (b_max - b_min) + b_min) * cell[0]
-    cx = origins[:, 0] + (torch.sigmoid(zx) * (b_max - b_min) + b_min) * cell[1]
-    h = torch.sigmoid(zh) * anchor[0]
-    w = torch.sigmoid(zw) * anchor[1]
-    return torch.stack((cx, cy, w, h), dim=-1)
+        offset = offset[cells]
+    return offset + torch.sigmoid(z_where).index_select(-1, swap) * scale
+
+
+@cached_constant
+def _where_affine(grid, cell, anchor, bounds, device, dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """``(offset [N, 4], scale [4], swap [4])``: ``box = offset + sigmoid(z)[swap] * scale`` (eqs. 2-6)."""
+    b_min, b_max = bounds
+    origins = grid_cell_origins(grid, cell, device=device, dtype=dtype)
+    shift = torch.tensor([b_min * cell[1], b_min * cell[0]], device=device, dtype=dtype)
+    offset = torch.cat((origins + shift, origins.new_zeros(len(origins), 2)), -1)
+    span = b_max - b_min
+    scale = torch.tensor([span * cell[1], span * cell[0], anchor[1], anchor[0]], device=device, dtype=dtype)
+    return offset, scale, torch.tensor([1, 0, 3, 2], device=device)
 
 
 def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:

@@ -7,14 +7,24 @@ is drawn only inside its *window*, the cell grown on every side by the reach of 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ppl_scenes.ops.boxes import grid_cell_origins
+from ppl_scenes.ops.constants import cached_constant
 
-__all__ = ["cell_groups", "grid_shape", "pad_to_grid", "window_origins", "window_pad"]
+__all__ = [
+    "CellSchedule",
+    "cell_groups",
+    "cell_schedule",
+    "grid_shape",
+    "pad_to_grid",
+    "window_origins",
+    "window_pad",
+]
 
 
 def grid_shape(x_or_size, cell: tuple[int, int]) -> tuple[int, int]:
@@ -52,7 +62,17 @@ def window_origins(grid: tuple[int, int], cell: tuple[int, int], pad: tuple[int,
     Args:
         grid: ``(H, W)`` cells; cell: ``(c_h, c_w)`` pixels; pad: the window's margin
             ``(pad_h, pad_w)`` from :func:`window_pad`.
+
+    Built once per grid and device (:func:`~ppl_scenes.ops.constants.cached_constant`): do not modify
+    the result in place.
     """
+    return _window_origins(
+        tuple(grid), tuple(cell), tuple(pad), None if device is None else torch.device(device)
+    )
+
+
+@cached_constant
+def _window_origins(grid, cell, pad, device) -> Tensor:
     shift = torch.tensor([pad[1], pad[0]], dtype=torch.float32, device=device)
     return grid_cell_origins(grid, cell, device=device) - shift
 
@@ -69,3 +89,69 @@ def cell_groups(grid: tuple[int, int], order: str, device: torch.device | str | 
         return [idx[k : k + 1] for k in range(gh * gw)]
     key = 2 * (idx // gw) + idx % gw
     return [idx[key == d] for d in range(int(key.max()) + 1)]
+
+
+@dataclass(frozen=True)
+class CellSchedule:
+    """The order in which SPAIR's lateral guide visits the cells of a grid, with its index tensors.
+
+    Cells are visited group by group (:func:`cell_groups`); the latents of the cells visited so far
+    live in a *padded state* of ``(H + 1) x (W + 2)`` slots (one row above the grid, one column on
+    each side, holding the learned stand-in for cells outside it), flattened row by row.
+
+    Attributes:
+        order: ``[N]`` raster index of each cell in visiting order.
+        inverse: ``[N]`` visiting position of each raster cell (``order[inverse] == arange(N)``).
+        bounds: per group, the ``(start, stop)`` of its cells in visiting order.
+        cells: per group, its cells' raster indices (``order[start:stop]``).
+        neighbours: per group, ``[n_g * 4]`` padded-state slots of each cell's neighbours
+            ``(i-1, j-1), (i-1, j), (i-1, j+1), (i, j-1)`` (cell by cell).
+        slots: per group, ``[n_g]`` padded-state slot of each of its cells.
+        identity: the visiting order is the raster order (one group, or a raster visit).
+    """
+
+    order: Tensor
+    inverse: Tensor
+    bounds: tuple[tuple[int, int], ...]
+    cells: tuple[Tensor, ...]
+    neighbours: tuple[Tensor, ...]
+    slots: tuple[Tensor, ...]
+    identity: bool
+
+
+def cell_schedule(
+    grid: tuple[int, int], order: str, device: torch.device | str | None = None
+) -> CellSchedule:
+    """The :class:`CellSchedule` of ``order`` (``wavefront``, ``raster``, or ``batch``: all cells in
+    one group) on ``grid``, built once per grid, order and device (do not modify its tensors)."""
+    return _cell_schedule(tuple(grid), order, None if device is None else torch.device(device))
+
+
+@cached_constant
+def _cell_schedule(grid, order, device) -> CellSchedule:
+    gh, gw = grid
+    if order == "batch":
+        groups = [torch.arange(gh * gw, device=device)]
+    else:
+        groups = cell_groups(grid, order, device=device)
+    visit = torch.cat(groups)
+    inverse = torch.empty_like(visit)
+    inverse[visit] = torch.arange(len(visit), device=device)
+    bounds, neighbours, slots, start = [], [], [], 0
+    for cells in groups:
+        bounds.append((start, start + len(cells)))
+        start += len(cells)
+        rows, cols = cells // gw, cells % gw
+        nb_rows = torch.stack((rows, rows, rows, rows + 1), -1)  # padded coordinates of the
+        nb_cols = torch.stack((cols, cols + 1, cols + 2, cols), -1)  # four earlier neighbours
+        neighbours.append((nb_rows * (gw + 2) + nb_cols).reshape(-1))
+        slots.append((rows + 1) * (gw + 2) + cols + 1)
+    return CellSchedule(
+        order=visit,
+        inverse=inverse,
+        bounds=tuple(bounds),
+        cells=tuple(groups),
+        neighbours=tuple(neighbours),
+        slots=tuple(slots),
+        identity=bool((visit == torch.arange(len(visit), device=device)).all()),
+    )

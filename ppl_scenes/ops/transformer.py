@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ppl_scenes.ops.constants import cached_constant, scalar
+
 
 def _axis_coords(center: Tensor, size: Tensor, extent: int, samples: int) -> Tensor:
     """Image-normalised coordinates of ``samples`` evenly spaced pixel centres across a box side.
@@ -20,10 +22,26 @@ def _axis_coords(center: Tensor, size: Tensor, extent: int, samples: int) -> Ten
     Boxes are axis-aligned, so a glimpse's sampling grid is separable: x depends only on the column
     and y only on the row, which is far cheaper than a general affine grid.
     """
-    t = (
-        torch.arange(samples, device=center.device, dtype=center.dtype) + 0.5
-    ) / samples - 0.5  # in (-0.5, 0.5)
-    return (2 * (center[..., None] + t * size[..., None]) / extent) - 1
+    t = _sample_offsets(samples, center.device, center.dtype)  # in (-0.5, 0.5)
+    two, one = scalar(2.0, center), scalar(1.0, center)
+    return (center[..., None] + t * size[..., None]).mul(two).div(scalar(extent, center)).sub(one)
+
+
+@cached_constant
+def _sample_offsets(samples: int, device, dtype) -> Tensor:
+    """``(k + 0.5) / samples - 0.5`` for ``k < samples``: sample positions across a unit box side."""
+    return (torch.arange(samples, device=device, dtype=dtype) + 0.5) / samples - 0.5
+
+
+@cached_constant
+def _grid_constants(width: int, height: int, device, dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """``(extent, mask_x, mask_y)``: the image's ``(W, H)`` and the masks ``(1, 0)`` and ``(0, 1)``."""
+    extent = torch.tensor([float(width), float(height)], device=device, dtype=dtype)
+    return (
+        extent,
+        torch.tensor([1.0, 0.0], device=device, dtype=dtype),
+        torch.tensor([0.0, 1.0], device=device, dtype=dtype),
+    )
 
 
 def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Tensor:
@@ -40,12 +58,21 @@ def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Ten
     b, c, hh, ww = images.shape
     n = boxes_cxcywh.shape[1]
     oh, ow = out_size
-    cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
-    gx = _axis_coords(cx, bw, ww, ow)[:, :, None, :].expand(b, n, oh, ow)
-    gy = _axis_coords(cy, bh, hh, oh)[:, :, :, None].expand(b, n, oh, ow)
+    if oh == ow:
+        # Square glimpses: both axes' coordinates in one pass, ``coords[..., k, :] = (x_k, y_k)``, and
+        # the grid ``(x_j, y_i)`` from them by two exact 0/1 masks (no per-axis unbind, expand, stack).
+        centre, size = boxes_cxcywh[:, :, None].unflatten(-1, (2, 2)).unbind(-2)  # [B, N, 1, 2] each
+        t = _sample_offsets(ow, boxes_cxcywh.device, boxes_cxcywh.dtype)[:, None]
+        extent, mask_x, mask_y = _grid_constants(ww, hh, boxes_cxcywh.device, boxes_cxcywh.dtype)
+        coords = (centre + t * size).mul(scalar(2.0, t)).div(extent).sub(scalar(1.0, t))  # [B, N, k, 2]
+        grid = (coords[:, :, None] * mask_x + coords[:, :, :, None] * mask_y).reshape(b, n * oh, ow, 2)
+    else:
+        cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
+        gx = _axis_coords(cx, bw, ww, ow)[:, :, None, :].expand(b, n, oh, ow)
+        gy = _axis_coords(cy, bh, hh, oh)[:, :, :, None].expand(b, n, oh, ow)
+        grid = torch.stack((gx, gy), -1).reshape(b, n * oh, ow, 2)
     # All N glimpses of an image share one grid_sample call: stacking them along the grid's height
     # avoids repeating the image N times in memory.
-    grid = torch.stack((gx, gy), -1).reshape(b, n * oh, ow, 2)
     out = F.grid_sample(images, grid, mode="bilinear", align_corners=False)
     return out.reshape(b, c, n, oh, ow).permute(0, 2, 1, 3, 4)
 
@@ -145,8 +172,14 @@ def _tent(coords: Tensor, size: int) -> Tensor:
     Row ``p`` of the result holds the weights with which output ``p`` reads the source pixels: the
     same weights as ``grid_sample(..., mode="bilinear", padding_mode="zeros")``.
     """
-    k = torch.arange(size, device=coords.device, dtype=coords.dtype)
+    k = _pixel_indices(size, 0.0, coords.device, coords.dtype)
     return (1 - (coords[..., None] - k).abs()).clamp(min=0)
+
+
+@cached_constant
+def _pixel_indices(size: int, shift: float, device, dtype) -> Tensor:
+    """``arange(size) + shift`` (pixel indices, or with ``shift=0.5`` pixel centres)."""
+    return torch.arange(size, device=device, dtype=dtype) + shift
 
 
 def paste(
@@ -171,8 +204,8 @@ def paste(
     hh, ww = canvas_size
     cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
     # Canvas pixel centres in the glimpse's pixel-index coordinates (centre of glimpse pixel k is k).
-    px = torch.arange(ww, device=cx.device, dtype=cx.dtype) + 0.5
-    py = torch.arange(hh, device=cy.device, dtype=cy.dtype) + 0.5
+    px = _pixel_indices(ww, 0.5, cx.device, cx.dtype)
+    py = _pixel_indices(hh, 0.5, cy.device, cy.dtype)
     u = (px - cx[..., None]) / bw.clamp(min=min_size)[..., None] * gw + (gw - 1) / 2
     v = (py - cy[..., None]) / bh.clamp(min=min_size)[..., None] * gh + (gh - 1) / 2
     wx, wy = _tent(u, gw), _tent(v, gh)  # [B, N, W, w], [B, N, H, h]

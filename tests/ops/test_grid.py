@@ -1,8 +1,17 @@
 """The cell grid: its shape, padding to whole cells, the windows a box can reach, the wavefront."""
 
+import pytest
 import torch
 
-from ppl_scenes.ops import cell_groups, grid_shape, pad_to_grid, window_origins, window_pad
+from ppl_scenes.ops import (
+    cell_groups,
+    cell_schedule,
+    grid_shape,
+    pad_to_grid,
+    scalar,
+    window_origins,
+    window_pad,
+)
 
 
 def test_grid_shape_rounds_up_and_takes_a_size_or_a_batch():
@@ -38,3 +47,40 @@ def test_raster_groups_visit_one_cell_at_a_time():
     assert [g.tolist() for g in groups] == [[0], [1], [2], [3], [4], [5]]
     wave = cell_groups((2, 3), "wavefront")
     assert [g.tolist() for g in wave] == [[0], [1], [2, 3], [4], [5]]
+
+
+@pytest.mark.parametrize("order", ["wavefront", "raster", "batch"])
+def test_cell_schedule_visits_every_cell_once_after_its_neighbours(order):
+
+    grid = (3, 4)
+    plan = cell_schedule(grid, order)
+    assert plan is cell_schedule(grid, order)  # built once
+    n = grid[0] * grid[1]
+    assert sorted(plan.order.tolist()) == list(range(n))
+    assert torch.equal(plan.order[plan.inverse], torch.arange(n))
+    assert torch.equal(torch.cat(plan.cells), plan.order)
+    assert [stop - start for start, stop in plan.bounds] == [len(c) for c in plan.cells]
+    assert plan.identity == (order != "wavefront")
+    width = grid[1] + 2
+    written = (
+        set(range(width))
+        | {r * width for r in range(grid[0] + 1)}
+        | {r * width + width - 1 for r in range(grid[0] + 1)}
+    )  # the padded border: the outside stand-in
+    for cells, neighbours, slots in zip(plan.cells, plan.neighbours, plan.slots):
+        assert len(neighbours) == 4 * len(cells)
+        if order != "batch":  # every neighbour was written before (or is outside the grid)
+            assert set(neighbours.tolist()) <= written
+        rows, cols = cells // grid[1], cells % grid[1]
+        assert torch.equal(slots, (rows + 1) * width + cols + 1)
+        written |= set(slots.tolist())
+
+
+def test_cached_constants_survive_inference_mode():
+
+    x = torch.ones(3)
+    with torch.inference_mode():
+        two = scalar(2.0, x)
+    y = torch.ones(3, requires_grad=True)
+    (y * scalar(2.0, x)).sum().backward()  # the constant built under inference_mode is an ordinary tensor
+    assert scalar(2.0, x) is two and not two.is_inference() and torch.equal(y.grad, torch.full((3,), 2.0))

@@ -1,0 +1,228 @@
+"""Operations per training step: what one SVI step (and MIST's lifting step) dispatches, and its time.
+
+For every model at its default training size (``ppl-scenes train NAME`` defaults: the model's config
+defaults, its default dataset and generator settings, its default batch), builds the model's own
+trainer and measures complete training steps (loss, backward, clipping, optimiser step):
+
+* ``spair`` -- 48x48 scattered scenes of 5 digits, batch 32;
+* ``gmair`` -- 64x64 multi-MNIST, batch 32;
+* ``ssdir`` -- the SVI stage at 128x128 multiscale scenes, batch 32 (the detector untrained and
+  frozen: its weights do not change the step's work);
+* ``saccade`` -- cluttered scenes, batch 32;
+* ``mist`` -- the lifting step of Algorithm 1 on mist-hard scenes, batch 16.
+
+After ``--warmup`` untimed steps, one step runs under ``torch.profiler`` (every ``aten::`` operation
+at every nesting level is counted, ``with_stack=True``): the count, the top operation names, and the
+top call sites (the innermost ``ppl_scenes`` or ``pyro`` frame above each operation; operations of
+the backward pass count as ``autograd``). Then ``--timed-steps`` steps are
+timed (median and quartiles, ms) with ``--threads`` torch threads. With ``--device cuda`` the
+profiled step also counts CUDA kernels and their summed time (GPU-busy time), and timings
+synchronise.
+
+Writes ``benchmarks/step_profile/<label>.json``. Reproduce::
+
+    PPL_SCENES_DATA=/path/to/data python experiments/step_profile.py --label after --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from _common import command_line, machine, positive_int, write_record
+
+from ppl_scenes import MODELS, make_dataset
+from ppl_scenes.infer import TRAINERS, TrainConfig
+
+NAME = "step_profile"
+#: The models profiled, each at its default training size.
+DEFAULT_MODELS = ("spair", "gmair", "ssdir", "saccade", "mist")
+#: Frames of these packages name an operation's call site (the innermost one wins).
+SITE_PACKAGES = ("ppl_scenes/", "pyro/")
+
+
+def build_step(
+    name: str,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    root: str | None = None,
+    download: bool = True,
+) -> Callable[[], Any]:
+    """A function running one training step of model ``name`` at its defaults (see the docstring).
+
+    Args:
+        batch_size: images per step (default: the model's ``default_train``).
+        image_size: SPAIR and GMAIR only: square scenes of this size instead of the default.
+    """
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+    cls = MODELS[name]
+    model = cls()
+    batch = batch_size or cls.default_train.get("batch_size", TrainConfig.batch_size)
+    kwargs: dict[str, Any] = dict(cls.default_data_kwargs)
+    if image_size is not None:
+        kwargs["canvas_size"] = image_size
+        if name == "spair":  # the digit count grows with the area (as spair_speed's scenes)
+            kwargs["num_digits"] = max(1, round(5 * (image_size / 48) ** 2))
+    data = make_dataset(
+        cls.default_dataset, "train", num_scenes=batch, seed=seed, root=root, download=download, **kwargs
+    )
+    config = TrainConfig(batch_size=batch, steps=10**6, device=device, log_every=10**6)
+    trainer = TRAINERS[model.trainer](model, config, progress=False)
+    images = trainer.prepare_data(data)
+    model.to(device).train()
+    trainer.batch_index = torch.arange(batch)
+    x = images[trainer.batch_index].to(device)
+    trainer.setup(x)
+    stage = getattr(trainer, "detector_steps", None)
+    if stage is not None:  # SSDIR: the SVI stage, the detector frozen as it is
+        model.freeze_detector()
+    state = {"step": stage or 0}
+
+    def step() -> Any:
+        state["step"] += 1
+        trainer.step = state["step"]
+        model.set_step(state["step"])
+        return trainer.train_step(x)
+
+    return step
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_step(step: Callable[[], Any], steps: int, device: str) -> dict[str, float]:
+    """Median and quartiles (ms) of ``steps`` calls of ``step``."""
+    times = []
+    for _ in range(steps):
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append(1000 * (time.perf_counter() - start))
+    q = torch.tensor(times).quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
+    return {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": steps}
+
+
+def call_site(event: Any) -> str:
+    """Where an operation came from: the innermost Python frame above it in ``ppl_scenes`` or ``pyro``
+    (``file(line): function``), else its innermost Python frame, else ``autograd`` (the backward pass)."""
+    python = None
+    parent = event.cpu_parent
+    while parent is not None:
+        name = parent.name.replace("\\", "/")
+        if not name.startswith("aten::") and "(" in name and "): " in name:
+            for package in SITE_PACKAGES:
+                if package in name:
+                    return package + name.rsplit(package, 1)[1]
+            python = python or name
+        parent = parent.cpu_parent
+    return python or "autograd"
+
+
+def profile_step(step: Callable[[], Any], device: str, top: int = 15) -> dict[str, Any]:
+    """Operations (and CUDA kernels) of one call of ``step``, counted with ``torch.profiler``."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(ProfilerActivity.CUDA)
+    sync(device)
+    with profile(activities=activities, with_stack=True) as prof:
+        step()
+        sync(device)
+    events = prof.events()
+    ops = [e for e in events if e.name.startswith("aten::") and e.device_type == DeviceType.CPU]
+    names = Counter(e.name for e in ops)
+    sites: Counter[str] = Counter()
+    modules: Counter[str] = Counter()
+    for e in ops:
+        site = call_site(e)
+        sites[site] += 1
+        modules[site.split("(", 1)[0]] += 1
+    record: dict[str, Any] = {
+        "aten_ops": len(ops),
+        "top_ops": dict(names.most_common(top)),
+        "top_sites": dict(sites.most_common(top)),
+        "top_modules": dict(modules.most_common(top)),
+    }
+    if device.startswith("cuda"):
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        record["cuda_kernels"] = len(kernels)
+        record["gpu_busy_ms"] = sum(e.time_range.elapsed_us() for e in kernels) / 1000
+    return record
+
+
+def measure(
+    name: str,
+    args: Any,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    profile_ops: bool = True,
+) -> dict[str, Any]:
+    """Profile and time one model's step (see the module docstring); one record."""
+    step = build_step(
+        name, batch_size, image_size, args.device, args.seed, args.data_root, not args.no_download
+    )
+    for _ in range(args.warmup):
+        step()
+    result: dict[str, Any] = profile_step(step, args.device) if profile_ops else {}
+    result["timing"] = time_step(step, args.timed_steps, args.device)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Profile every model's step; returns (and writes) the JSON record."""
+    parser = argparse.ArgumentParser(
+        prog=f"python experiments/{NAME}.py", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    parser.add_argument("--out", default=f"benchmarks/{NAME}", help="where the JSON record goes")
+    parser.add_argument("--label", default="after", help="the record's name: OUT/LABEL.json")
+    parser.add_argument(
+        "--models", nargs="+", choices=DEFAULT_MODELS, default=list(DEFAULT_MODELS), help="models to profile"
+    )
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first")
+    parser.add_argument("--timed-steps", type=positive_int, default=10, help="timed steps per model")
+    parser.add_argument("--batch-size", type=positive_int, help="images per step (default: each model's)")
+    parser.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and scenes")
+    parser.add_argument("--data-root", help="MNIST root (default: $PPL_SCENES_DATA)")
+    parser.add_argument("--no-download", action="store_true", help="never download MNIST")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    models = {}
+    for name in args.models:
+        models[name] = measure(name, args, batch_size=args.batch_size)
+        r = models[name]
+        print(f"{name}: {r['aten_ops']} aten ops, median {r['timing']['median_ms']:.1f} ms/step", flush=True)
+    record = {
+        "command": command_line(NAME, argv),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "models": models,
+    }
+    path = write_record(Path(args.out) / f"{args.label}.json", record)
+    print(f"wrote {path}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

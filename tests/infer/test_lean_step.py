@@ -1,0 +1,138 @@
+"""Pinned losses of the first fixed-seed training steps of every SVI model and MIST's lifting step.
+
+Issue 36 made the step lean (cached constants, batched sites, fewer copies) without changing its
+maths. The numbers below were measured on the code before that work (commit eac679a, torch 2.x CPU);
+any change that alters a model's loss or gradient breaks them. Tiny configs, three steps each.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+from ppl_scenes import MODELS
+from ppl_scenes.infer import TRAINERS
+from ppl_scenes.infer.trainer import TrainConfig
+from tests.helpers import GMAIR_TINY, MIST_TINY, SACCADE_TINY, SPAIR_TINY, SSDIR_TINY
+
+SIZE = 32
+CASES = {
+    "spair": ("spair", {**SPAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0)}),
+    "spair_raster": ("spair", {**SPAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0), "order": "raster"}),
+    "spair_what_after": (
+        "spair",
+        {
+            **SPAIR_TINY,
+            "cell_size": (8, 8),
+            "anchor": (10.0, 10.0),
+            "lateral_what": False,
+            "mask_absent": False,
+        },
+    ),
+    "gmair": ("gmair", {**GMAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0)}),
+    "ssdir": ("ssdir", {**SSDIR_TINY, "detector_classes": 4, "detector_steps": 1}),
+    "saccade": ("saccade", SACCADE_TINY),
+    "mist": ("mist", {**MIST_TINY, "num_classes": 4, "task": "classification"}),
+}
+#: What each case logs that depends on the step's maths.
+KEYS = ("loss", "grad_norm", "lift_loss", "refined_task_loss", "heatmap_grad_norm")
+#: Measured on the code before issue 36 (commit eac679a).
+PINNED: dict[str, list[dict[str, float]]] = {
+    "spair": [
+        {"loss": 797.29736328125, "grad_norm": 605.5299072265625},
+        {"loss": 614.0599365234375, "grad_norm": 751.1235961914062},
+        {"loss": 800.8884887695312, "grad_norm": 983.9312133789062},
+    ],
+    "spair_raster": [
+        {"loss": 797.29736328125, "grad_norm": 605.5299072265625},
+        {"loss": 614.0599365234375, "grad_norm": 751.123779296875},
+        {"loss": 800.8883666992188, "grad_norm": 983.9309692382812},
+    ],
+    "spair_what_after": [
+        {"loss": 827.891845703125, "grad_norm": 427.4715576171875},
+        {"loss": 634.3861083984375, "grad_norm": 333.85467529296875},
+        {"loss": 823.1946411132812, "grad_norm": 579.3395385742188},
+    ],
+    "gmair": [
+        {"loss": 872.5573120117188, "grad_norm": 813.192138671875},
+        {"loss": 743.6134033203125, "grad_norm": 339.9413146972656},
+        {"loss": 1013.5081176757812, "grad_norm": 663.6744995117188},
+    ],
+    "ssdir": [
+        {"loss": 13.211822509765625, "grad_norm": 18.471651077270508},
+        {"loss": 1064.3958740234375, "grad_norm": 0.0},
+        {"loss": 2708.145263671875, "grad_norm": 0.0},
+    ],
+    "saccade": [
+        {"loss": 2.8940000534057617, "grad_norm": 1.5771737098693848},
+        {"loss": 3.0690085887908936, "grad_norm": 2.266772747039795},
+        {"loss": 2.9217798709869385, "grad_norm": 1.1353590488433838},
+    ],
+    "mist": [
+        {
+            "loss": 0.2541346549987793,
+            "grad_norm": 0.8075173497200012,
+            "lift_loss": 3.470156192779541,
+            "refined_task_loss": 0.22046208381652832,
+            "heatmap_grad_norm": 0.06608375161886215,
+        },
+        {
+            "loss": 0.23849274218082428,
+            "grad_norm": 1.3630456924438477,
+            "lift_loss": 3.4722957611083984,
+            "refined_task_loss": 0.21403765678405762,
+            "heatmap_grad_norm": 0.06366349756717682,
+        },
+        {
+            "loss": 0.23124606907367706,
+            "grad_norm": 0.5650976896286011,
+            "lift_loss": 3.4764580726623535,
+            "refined_task_loss": 0.20818550884723663,
+            "heatmap_grad_norm": 0.05387881398200989,
+        },
+    ],
+}
+
+
+def scenes(n: int = 4) -> list[tuple[torch.Tensor, dict]]:
+    """Two squares per scene, of classes 0..3 (their brightness), with every kind of target."""
+    items = []
+    for i in range(n):
+        x = torch.zeros(1, SIZE, SIZE)
+        a, b = i % 4, (i + 1) % 4
+        x[:, 3:11, 3 + i : 11 + i] = 0.25 * (a + 1)
+        x[:, 18:28, 16:26] = 0.25 * (b + 1)
+        boxes = torch.tensor([[3.0 + i, 3, 11 + i, 11], [16, 18, 26, 28]])
+        labels = torch.tensor([a, b])
+        multi = torch.zeros(4)
+        multi[labels] = 1.0
+        target = {"boxes": boxes, "patch_boxes": boxes, "labels": labels, "count": 2, "multi_label": multi}
+        target["sum"] = a + b
+        items.append((x, target))
+    return items
+
+
+def first_steps(case: str, steps: int = 3) -> list[dict[str, float]]:
+    """The logged values of the first ``steps`` training steps of ``case`` (seed 0)."""
+    name, config = CASES[case]
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    model = MODELS[name](**config)
+    trainer = TRAINERS[model.trainer](
+        model, TrainConfig(steps=steps, batch_size=2, log_every=1), progress=False
+    )
+    records = trainer.fit(scenes())
+    return [{k: float(r[k]) for k in KEYS if k in r} for r in records]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_first_steps_keep_their_losses(case):
+    got = first_steps(case)
+    want = PINNED[case]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        for k in w:
+            assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-6), (case, k)
