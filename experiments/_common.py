@@ -27,7 +27,7 @@ from ppl_scenes import SPAIR, SPAIRConfig, TrainConfig
 from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_int  # noqa: F401
 from ppl_scenes.config import config_to_dict, replace_config
 from ppl_scenes.data import make_dataset
-from ppl_scenes.data.digits import INK_THRESHOLD
+from ppl_scenes.data.digits import INK_THRESHOLD, SPLITS
 from ppl_scenes.runs import RunDir, RunDirError, RunSpec, read_config, read_metrics, write_json
 from ppl_scenes.runs import json_value as finite  # strict JSON values (NaN as null), as run records
 
@@ -182,6 +182,149 @@ def apply_threads(args: argparse.Namespace) -> None:
 def command_line(script: str, argv: Sequence[str] | None) -> str:
     args = list(sys.argv[1:] if argv is None else argv)
     return shlex.join(["python", f"experiments/{script}.py", *args])
+
+
+# -- splits (BENCHMARKS.md's protocol) -------------------------------------------------------------
+#: The validation scenes' seed is ``--seed`` plus this unless ``--val-seed`` says otherwise (the test
+#: scenes' is ``--seed`` plus one in most scripts). The split id is in every generator's random stream,
+#: so even equal seeds give different scenes per split; the offset only keeps the records unambiguous.
+VAL_SEED_OFFSET = 2
+#: Bootstrap resamples of the 95 % intervals over the test scenes (``--intervals``).
+DEFAULT_INTERVALS = 500
+
+
+def add_split_args(
+    parser: argparse.ArgumentParser, num_val: int | None = None, intervals: bool = True
+) -> None:
+    """``--num-val``, ``--val-seed`` and (``intervals``) ``--intervals``: the protocol's flags.
+
+    Validation scenes (split ``"val"``: MNIST's held-out training digits) draw every curve and every
+    choice and are scored at the end beside the test scenes, which are scored once. ``num_val``:
+    the default of ``--num-val`` (None: as many as test scenes).
+    """
+    parser.add_argument(
+        "--num-val",
+        type=positive_int,
+        default=num_val,
+        metavar="N",
+        help="validation scenes (split 'val': MNIST's held-out training digits), for the curves and "
+        "every choice, scored at the end beside the test scenes (default: as many as test scenes)",
+    )
+    parser.add_argument(
+        "--val-seed",
+        type=non_negative_int,
+        metavar="S",
+        help=f"seed of the validation scenes (default: --seed + {VAL_SEED_OFFSET})",
+    )
+    if intervals:
+        parser.add_argument(
+            "--intervals",
+            type=non_negative_int,
+            default=DEFAULT_INTERVALS,
+            metavar="N",
+            help="bootstrap resamples of the 95 %% intervals over the test scenes (0: none)",
+        )
+
+
+def val_seed(args: argparse.Namespace) -> int:
+    """The validation scenes' seed: ``--val-seed``, else ``--seed`` plus :data:`VAL_SEED_OFFSET`."""
+    seed = getattr(args, "val_seed", None)
+    return args.seed + VAL_SEED_OFFSET if seed is None else seed
+
+
+def digit_source(*datasets: Any) -> str | None:
+    """``"mnist"`` or ``"sklearn-fallback"``: where the digits of ``datasets`` come from.
+
+    Looks through wrappers (``Subset``, ``ConcatDataset``, crops, upscaling) for a digit bank; None
+    when no dataset draws digits (procedural scenes: shapes, Gabor noise).
+    """
+    todo, sources = list(datasets), []
+    while todo:
+        dataset = todo.pop()
+        bank = getattr(type(dataset), "bank", None)
+        if bank is not None:
+            sources.append(dataset.bank.source)
+        todo.extend(getattr(dataset, "datasets", ()))
+        inner = getattr(dataset, "dataset", None)
+        if inner is not None:
+            todo.append(inner)
+    unique = sorted(set(sources))
+    return None if not unique else unique[0] if len(unique) == 1 else "+".join(unique)
+
+
+def split_record(split: str, seed: int | None, dataset: Any, **extra: Any) -> dict[str, Any]:
+    """One entry of a record's ``"splits"``: the split, the scenes' seed and how many scenes."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return {"split": split, "seed": seed, "scenes": len(dataset), **extra}
+
+
+@dataclasses.dataclass
+class Splits:
+    """The (train, validation, test) scenes of one generator and their record.
+
+    ``val`` draws the curves and every choice; ``test`` is scored once, at the end. ``record`` is the
+    ``"splits"`` entry of a record (``{"train": ..., "validation": ..., "test": ...}``, each with its
+    split, seed and number of scenes) and ``source`` the digit source (``"mnist"``,
+    ``"sklearn-fallback"``, or None for procedural scenes).
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    record: dict[str, Any]
+    source: str | None
+
+
+def build_splits(
+    name: str,
+    args: argparse.Namespace,
+    kwargs: Mapping[str, Any],
+    *,
+    num_test: int,
+    test_seed: int,
+    train_kwargs: Mapping[str, Any] | None = None,
+    num_val: int | None = None,
+    train: bool = True,
+    wrap: Any = None,
+) -> Splits:
+    """Train, validation and test scenes of generator ``name`` (``make_dataset``) with ``kwargs``.
+
+    Training scenes: seed ``--seed`` (``train_kwargs`` on top, e.g. ``num_scenes``); validation scenes:
+    split ``"val"``, ``num_val`` of them (default ``--num-val``, else ``num_test``) with seed
+    :func:`val_seed`; test
+    scenes: ``num_test`` of them with seed ``test_seed`` (by habit ``--seed`` + 1). ``train=False``
+    builds no training scenes (``Splits.train`` is None); ``wrap`` (e.g. an upscaling) is applied to
+    each set.
+    """
+    wrap = wrap or (lambda dataset: dataset)
+    if num_val is None:
+        num_val = num_test if getattr(args, "num_val", None) is None else args.num_val
+    seed_val = val_seed(args)
+    train_set = None
+    if train:
+        train_set = wrap(make_dataset(name, "train", seed=args.seed, **{**kwargs, **(train_kwargs or {})}))
+    val_set = wrap(make_dataset(name, "val", num_scenes=num_val, seed=seed_val, **kwargs))
+    test_set = wrap(make_dataset(name, "test", num_scenes=num_test, seed=test_seed, **kwargs))
+    record = {}
+    if train_set is not None:
+        record["train"] = split_record("train", args.seed, train_set)
+    record["validation"] = split_record("val", seed_val, val_set)
+    record["test"] = split_record("test", test_seed, test_set)
+    return Splits(train_set, val_set, test_set, record, digit_source(val_set, test_set))
+
+
+def first_scenes(dataset: Any, n: int) -> Any:
+    """The first ``n`` scenes of ``dataset`` (all of them when it has fewer)."""
+    from torch.utils.data import Subset
+
+    return dataset if n >= len(dataset) else Subset(dataset, range(n))
+
+
+def intervals_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"intervals": N}`` for the final test evaluation (``--intervals``; nothing when 0)."""
+    n = getattr(args, "intervals", 0)
+    return {"intervals": n} if n else {}
 
 
 # -- runs ----------------------------------------------------------------------------------------

@@ -661,7 +661,7 @@ def test_saccade_fixed_batch(script, digits, tmp_path):
 
 def test_saccade_attention_start(script, digits, tmp_path):
     out = tmp_path / "start"
-    flags = ["--num-test", "4", "--canvas-size", "60", "--saliency", "0", "120", "--inhibition", "0", "30"]
+    flags = ["--num-val", "4", "--canvas-size", "60", "--saliency", "0", "120", "--inhibition", "0", "30"]
     record = script("saccade_attention_start").main(
         [*digits, *flags, "--set", "proxy_size=16", "--out", str(out)]
     )
