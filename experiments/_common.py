@@ -194,21 +194,26 @@ DEFAULT_INTERVALS = 500
 
 
 def add_split_args(
-    parser: argparse.ArgumentParser, num_val: int | None = None, intervals: bool = True
+    parser: argparse.ArgumentParser,
+    num_val: int | None = None,
+    intervals: bool = True,
+    per_count: bool = False,
 ) -> None:
     """``--num-val``, ``--val-seed`` and (``intervals``) ``--intervals``: the protocol's flags.
 
     Validation scenes (split ``"val"``: MNIST's held-out training digits) draw every curve and every
     choice and are scored at the end beside the test scenes, which are scored once. ``num_val``:
-    the default of ``--num-val`` (None: as many as test scenes).
+    the default of ``--num-val`` (None: as many as test scenes); ``per_count``: ``--num-val`` counts
+    the validation scenes of each digit count (as ``--test-per-count``).
     """
+    what = "validation scenes per digit count" if per_count else "validation scenes"
     parser.add_argument(
         "--num-val",
         type=positive_int,
         default=num_val,
         metavar="N",
-        help="validation scenes (split 'val': MNIST's held-out training digits), for the curves and "
-        "every choice, scored at the end beside the test scenes (default: as many as test scenes)",
+        help=f"{what} (split 'val': MNIST's held-out training digits), for the curves and every "
+        "choice, scored at the end beside the test scenes (default: as many as test scenes)",
     )
     parser.add_argument(
         "--val-seed",
@@ -301,14 +306,14 @@ def build_splits(
     if num_val is None:
         num_val = num_test if getattr(args, "num_val", None) is None else args.num_val
     seed_val = val_seed(args)
-    train_set = None
+    train_set, train_kw = None, {"seed": args.seed, **kwargs, **(train_kwargs or {})}
     if train:
-        train_set = wrap(make_dataset(name, "train", seed=args.seed, **{**kwargs, **(train_kwargs or {})}))
+        train_set = wrap(make_dataset(name, "train", **train_kw))
     val_set = wrap(make_dataset(name, "val", num_scenes=num_val, seed=seed_val, **kwargs))
     test_set = wrap(make_dataset(name, "test", num_scenes=num_test, seed=test_seed, **kwargs))
     record = {}
     if train_set is not None:
-        record["train"] = split_record("train", args.seed, train_set)
+        record["train"] = split_record("train", train_kw["seed"], train_set)
     record["validation"] = split_record("val", seed_val, val_set)
     record["test"] = split_record("test", test_seed, test_set)
     return Splits(train_set, val_set, test_set, record, digit_source(val_set, test_set))
@@ -498,14 +503,17 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
 
 
 # -- the crops -> large images experiments (SPAIR §5.2 and §5.5) ---------------------------------
-def count_test_set(counts: Sequence[int], per_count: int, seed: int, root: str | None, download: bool = True):
-    """Full 84x84 test scenes (MNIST test digits), ``per_count`` of each count, counts ascending."""
+def count_scene_set(
+    split: str, counts: Sequence[int], per_count: int, seed: int, root: str | None, download: bool = True
+):
+    """Full 84x84 scenes of ``split``, ``per_count`` of each count (seed ``seed`` + count), counts
+    ascending."""
     from torch.utils.data import ConcatDataset
 
     parts = [
         make_dataset(
             "large-scattered",
-            "test",
+            split,
             num_scenes=per_count,
             num_digits=c,
             seed=seed + c,
@@ -515,6 +523,11 @@ def count_test_set(counts: Sequence[int], per_count: int, seed: int, root: str |
         for c in counts
     ]
     return ConcatDataset(parts)
+
+
+def count_test_set(counts: Sequence[int], per_count: int, seed: int, root: str | None, download: bool = True):
+    """Full 84x84 test scenes (MNIST test digits), ``per_count`` of each count, counts ascending."""
+    return count_scene_set("test", counts, per_count, seed, root, download)
 
 
 def example_indices(counts: Sequence[int], per_count: int, n: int = 8) -> list[int]:
@@ -554,6 +567,7 @@ def add_crops_args(parser: argparse.ArgumentParser, train_digits: tuple[int, int
         metavar="N",
         help="84x84 test scenes per digit count",
     )
+    add_split_args(parser, per_count=True)
     add_conncomp_arg(parser)
 
 
@@ -582,7 +596,7 @@ def crops_experiment(
     """
     from ppl_scenes.baselines import ConnComp
     from ppl_scenes.data.loading import materialize
-    from ppl_scenes.metrics import evaluate_by_count
+    from ppl_scenes.metrics import evaluate_by_count, evaluate_detection
     from ppl_scenes.viz import plot_metrics_by_count, plot_scenes
 
     apply_threads(args)
@@ -604,7 +618,18 @@ def crops_experiment(
     )
     train_digits = list(train_set.dataset.num_digits)
     counts = list(range(1, args.max_count + 1))
-    test_set = count_test_set(counts, args.test_per_count, args.seed, args.data_root, not args.no_download)
+    download = not args.no_download
+    test_set = count_test_set(counts, args.test_per_count, args.seed, args.data_root, download)
+    # validation scenes (split "val") of the same counts, scored beside the test scenes
+    val_per_count = args.test_per_count if args.num_val is None else args.num_val
+    seed_val = val_seed(args)
+    val_set = count_scene_set("val", counts, val_per_count, seed_val, args.data_root, download)
+    per_count = {"seed_per_count": "seed + count"}
+    splits = {
+        "train": split_record("train", args.seed, train_set),
+        "validation": split_record("val", seed_val, val_set, per_count=val_per_count, **per_count),
+        "test": split_record("test", args.seed, test_set, per_count=args.test_per_count, **per_count),
+    }
     examples = example_indices(counts, args.test_per_count)
     example_images = torch.stack([test_set[i][0] for i in examples])
     example_truth = [test_set[i][1] for i in examples]
@@ -618,12 +643,17 @@ def crops_experiment(
         if progress:
             print(f"{script}: training SPAIR ({label}) on {len(images)} crops", file=sys.stderr)
         model, cost = train_model(images, run_dirs[label], args, data, command, progress, **overrides)
+        validation = evaluate_by_count(model, val_set, progress=progress)
         scores = evaluate_by_count(model, test_set, progress=progress)
+        if args.intervals:  # evaluate_by_count has none: the overall test scores' intervals, apart
+            intervals = evaluate_detection(model, test_set, intervals=args.intervals)["intervals"]
+            scores["overall"]["intervals"] = intervals
         write_eval(run_dirs[label], cost["steps"], scores["overall"])
         variants_out[label] = {
             "overrides": dict(overrides),
             **cost,
             **scores,
+            "validation": validation,
             "count_mae_11_20": mean_over_counts(scores["by_count"], "count_mae", 11, 20),
             "tight_boxes": with_tight_boxes(model, evaluate_by_count, test_set),
         }
@@ -678,6 +708,8 @@ def crops_experiment(
         "model": {label: model_record(**overrides) for label, overrides in variants.items()},
         "variants": variants_out,
         "conncomp": {"threshold": args.conncomp_threshold, **cc},
+        "splits": splits,
+        "digit_source": digit_source(train_set, val_set, test_set),
         "figures": figures,
     }
     write_record(out / f"{script}.json", record)
