@@ -27,7 +27,7 @@ from ppl_scenes import SPAIR, SPAIRConfig, TrainConfig
 from ppl_scenes.cli import fraction, non_negative_int, positive_float, positive_int  # noqa: F401
 from ppl_scenes.config import config_to_dict, replace_config
 from ppl_scenes.data import make_dataset
-from ppl_scenes.data.digits import INK_THRESHOLD
+from ppl_scenes.data.digits import INK_THRESHOLD, SPLITS
 from ppl_scenes.infer.fit import train_config
 from ppl_scenes.runs import RunDir, RunDirError, RunSpec, read_config, read_metrics, write_json
 from ppl_scenes.runs import json_value as finite  # strict JSON values (NaN as null), as run records
@@ -183,6 +183,154 @@ def apply_threads(args: argparse.Namespace) -> None:
 def command_line(script: str, argv: Sequence[str] | None) -> str:
     args = list(sys.argv[1:] if argv is None else argv)
     return shlex.join(["python", f"experiments/{script}.py", *args])
+
+
+# -- splits (BENCHMARKS.md's protocol) -------------------------------------------------------------
+#: The validation scenes' seed is ``--seed`` plus this unless ``--val-seed`` says otherwise (the test
+#: scenes' is ``--seed`` plus one in most scripts). The split id is in every generator's random stream,
+#: so even equal seeds give different scenes per split; the offset only keeps the records unambiguous.
+VAL_SEED_OFFSET = 2
+#: Bootstrap resamples of the 95 % intervals over the test scenes (``--intervals``).
+DEFAULT_INTERVALS = 500
+
+
+def add_split_args(
+    parser: argparse.ArgumentParser,
+    num_val: int | None = None,
+    intervals: bool = True,
+    per_count: bool = False,
+) -> None:
+    """``--num-val``, ``--val-seed`` and (``intervals``) ``--intervals``: the protocol's flags.
+
+    Validation scenes (split ``"val"``: MNIST's held-out training digits) draw every curve and every
+    choice and are scored at the end beside the test scenes, which are scored once. ``num_val``:
+    the default of ``--num-val`` (None: as many as test scenes); ``per_count``: ``--num-val`` counts
+    the validation scenes of each digit count (as ``--test-per-count``).
+    """
+    what = "validation scenes per digit count" if per_count else "validation scenes"
+    parser.add_argument(
+        "--num-val",
+        type=positive_int,
+        default=num_val,
+        metavar="N",
+        help=f"{what} (split 'val': MNIST's held-out training digits), for the curves and every "
+        "choice, scored at the end beside the test scenes (default: as many as test scenes)",
+    )
+    parser.add_argument(
+        "--val-seed",
+        type=non_negative_int,
+        metavar="S",
+        help=f"seed of the validation scenes (default: --seed + {VAL_SEED_OFFSET})",
+    )
+    if intervals:
+        parser.add_argument(
+            "--intervals",
+            type=non_negative_int,
+            default=DEFAULT_INTERVALS,
+            metavar="N",
+            help="bootstrap resamples of the 95 %% intervals over the test scenes (0: none)",
+        )
+
+
+def val_seed(args: argparse.Namespace) -> int:
+    """The validation scenes' seed: ``--val-seed``, else ``--seed`` plus :data:`VAL_SEED_OFFSET`."""
+    seed = getattr(args, "val_seed", None)
+    return args.seed + VAL_SEED_OFFSET if seed is None else seed
+
+
+def digit_source(*datasets: Any) -> str | None:
+    """``"mnist"`` or ``"sklearn-fallback"``: where the digits of ``datasets`` come from.
+
+    Looks through wrappers (``Subset``, ``ConcatDataset``, crops, upscaling) for a digit bank; None
+    when no dataset draws digits (procedural scenes: shapes, Gabor noise).
+    """
+    todo, sources = list(datasets), []
+    while todo:
+        dataset = todo.pop()
+        bank = getattr(type(dataset), "bank", None)
+        if bank is not None:
+            sources.append(dataset.bank.source)
+        todo.extend(getattr(dataset, "datasets", ()))
+        inner = getattr(dataset, "dataset", None)
+        if inner is not None:
+            todo.append(inner)
+    unique = sorted(set(sources))
+    return None if not unique else unique[0] if len(unique) == 1 else "+".join(unique)
+
+
+def split_record(split: str, seed: int | None, dataset: Any, **extra: Any) -> dict[str, Any]:
+    """One entry of a record's ``"splits"``: the split, the scenes' seed and how many scenes."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return {"split": split, "seed": seed, "scenes": len(dataset), **extra}
+
+
+@dataclasses.dataclass
+class Splits:
+    """The (train, validation, test) scenes of one generator and their record.
+
+    ``val`` draws the curves and every choice; ``test`` is scored once, at the end. ``record`` is the
+    ``"splits"`` entry of a record (``{"train": ..., "validation": ..., "test": ...}``, each with its
+    split, seed and number of scenes) and ``source`` the digit source (``"mnist"``,
+    ``"sklearn-fallback"``, or None for procedural scenes).
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    record: dict[str, Any]
+    source: str | None
+
+
+def build_splits(
+    name: str,
+    args: argparse.Namespace,
+    kwargs: Mapping[str, Any],
+    *,
+    num_test: int,
+    test_seed: int,
+    train_kwargs: Mapping[str, Any] | None = None,
+    num_val: int | None = None,
+    train: bool = True,
+    wrap: Any = None,
+) -> Splits:
+    """Train, validation and test scenes of generator ``name`` (``make_dataset``) with ``kwargs``.
+
+    Training scenes: seed ``--seed`` (``train_kwargs`` on top, e.g. ``num_scenes``); validation scenes:
+    split ``"val"``, ``num_val`` of them (default ``--num-val``, else ``num_test``) with seed
+    :func:`val_seed`; test
+    scenes: ``num_test`` of them with seed ``test_seed`` (by habit ``--seed`` + 1). ``train=False``
+    builds no training scenes (``Splits.train`` is None); ``wrap`` (e.g. an upscaling) is applied to
+    each set.
+    """
+    wrap = wrap or (lambda dataset: dataset)
+    if num_val is None:
+        num_val = num_test if getattr(args, "num_val", None) is None else args.num_val
+    seed_val = val_seed(args)
+    train_set, train_kw = None, {"seed": args.seed, **kwargs, **(train_kwargs or {})}
+    if train:
+        train_set = wrap(make_dataset(name, "train", **train_kw))
+    val_set = wrap(make_dataset(name, "val", num_scenes=num_val, seed=seed_val, **kwargs))
+    test_set = wrap(make_dataset(name, "test", num_scenes=num_test, seed=test_seed, **kwargs))
+    record = {}
+    if train_set is not None:
+        record["train"] = split_record("train", train_kw["seed"], train_set)
+    record["validation"] = split_record("val", seed_val, val_set)
+    record["test"] = split_record("test", test_seed, test_set)
+    return Splits(train_set, val_set, test_set, record, digit_source(val_set, test_set))
+
+
+def first_scenes(dataset: Any, n: int) -> Any:
+    """The first ``n`` scenes of ``dataset`` (all of them when it has fewer)."""
+    from torch.utils.data import Subset
+
+    return dataset if n >= len(dataset) else Subset(dataset, range(n))
+
+
+def intervals_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"intervals": N}`` for the final test evaluation (``--intervals``; nothing when 0)."""
+    n = getattr(args, "intervals", 0)
+    return {"intervals": n} if n else {}
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -355,14 +503,17 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
 
 
 # -- the crops -> large images experiments (SPAIR §5.2 and §5.5) ---------------------------------
-def count_test_set(counts: Sequence[int], per_count: int, seed: int, root: str | None, download: bool = True):
-    """Full 84x84 test scenes (MNIST test digits), ``per_count`` of each count, counts ascending."""
+def count_scene_set(
+    split: str, counts: Sequence[int], per_count: int, seed: int, root: str | None, download: bool = True
+):
+    """Full 84x84 scenes of ``split``, ``per_count`` of each count (seed ``seed`` + count), counts
+    ascending."""
     from torch.utils.data import ConcatDataset
 
     parts = [
         make_dataset(
             "large-scattered",
-            "test",
+            split,
             num_scenes=per_count,
             num_digits=c,
             seed=seed + c,
@@ -372,6 +523,11 @@ def count_test_set(counts: Sequence[int], per_count: int, seed: int, root: str |
         for c in counts
     ]
     return ConcatDataset(parts)
+
+
+def count_test_set(counts: Sequence[int], per_count: int, seed: int, root: str | None, download: bool = True):
+    """Full 84x84 test scenes (MNIST test digits), ``per_count`` of each count, counts ascending."""
+    return count_scene_set("test", counts, per_count, seed, root, download)
 
 
 def example_indices(counts: Sequence[int], per_count: int, n: int = 8) -> list[int]:
@@ -411,6 +567,7 @@ def add_crops_args(parser: argparse.ArgumentParser, train_digits: tuple[int, int
         metavar="N",
         help="84x84 test scenes per digit count",
     )
+    add_split_args(parser, per_count=True)
     add_conncomp_arg(parser)
 
 
@@ -439,7 +596,7 @@ def crops_experiment(
     """
     from ppl_scenes.baselines import ConnComp
     from ppl_scenes.data.loading import materialize
-    from ppl_scenes.metrics import evaluate_by_count
+    from ppl_scenes.metrics import evaluate_by_count, evaluate_detection
     from ppl_scenes.viz import plot_metrics_by_count, plot_scenes
 
     apply_threads(args)
@@ -461,7 +618,18 @@ def crops_experiment(
     )
     train_digits = list(train_set.dataset.num_digits)
     counts = list(range(1, args.max_count + 1))
-    test_set = count_test_set(counts, args.test_per_count, args.seed, args.data_root, not args.no_download)
+    download = not args.no_download
+    test_set = count_test_set(counts, args.test_per_count, args.seed, args.data_root, download)
+    # validation scenes (split "val") of the same counts, scored beside the test scenes
+    val_per_count = args.test_per_count if args.num_val is None else args.num_val
+    seed_val = val_seed(args)
+    val_set = count_scene_set("val", counts, val_per_count, seed_val, args.data_root, download)
+    per_count = {"seed_per_count": "seed + count"}
+    splits = {
+        "train": split_record("train", args.seed, train_set),
+        "validation": split_record("val", seed_val, val_set, per_count=val_per_count, **per_count),
+        "test": split_record("test", args.seed, test_set, per_count=args.test_per_count, **per_count),
+    }
     examples = example_indices(counts, args.test_per_count)
     example_images = torch.stack([test_set[i][0] for i in examples])
     example_truth = [test_set[i][1] for i in examples]
@@ -475,12 +643,17 @@ def crops_experiment(
         if progress:
             print(f"{script}: training SPAIR ({label}) on {len(images)} crops", file=sys.stderr)
         model, cost = train_model(images, run_dirs[label], args, data, command, progress, **overrides)
+        validation = evaluate_by_count(model, val_set, progress=progress)
         scores = evaluate_by_count(model, test_set, progress=progress)
+        if args.intervals:  # evaluate_by_count has none: the overall test scores' intervals, apart
+            intervals = evaluate_detection(model, test_set, intervals=args.intervals)["intervals"]
+            scores["overall"]["intervals"] = intervals
         write_eval(run_dirs[label], cost["steps"], scores["overall"])
         variants_out[label] = {
             "overrides": dict(overrides),
             **cost,
             **scores,
+            "validation": validation,
             "count_mae_11_20": mean_over_counts(scores["by_count"], "count_mae", 11, 20),
             "tight_boxes": with_tight_boxes(model, evaluate_by_count, test_set),
         }
@@ -535,6 +708,8 @@ def crops_experiment(
         "model": {label: model_record(**overrides) for label, overrides in variants.items()},
         "variants": variants_out,
         "conncomp": {"threshold": args.conncomp_threshold, **cc},
+        "splits": splits,
+        "digit_source": digit_source(train_set, val_set, test_set),
         "figures": figures,
     }
     write_record(out / f"{script}.json", record)

@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import config_overrides, positive_int, train_model
+from _common import add_split_args, build_splits, config_overrides, first_scenes, positive_int, train_model
 
-from ppl_scenes import make_dataset
 from ppl_scenes.baselines import ChannelwiseMIST, GridPatches
 from ppl_scenes.models import MIST, MISTConfig
 from ppl_scenes.runs import read_metrics
@@ -50,7 +49,9 @@ def add_mist_args(parser: argparse.ArgumentParser, datasets: Sequence[str], mode
     )
     parser.add_argument("--canvas-size", type=positive_int, help="canvas side (default: the generator's, 80)")
     parser.add_argument("--num-test", type=positive_int, default=1000, help="test scenes")
-    parser.add_argument("--curve-scenes", type=positive_int, default=100, help="test scenes per curve point")
+    parser.add_argument(
+        "--curve-scenes", type=positive_int, default=100, help="validation scenes per curve point"
+    )
     parser.add_argument(
         "--eval-every",
         type=int,
@@ -64,6 +65,7 @@ def add_mist_args(parser: argparse.ArgumentParser, datasets: Sequence[str], mode
         metavar="KEY=VALUE",
         help="MIST config overrides for every model (e.g. refine_steps=3)",
     )
+    add_split_args(parser)
 
 
 def overrides(parser: argparse.ArgumentParser, items: Sequence[str], **base: Any) -> dict[str, Any]:
@@ -82,14 +84,19 @@ def data_kwargs(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_sets(dataset: str, args: argparse.Namespace):
-    """(train, test, curve) sets of ``dataset`` and the record of its generator settings."""
+    """(splits, curve) of ``dataset`` and the record of its generator settings.
+
+    ``splits`` (:class:`_common.Splits`) holds the train, validation and test scenes; the curve points
+    are drawn on the first ``--curve-scenes`` validation scenes, never on test scenes.
+    """
     name, kwargs = DATASETS[dataset]["name"], data_kwargs(dataset, args)
     train_kw = {} if args.num_train is None else {"num_scenes": args.num_train}
-    train = make_dataset(name, "train", seed=args.seed, **train_kw, **kwargs)
-    test = make_dataset(name, "test", num_scenes=args.num_test, seed=args.seed + 1, **kwargs)
-    curve = torch.utils.data.Subset(test, range(min(args.curve_scenes, len(test))))
+    splits = build_splits(
+        name, args, kwargs, train_kwargs=train_kw, num_test=args.num_test, test_seed=args.seed + 1
+    )
+    curve = first_scenes(splits.val, args.curve_scenes)
     record = {"name": name, "kwargs": {k: v for k, v in kwargs.items() if k not in ("root", "download")}}
-    return train, test, curve, record
+    return splits, curve, record
 
 
 def snapshot_heatmap(model, image: torch.Tensor, run_dir: Path) -> None:

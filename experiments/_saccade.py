@@ -10,18 +10,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import apply_threads, config_overrides, positive_int
+from _common import (
+    Splits,
+    add_split_args,
+    apply_threads,
+    build_splits,
+    config_overrides,
+    first_scenes,
+    positive_int,
+)
 from matplotlib.figure import Figure
 
-from ppl_scenes import ClutteredDigits, SaccadeConfig, Upscaled, VariationalSaccading, load
+from ppl_scenes import SaccadeConfig, Upscaled, VariationalSaccading, load
 from ppl_scenes.viz import draw_boxes, show_image
 
 
 def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene side in pixels") -> None:
-    """``--canvas-size``, ``--num-test``, ``--curve-scenes``, ``--eval-every``, ``--set``, ``--init-from``."""
+    """``--canvas-size``, ``--num-test``, ``--curve-scenes``, ``--eval-every``, ``--set``, ``--init-from``,
+    and the protocol's ``--num-val``, ``--val-seed`` and ``--intervals``."""
     parser.add_argument("--canvas-size", type=positive_int, default=100, help=canvas_help)
     parser.add_argument("--num-test", type=positive_int, default=1000, help="test scenes")
-    parser.add_argument("--curve-scenes", type=positive_int, default=200, help="test scenes per curve point")
+    parser.add_argument(
+        "--curve-scenes", type=positive_int, default=200, help="validation scenes per curve point"
+    )
     parser.add_argument("--eval-every", type=int, default=500, help="steps between curve points (0: none)")
     parser.add_argument(
         "--set",
@@ -36,6 +47,7 @@ def add_saccade_args(parser: argparse.ArgumentParser, canvas_help: str = "scene 
         help="start the saccade model from this saccade run's weights (those whose shapes fit; the rest, "
         "e.g. the classifier's output layer for another task, start afresh and are named)",
     )
+    add_split_args(parser)
 
 
 def parse_saccade_args(
@@ -48,23 +60,34 @@ def parse_saccade_args(
 
 
 def cluttered_scenes(
-    args: argparse.Namespace, size: int | None = None, num_clutter: int | None = None
-) -> tuple[Any, Any, dict[str, Any]]:
-    """The training and test scenes of ``--canvas-size`` and the data record of the runs' config.
+    args: argparse.Namespace, size: int | None = None, num_clutter: int | None = None, train: bool = True
+) -> tuple[Splits, dict[str, Any]]:
+    """The training, validation and test scenes of ``--canvas-size`` and the data record of the runs'
+    config.
 
-    With ``size``, the scenes are upsampled to ``size`` pixels (the ``cluttered-large`` dataset);
-    ``num_clutter`` overrides the generator's number of clutter fragments (0: clean scenes).
+    Training scenes have seed ``--seed``, validation scenes (split ``"val"``, ``--num-val`` of them)
+    :func:`_common.val_seed`, test scenes ``--seed`` + 1. With ``size``, the scenes are upsampled to
+    ``size`` pixels (the ``cluttered-large`` dataset); ``num_clutter`` overrides the generator's number
+    of clutter fragments (0: clean scenes); ``train=False`` builds no training scenes.
     """
     scene_kwargs: dict[str, Any] = {"canvas_size": args.canvas_size}
     if num_clutter is not None:
         scene_kwargs["num_clutter"] = num_clutter
     kwargs = {**scene_kwargs, "root": args.data_root, "download": not args.no_download}
-    train_set = ClutteredDigits(args.num_train, split="train", seed=args.seed, **kwargs)
-    test_set = ClutteredDigits(args.num_test, split="test", seed=args.seed + 1, **kwargs)
+    wrap = None if size is None else (lambda dataset: Upscaled(dataset, size))
+    splits = build_splits(
+        "cluttered",
+        args,
+        kwargs,
+        train_kwargs={"num_scenes": args.num_train},
+        num_test=args.num_test,
+        test_seed=args.seed + 1,
+        train=train,
+        wrap=wrap,
+    )
     if size is None:
-        return train_set, test_set, {"name": "cluttered", "kwargs": scene_kwargs}
-    data = {"name": "cluttered-large", "kwargs": {**scene_kwargs, "size": size}}
-    return Upscaled(train_set, size), Upscaled(test_set, size), data
+        return splits, {"name": "cluttered", "kwargs": scene_kwargs}
+    return splits, {"name": "cluttered-large", "kwargs": {**scene_kwargs, "size": size}}
 
 
 def initial_weights(run_dir: str):
@@ -94,11 +117,11 @@ def initial_weights(run_dir: str):
     return make
 
 
-def curve_fit_kwargs(args: argparse.Namespace, test_set) -> dict[str, Any]:
-    """``fit`` keywords that log the accuracy on the first ``--curve-scenes`` test scenes."""
+def curve_fit_kwargs(args: argparse.Namespace, val_set) -> dict[str, Any]:
+    """``fit`` keywords that log the accuracy on the first ``--curve-scenes`` validation scenes."""
     if not args.eval_every:
         return {}
-    curve_set = torch.utils.data.Subset(test_set, range(min(args.curve_scenes, len(test_set))))
+    curve_set = first_scenes(val_set, args.curve_scenes)
     return {"eval_fn": lambda model: model.evaluate(curve_set), "eval_every": args.eval_every}
 
 

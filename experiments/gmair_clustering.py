@@ -13,7 +13,7 @@ Writes under ``--out`` (default ``benchmarks/gmair_clustering``):
 
 * ``gmair_clustering.json`` -- settings, machine, steps and seconds, the metrics of GMAIR and
   SPAIR + GMM, the targets and whether they are met, and the training curves;
-* ``curves.png`` -- AP@0.5, ACC and NMI on ``--curve-scenes`` test scenes during training (Fig. 2a);
+* ``curves.png`` -- AP@0.5, ACC and NMI on ``--curve-scenes`` validation scenes during training (Fig. 2a);
 * ``tsne.png`` -- t-SNE of the ``z_what`` of matched detections coloured by the true digit, GMAIR's
   component means ``mu_k`` marked, SPAIR's codes alongside (Fig. 2b-d);
 * ``generated.png`` -- objects decoded from ``z_avg = mu_k`` and from ``mu_k + sigma_k z_local`` (Fig. 3);
@@ -43,11 +43,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import (  # noqa: E402
+    add_split_args,
     apply_threads,
+    build_splits,
     check_run_dirs,
     command_line,
     config_overrides,
     finite,
+    first_scenes,
+    intervals_kwargs,
     machine,
     make_parser,
     non_negative_int,
@@ -61,7 +65,7 @@ from _common import (  # noqa: E402
 )
 from sklearn.manifold import TSNE  # noqa: E402
 
-from ppl_scenes import GMAIR, SPAIR, GMAIRConfig, MultiMNIST  # noqa: E402
+from ppl_scenes import GMAIR, SPAIR, GMAIRConfig  # noqa: E402
 from ppl_scenes.baselines import WhatGMM  # noqa: E402
 from ppl_scenes.config import config_to_dict  # noqa: E402
 from ppl_scenes.metrics import (  # noqa: E402
@@ -103,7 +107,9 @@ def build_parser():
         default=500,
         help="steps between the curves' evaluations (0: none)",
     )
-    parser.add_argument("--curve-scenes", type=positive_int, default=200, help="test scenes per curve point")
+    parser.add_argument(
+        "--curve-scenes", type=positive_int, default=200, help="validation scenes per curve point"
+    )
     parser.add_argument(
         "--models",
         nargs="+",
@@ -118,6 +124,7 @@ def build_parser():
         metavar="KEY=VALUE",
         help="GMAIR config overrides for a variant (e.g. what_sees_cat=false); SPAIR is left as it is",
     )
+    add_split_args(parser)
     return parser
 
 
@@ -156,9 +163,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "root": args.data_root,
         "download": not args.no_download,
     }
-    train_set = MultiMNIST(args.num_train, split="train", seed=args.seed, **data_kwargs)
-    test_set = MultiMNIST(args.num_test, split="test", seed=args.seed + 1, **data_kwargs)
-    curve_set = torch.utils.data.Subset(test_set, range(min(args.curve_scenes, len(test_set))))
+    splits = build_splits(
+        "multimnist",
+        args,
+        data_kwargs,
+        train_kwargs={"num_scenes": args.num_train},
+        num_test=args.num_test,
+        test_seed=args.seed + 1,
+    )
+    train_set, val_set, test_set = splits.train, splits.val, splits.test
+    curve_set = first_scenes(val_set, args.curve_scenes)  # curves on validation scenes, never test
     data = {
         "name": "multimnist",
         "kwargs": {k: v for k, v in data_kwargs.items() if k not in ("root", "download")},
@@ -180,12 +194,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print(f"trained {', '.join(args.models)}; run again with --resume once every model is trained")
         return {}
     gmair, spair = models["gmair"], models["spair"]
-    results = {"gmair": evaluate_detection(gmair, test_set, progress=progress)}
     baseline = WhatGMM(spair, num_components=gmair.config.num_clusters, seed=args.seed)
-    baseline.fit(
-        torch.utils.data.Subset(train_set, range(min(args.gmm_scenes, len(train_set)))), progress=progress
-    )
-    results["spair_gmm"] = evaluate_detection(baseline, test_set, progress=progress)
+    baseline.fit(first_scenes(train_set, args.gmm_scenes), progress=progress)
+    scored = {"gmair": gmair, "spair_gmm": baseline}
+    validation = {k: evaluate_detection(m, val_set, progress=progress) for k, m in scored.items()}
+    results = {
+        k: evaluate_detection(m, test_set, progress=progress, **intervals_kwargs(args))
+        for k, m in scored.items()
+    }
     write_eval(runs["gmair"], costs["gmair"]["steps"], results["gmair"])
     write_eval(runs["spair"], costs["spair"]["steps"], evaluate_detection(spair, test_set))
     g, b = results["gmair"], results["spair_gmm"]
@@ -226,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "data": data["kwargs"],
         "cost": costs,
         "results": finite(results),
+        "validation": finite(validation),
+        "splits": splits.record,
+        "digit_source": splits.source,
         "targets": TARGETS,
         "met": met,
         "curves": finite(

@@ -35,6 +35,7 @@ from _common import (
     check_run_dirs,
     command_line,
     finite,
+    intervals_kwargs,
     machine,
     make_parser,
     settings_record,
@@ -87,12 +88,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     runs = {m: out / "runs" / m for m in args.models}
     check_run_dirs(parser, list(runs.values()), args.resume)
     command = command_line(NAME, argv)
-    train_set, test_set, curve_set, data = build_sets("hard", args)
+    splits, curve_set, data = build_sets("hard", args)
+    train_set, test_set = splits.train, splits.test
 
-    models, results, costs = {}, {}, {}
+    models, results, validation, costs = {}, {}, {}, {}
+    progress = not args.no_progress
     for kind, run_dir in runs.items():
         models[kind], costs[kind] = train(kind, extra, train_set, curve_set, run_dir, args, data, command)
-        results[kind] = finite(models[kind].evaluate(test_set, progress=not args.no_progress))
+        validation[kind] = finite(models[kind].evaluate(splits.val, progress=progress))
+        results[kind] = finite(models[kind].evaluate(test_set, progress=progress, **intervals_kwargs(args)))
 
     items = [test_set[i] for i in range(min(6, len(test_set)))]
     images = torch.stack([im for im, _ in items])
@@ -123,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "data": data,
         "cost": costs,
         "results": results,
+        "validation": validation,
+        "splits": splits.record,
+        "digit_source": splits.source,
         "paper": PAPER,
         "targets_met": met,
         "figures": {k: str(v) for k, v in figures.items() if v is not None},

@@ -38,6 +38,7 @@ from _common import (
     check_run_dirs,
     command_line,
     finite,
+    intervals_kwargs,
     machine,
     make_parser,
     settings_record,
@@ -105,12 +106,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     check_run_dirs(parser, list(runs.values()), args.resume)
     command = command_line(NAME, argv)
 
-    results, costs, configs, figures, blank = {}, {}, {}, {}, {}
+    results, validation, costs, configs, figures, blank = {}, {}, {}, {}, {}, {}
+    split_records, sources = {}, {}
     for dataset in args.datasets:
         todo = [m for d, m in runs if d == dataset]
         if not todo:
             continue
-        train_set, test_set, curve_set, data = build_sets(dataset, args)
+        splits, curve_set, data = build_sets(dataset, args)
+        train_set, test_set = splits.train, splits.test
+        split_records[dataset], sources[dataset] = splits.record, splits.source
         models = {}
         for kind in todo:
             run_dir = runs[(dataset, kind)]
@@ -119,7 +123,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             models[kind] = model
             costs[f"{dataset}-{kind}"] = cost
             configs[f"{dataset}-{kind}"] = config_to_dict(model.config)
-            results[f"{dataset}-{kind}"] = finite(model.evaluate(test_set, progress=not args.no_progress))
+            progress = not args.no_progress
+            validation[f"{dataset}-{kind}"] = finite(model.evaluate(splits.val, progress=progress))
+            results[f"{dataset}-{kind}"] = finite(
+                model.evaluate(test_set, progress=progress, **intervals_kwargs(args))
+            )
         # The RMSE of an empty canvas: what a synthesis must beat to have reconstructed anything.
         background = DATASETS[dataset]["model"].get("background", 0.0)
         test_images = torch.stack([test_set[i][0] for i in range(len(test_set))])
@@ -152,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "models": configs,
         "cost": costs,
         "results": results,
+        "validation": validation,
+        "splits": split_records,
+        "digit_source": sources,
         "paper_rmse": PAPER,
         "blank_canvas_rmse": blank,
         "targets_met": met,

@@ -3,9 +3,10 @@
 Before any training, the saccade model with ``where_attention=True`` places its glimpses by the
 proxy's local brightness (weight ``attention_saliency``), a learned per-step prior map and the
 inhibition of return (strength ``inhibition_of_return``). This script measures, for every pair of
-``--saliency`` and ``--inhibition`` values, how many digits of the two-digit cluttered test scenes
-the untrained model's glimpses hold (``objects_in_view``: the fraction of digits of which some glimpse
-holds at least 90 % of the box) and how much the glimpses move between scenes
+``--saliency`` and ``--inhibition`` values, how many digits of the two-digit cluttered validation
+scenes (split ``"val"``, ``--num-val`` of them: the settings are chosen on them, so no test scene is
+used) the untrained model's glimpses hold (``objects_in_view``: the fraction of digits of which some
+glimpse holds at least 90 % of the box) and how much the glimpses move between scenes
 (``glimpse_centre_std``), beside the old start of four fixed tiles (``where_attention=False``, the
 2x2 spread grid at ``max_scale=0.5``). It trains nothing; it picks the defaults' starting point.
 
@@ -13,11 +14,11 @@ Writes under ``--out`` (default ``benchmarks/saccade_attention_start``):
 
 * ``saccade_attention_start.json`` -- settings, machine and the measurements;
 * ``objects_in_view.png`` -- the fraction against both values;
-* ``saccades_start.png`` -- the default model's untrained glimpses on test scenes.
+* ``saccades_start.png`` -- the default model's untrained glimpses on validation scenes.
 
 Reproduce the recorded numbers (CPU, about a minute)::
 
-    PPL_SCENES_DATA=/path/to/data python experiments/saccade_attention_start.py --num-test 300
+    PPL_SCENES_DATA=/path/to/data python experiments/saccade_attention_start.py --num-val 300
 """
 
 from __future__ import annotations
@@ -77,14 +78,15 @@ def plot_grid(
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args, overrides = parse_saccade_args(parser, argv)
-    _, test_set, data = cluttered_scenes(args)
+    splits, data = cluttered_scenes(args, train=False)
+    val_set = splits.val  # the settings are chosen on these: never on test scenes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
     def measure(**settings) -> dict[str, float]:
         model = VariationalSaccading(**{**overrides, **settings})
-        metrics = model.evaluate(test_set, max_scenes=args.num_test, progress=not args.no_progress)
+        metrics = model.evaluate(val_set, progress=not args.no_progress)
         return {k: metrics[k] for k in KEYS}
 
     tiles = measure(where_attention=False, max_scale=0.5)
@@ -99,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for s in args.saliency
     ]
     default = VariationalSaccading(**overrides)
-    images, targets = example_scenes(test_set)
+    images, targets = example_scenes(val_set)
     figures = {
         "objects_in_view": plot_grid(grid, args.saliency, args.inhibition, out / "objects_in_view.png"),
         "saccades_start": plot_saccades(default, images, targets, "identify", out / "saccades_start.png"),
@@ -109,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "command": command_line(NAME, argv),
         "machine": machine(),
         "data": data,
-        "num_scenes": min(args.num_test, len(test_set)),
+        "num_scenes": len(val_set),
+        "splits": {"validation": splits.record["validation"]},
+        "digit_source": splits.source,
         "default_model": config_to_dict(default.config),
         "tiles": tiles,
         "attention": attention,

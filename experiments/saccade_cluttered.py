@@ -34,7 +34,9 @@ matplotlib.use("Agg")
 from _common import (  # noqa: E402
     check_run_dirs,
     command_line,
+    digit_source,
     finite,
+    intervals_kwargs,
     machine,
     make_parser,
     settings_record,
@@ -98,15 +100,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     clean_sum = {"sum": None if args.sum_clutter else 0}
     scenes = {task: cluttered_scenes(args, num_clutter=clean_sum.get(task)) for task in args.tasks}
 
-    results, costs, configs, params, figures = {}, {}, {}, {}, {}
+    results, validation, costs, configs, params, figures = {}, {}, {}, {}, {}, {}
     for (task, kind), run_dir in runs.items():
-        train_set, test_set, data = scenes[task]
+        splits, data = scenes[task]
+        train_set, test_set = splits.train, splits.test
         cls, extra = MODELS[kind]
         if kind == "saccade":
             extra = {**extra, **saccade_overrides}
             if args.init_from:
                 cls = initial_weights(args.init_from)
-        fit_kwargs = curve_fit_kwargs(args, test_set)
+        fit_kwargs = curve_fit_kwargs(args, splits.val)
         key = f"{task}-{kind}"
         model, costs[key] = train_model(
             train_set,
@@ -120,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             task=task,
             **extra,
         )
-        results[key] = finite(model.evaluate(test_set, progress=not args.no_progress))
+        progress = not args.no_progress
+        validation[key] = finite(model.evaluate(splits.val, progress=progress))
+        results[key] = finite(model.evaluate(test_set, progress=progress, **intervals_kwargs(args)))
         configs[key] = config_to_dict(model.config)
         params[key] = sum(p.numel() for p in model.parameters())
         keys = [k for k in ("loss", "eval/accuracy") if any(k in r for r in read_metrics(run_dir))]
@@ -145,9 +150,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "train": train_record(args, VariationalSaccading),
         "models": configs,
         "parameters": params,
-        "data": {task: data for task, (_, _, data) in scenes.items()},
+        "data": {task: data for task, (_, data) in scenes.items()},
+        "splits": {task: splits.record for task, (splits, _) in scenes.items()},
+        "digit_source": digit_source(*(splits.test for splits, _ in scenes.values())),
         "cost": costs,
         "results": results,
+        "validation": validation,
         "paper": PAPER,
         "targets": TARGETS,
         "targets_met": met,

@@ -57,6 +57,7 @@ from _common import (  # noqa: E402
     check_run_dirs,
     command_line,
     finite,
+    intervals_kwargs,
     machine,
     make_parser,
     positive_int,
@@ -254,10 +255,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     runs = {kind: out / "runs" / kind for kind in args.models}
     check_run_dirs(parser, list(runs.values()), args.resume)
     command = command_line(NAME, argv)
-    train_set, test_set, data = cluttered_scenes(args, size=args.size)
+    splits, data = cluttered_scenes(args, size=args.size)
+    train_set, test_set = splits.train, splits.test
     progress = not args.no_progress
 
-    results, costs, configs, params, trained = {}, {}, {}, {}, {}
+    results, validation, costs, configs, params, trained = {}, {}, {}, {}, {}, {}
     for kind, run_dir in runs.items():
         model_class = VariationalSaccading if kind == "saccade" else ResNetClassifier
         if kind == "saccade" and args.init_from:
@@ -270,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             command,
             progress,
             model_class=model_class,
-            fit_kwargs=curve_fit_kwargs(args, test_set),
+            fit_kwargs=curve_fit_kwargs(args, splits.val),
             **overrides[kind],
         )
         cost = costs[kind]
@@ -279,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         cost["batch_size"] = batch
         cost["seconds_per_epoch"] = cost["seconds_per_step"] * len(train_set) / batch
         cost["epochs"] = cost["steps"] * batch / len(train_set)
-        results[kind] = finite(model.evaluate(test_set, progress=progress))
+        validation[kind] = finite(model.evaluate(splits.val, progress=progress))
+        results[kind] = finite(model.evaluate(test_set, progress=progress, **intervals_kwargs(args)))
         configs[kind] = config_to_dict(model.config)
         params[kind] = sum(p.numel() for p in model.parameters())
         trained[kind] = model
@@ -288,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         model = trained["saccade"]
         localized = VariationalSaccading(replace(model.config, localized=True))
         localized.load_state_dict(model.state_dict())
-        results["saccade_localized"] = finite(localized.evaluate(test_set, progress=progress))
+        validation["saccade_localized"] = finite(localized.evaluate(splits.val, progress=progress))
+        results["saccade_localized"] = finite(
+            localized.evaluate(test_set, progress=progress, **intervals_kwargs(args))
+        )
         images, targets = example_scenes(test_set)
         figures["saccades"] = plot_saccades(model, images, targets, "identify", out / "saccades.png")
 
@@ -316,8 +322,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "models": configs,
         "parameters": params,
         "data": data,
+        "splits": splits.record,
+        "digit_source": splits.source,
         "cost": costs,
         "results": results,
+        "validation": validation,
         "inference": inference,
         "comparison": comparison,
         "paper": PAPER,

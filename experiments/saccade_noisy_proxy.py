@@ -11,9 +11,9 @@ converges faster.
 Writes under ``--out`` (default ``benchmarks/saccade_noisy_proxy``):
 
 * ``saccade_noisy_proxy.json`` -- settings, machine, per run its steps, seconds and test accuracy and
-  its curve of test accuracy (``--curve-scenes`` scenes every ``--eval-every`` steps);
+  its curve of validation accuracy (``--curve-scenes`` scenes every ``--eval-every`` steps);
 * ``proxies.png`` -- test scenes and their proxies at every noise level (Fig. 4 bottom left);
-* ``accuracy_vs_noise.png`` and ``learned_vs_fixed.png`` -- the test curves (Fig. 4 top left, right);
+* ``accuracy_vs_noise.png`` and ``learned_vs_fixed.png`` -- the validation curves (Fig. 4 top left, right);
 * ``runs/<run>/`` -- the training runs (``noise-<sigma>`` and ``fixed-<sigma>``).
 
 Reproduce the recorded numbers (CPU; runs may train in separate processes, each with its own flags,
@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
     check_run_dirs,
     command_line,
     finite,
+    intervals_kwargs,
     machine,
     make_parser,
     settings_record,
@@ -139,9 +140,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     runs = {name: out / "runs" / name for name in settings}
     check_run_dirs(parser, list(runs.values()), args.resume)
     command = command_line(NAME, argv)
-    train_set, test_set, data = cluttered_scenes(args)
+    splits, data = cluttered_scenes(args)
+    train_set, test_set = splits.train, splits.test
 
-    results, costs, configs, curves, models = {}, {}, {}, {}, {}
+    results, validation, costs, configs, curves, models = {}, {}, {}, {}, {}, {}
     for name, run_dir in runs.items():
         model, costs[name] = train_model(
             train_set,
@@ -151,11 +153,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             command,
             not args.no_progress,
             model_class=VariationalSaccading,
-            fit_kwargs=curve_fit_kwargs(args, test_set),
+            fit_kwargs=curve_fit_kwargs(args, splits.val),
             task="identify",
             **{**settings[name], **overrides},
         )
-        results[name] = finite(model.evaluate(test_set, progress=not args.no_progress))
+        progress = not args.no_progress
+        validation[name] = finite(model.evaluate(splits.val, progress=progress))
+        results[name] = finite(model.evaluate(test_set, progress=progress, **intervals_kwargs(args)))
         configs[name] = config_to_dict(model.config)
         curves[name] = curve(run_dir)
         models[name] = model
@@ -184,8 +188,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "train": train_record(args, VariationalSaccading),
         "models": configs,
         "data": data,
+        "splits": splits.record,
+        "digit_source": splits.source,
         "cost": costs,
         "results": results,
+        "validation": validation,
         "curves": curves,
         "learned_run_at_noisiest": noisiest,
         "figures": {k: str(v) for k, v in figures.items()},

@@ -5,8 +5,10 @@ boxes of the scene generators are tight around each digit's ink. This script sco
 run, the where boxes and the two ways ``SPAIR`` can tighten them (``tight_mode``): the decoded
 glimpse's opacity (GMAIR's Appendix B.3) and the object's ink drawn on the canvas (the truth boxes'
 own rule), each at several thresholds. Thresholds are chosen on **validation** scenes (the run's
-dataset, training digits, another seed than the training scenes) by AP over IoU 0.1:0.1:0.9, then
-every setting is scored on the unseen **test** scenes. Counts do not depend on the boxes.
+generator on split ``"val"``: MNIST's held-out training digits, never used for training scenes) by AP
+over IoU 0.1:0.1:0.9, then every setting is scored on the unseen **test** scenes (MNIST test digits,
+the run's seed), the chosen ones with 95 % bootstrap intervals (``--intervals``). Counts do not
+depend on the boxes.
 
 Writes ``spair_boxes.json``, ``ap_by_iou.png`` (test AP against the IoU threshold) and
 ``parses_<boxes>.png`` (test scenes with each kind of box, truth in yellow) under ``--out``. Reproduce::
@@ -21,14 +23,22 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import command_line, positive_int, write_record
+from _common import (
+    DEFAULT_INTERVALS,
+    command_line,
+    digit_source,
+    non_negative_int,
+    positive_int,
+    split_record,
+    write_record,
+)
 
 from ppl_scenes import load
 from ppl_scenes.metrics import SPAIR_IOU_THRESHOLDS, average_precision_range, evaluate_detection
 from ppl_scenes.runs import build_dataset, read_config
 
 NAME = "spair_boxes"
-#: Seed of the validation scenes: the training scenes are the run's dataset with seed 0.
+#: Seed of the validation scenes (split "val": digits no training scene uses), unless --val-seed.
 VALIDATION_SEED = 1
 OPACITY_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5)
 INK_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
@@ -76,7 +86,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("run_dir", help="a trained SPAIR run directory")
     parser.add_argument("--num-val", type=positive_int, default=500, help="validation scenes")
+    parser.add_argument(
+        "--val-seed", type=non_negative_int, default=VALIDATION_SEED, help="seed of the validation scenes"
+    )
     parser.add_argument("--num-test", type=positive_int, default=500, help="test scenes")
+    parser.add_argument(
+        "--intervals",
+        type=non_negative_int,
+        default=DEFAULT_INTERVALS,
+        help="bootstrap resamples of the chosen settings' 95 %% test intervals (0: none)",
+    )
     parser.add_argument("--opacity-thresholds", type=float, nargs="+", default=list(OPACITY_THRESHOLDS))
     parser.add_argument("--ink-thresholds", type=float, nargs="+", default=list(INK_THRESHOLDS))
     parser.add_argument("--out", default=f"benchmarks/{NAME}", help="where the JSON and figure go")
@@ -86,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data = read_config(args.run_dir)["data"]
     root = args.data_root or data.get("root")
     kwargs = data.get("kwargs", {})
+    # the thresholds are chosen on validation scenes: split "val", never training or test digits
     val = build_dataset(
-        data["name"], "train", {**kwargs, "num_scenes": args.num_val, "seed": VALIDATION_SEED}, root
+        data["name"], "val", {**kwargs, "num_scenes": args.num_val, "seed": args.val_seed}, root
     )
     test = build_dataset(data["name"], "test", {**kwargs, "num_scenes": args.num_test}, root)
     rows = []
@@ -107,12 +127,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
             best = max(candidates, key=lambda r: r["validation"]["ap_spair"])
             apply_setting(model, best)
             chosen[mode] = {**best, "test_ap_by_iou": ap_by_iou(model, test)}
+            if args.intervals:
+                chosen[mode]["test_intervals"] = evaluate_detection(model, test, intervals=args.intervals)[
+                    "intervals"
+                ]
     record = {
         "command": command_line(NAME, argv),
         "run_dir": args.run_dir,
         "num_val": len(val),
         "num_test": len(test),
-        "validation_seed": VALIDATION_SEED,
+        "validation_seed": args.val_seed,
+        "splits": {
+            "validation": split_record("val", args.val_seed, val),
+            "test": split_record("test", kwargs.get("seed", 0), test),
+        },
+        "digit_source": digit_source(val, test),
         "settings": rows,
         "chosen_on_validation": chosen,
     }

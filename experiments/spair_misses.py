@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import command_line, positive_int, write_record
+from _common import command_line, digit_source, positive_int, split_record, write_record
 from torchvision.ops import box_iou
 
 from ppl_scenes import load
@@ -73,7 +73,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     test = build_dataset(data["name"], "test", kwargs, args.data_root or data.get("root"))
     images = torch.stack([test[i][0] for i in range(len(test))])
     truths = [test[i][1]["boxes"] for i in range(len(test))]
-    record = {"command": command_line(NAME, argv), "run_dir": args.run_dir, "num_test": len(test)}
+    record = {
+        "command": command_line(NAME, argv),
+        "run_dir": args.run_dir,
+        "num_test": len(test),
+        "splits": {"test": split_record("test", kwargs.get("seed", 0), test)},
+        "digit_source": digit_source(test),
+    }
     for label, tight in (("where_boxes", False), ("tight_boxes", True)):
         model.config.tight_boxes = tight
         boxes = [b.cpu() for b in model.parse(images.to(model.device)).boxes]

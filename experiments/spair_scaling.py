@@ -41,11 +41,14 @@ import torch
 from _common import (
     SUMMARY_METRICS,
     add_conncomp_arg,
+    add_split_args,
     apply_threads,
+    build_splits,
     check_run_dirs,
     command_line,
     config_overrides,
     example_title,
+    intervals_kwargs,
     machine,
     make_parser,
     model_record,
@@ -62,7 +65,6 @@ from tqdm.auto import tqdm
 
 from ppl_scenes import SPAIRConfig
 from ppl_scenes.baselines import ConnComp
-from ppl_scenes.data import make_dataset
 from ppl_scenes.metrics import evaluate_detection
 from ppl_scenes.viz import plot_metric_by_count, plot_scenes
 
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="SPAIR config overrides for every condition (e.g. cell_size=8,8)",
     )
     add_conncomp_arg(parser)
+    add_split_args(parser)
     return parser
 
 
@@ -114,20 +117,20 @@ def run_condition(
     train_kwargs: dict[str, Any] = {"num_digits": count, "seed": args.seed}
     if args.num_train is not None:
         train_kwargs["num_scenes"] = args.num_train
-    train_set = make_dataset("scattered", "train", root=root, download=download, **train_kwargs)
-    test_set = make_dataset(
+    splits = build_splits(
         "scattered",
-        "test",
-        num_scenes=args.num_test,
-        num_digits=count,
-        seed=args.seed,
-        root=root,
-        download=download,
+        args,
+        {"num_digits": count, "root": root, "download": download},
+        train_kwargs=train_kwargs,
+        num_test=args.num_test,
+        test_seed=args.seed,
     )
+    train_set, test_set = splits.train, splits.test
     data = {"name": "scattered", "kwargs": train_kwargs, "num_test": args.num_test}
     run = run_dir(args, count)
     model, cost = train_model(train_set, run, args, data, command, progress, **args.overrides)
-    spair = evaluate_detection(model, test_set, progress=progress)
+    validation = evaluate_detection(model, splits.val, progress=progress)
+    spair = evaluate_detection(model, test_set, progress=progress, **intervals_kwargs(args))
     write_eval(run, cost["steps"], spair)
     spair_tight = with_tight_boxes(model, evaluate_detection, test_set)
     conncomp = evaluate_detection(ConnComp(threshold=args.conncomp_threshold), test_set)
@@ -148,11 +151,14 @@ def run_condition(
     return {
         "num_digits": count,
         "spair": spair,
+        "spair_validation": validation,
         "spair_tight_boxes": spair_tight,
         "conncomp": conncomp,
         **cost,
         "seconds": round(time.perf_counter() - start, 1),
         "example_figure": str(figure),
+        "splits": splits.record,
+        "digit_source": splits.source,
     }
 
 

@@ -33,11 +33,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from _common import (  # noqa: E402
+    add_split_args,
     apply_threads,
+    build_splits,
     check_run_dirs,
     command_line,
     config_overrides,
+    digit_source,
     finite,
+    intervals_kwargs,
     machine,
     make_parser,
     positive_int,
@@ -49,7 +53,7 @@ from _common import (  # noqa: E402
 )
 from _ssdir import add_ssdir_args, ssdir_overrides, ssdir_steps  # noqa: E402
 
-from ppl_scenes import SSDIR, MultiScaleDigits, SSDIRConfig  # noqa: E402
+from ppl_scenes import SSDIR, SSDIRConfig  # noqa: E402
 from ppl_scenes.config import config_to_dict  # noqa: E402
 from ppl_scenes.metrics import evaluate_detection  # noqa: E402
 from ppl_scenes.ops import crop, xyxy_to_cxcywh  # noqa: E402
@@ -64,6 +68,7 @@ def build_parser():
     parser.add_argument(
         "--num-test", type=positive_int, default=500, metavar="N", help="test scenes per variant"
     )
+    add_split_args(parser)
     parser.add_argument(
         "--max-sizes", nargs="*", type=positive_int, default=[32, 48, 64], metavar="S",
         help="size sweep: largest digit side of each variant (smallest: the first --digit-sizes)",
@@ -166,20 +171,34 @@ def main(argv: Sequence[str] | None = None) -> dict:
     command = command_line(NAME, argv)
     run_args = type(args)(**{**vars(args), "steps": ssdir_steps(args, overrides)})
 
-    results, costs, models, tests = {}, {}, {}, {}
+    results, validation, costs, models, tests, splits = {}, {}, {}, {}, {}, {}
     source = {"root": args.data_root, "download": not args.no_download}
     for name, spec in specs.items():
         kwargs = {k: v for k, v in spec.items() if k != "sweep"}
         kwargs["canvas_size"] = args.canvas_size
-        train_set = MultiScaleDigits(args.num_train, "train", seed=args.seed, **kwargs, **source)
-        tests[name] = MultiScaleDigits(args.num_test, "test", seed=10_000 + args.seed, **kwargs, **source)
+        sets = build_splits(
+            "multiscale",
+            args,
+            {**kwargs, **source},
+            train_kwargs={"num_scenes": args.num_train},
+            num_test=args.num_test,
+            test_seed=10_000 + args.seed,
+        )
+        train_set, tests[name], splits[name] = sets.train, sets.test, sets
         data = {"name": "multiscale", "kwargs": kwargs}
         model, costs[name] = train_model(
             train_set, runs[name], run_args, data, command, not args.no_progress, SSDIR, **overrides
         )
         models[name] = model
-        detection = evaluate_detection(model, tests[name])
-        results[name] = finite({**reconstruction_errors(model, tests[name]), "ap50": detection["ap50"]})
+        for scenes, scores, extra in (
+            (sets.val, validation, {}),
+            (tests[name], results, intervals_kwargs(args)),
+        ):
+            detection = evaluate_detection(model, scenes, **extra)
+            row = {**reconstruction_errors(model, scenes), "ap50": detection["ap50"]}
+            if "intervals" in detection:
+                row["intervals"] = {"ap50": detection["intervals"]["ap50"]}
+            scores[name] = finite(row)
 
     figures = {
         "ablation": plot_sweeps(results, specs, out / "ablation.png"),
@@ -199,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         },
         "cost": costs,
         "results": results,
+        "validation": validation,
+        "splits": {k: v.record for k, v in splits.items()},
+        "digit_source": digit_source(*(v.test for v in splits.values())),
         "figures": {k: str(v) for k, v in figures.items()},
     }
     write_record(out / f"{NAME}.json", record)

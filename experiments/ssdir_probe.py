@@ -51,11 +51,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import (  # noqa: E402
+    add_split_args,
     apply_threads,
+    build_splits,
     check_run_dirs,
     command_line,
     config_overrides,
     finite,
+    intervals_kwargs,
     machine,
     make_parser,
     non_negative_int,
@@ -105,6 +108,7 @@ def build_parser():
         "--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2], help="training seeds (Table 2: 3)"
     )
     parser.add_argument("--num-test", type=positive_int, default=1000, metavar="N", help="test scenes")
+    add_split_args(parser)
     parser.add_argument(
         "--speed-batch", type=positive_int, default=32, metavar="B", help="images per timed inference pass"
     )
@@ -208,12 +212,19 @@ def throughputs(models: dict, images: torch.Tensor, repeats: int = 15) -> dict:
 
 
 def summary(per_seed: list[dict], keys: Sequence[str]) -> dict:
-    """Mean and standard deviation over seeds of each key present in every run."""
+    """Mean and standard deviation over seeds of each key present in every run: ``std`` the population
+    one (as recorded before), ``sd`` the sample one (BENCHMARKS.md's protocol; None for one seed)."""
     out = {}
     for key in keys:
         values = [r[key] for r in per_seed if r.get(key) is not None]
         if values and len(values) == len(per_seed):
-            out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+            sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            out[key] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values)),
+                "sd": sd,
+                "n": len(values),
+            }
     return out
 
 
@@ -293,10 +304,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "name": "multiscale",
         "kwargs": {k: v for k, v in kwargs.items() if k not in ("root", "download")},
     }
-    test_set = MultiScaleDigits(args.num_test, "test", seed=10_000 + args.seed, **kwargs)
+    # validation (split "val") and test scenes; each run's training scenes follow its own seed
+    splits = build_splits(
+        "multiscale", args, kwargs, num_test=args.num_test, test_seed=10_000 + args.seed, train=False
+    )
+    val_set, test_set = splits.val, splits.test
 
     steps = {"ssdir": ssdir_steps(args, overrides["ssdir"]), "spair": args.steps}
     per_seed: dict[str, list[dict]] = {m: [] for m in args.models}
+    val_per_seed: dict[str, list[dict]] = {m: [] for m in args.models}
     costs, configs, first = {}, {}, {}
     for (kind, seed), run_dir in runs.items():
         train_set = MultiScaleDigits(args.num_train, "train", seed=seed, **kwargs)
@@ -309,20 +325,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
         costs[f"{kind}-seed{seed}"] = cost
         configs[kind] = config_to_dict(model.config)
-        detection = evaluate_detection(model, test_set, progress=not args.no_progress)
-        row = {
-            "seed": seed,
-            **probe(model, test_set, seed, iou_threshold=0.0),
-            "iou50": probe(model, test_set, seed, iou_threshold=0.5),
-            "ap50": detection["ap50"],
-            "count_accuracy": detection["count_accuracy"],
-        }
-        per_seed[kind].append(finite(row))
+        progress = not args.no_progress
+        for scenes, rows, extra in (
+            (val_set, val_per_seed, {}),
+            (test_set, per_seed, intervals_kwargs(args)),
+        ):
+            detection = evaluate_detection(model, scenes, progress=progress, **extra)
+            row = {
+                "seed": seed,
+                **probe(model, scenes, seed, iou_threshold=0.0),
+                "iou50": probe(model, scenes, seed, iou_threshold=0.5),
+                "ap50": detection["ap50"],
+                "count_accuracy": detection["count_accuracy"],
+            }
+            if "intervals" in detection:
+                row["intervals"] = {k: detection["intervals"][k] for k in ("ap50", "count_accuracy")}
+            rows[kind].append(finite(row))
         first.setdefault(kind, model)
 
     speed_images = torch.stack([test_set[i][0] for i in range(min(args.speed_batch, len(test_set)))])
     speed = throughputs(first, speed_images.to(next(iter(first.values())).device))
     results = {m: {"per_seed": rows, **summary(rows, (*PROBE_KEYS, "ap50"))} for m, rows in per_seed.items()}
+    validation = {
+        m: {"per_seed": rows, **summary(rows, (*PROBE_KEYS, "ap50"))} for m, rows in val_per_seed.items()
+    }
     met = {}
     if "ssdir" in results and "accuracy" in results["ssdir"]:
         accuracy = results["ssdir"]["accuracy"]["mean"]
@@ -349,6 +375,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "data": data,
         "cost": costs,
         "results": results,
+        "validation": validation,
+        "splits": {
+            "train": {"split": "train", "seeds": list(args.seeds), "scenes": args.num_train},
+            **splits.record,
+        },
+        "digit_source": splits.source,
         "throughput": speed,
         "paper": PAPER,
         "targets": TARGETS,

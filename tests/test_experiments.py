@@ -49,6 +49,59 @@ def script(monkeypatch):
     return load_script
 
 
+@pytest.fixture
+def scenes_seen(monkeypatch):
+    """Which splits' scenes the scripts read: ``{"curves": set, "all": set}``.
+
+    Every scene generator reads its scenes through ``SceneDataset.__getitem__`` (wrappers such as
+    ``Subset``, crops and upscaling call it); ``curves`` holds the splits read while a training run's
+    ``eval_fn`` (its curve points and final evaluation) runs, ``all`` those read at any time.
+    """
+    from ppl_scenes.data.scenes import SceneDataset
+    from ppl_scenes.runs import RunSpec
+
+    seen = {"curves": set(), "all": set()}
+    in_eval = []
+    getitem, train_into = SceneDataset.__getitem__, RunSpec.train_into
+
+    def logged_getitem(self, index):
+        seen["all"].add(self.split)
+        if in_eval:
+            seen["curves"].add(self.split)
+        return getitem(self, index)
+
+    def logged_train_into(self, *args, eval_fn=None, **kwargs):
+        if eval_fn is not None:
+            inner = eval_fn
+
+            def eval_fn(model):
+                in_eval.append(True)
+                try:
+                    return inner(model)
+                finally:
+                    in_eval.pop()
+
+        return train_into(self, *args, eval_fn=eval_fn, **kwargs)
+
+    monkeypatch.setattr(SceneDataset, "__getitem__", logged_getitem)
+    monkeypatch.setattr(RunSpec, "train_into", logged_train_into)
+    return seen
+
+
+def check_protocol(record: dict, validation: bool = True) -> None:
+    """BENCHMARKS.md's protocol in a record: validation scored beside test, the splits and the source."""
+    splits = record["splits"]
+    for part in splits.values() if "test" not in splits else [splits]:
+        assert part["validation"]["split"] == "val" and part["test"]["split"] == "test"
+        assert part["validation"]["scenes"] > 0 and part["test"]["scenes"] > 0
+        assert isinstance(part["validation"]["seed"], int) and isinstance(part["test"]["seed"], int)
+    assert record["digit_source"] in ("mnist", "sklearn-fallback") or all(
+        v in ("mnist", "sklearn-fallback", None) for v in record["digit_source"].values()
+    )
+    if validation:
+        assert record["validation"] and set(record["validation"]) == set(record["results"])
+
+
 def read_record(path: Path) -> dict:
     """The JSON file, refusing NaN/Infinity (the records must be strict JSON)."""
 
@@ -86,6 +139,9 @@ def test_spair_scaling(script, digits, tmp_path):
     assert [c["num_digits"] for c in record["conditions"]] == [1, 3]
     for c in record["conditions"]:
         check_metrics(c["spair"], 4)
+        check_metrics(c["spair_validation"], 4)
+        check_protocol(c, validation=False)
+        assert c["splits"]["test"]["seed"] == 0 and "intervals" in c["spair"]
         check_metrics(c["spair_tight_boxes"], 4)
         assert c["spair_tight_boxes"]["count_accuracy"] == c["spair"]["count_accuracy"]  # boxes only
         check_metrics(c["conncomp"], 4)
@@ -146,6 +202,10 @@ def test_spair_generalization(script, digits, tmp_path):
         [*TINY, *digits, "--max-count", "12", "--test-per-count", "1", "--out", str(out)]
     )
     check_common(record, "spair_generalization", out)
+    check_protocol(record, validation=False)
+    assert record["splits"]["validation"]["scenes"] == record["splits"]["test"]["scenes"] == 12
+    check_metrics(record["variants"]["SPAIR"]["validation"]["overall"], 12)
+    assert "ap_spair" in record["variants"]["SPAIR"]["overall"]["intervals"]
     assert record["settings"]["train_digits"] == [6, 10]  # the scattered-crops generator's default
     assert record["settings"]["test_counts"] == list(range(1, 13))
     spair, conncomp = record["variants"]["SPAIR"], record["conncomp"]
@@ -232,7 +292,7 @@ def test_own_images_without_scikit_image(script, monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "own").exists()
 
 
-def test_gmair_clustering(script, digits, tmp_path):
+def test_gmair_clustering(script, digits, tmp_path, scenes_seen):
     out = tmp_path / "gmair"
     small = ["--num-test", "12", "--gmm-scenes", "8", "--curve-scenes", "4", "--eval-every", "1"]
     sizes = ["--canvas-size", "32", "--digit-size", "12", "--digits", "1", "2"]
@@ -245,6 +305,12 @@ def test_gmair_clustering(script, digits, tmp_path):
             assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0
     assert set(record["met"]) == {"ap50", "acc", "nmi", "acc_gain", "nmi_gain"}
     assert [r["step"] for r in record["curves"]["gmair"]] == [1, 2]
+    assert scenes_seen["curves"] == {"val"}  # the curves are drawn on validation scenes only
+    check_protocol(record)
+    assert record["splits"]["validation"]["scenes"] == 12 and record["splits"]["test"]["seed"] == 1
+    assert set(record["results"]["gmair"]["intervals"]) >= {"ap50", "count_accuracy"}
+    for metrics in record["validation"].values():
+        check_metrics(metrics, 12)
     assert record["models"]["gmair"]["config"]["num_clusters"] == 10
     assert load(out / "runs" / "gmair").config.tight_boxes
     assert {"curves", "tsne", "generated", "edits", "examples", "clusters"} == set(record["figures"])
@@ -337,11 +403,12 @@ def test_spair_misses_splits_the_misses_by_cause(script, digits, tmp_path):
     assert read_record(tmp_path / "misses" / "spair_misses.json")["num_test"] == 4
 
 
-def test_spair_boxes_scores_where_and_tightened_boxes(script, digits, tmp_path):
+def test_spair_boxes_scores_where_and_tightened_boxes(script, digits, tmp_path, scenes_seen):
     scaling = script("spair_scaling")
     runs = tmp_path / "scaling"
     scaling.main([*TINY, *digits, "--counts", "3", "--num-test", "2", "--out", str(runs)])
     out = tmp_path / "boxes"
+    scenes_seen["all"].clear()
     record = script("spair_boxes").main(
         [str(runs / "runs" / "digits-3"), "--num-val", "3", "--num-test", "4", "--out", str(out)]
         + ["--opacity-thresholds", "0.1", "--ink-thresholds", "0.05", "0.2"]
@@ -354,6 +421,14 @@ def test_spair_boxes_scores_where_and_tightened_boxes(script, digits, tmp_path):
     assert chosen["tight_threshold"] in (0.05, 0.2)
     assert len(chosen["test_ap_by_iou"]) == 9
     assert read_record(out / "spair_boxes.json")["num_test"] == 4
+    # thresholds chosen on split "val" scenes (never training digits), scored once more on test scenes
+    assert scenes_seen["all"] == {"val", "test"}
+    assert record["splits"]["validation"] == {"split": "val", "seed": 1, "scenes": 3}
+    assert record["splits"]["test"]["split"] == "test" and record["digit_source"] in (
+        "mnist",
+        "sklearn-fallback",
+    )
+    assert set(chosen["test_intervals"]) >= {"ap_spair", "ap50"}
     for name in ("ap_by_iou", "parses_where", "parses_opacity", "parses_ink"):
         assert (out / f"{name}.png").stat().st_size > 0
 
@@ -406,12 +481,15 @@ MIST_TINY = ["--set", "task_width=4", "heatmap_channels=4", "heatmap_blocks=1", 
 MIST_SMALL = ["--num-test", "6", "--curve-scenes", "3", "--eval-every", "1"]
 
 
-def test_mist_reconstruction(script, digits, tmp_path):
+def test_mist_reconstruction(script, digits, tmp_path, scenes_seen):
     out = tmp_path / "mist"
     record = script("mist_reconstruction").main([*TINY, *digits, *MIST_SMALL, *MIST_TINY, "--out", str(out)])
     check_common(record, "mist_reconstruction", out)
     expected = {"easy-mist", "easy-grid", "easy-channelwise", "hard-mist", "hard-grid", "hard-channelwise"}
     assert set(record["results"]) == expected | {"gabor-mist"}
+    assert scenes_seen["curves"] == {"val"}  # the curve points, MNIST and Gabor alike
+    check_protocol(record)
+    assert record["digit_source"]["gabor"] is None and "intervals" in record["results"]["easy-mist"]
     for metrics in record["results"].values():
         assert metrics["num_scenes"] == 6 and metrics["rmse"] > 0
         assert 0.0 <= metrics["detection_rate"] <= 1.0
@@ -436,7 +514,7 @@ def test_mist_reconstruction_dense_gabor_is_mist_only_with_k_30(script, digits, 
     assert record["blank_canvas_rmse"]["gabor-dense"] > record["paper_rmse"]["gabor-dense"]["mist"]
 
 
-def test_mist_classification_in_two_processes(script, digits, tmp_path):
+def test_mist_classification_in_two_processes(script, digits, tmp_path, scenes_seen):
     """Each model trained by its own call; a last call with --resume only evaluates them both."""
     classify = script("mist_classification")
     args = [*TINY, *digits, *MIST_SMALL, "--out", str(tmp_path)]
@@ -446,6 +524,8 @@ def test_mist_classification_in_two_processes(script, digits, tmp_path):
     # the evaluating call does not repeat the mist run's own --set items: the run keeps them
     record = classify.main([*args, *MIST_TINY, "--resume"])
     check_common(record, "mist_classification", tmp_path)
+    assert scenes_seen["curves"] == {"val"}
+    check_protocol(record)
     assert record["models"]["mist"]["recon_weight"] == 1.5 and record["models"]["mist"]["task_jitter"] == 1.0
     assert "rmse" in record["results"]["mist"] and "rmse" not in record["results"]["channelwise"]
     assert record["cost"]["mist"]["steps"] == 2 and record["cost"]["channelwise"]["steps"] == 2
@@ -466,12 +546,16 @@ def test_mist_classification_in_two_processes(script, digits, tmp_path):
         classify.main([*args, "--models", "grid"])
 
 
-def test_saccade_cluttered(script, digits, tmp_path):
+def test_saccade_cluttered(script, digits, tmp_path, scenes_seen):
     out = tmp_path / "saccade"
     small = ["--num-test", "6", "--curve-scenes", "3", "--eval-every", "1", "--canvas-size", "60"]
     models = ["--models", "saccade", "resnet", "resnet_crops"]
     record = script("saccade_cluttered").main([*TINY, *digits, *small, *models, "--out", str(out)])
     check_common(record, "saccade_cluttered", out)
+    assert scenes_seen["curves"] == {"val"}
+    check_protocol(record)
+    assert set(record["splits"]) == {"identify", "sum"} and record["splits"]["sum"]["test"]["seed"] == 1
+    assert {"accuracy"} <= set(record["results"]["sum-saccade"]["intervals"])
     runs = {f"{t}-{m}" for t in ("identify", "sum") for m in ("saccade", "resnet", "resnet_crops")}
     assert set(record["results"]) == runs
     for metrics in record["results"].values():
@@ -488,12 +572,14 @@ def test_saccade_cluttered(script, digits, tmp_path):
     assert {"saccades_identify", "saccades_sum", "training_sum-resnet"} <= set(record["figures"])
 
 
-def test_saccade_noisy_proxy(script, digits, tmp_path):
+def test_saccade_noisy_proxy(script, digits, tmp_path, scenes_seen):
     out = tmp_path / "noisy"
     small = ["--num-test", "6", "--curve-scenes", "3", "--eval-every", "1", "--canvas-size", "60"]
     levels = ["--noise-levels", "0", "0.5", "--fixed-scales", "1.2"]
     record = script("saccade_noisy_proxy").main([*TINY, *digits, *small, *levels, "--out", str(out)])
     check_common(record, "saccade_noisy_proxy", out)
+    assert scenes_seen["curves"] == {"val"}
+    check_protocol(record)
     assert set(record["results"]) == {"noise-0", "noise-0.5", "fixed-1.2"}
     for name, metrics in record["results"].items():
         assert metrics["num_scenes"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
@@ -527,6 +613,7 @@ def test_saccade_large(script, digits, tmp_path):
     assert first["results"]["saccade"]["accuracy"] == first["results"]["saccade_localized"]["accuracy"]
     record = large.main([*flags, "--resume"])
     check_common(record, "saccade_large", out)
+    check_protocol(record)
     assert set(record["results"]) == {"saccade", "saccade_localized", "resnet", "resnet_crops"}
     assert record["data"] == {"name": "cluttered-large", "kwargs": {"canvas_size": 60, "size": 96}}
     kinds = [c["model"] for c in record["inference"]]
@@ -606,6 +693,11 @@ def test_ssdir_probe(script, digits, tmp_path):
         speed = record["throughput"][model]
         assert speed["guide_images_per_second"] > 0 and speed["parse_images_per_second"] > 0
     assert "ssdir_faster_than_spair" in record["targets_met"]
+    check_protocol(record)
+    assert record["splits"]["test"]["seed"] == 10_000 and record["splits"]["train"]["seeds"] == [0, 1]
+    assert [r["seed"] for r in record["validation"]["ssdir"]["per_seed"]] == [0, 1]
+    for summary in record["results"]["ssdir"].values():  # the sample sd over the two seeds, beside std
+        assert not isinstance(summary, dict) or (summary["n"] == 2 and summary["sd"] is not None)
     assert record["models"]["ssdir"]["image_size"] == [32, 32]
     assert record["models"]["spair"]["cell_size"] == [16, 16]
     for path in record["figures"].values():
@@ -645,6 +737,7 @@ def test_ssdir_ablation(script, digits, tmp_path):
         assert r["mse"] >= 0 and record["cost"][name]["steps"] == 3
         assert r["object_mse"] is None or r["object_mse"] >= 0
     assert read_record(out / "ssdir_ablation.json")["experiment"] == "ssdir_ablation"
+    check_protocol(record)
     for path in record["figures"].values():
         assert Path(path).is_file() and Path(path).stat().st_size > 0
 
@@ -663,9 +756,9 @@ def test_saccade_fixed_batch(script, digits, tmp_path):
     assert read_record(out / "saccade_fixed_batch.json")["experiment"] == "saccade_fixed_batch"
 
 
-def test_saccade_attention_start(script, digits, tmp_path):
+def test_saccade_attention_start(script, digits, tmp_path, scenes_seen):
     out = tmp_path / "start"
-    flags = ["--num-test", "4", "--canvas-size", "60", "--saliency", "0", "120", "--inhibition", "0", "30"]
+    flags = ["--num-val", "4", "--canvas-size", "60", "--saliency", "0", "120", "--inhibition", "0", "30"]
     record = script("saccade_attention_start").main(
         [*digits, *flags, "--set", "proxy_size=16", "--out", str(out)]
     )
@@ -677,6 +770,59 @@ def test_saccade_attention_start(script, digits, tmp_path):
     assert record["attention"]["saliency=120,inhibition=30"]["glimpse_centre_std"] > 0.1
     assert all(Path(path).is_file() for path in record["figures"].values())
     assert (out / "saccade_attention_start.json").is_file()
+    # the attention settings are chosen: on validation scenes, never on test scenes
+    assert scenes_seen["all"] == {"val"} and record["splits"]["validation"]["scenes"] == 4
+
+
+def test_build_splits_draws_validation_from_held_out_digits(script, digits):
+    """The shared helper: train/val/test scenes of their own splits and seeds, and their record."""
+    import argparse
+
+    common = script("_common")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=3)
+    common.add_split_args(parser)
+    args = parser.parse_args(["--num-val", "5"])
+    assert args.intervals == common.DEFAULT_INTERVALS and args.val_seed is None
+    root = digits[1]
+    kwargs = {"canvas_size": 32, "digit_size": 12, "num_digits": 2, "root": root, "download": False}
+    splits = common.build_splits(
+        "multimnist", args, kwargs, train_kwargs={"num_scenes": 7}, num_test=4, test_seed=4
+    )
+    assert (splits.train.split, splits.val.split, splits.test.split) == ("train", "val", "test")
+    assert splits.record == {
+        "train": {"split": "train", "seed": 3, "scenes": 7},
+        "validation": {"split": "val", "seed": 3 + common.VAL_SEED_OFFSET, "scenes": 5},
+        "test": {"split": "test", "seed": 4, "scenes": 4},
+    }
+    assert splits.source in ("mnist", "sklearn-fallback")
+    assert common.digit_source(common.first_scenes(splits.val, 2)) == splits.source  # through a Subset
+    # --num-val left out: as many validation scenes as test scenes; no digit source for Gabor noise
+    args = parser.parse_args(["--val-seed", "9"])
+    gabor = common.build_splits("gabor", args, {"num_impulses": 3}, num_test=2, test_seed=4, train=False)
+    assert gabor.train is None and gabor.record["validation"] == {"split": "val", "seed": 9, "scenes": 2}
+    assert gabor.source is None
+    assert not torch.equal(gabor.val[0][0], gabor.test[0][0])  # the split is in the random stream
+
+
+def test_no_script_scores_curves_or_choices_on_test_scenes():
+    """A static check beside the runs above: no curve set or choice is built from test scenes."""
+    import re
+
+    patterns = [
+        r"Subset\(\s*test",  # a curve set cut from the test scenes
+        r"curve_fit_kwargs\(\s*args,\s*test",
+        r"first_scenes\(\s*test",
+        r"eval_fn.*test_set",
+    ]
+    wrong = []
+    for path in sorted(EXPERIMENTS.glob("*.py")):
+        text = path.read_text()
+        wrong += [f"{path.name}: {p}" for p in patterns if re.search(p, text)]
+    assert not wrong, wrong
+    # spair_boxes chooses its thresholds on split "val" scenes, not on training digits
+    boxes = (EXPERIMENTS / "spair_boxes.py").read_text()
+    assert 'build_dataset(data["name"], "val"' in boxes and 'build_dataset(data["name"], "train"' not in boxes
 
 
 # -- the cross-model benchmark (issue 34) ------------------------------------------------------------
