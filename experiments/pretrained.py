@@ -77,8 +77,10 @@ def probe_scores(model, dataset, resamples: int) -> dict:
     probe = linear_probe(codes, truth)
     correct = np.zeros(int(probe["n_test"]))
     correct[: round(probe["accuracy"] * probe["n_test"])] = 1.0
-    interval = bootstrap_interval(
-        lambda idx: {"probe_accuracy": correct[idx].mean()}, len(correct), resamples
+    interval = (
+        bootstrap_interval(lambda idx: {"probe_accuracy": correct[idx].mean()}, len(correct), resamples)
+        if resamples
+        else {}
     )
     scores = {f"probe_{k}": v for k, v in probe.items() if k != "stratified"}
     return {**scores, **model.evaluate(dataset), "intervals": interval}
