@@ -129,6 +129,7 @@ def test_pretrained_records_are_one_table(report, tmp_path):
 
 def test_optional_sections_appear_only_with_their_records(report, tmp_path):
     _copy_records(tmp_path)
+    shutil.rmtree(tmp_path / "benchmarks" / "step_profile", ignore_errors=True)
     assert "## Step profiles" not in report.render(tmp_path)
     (tmp_path / "benchmarks" / "step_profile").mkdir()
     record = {"command": "python experiments/step_profile.py", "model": "spair", "ms": {"step": 98.3}}
