@@ -162,3 +162,19 @@ def test_the_wheel_carries_every_weights_file():
     package = root / "ppl_scenes"
     files = [p.relative_to(package).as_posix() for p in (package / "weights").iterdir()]
     assert files and all(any(fnmatch.fnmatch(f, g) for g in patterns["ppl_scenes"]) for f in files), files
+
+
+def test_parse_image_files_with_a_pretrained_model(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    _, scenes = RunSpec.from_pretrained("spair").test_set(num_test=2)
+    for i in range(2):
+        Image.fromarray((scenes[i][0][0].numpy() * 255).astype(np.uint8)).save(tmp_path / f"scene{i}.png")
+    out = tmp_path / "found.json"
+    assert main(["parse", "--pretrained", "spair", str(tmp_path), "--out", str(out), "--no-progress"]) == 0
+    coco = json.loads(out.read_text())
+    assert len(coco["images"]) == 2 and len(coco["annotations"]) >= 2
+    capsys.readouterr()
+    assert main(["parse", str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2  # RUN_DIR and no paths
+    assert "at least one PATH" in capsys.readouterr().err
