@@ -54,7 +54,7 @@ from _common import (
     write_record,
 )
 
-from ppl_scenes import fit, load, make_dataset, pretrained, pretrained_info, pretrained_names
+from ppl_scenes import Upscaled, fit, load, make_dataset, pretrained, pretrained_info, pretrained_names
 from ppl_scenes.baselines import ConnComp
 from ppl_scenes.files import tile_parse
 from ppl_scenes.metrics import evaluate_by_count, evaluate_detection, parse_options
@@ -492,6 +492,18 @@ def gpu_numbers(model, args, test: list, device: str = "cuda") -> dict[str, Any]
         except Exception as err:  # noqa: BLE001 (recorded: one batch size must not stop the table)
             out["inference"][str(size)] = {"error": f"{type(err).__name__}: {err}"}
     train = scenes(args.task, "train", max(sizes) * 2, args.seed + 1, args.data_root, not args.no_download)
+    if isinstance(model, TiledParse) and model.fixed_input:  # SSDIR trains at its own input size
+        train = Upscaled(train, tuple(model.config.image_size))
+    if isinstance(model, ImageLevel):  # learns from image labels: cluttered scenes (at least 100 px)
+        train = make_dataset(
+            "cluttered",
+            "train",
+            num_scenes=max(sizes) * 2,
+            seed=args.seed + 1,
+            canvas_size=max(100, *pool.shape[-2:]),
+            root=args.data_root,
+            download=not args.no_download,
+        )
     for size in sizes:
         try:
             seconds = {}
