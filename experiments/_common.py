@@ -443,6 +443,12 @@ def write_eval(run_dir: Path, step: int, metrics: Mapping[str, Any]) -> None:
 
 
 # -- records -------------------------------------------------------------------------------------
+def run_scenes(spec: RunSpec, split: str, num: int, seed: int):
+    """``num`` scenes of a run's generator, split ``split``, of scene seed ``seed`` (fresh scenes)."""
+    spec = RunSpec(**{**vars(spec), "data_kwargs": {**spec.data_kwargs, "seed": seed}})
+    return spec.build_dataset(split, num)
+
+
 def machine() -> dict[str, Any]:
     """Where the numbers were measured."""
     return {

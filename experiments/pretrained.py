@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import command_line, machine, write_record
+from _common import command_line, machine, run_scenes, write_record
 
 from ppl_scenes.config import config_to_dict
 from ppl_scenes.metrics import bootstrap_interval, linear_probe, matched_codes
@@ -65,12 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def scenes(spec: RunSpec, split: str, num: int, seed: int):
-    """``num`` scenes of the run's generator, split ``split``, seed ``seed``."""
-    spec = RunSpec(**{**vars(spec), "data_kwargs": {**spec.data_kwargs, "seed": seed}})
-    return spec.build_dataset(split, num)
-
-
 def probe_scores(model, dataset, resamples: int) -> dict:
     """SSDIR's linear probe of matched ``z_what`` codes, with an interval over the held-out codes."""
     codes, _, truth = matched_codes(model, dataset, max_scenes=None)
@@ -99,9 +93,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     spec = RunSpec.from_run_dir(run_dir)
     model = load(run_dir)
     started = time.perf_counter()
-    validation = score(args.name, model, scenes(spec, "val", args.num_val, args.val_seed), 0)
+    validation = score(args.name, model, run_scenes(spec, "val", args.num_val, args.val_seed), 0)
     validation.pop("intervals", None)
-    test = score(args.name, model, scenes(spec, "test", args.num_test, args.test_seed), args.resamples)
+    test = score(args.name, model, run_scenes(spec, "test", args.num_test, args.test_seed), args.resamples)
     intervals = test.pop("intervals")
     seconds = time.perf_counter() - started
 

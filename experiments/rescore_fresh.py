@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import command_line, machine, write_record
+from _common import command_line, machine, run_scenes, write_record
 
 from ppl_scenes.rundir import upgrade
 from ppl_scenes.runs import RunSpec, load
@@ -78,11 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scenes(spec: RunSpec, split: str, num: int, seed: int):
-    spec = RunSpec(**{**vars(spec), "data_kwargs": {**spec.data_kwargs, "seed": seed}})
-    return spec.build_dataset(split, num)
-
-
 def _claimed(path: Path, keys: tuple[str, ...]) -> dict:
     node = json.loads(path.read_text())
     for key in keys:
@@ -104,8 +99,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             upgrade(copy)
             spec, model = RunSpec.from_run_dir(copy), load(copy)
         claimed = _claimed(ROOT / record, keys)
-        validation = model.evaluate(_scenes(spec, "val", args.num_val, args.val_seed))
-        test = model.evaluate(_scenes(spec, "test", args.num_test, args.test_seed), intervals=args.resamples)
+        validation = model.evaluate(run_scenes(spec, "val", args.num_val, args.val_seed))
+        test = model.evaluate(
+            run_scenes(spec, "test", args.num_test, args.test_seed), intervals=args.resamples
+        )
         rows[label] = {
             "run": run,
             "claim_record": record,
