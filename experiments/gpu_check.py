@@ -56,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and scenes")
     parser.add_argument("--data-root", help="MNIST root (default: $PPL_SCENES_DATA)")
     parser.add_argument("--no-download", action="store_true", help="never download MNIST")
+    parser.add_argument(
+        "--compile",
+        metavar="BACKEND",
+        help="also the train.compile path, e.g. inductor (default: eager only)",
+    )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here: run it on a machine with a GPU, or pass --device cpu --smoke")
@@ -89,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "smoke": args.smoke,
+        "compile": args.compile,
         "spair": spair,
         "models": others,
     }

@@ -132,9 +132,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     progress = not args.no_progress
 
     frames = play_atari(args.num_frames, args.frame_every, args.seed, GAME, progress)
-    test_frames = (
-        play_atari(args.num_test, args.frame_every, args.seed + 1, GAME, progress).float() / 255.0
-    )
+    test_frames = play_atari(args.num_test, args.frame_every, args.seed + 1, GAME, progress).float() / 255.0
     crops = random_crops(frames, args.num_train, args.crop_size, args.seed)
     data = {
         "name": f"ale:{GAME}",

@@ -40,6 +40,7 @@ from _common import command_line, machine, positive_int, write_record
 
 from ppl_scenes import MODELS, make_dataset
 from ppl_scenes.infer import TRAINERS, TrainConfig
+from ppl_scenes.infer.compiled import compile_model
 
 NAME = "step_profile"
 #: The models profiled, each at its default training size.
@@ -56,12 +57,15 @@ def build_step(
     seed: int = 0,
     root: str | None = None,
     download: bool = True,
+    compile_backend: str | None = None,
 ) -> Callable[[], Any]:
     """A function running one training step of model ``name`` at its defaults (see the docstring).
 
     Args:
         batch_size: images per step (default: the model's ``default_train``).
         image_size: SPAIR and GMAIR only: square scenes of this size instead of the default.
+        compile_backend: run the model's ``compiled_methods`` through ``torch.compile`` with this
+            backend, as ``train.compile=true`` does (None: eager, the default).
     """
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
@@ -80,6 +84,8 @@ def build_step(
     trainer = TRAINERS[model.trainer](model, config, progress=False)
     images = trainer.prepare_data(data)
     model.to(device).train()
+    if compile_backend:
+        compile_model(model, compile_backend)
     trainer.batch_index = torch.arange(batch)
     x = images[trainer.batch_index].to(device)
     trainer.setup(x)
@@ -175,11 +181,21 @@ def measure(
 ) -> dict[str, Any]:
     """Profile and time one model's step (see the module docstring); one record."""
     step = build_step(
-        name, batch_size, image_size, args.device, args.seed, args.data_root, not args.no_download
+        name,
+        batch_size,
+        image_size,
+        args.device,
+        args.seed,
+        args.data_root,
+        not args.no_download,
+        getattr(args, "compile", None),
     )
+    started = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    warmup = time.perf_counter() - started
     result: dict[str, Any] = profile_step(step, args.device) if profile_ops else {}
+    result["warmup_seconds"] = warmup
     result["timing"] = time_step(step, args.timed_steps, args.device)
     return result
 
@@ -202,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and scenes")
     parser.add_argument("--data-root", help="MNIST root (default: $PPL_SCENES_DATA)")
     parser.add_argument("--no-download", action="store_true", help="never download MNIST")
+    parser.add_argument(
+        "--compile",
+        metavar="BACKEND",
+        help="the train.compile path: torch.compile the models' compiled_methods with BACKEND "
+        "(inductor, aot_eager); the warm-up steps include the compiling (default: eager)",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -216,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": args.device,
+        "compile": args.compile,
         "models": models,
     }
     path = write_record(Path(args.out) / f"{args.label}.json", record)

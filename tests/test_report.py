@@ -132,8 +132,40 @@ def test_optional_sections_appear_only_with_their_records(report, tmp_path):
     shutil.rmtree(tmp_path / "benchmarks" / "step_profile", ignore_errors=True)
     assert "## Step profiles" not in report.render(tmp_path)
     (tmp_path / "benchmarks" / "step_profile").mkdir()
-    record = {"command": "python experiments/step_profile.py", "model": "spair", "ms": {"step": 98.3}}
-    (tmp_path / "benchmarks" / "step_profile" / "spair.json").write_text(json.dumps(record))
+    for label, ops, ms in (("before", 8000, 160.0), ("after-idle", 4000, 98.3)):
+        record = {
+            "command": f"python experiments/step_profile.py --label {label}",
+            "models": {"spair": {"aten_ops": ops, "timing": {"median_ms": ms}}},
+        }
+        (tmp_path / "benchmarks" / "step_profile" / f"{label}.json").write_text(json.dumps(record))
     page = report.render(tmp_path)
-    assert "## Step profiles" in page and "| `ms.step` | 98.3000 |" in page
-    assert page == report.render(tmp_path)
+    assert "## Step profiles" in page and "| spair | 8,000, 160.0 ms | 4,000 (2.0x fewer), 98.3 ms |" in page
+    assert "--label after-idle" in page and page == report.render(tmp_path)
+
+
+def test_the_reproduction_table_sets_each_rerun_against_the_cards_interval(report, tmp_path):
+    card = {
+        "command": "ppl-scenes train spair --preset scattered-5 --out RUN_DIR",
+        "steps": 9000,
+        "validation": {"ap50": 0.98},
+        "test": {"ap50": 0.98},
+        "test_intervals": {"ap50": [0.97, 0.99]},
+    }
+    folder = tmp_path / "benchmarks" / "reproduce"
+    folder.mkdir(parents=True)
+    for seed, value in ((1, 0.975), (2, 0.96)):
+        record = {
+            "name": "spair",
+            "seed": seed,
+            "command": f"ppl-scenes train spair --preset scattered-5 --out r --seed {seed}",
+            "steps": 9000,
+            "train_minutes": 40.0,
+            "targets": {"ap50": 0.95},
+            "test": {"ap50": value},
+            "card": card,
+        }
+        (folder / f"spair-s{seed}.json").write_text(json.dumps(record))
+    text = report.reproduction(report.Records(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("| `spair`"))
+    assert "s1: 0.975, s2: 0.960" in row and "| yes, no |" in row
+    assert "0.972 ± 0.010 (n=3)" in row and "≥ 0.950: yes" in row

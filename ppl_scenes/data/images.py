@@ -84,7 +84,6 @@ class ObjectSizeError(ValueError):
     """An object size that is not a positive number, or larger than the images."""
 
 
-
 def check_object_size(object_size: object) -> float:
     """``object_size`` as a positive float; :class:`ObjectSizeError` otherwise."""
     if (

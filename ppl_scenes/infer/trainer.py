@@ -25,6 +25,7 @@ from ppl_scenes._version import __version__
 from ppl_scenes.config import config_to_dict
 from ppl_scenes.data.loading import LazyScenes, materialize, too_large
 from ppl_scenes.infer.allocator import keep_freed_memory
+from ppl_scenes.infer.compiled import compile_model
 from ppl_scenes.infer.config import TrainConfig
 from ppl_scenes.infer.distributed import Distributed
 from ppl_scenes.infer.optim import adam_by_module, decay_factor, scale_learning_rates
@@ -350,6 +351,8 @@ class Trainer:
         device, ddp = self.device, self.distributed
         pyro.set_rng_seed(cfg.seed)
         self.model.to(device).train()
+        if cfg.compile:
+            compile_model(self.model, cfg.compile_backend)
         self._matched_prefixes = set()
         self.batch_index = torch.arange(min(cfg.batch_size, len(images)))
         with fork_rng(device):

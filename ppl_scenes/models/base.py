@@ -102,6 +102,10 @@ class SceneModel(PyroModule, metaclass=_SceneModelMeta):
     #: Named recipes (:class:`~ppl_scenes.models.preset.Preset`) of this class (not inherited: a
     #: subclass such as GMAIR has its own); ``"paper"`` is always there.
     presets: ClassVar[dict[str, Preset]] = {}
+    #: Methods (dotted from the model, e.g. ``"encoder.encode"``) that are deterministic networks --
+    #: no Pyro site, no random draw -- and that ``TrainConfig.compile`` hands to ``torch.compile``
+    #: (:func:`ppl_scenes.infer.compiled.compile_model`). Empty: the model trains eagerly.
+    compiled_methods: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

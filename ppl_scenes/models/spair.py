@@ -438,6 +438,9 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
     }
     #: The guide module built when no ``guide`` is given (GMAIR's subclasses it).
     guide_class = SPAIRGuide
+    #: The guide's wavefront of lateral MLP and glimpse encoder (noise drawn before it), and the
+    #: decoder with the compositing (``TrainConfig.compile``).
+    compiled_methods = ("encoder.encode", "render_windows")
 
     def __init__(
         self,

@@ -113,26 +113,47 @@ def scenes(n: int = 4) -> list[tuple[torch.Tensor, dict]]:
     return items
 
 
-def first_steps(case: str, steps: int = 3) -> list[dict[str, float]]:
-    """The logged values of the first ``steps`` training steps of ``case`` (seed 0)."""
+def first_steps(case: str, steps: int = 3, **train) -> list[dict[str, float]]:
+    """The logged values of the first ``steps`` training steps of ``case`` (seed 0); ``train``:
+    further :class:`TrainConfig` fields."""
     name, config = CASES[case]
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
     model = MODELS[name](**config)
     trainer = TRAINERS[model.trainer](
-        model, TrainConfig(steps=steps, batch_size=2, log_every=1), progress=False
+        model, TrainConfig(steps=steps, batch_size=2, log_every=1, **train), progress=False
     )
     records = trainer.fit(scenes())
     return [{k: float(r[k]) for k in KEYS if k in r} for r in records]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_first_steps_keep_their_losses(case):
-    got = first_steps(case)
+def assert_pinned(case: str, got: list[dict[str, float]]) -> None:
     want = PINNED[case]
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g.keys() == w.keys()
         for k in w:
             assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-6), (case, k)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_first_steps_keep_their_losses(case):
+    assert_pinned(case, first_steps(case))
+
+
+@pytest.mark.parametrize("case", ["spair", "gmair"])
+def test_the_compiled_path_keeps_the_losses(case):
+    """``train.compile``: the guide's wavefront and the renderer captured whole by ``torch.compile``
+    (``aot_eager``: dynamo's graphs and AOT autograd's backward, without code generation, which CI
+    has no time for) give the pinned losses and gradient norms."""
+    torch._dynamo.reset()
+    try:
+        assert_pinned(case, first_steps(case, compile=True, compile_backend="aot_eager"))
+    finally:
+        torch._dynamo.reset()
+
+
+def test_a_model_without_compiled_networks_trains_eagerly_with_a_warning():
+    with pytest.warns(UserWarning, match="names no deterministic network"):
+        assert_pinned("saccade", first_steps("saccade", compile=True, compile_backend="aot_eager"))
