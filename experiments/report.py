@@ -1343,7 +1343,11 @@ def reproduction(r: Records) -> str:
 STEP_PROFILES = (
     ("before", "before issue 36, eager, 1 thread"),
     ("after-idle", "now, eager (the default), 2 threads, idle machine"),
-    ("compiled-inductor", "now, `train.compile=true` (inductor), 2 threads, idle machine"),
+    (
+        "compiled-inductor",
+        "now, `train.compile=true` (inductor), 2 threads, idle machine, timed in turns with the eager "
+        "step of the same model (the machine's speed drifts by a quarter between runs)",
+    ),
 )
 
 
@@ -1366,7 +1370,9 @@ def step_profiles(r: Records) -> str:
                 row.append("–")
                 continue
             ratio = f" ({base / m['aten_ops']:.1f}x fewer)" if base and label != "before" else ""
-            row.append(f"{count(m['aten_ops'])}{ratio}, {f1(m['timing']['median_ms'])} ms")
+            eager = m.get("timing_eager", {}).get("median_ms")
+            turns = f" (eager in turns: {f1(eager)} ms)" if eager is not None else ""
+            row.append(f"{count(m['aten_ops'])}{ratio}, {f1(m['timing']['median_ms'])} ms{turns}")
         rows.append(row)
     legend = "\n".join(
         f"- *{label}*: {what}; `{records[label]['command']}` (torch {records[label].get('torch', '–')})"

@@ -179,24 +179,32 @@ def measure(
     image_size: int | None = None,
     profile_ops: bool = True,
 ) -> dict[str, Any]:
-    """Profile and time one model's step (see the module docstring); one record."""
-    step = build_step(
-        name,
-        batch_size,
-        image_size,
-        args.device,
-        args.seed,
-        args.data_root,
-        not args.no_download,
-        getattr(args, "compile", None),
-    )
+    """Profile and time one model's step (see the module docstring); one record.
+
+    With ``args.compile``, the eager step of the same model is built too and the two are timed in
+    alternation (``timing`` compiled, ``timing_eager``), so that both see the same machine load.
+    """
+    where = (args.device, args.seed, args.data_root, not args.no_download)
+    backend = getattr(args, "compile", None)
+    step = build_step(name, batch_size, image_size, *where, backend)
     started = time.perf_counter()
     for _ in range(args.warmup):
         step()
     warmup = time.perf_counter() - started
     result: dict[str, Any] = profile_step(step, args.device) if profile_ops else {}
     result["warmup_seconds"] = warmup
-    result["timing"] = time_step(step, args.timed_steps, args.device)
+    if not backend:
+        result["timing"] = time_step(step, args.timed_steps, args.device)
+        return result
+    eager = build_step(name, batch_size, image_size, *where)
+    for _ in range(args.warmup):
+        eager()
+    turns = [
+        (time_step(step, 1, args.device), time_step(eager, 1, args.device)) for _ in range(args.timed_steps)
+    ]
+    for key, times in (("timing", [t[0] for t in turns]), ("timing_eager", [t[1] for t in turns])):
+        q = torch.tensor([t["median_ms"] for t in times]).quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
+        result[key] = {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": len(times)}
     return result
 
 
@@ -231,7 +239,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name in args.models:
         models[name] = measure(name, args, batch_size=args.batch_size)
         r = models[name]
-        print(f"{name}: {r['aten_ops']} aten ops, median {r['timing']['median_ms']:.1f} ms/step", flush=True)
+        eager = f" (eager, in turns: {r['timing_eager']['median_ms']:.1f})" if "timing_eager" in r else ""
+        print(
+            f"{name}: {r['aten_ops']} aten ops, median {r['timing']['median_ms']:.1f} ms/step{eager}",
+            flush=True,
+        )
     record = {
         "command": command_line(NAME, argv),
         "machine": machine(),

@@ -24,6 +24,9 @@ def compile_model(model: nn.Module, backend: str = "inductor") -> list[str]:
     reaches into a submodule; one that ``model`` lacks (e.g. a user's own guide) is skipped, with a
     warning.
     """
+    # The package's cached constants (ppl_scenes.ops.constants) are pure functions of shapes and
+    # devices: dynamo tracing through their cache and baking the values in is what is wanted.
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
     done = []
     for path in getattr(model, "compiled_methods", ()):
         *parents, name = path.split(".")

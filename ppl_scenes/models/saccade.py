@@ -302,6 +302,9 @@ class VariationalSaccading(ImageLabelModel, Variational):
     config_class: ClassVar[type] = SaccadeConfig
     default_dataset: ClassVar[str] = "cluttered"
     default_train: ClassVar[dict[str, Any]] = {"steps": 5000, "batch_size": 32, "lr": 1e-3}
+    #: Per saccade: glimpse and recurrent step, prior, posterior and proxy decoder; the classifier
+    #: (``TrainConfig.compile``).
+    compiled_methods = ("advance", "prior", "posterior", "decode_proxy", "classify")
     presets: ClassVar[dict[str, Preset]] = {
         "cluttered-100": Preset(
             "cluttered-100",

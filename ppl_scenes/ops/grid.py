@@ -83,12 +83,19 @@ def cell_groups(grid: tuple[int, int], order: str, device: torch.device | str | 
     ``wavefront``: one group per anti-diagonal ``2i + j`` -- a cell's neighbours ``(i-1, j-1),
     (i-1, j), (i-1, j+1), (i, j-1)`` all lie on earlier anti-diagonals; ``raster``: one cell per group.
     """
+    return [torch.tensor(cells, device=device) for cells in _group_lists(tuple(grid), order)]
+
+
+def _group_lists(grid: tuple[int, int], order: str) -> list[list[int]]:
+    """:func:`cell_groups` as Python lists (no tensor values decide anything: ``torch.compile``
+    captures a schedule built from them without a graph break)."""
     gh, gw = grid
-    idx = torch.arange(gh * gw, device=device)
     if order == "raster":
-        return [idx[k : k + 1] for k in range(gh * gw)]
-    key = 2 * (idx // gw) + idx % gw
-    return [idx[key == d] for d in range(int(key.max()) + 1)]
+        return [[k] for k in range(gh * gw)]
+    groups: list[list[int]] = [[] for _ in range(2 * (gh - 1) + gw)]
+    for k in range(gh * gw):
+        groups[2 * (k // gw) + k % gw].append(k)
+    return [cells for cells in groups if cells]  # a one-column grid has no odd anti-diagonals
 
 
 @dataclass(frozen=True)
@@ -130,10 +137,8 @@ def cell_schedule(
 @cached_constant
 def _cell_schedule(grid, order, device) -> CellSchedule:
     gh, gw = grid
-    if order == "batch":
-        groups = [torch.arange(gh * gw, device=device)]
-    else:
-        groups = cell_groups(grid, order, device=device)
+    lists = [list(range(gh * gw))] if order == "batch" else _group_lists(grid, order)
+    groups = [torch.tensor(cells, device=device) for cells in lists]
     visit = torch.cat(groups)
     inverse = torch.empty_like(visit)
     inverse[visit] = torch.arange(len(visit), device=device)
@@ -153,5 +158,5 @@ def _cell_schedule(grid, order, device) -> CellSchedule:
         cells=tuple(groups),
         neighbours=tuple(neighbours),
         slots=tuple(slots),
-        identity=bool((visit == torch.arange(len(visit), device=device)).all()),
+        identity=[k for cells in lists for k in cells] == list(range(gh * gw)),
     )

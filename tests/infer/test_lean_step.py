@@ -142,9 +142,10 @@ def test_first_steps_keep_their_losses(case):
     assert_pinned(case, first_steps(case))
 
 
-@pytest.mark.parametrize("case", ["spair", "gmair"])
+@pytest.mark.parametrize("case", ["spair", "gmair", "saccade"])
 def test_the_compiled_path_keeps_the_losses(case):
-    """``train.compile``: the guide's wavefront and the renderer captured whole by ``torch.compile``
+    """``train.compile``: each model's ``compiled_methods`` (SPAIR's and GMAIR's guide wavefront and
+    renderer, the saccade model's per-saccade networks) captured by ``torch.compile``
     (``aot_eager``: dynamo's graphs and AOT autograd's backward, without code generation, which CI
     has no time for) give the pinned losses and gradient norms."""
     torch._dynamo.reset()
@@ -156,4 +157,4 @@ def test_the_compiled_path_keeps_the_losses(case):
 
 def test_a_model_without_compiled_networks_trains_eagerly_with_a_warning():
     with pytest.warns(UserWarning, match="names no deterministic network"):
-        assert_pinned("saccade", first_steps("saccade", compile=True, compile_backend="aot_eager"))
+        assert_pinned("ssdir", first_steps("ssdir", compile=True, compile_backend="aot_eager"))
