@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import command_line, machine, run_scenes, write_record
+from _common import command_line, digit_source, machine, run_scenes, write_record
 from pretrained import score
 
 from ppl_scenes import pretrained_info
@@ -71,7 +71,8 @@ def reproduce(card: dict, seed: int, args: argparse.Namespace, argv: Sequence[st
     splits = card["splits"]
     started = time.perf_counter()
     val = splits["validation"]
-    validation = score(card["name"], model, run_scenes(spec, "val", val["scenes"], val["seed"]), 0)
+    val_scenes = run_scenes(spec, "val", val["scenes"], val["seed"])
+    validation = score(card["name"], model, val_scenes, 0)
     validation.pop("intervals", None)
     test_split = splits["test"]
     test_scenes = run_scenes(spec, "test", test_split["scenes"], test_split["seed"])
@@ -88,6 +89,7 @@ def reproduce(card: dict, seed: int, args: argparse.Namespace, argv: Sequence[st
         "train_minutes": max((r.get("seconds", 0.0) for r in logged), default=0.0) / 60,
         "machine": machine() | {"torch_threads_training": args.threads},
         "splits": splits,
+        "digit_source": digit_source(val_scenes, test_scenes),
         "validation": {k: v for k, v in validation.items() if isinstance(v, float)},
         "test": {k: v for k, v in test.items() if isinstance(v, float)},
         "test_intervals": intervals,

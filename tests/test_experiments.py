@@ -9,6 +9,7 @@ exist. Digits come from ``$PPL_SCENES_DATA`` when it holds MNIST, else from scik
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -996,3 +997,41 @@ def test_anchor_compare_without_the_anchor_says_where_to_get_it(script, tmp_path
     assert err.value.code == 2 and "--anchor-path" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="not a SPAIR_pytorch checkout"):
         module.main(["--anchor-path", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_reproduce_scores_a_finished_rerun_beside_its_card(script, tiny_runs, tmp_path, monkeypatch):
+    """A rerun that reached the card's steps is scored, not retrained, on the card's own splits; one
+    short of them is resumed through the CLI with the card's preset and the rerun's seed."""
+    reproduce = script("reproduce")
+    card = {
+        "name": "spair",
+        "model": "spair",
+        "preset": "paper",
+        "command": "ppl-scenes train spair --preset paper --out RUN_DIR",
+        "steps": 3,
+        "validation": {"ap50": 0.5},
+        "test": {"ap50": 0.5},
+        "test_intervals": {"ap50": [0.4, 0.6]},
+        "targets": {"ap50": 0.95},
+        "splits": {
+            "validation": {"split": "val", "seed": 101, "scenes": 4},
+            "test": {"split": "test", "seed": 101, "scenes": 6},
+        },
+    }
+    monkeypatch.setattr(reproduce, "pretrained_info", lambda name: card)
+    calls = []
+    monkeypatch.setattr(reproduce, "ppl_scenes_cli", lambda argv: calls.append(argv) or 0)
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs["spair"], runs / "spair-s1")
+    args = ["spair", "--seeds", "1", "--runs", str(runs), "--out", str(tmp_path / "out"), "--resamples", "5"]
+    (record,) = reproduce.main(args)
+    assert calls == []  # finished: scored only
+    assert read_record(tmp_path / "out" / "spair-s1.json") == json.loads(json.dumps(record))
+    assert record["seed"] == 1 and record["steps"] == 3 and record["card"]["test"] == {"ap50": 0.5}
+    assert record["command"].endswith("--preset paper --out " + str(runs / "spair-s1") + " --seed 1")
+    assert record["digit_source"] in ("mnist", "sklearn-fallback") and record["splits"] == card["splits"]
+    assert 0 <= record["test"]["ap50"] <= 1 and "ap50" in record["validation"]
+    assert set(record["test_intervals"]) >= {"ap50"}
+    card["steps"] = 4  # one short: resumed (the fake CLI trains nothing, so the 3-step run is scored)
+    reproduce.main(args)
+    assert calls and calls[0][:4] == ["train", "spair", "--preset", "paper"] and "--resume" in calls[0]
