@@ -55,7 +55,7 @@ class TrainConfig:
         compile: run the model's deterministic networks (its ``compiled_methods``, e.g. SPAIR's guide
             encoder and renderer) through ``torch.compile`` (issue 36). Off by default: on this
             project's 2-core CPU it cut SPAIR's operations per step by 60 % but its step time by
-            18 %, after about a minute of compiling (BENCHMARKS.md, step profiles). The Pyro sites,
+            about a fifth, after about a minute of compiling (BENCHMARKS.md, step profiles). The Pyro sites,
             priors and the ELBO stay eager; losses equal the eager ones to float rounding.
         compile_backend: ``torch.compile``'s backend: ``inductor`` (the default, needs a C++
             compiler on the CPU) or e.g. ``aot_eager`` (no code generation: checks the capture).

@@ -18,7 +18,6 @@ The three per-pixel sums are all that is needed, so objects rendered on the full
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 EPS = 1e-6
@@ -67,6 +66,9 @@ def fold_windows(
     its own cell widened by ``pad = (p_h, p_w)`` pixels on every side -- whose top-left pixel is
     ``(i c_h - p_h, j c_w - p_w)``; parts outside the canvas are dropped.
 
+    The same sum as ``F.fold`` (col2im), computed block by block (:class:`_FoldWindows`): about a
+    seventh less time for a SPAIR step on the CPU (issue 36).
+
     Args:
         windows: ``[B, H * W, C, c_h + 2 p_h, c_w + 2 p_w]`` in raster order of the cells.
 
@@ -74,14 +76,52 @@ def fold_windows(
         ``[B, C, H * c_h, W * c_w]``.
     """
     b, n, c, kh, kw = windows.shape
-    gh, gw = grid
     ch, cw = cell
     if (kh, kw) != (ch + 2 * pad[0], cw + 2 * pad[1]):
         raise ValueError(f"windows of {kh}x{kw} do not match cell {cell} padded by {pad}")
-    cols = windows.permute(0, 2, 3, 4, 1).reshape(b, c * kh * kw, n)
-    return F.fold(
-        cols, output_size=(gh * ch, gw * cw), kernel_size=(kh, kw), stride=(ch, cw), padding=tuple(pad)
-    )
+    if n != grid[0] * grid[1]:
+        raise ValueError(f"{n} windows for a grid of {grid[0]}x{grid[1]} cells")
+    return _FoldWindows.apply(windows, tuple(grid), tuple(cell), tuple(pad))
+
+
+def _window_view(
+    canvas: Tensor, grid: tuple[int, int], cell: tuple[int, int], size: tuple[int, int]
+) -> Tensor:
+    """``[B, C, k_h, k_w, H, W]`` view of a canvas ``[B, C, *, *]`` whose element ``(y, x, i, j)`` is
+    pixel ``(i c_h + y, j c_w + x)``: window ``(i, j)`` of the canvas grown by the padding on the
+    top and left. Windows overlap, so the view does too (read it, or write one block at a time)."""
+    s = canvas.stride()
+    shape = (canvas.shape[0], canvas.shape[1], *size, *grid)
+    return canvas.as_strided(shape, (s[0], s[1], s[2], s[3], cell[0] * s[2], cell[1] * s[3]))
+
+
+class _FoldWindows(torch.autograd.Function):
+    """:func:`fold_windows`: the windows added onto a padded canvas one ``c_h x c_w`` block of their
+    pixels at a time (within a block no two windows share a pixel, so each block is one strided
+    in-place sum); its gradient is the padded canvas's gradient read back through the same view."""
+
+    @staticmethod
+    def forward(ctx, windows, grid, cell, pad):
+        b, n, c, kh, kw = windows.shape
+        (gh, gw), (ch, cw) = grid, cell
+        rows, cols = (gh - 1) * ch + kh, (gw - 1) * cw + kw
+        padded = windows.new_zeros(b, c, rows, cols)
+        view = _window_view(padded, grid, cell, (kh, kw))
+        w = windows.view(b, gh, gw, c, kh, kw).permute(0, 3, 4, 5, 1, 2)
+        for y in range(0, kh, ch):
+            for x in range(0, kw, cw):
+                view[:, :, y : y + ch, x : x + cw] += w[:, :, y : y + ch, x : x + cw]
+        ctx.shapes = (windows.shape, grid, cell, pad, rows, cols)
+        return padded[:, :, pad[0] : pad[0] + gh * ch, pad[1] : pad[1] + gw * cw]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (b, n, c, kh, kw), (gh, gw), (ch, cw), pad, rows, cols = ctx.shapes
+        padded = grad.new_zeros(b, c, rows, cols)
+        padded[:, :, pad[0] : pad[0] + gh * ch, pad[1] : pad[1] + gw * cw] = grad
+        view = _window_view(padded, (gh, gw), (ch, cw), (kh, kw))
+        return view.permute(0, 4, 5, 1, 2, 3).reshape(b, n, c, kh, kw), None, None, None
 
 
 def depth_weighted_layers(appearance: Tensor, alpha: Tensor, depth: Tensor) -> Tensor:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ppl_scenes.ops import composite, composite_windows, fold_windows, spair_where_to_cxcywh
@@ -91,3 +92,28 @@ def test_window_overlap_is_sum_minus_max_over_full_canvases():
     # a single object never overlaps anything
     alone = windows.detach() * (torch.arange(6) == 2).float()[None, :, None, None, None]
     assert window_overlap(alone, grid, cell, pad).abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    ("grid", "cell", "pad"),
+    [((4, 4), (12, 12), (14, 14)), ((2, 3), (4, 5), (3, 1)), ((1, 2), (6, 6), (0, 0))],
+)
+def test_fold_windows_is_col2im_in_values_and_gradients(grid, cell, pad):
+    """The block-wise sum equals ``F.fold`` (col2im) exactly in float64, forward and backward,
+    for square and oblong cells, windows of several blocks and none."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    kh, kw = cell[0] + 2 * pad[0], cell[1] + 2 * pad[1]
+    windows = torch.randn(2, grid[0] * grid[1], 3, kh, kw, dtype=torch.float64, requires_grad=True)
+    cols = windows.permute(0, 2, 3, 4, 1).reshape(2, 3 * kh * kw, -1)
+    size = (grid[0] * cell[0], grid[1] * cell[1])
+    want = F.fold(cols, output_size=size, kernel_size=(kh, kw), stride=cell, padding=pad)
+    got = fold_windows(windows, grid, cell, pad)
+    assert torch.equal(got, want)
+    g = torch.randn_like(want)
+    (grad_want,) = torch.autograd.grad(want, windows, g)
+    (grad_got,) = torch.autograd.grad(got, windows, g)
+    assert torch.equal(grad_got, grad_want)
+    with pytest.raises(ValueError, match="windows for a grid"):
+        fold_windows(windows[:, :1], grid if grid[0] * grid[1] > 1 else (2, 2), cell, pad)
