@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from _common import command_line, machine, positive_int, write_record
-from step_profile import DEFAULT_MODELS, measure
+from step_profile import DEFAULT_MODELS, add_step_args, measure
 
 NAME = "gpu_check"
 
@@ -52,15 +52,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models", nargs="*", choices=DEFAULT_MODELS[1:], default=list(DEFAULT_MODELS[1:]))
     parser.add_argument("--warmup", type=positive_int, default=2, help="untimed steps first")
     parser.add_argument("--timed-steps", type=positive_int, default=5, help="timed steps per condition")
-    parser.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and scenes")
-    parser.add_argument("--data-root", help="MNIST root (default: $PPL_SCENES_DATA)")
-    parser.add_argument("--no-download", action="store_true", help="never download MNIST")
-    parser.add_argument(
-        "--compile",
-        metavar="BACKEND",
-        help="also the train.compile path, e.g. inductor (default: eager only)",
-    )
+    add_step_args(parser)
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here: run it on a machine with a GPU, or pass --device cpu --smoke")

@@ -109,17 +109,24 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def step_ms(step: Callable[[], Any], device: str) -> float:
+    """Milliseconds of one call of ``step`` (the device's queued work included)."""
+    sync(device)
+    start = time.perf_counter()
+    step()
+    sync(device)
+    return 1000 * (time.perf_counter() - start)
+
+
+def quartiles(times: list[float]) -> dict[str, float]:
+    """Median and quartiles (ms) of step times."""
+    q = torch.tensor(times).quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
+    return {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": len(times)}
+
+
 def time_step(step: Callable[[], Any], steps: int, device: str) -> dict[str, float]:
     """Median and quartiles (ms) of ``steps`` calls of ``step``."""
-    times = []
-    for _ in range(steps):
-        sync(device)
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(1000 * (time.perf_counter() - start))
-    q = torch.tensor(times).quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
-    return {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": steps}
+    return quartiles([step_ms(step, device) for _ in range(steps)])
 
 
 def call_site(event: Any) -> str:
@@ -199,13 +206,26 @@ def measure(
     eager = build_step(name, batch_size, image_size, *where)
     for _ in range(args.warmup):
         eager()
-    turns = [
-        (time_step(step, 1, args.device), time_step(eager, 1, args.device)) for _ in range(args.timed_steps)
-    ]
-    for key, times in (("timing", [t[0] for t in turns]), ("timing_eager", [t[1] for t in turns])):
-        q = torch.tensor([t["median_ms"] for t in times]).quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
-        result[key] = {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": len(times)}
+    turns = [(step_ms(step, args.device), step_ms(eager, args.device)) for _ in range(args.timed_steps)]
+    result["timing"] = quartiles([compiled for compiled, _ in turns])
+    result["timing_eager"] = quartiles([plain for _, plain in turns])
     return result
+
+
+def add_step_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of a step's setting that this script and ``gpu_check.py`` share: threads, seed, MNIST
+    root and the compiled path (``args.compile``, read by :func:`measure`)."""
+    parser.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and scenes")
+    parser.add_argument("--data-root", help="MNIST root (default: $PPL_SCENES_DATA)")
+    parser.add_argument("--no-download", action="store_true", help="never download MNIST")
+    parser.add_argument(
+        "--compile",
+        metavar="BACKEND",
+        help="the train.compile path: torch.compile the models' compiled_methods with BACKEND "
+        "(inductor, aot_eager), timed in turns with the eager step; the warm-up steps include the "
+        "compiling (default: eager only)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -221,17 +241,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first")
     parser.add_argument("--timed-steps", type=positive_int, default=10, help="timed steps per model")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default: each model's)")
-    parser.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and scenes")
-    parser.add_argument("--data-root", help="MNIST root (default: $PPL_SCENES_DATA)")
-    parser.add_argument("--no-download", action="store_true", help="never download MNIST")
-    parser.add_argument(
-        "--compile",
-        metavar="BACKEND",
-        help="the train.compile path: torch.compile the models' compiled_methods with BACKEND "
-        "(inductor, aot_eager); the warm-up steps include the compiling (default: eager)",
-    )
+    add_step_args(parser)
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
