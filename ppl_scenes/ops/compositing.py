@@ -107,7 +107,7 @@ class _FoldWindows(torch.autograd.Function):
         rows, cols = (gh - 1) * ch + kh, (gw - 1) * cw + kw
         padded = windows.new_zeros(b, c, rows, cols)
         view = _window_view(padded, grid, cell, (kh, kw))
-        w = windows.view(b, gh, gw, c, kh, kw).permute(0, 3, 4, 5, 1, 2)
+        w = windows.reshape(b, gh, gw, c, kh, kw).permute(0, 3, 4, 5, 1, 2)  # any layout
         for y in range(0, kh, ch):
             for x in range(0, kw, cw):
                 view[:, :, y : y + ch, x : x + cw] += w[:, :, y : y + ch, x : x + cw]
