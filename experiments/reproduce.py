@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from pretrained import score
 
 from ppl_scenes import pretrained_info
 from ppl_scenes.cli import main as ppl_scenes_cli
+from ppl_scenes.data import DigitFallbackWarning
 from ppl_scenes.rundir import read_metrics
 from ppl_scenes.runs import RunSpec, load
 
@@ -112,7 +115,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     torch.set_num_threads(args.threads)
     card = pretrained_info(args.name)
-    return [reproduce(card, seed, args, argv) for seed in args.seeds]
+    # The cards were trained and scored on MNIST: a rerun on the fallback digits reproduces nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DigitFallbackWarning)
+        try:
+            return [reproduce(card, seed, args, argv) for seed in args.seeds]
+        except DigitFallbackWarning as missing:
+            sys.exit(f"reproduce.py needs the real MNIST digits the card used: {missing}")
 
 
 if __name__ == "__main__":

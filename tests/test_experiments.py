@@ -999,11 +999,8 @@ def test_anchor_compare_without_the_anchor_says_where_to_get_it(script, tmp_path
         module.main(["--anchor-path", str(tmp_path), "--out", str(tmp_path)])
 
 
-def test_reproduce_scores_a_finished_rerun_beside_its_card(script, tiny_runs, tmp_path, monkeypatch):
-    """A rerun that reached the card's steps is scored, not retrained, on the card's own splits; one
-    short of them is resumed through the CLI with the card's preset and the rerun's seed."""
-    reproduce = script("reproduce")
-    card = {
+def _reproduce_card() -> dict:
+    return {
         "name": "spair",
         "model": "spair",
         "preset": "paper",
@@ -1018,6 +1015,13 @@ def test_reproduce_scores_a_finished_rerun_beside_its_card(script, tiny_runs, tm
             "test": {"split": "test", "seed": 101, "scenes": 6},
         },
     }
+
+
+def test_reproduce_scores_a_finished_rerun_beside_its_card(script, tiny_runs, tmp_path, monkeypatch, data_root):
+    """A rerun that reached the card's steps is scored, not retrained, on the card's own splits; one
+    short of them is resumed through the CLI with the card's preset and the rerun's seed."""
+    reproduce = script("reproduce")
+    card = _reproduce_card()
     monkeypatch.setattr(reproduce, "pretrained_info", lambda name: card)
     calls = []
     monkeypatch.setattr(reproduce, "ppl_scenes_cli", lambda argv: calls.append(argv) or 0)
@@ -1029,9 +1033,24 @@ def test_reproduce_scores_a_finished_rerun_beside_its_card(script, tiny_runs, tm
     assert read_record(tmp_path / "out" / "spair-s1.json") == json.loads(json.dumps(record))
     assert record["seed"] == 1 and record["steps"] == 3 and record["card"]["test"] == {"ap50": 0.5}
     assert record["command"].endswith("--preset paper --out " + str(runs / "spair-s1") + " --seed 1")
-    assert record["digit_source"] in ("mnist", "sklearn-fallback") and record["splits"] == card["splits"]
+    assert record["digit_source"] == "mnist" and record["splits"] == card["splits"]
     assert 0 <= record["test"]["ap50"] <= 1 and "ap50" in record["validation"]
     assert set(record["test_intervals"]) >= {"ap50"}
     card["steps"] = 4  # one short: resumed (the fake CLI trains nothing, so the 3-step run is scored)
     reproduce.main(args)
     assert calls and calls[0][:4] == ["train", "spair", "--preset", "paper"] and "--resume" in calls[0]
+
+
+def test_reproduce_refuses_the_fallback_digits(script, tiny_runs, tmp_path, monkeypatch):
+    """Without MNIST a rerun would train and score on the fallback digits: it stops, naming why, and
+    writes no record."""
+    reproduce = script("reproduce")
+    monkeypatch.setattr(reproduce, "pretrained_info", lambda name: _reproduce_card())
+    monkeypatch.setenv("PPL_SCENES_DATA", str(tmp_path / "no_mnist"))
+    monkeypatch.setattr("ppl_scenes.data.digits._fallback_warned", False)
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs["spair"], runs / "spair-s1")
+    args = ["spair", "--seeds", "1", "--runs", str(runs), "--out", str(tmp_path / "out"), "--resamples", "5"]
+    with pytest.raises(SystemExit, match="needs the real MNIST"):
+        reproduce.main(args)
+    assert not (tmp_path / "out").exists()

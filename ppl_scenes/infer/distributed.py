@@ -238,7 +238,10 @@ class Distributed:
         flags = torch.tensor(
             [0.0 if ok else 1.0, *(float(p.grad is not None) for p in params)], device=self.device
         )
-        grads = [p.grad if ok and p.grad is not None else torch.zeros_like(p.data) for p in params]
+        # Each gradient keeps its parameter's memory layout (``zeros_like`` preserves it, and the reduced
+        # values are copied back in place): fused Adam pairs parameter and gradient by memory order, so a
+        # contiguous gradient of a channels-last weight would step the wrong elements.
+        grads = [p.grad if ok and p.grad is not None else torch.zeros_like(p) for p in params]
         dist.all_reduce(flags)
         by_dtype: dict[torch.dtype, list[int]] = {}
         for i, g in enumerate(grads):
@@ -251,7 +254,8 @@ class Distributed:
                 flat /= self.world_size
             for i, g in zip(idx, _unflatten_dense_tensors(flat, bucket)):
                 if flags[1 + i] > 0:
-                    params[i].grad = g
+                    grads[i].copy_(g)
+                    params[i].grad = grads[i]
         return flags[0].item() == 0
 
     def mean_stats(self, stats: dict[str, Any]) -> dict[str, Any]:

@@ -151,13 +151,14 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 
 def _fit_mist(out: Path | None) -> dict[str, torch.Tensor]:
-    """Three lifting iterations of a tiny MIST (classification) on batches of 4 of 8 scenes."""
+    """Three lifting iterations of a tiny MIST (classification) on batches of 4 of 8 scenes, its
+    patches refined by gradient descent (see the test below)."""
     from ppl_scenes.infer import fit
     from ppl_scenes.models import MIST
     from tests.models.test_mist import scenes
 
     torch.manual_seed(0)
-    model = MIST(**{**MIST_TINY, "num_classes": 3, "task": "classification"})
+    model = MIST(**{**MIST_TINY, "num_classes": 3, "task": "classification", "refine_optimizer": "gd"})
     fit(model, scenes(8), steps=3, batch_size=4, lr=0.01, out=out, progress=False, log_every=1)
     return _state(model)
 
@@ -201,12 +202,17 @@ def test_mist_lifting_under_two_ranks_takes_the_single_process_steps(monkeypatch
     per image, its Adam element-wise), so two ranks on half a batch each end where one process on the
     whole batch does, and the ranks agree exactly.
 
-    The single process runs on one thread, as each rank does: the refinement's Adam moves a patch by
-    about ``refine_lr`` whatever its gradient's size, so a near-zero gradient whose sign depends on
-    the thread count's rounding moves the patch the other way, the lift target changes, and the
-    heatmap steps apart (by a few ``lr`` per step). On one thread each, the runs agree to rounding,
-    but for the heatmap network's last bias: the local spatial softmax is invariant to a constant
-    shift of the logits, so its true gradient is zero and Adam moves it by the rounding's sign alone.
+    The single process runs on one thread, as each rank does, and the patches are refined by gradient
+    descent: the default refinement's Adam moves a patch by about ``refine_lr`` whatever its
+    gradient's size, so a near-zero gradient whose sign depends on rounding (the thread count, the
+    all-reduce's sum, the fused optimiser's order of operations) moves the patch the other way, the
+    lift target changes, and the heatmap steps apart by a few ``lr`` per step. Gradient descent moves
+    a patch in proportion to its gradient, so rounding stays rounding and the runs agree to it, but
+    for the heatmap network's last bias: the local spatial softmax is invariant to a constant shift
+    of the logits, so its true gradient is zero and Adam moves it by the rounding's sign alone.
+
+    The conv weights are channels-last, so this also checks that the all-reduced gradients keep
+    their parameters' layout (fused Adam pairs parameter and gradient by memory order).
     """
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)

@@ -287,6 +287,37 @@ class RecordingTrainer(SVITrainer):
         return norm
 
 
+def test_adam_is_fused_and_steps_as_plain_adam_on_channels_last_weights():
+    """Fused Adam (issue 36) takes the plain update, to rounding, on a channels-last weight whose
+    gradient keeps the weight's layout (as autograd's are, and the data-parallel all-reduce's)."""
+    from ppl_scenes.infer.optim import adam_by_module
+
+    torch.manual_seed(0)
+    weights = {}
+    for fused in (False, True):
+        conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+        conv.load_state_dict(_conv_state())
+        params = list(conv.parameters())
+        if fused:
+            opt, _ = adam_by_module(params, {}, 0.01, {}, {})
+            assert opt.defaults["fused"] is True
+        else:
+            opt = torch.optim.Adam(params, lr=0.01)
+        for step in range(3):
+            opt.zero_grad()
+            g = torch.Generator().manual_seed(step)
+            conv(torch.randn(2, 3, 6, 6, generator=g).to(memory_format=torch.channels_last)).square().sum().backward()
+            assert conv.weight.grad.is_contiguous(memory_format=torch.channels_last)
+            opt.step()
+        weights[fused] = conv.weight.detach().clone()
+    torch.testing.assert_close(weights[True], weights[False], atol=1e-6, rtol=1e-5)
+
+
+def _conv_state() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {"weight": torch.randn(4, 3, 3, 3, generator=g), "bias": torch.randn(4, generator=g)}
+
+
 def test_lr_decay_holds_then_falls_to_its_final_factor(tmp_path, images):
     cfg = TrainConfig(steps=10, batch_size=4, lr=0.01, log_every=1, lr_decay_from=0.5, lr_decay_to=0.1)
     trainer = SVITrainer(make_toy(), cfg, out=tmp_path / "run", progress=False)
