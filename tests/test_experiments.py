@@ -1017,7 +1017,9 @@ def _reproduce_card() -> dict:
     }
 
 
-def test_reproduce_scores_a_finished_rerun_beside_its_card(script, tiny_runs, tmp_path, monkeypatch, data_root):
+def test_reproduce_scores_a_finished_rerun_beside_its_card(
+    script, tiny_runs, tmp_path, monkeypatch, data_root
+):
     """A rerun that reached the card's steps is scored, not retrained, on the card's own splits; one
     short of them is resumed through the CLI with the card's preset and the rerun's seed."""
     reproduce = script("reproduce")

@@ -306,7 +306,8 @@ def test_adam_is_fused_and_steps_as_plain_adam_on_channels_last_weights():
         for step in range(3):
             opt.zero_grad()
             g = torch.Generator().manual_seed(step)
-            conv(torch.randn(2, 3, 6, 6, generator=g).to(memory_format=torch.channels_last)).square().sum().backward()
+            x = torch.randn(2, 3, 6, 6, generator=g).to(memory_format=torch.channels_last)
+            conv(x).square().sum().backward()
             assert conv.weight.grad.is_contiguous(memory_format=torch.channels_last)
             opt.step()
         weights[fused] = conv.weight.detach().clone()
