@@ -90,6 +90,29 @@ def square_images(n: int = 6) -> torch.Tensor:
     return x
 
 
+#: Side of :func:`square_scenes`' images.
+SQUARE_SCENE_SIZE = 32
+
+
+def square_scenes(n: int = 4) -> list[tuple[torch.Tensor, dict]]:
+    """``n`` 32x32 scenes of two squares of classes 0..3 (their brightness), with every kind of
+    target the models train on (boxes, labels, count, multi-label, sum)."""
+    items = []
+    for i in range(n):
+        x = torch.zeros(1, SQUARE_SCENE_SIZE, SQUARE_SCENE_SIZE)
+        a, b = i % 4, (i + 1) % 4
+        x[:, 3:11, 3 + i : 11 + i] = 0.25 * (a + 1)
+        x[:, 18:28, 16:26] = 0.25 * (b + 1)
+        boxes = torch.tensor([[3.0 + i, 3, 11 + i, 11], [16, 18, 26, 28]])
+        labels = torch.tensor([a, b])
+        multi = torch.zeros(4)
+        multi[labels] = 1.0
+        target = {"boxes": boxes, "patch_boxes": boxes, "labels": labels, "count": 2, "multi_label": multi}
+        target["sum"] = a + b
+        items.append((x, target))
+    return items
+
+
 def check_spair_sites_and_parse(model: SPAIR, x: torch.Tensor) -> tuple[poutine.Trace, object]:
     """SPAIR's shapes (and GMAIR's, built on it) on two 12x18 images ``x``: a 2x3 grid of 6 cells.
 

@@ -14,9 +14,15 @@ import torch
 from ppl_scenes import MODELS
 from ppl_scenes.infer import TRAINERS
 from ppl_scenes.infer.trainer import TrainConfig
-from tests.helpers import GMAIR_TINY, MIST_TINY, SACCADE_TINY, SPAIR_TINY, SSDIR_TINY
+from tests.helpers import (
+    GMAIR_TINY,
+    MIST_TINY,
+    SACCADE_TINY,
+    SPAIR_TINY,
+    SSDIR_TINY,
+)
+from tests.helpers import square_scenes as scenes
 
-SIZE = 32
 CASES = {
     "spair": ("spair", {**SPAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0)}),
     "spair_raster": ("spair", {**SPAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0), "order": "raster"}),
@@ -93,24 +99,6 @@ PINNED: dict[str, list[dict[str, float]]] = {
         },
     ],
 }
-
-
-def scenes(n: int = 4) -> list[tuple[torch.Tensor, dict]]:
-    """Two squares per scene, of classes 0..3 (their brightness), with every kind of target."""
-    items = []
-    for i in range(n):
-        x = torch.zeros(1, SIZE, SIZE)
-        a, b = i % 4, (i + 1) % 4
-        x[:, 3:11, 3 + i : 11 + i] = 0.25 * (a + 1)
-        x[:, 18:28, 16:26] = 0.25 * (b + 1)
-        boxes = torch.tensor([[3.0 + i, 3, 11 + i, 11], [16, 18, 26, 28]])
-        labels = torch.tensor([a, b])
-        multi = torch.zeros(4)
-        multi[labels] = 1.0
-        target = {"boxes": boxes, "patch_boxes": boxes, "labels": labels, "count": 2, "multi_label": multi}
-        target["sum"] = a + b
-        items.append((x, target))
-    return items
 
 
 def first_steps(case: str, steps: int = 3, **train) -> list[dict[str, float]]:

@@ -21,9 +21,16 @@ from ppl_scenes.infer import TRAINERS
 from ppl_scenes.infer.posterior import posterior_boxes, sample_posterior
 from ppl_scenes.models.base import DetectorStage, PresenceBoxes, PriorSampling, Supervised, Variational
 from ppl_scenes.scene import RankedParse, TargetedParse
-from tests.helpers import GMAIR_TINY, MIST_TINY, SACCADE_TINY, SPAIR_TINY, SSDIR_TINY
+from tests.helpers import (
+    GMAIR_TINY,
+    MIST_TINY,
+    SACCADE_TINY,
+    SPAIR_TINY,
+    SQUARE_SCENE_SIZE,
+    SSDIR_TINY,
+)
+from tests.helpers import square_scenes as scenes
 
-SIZE = 32
 #: A small config of every registered model: what the contract test trains.
 TINY = {
     "spair": {**SPAIR_TINY, "cell_size": (8, 8), "anchor": (10.0, 10.0)},
@@ -35,24 +42,6 @@ TINY = {
     "mist_channelwise": {**MIST_TINY, "num_classes": 4},
     "resnet": dict(num_classes=4, max_sum=6),
 }
-
-
-def scenes(n: int = 4) -> list[tuple[torch.Tensor, dict]]:
-    """Two squares per scene, of classes 0..3 (their brightness), with every kind of target."""
-    items = []
-    for i in range(n):
-        x = torch.zeros(1, SIZE, SIZE)
-        a, b = i % 4, (i + 1) % 4
-        x[:, 3:11, 3 + i : 11 + i] = 0.25 * (a + 1)
-        x[:, 18:28, 16:26] = 0.25 * (b + 1)
-        boxes = torch.tensor([[3.0 + i, 3, 11 + i, 11], [16, 18, 26, 28]])
-        labels = torch.tensor([a, b])
-        multi = torch.zeros(4)
-        multi[labels] = 1.0
-        target = {"boxes": boxes, "patch_boxes": boxes, "labels": labels, "count": 2, "multi_label": multi}
-        target["sum"] = a + b
-        items.append((x, target))
-    return items
 
 
 def test_every_registered_model_has_a_tiny_config():
@@ -110,7 +99,7 @@ def test_capabilities(name):
         assert canvas.shape == (2, model.config.channels, 16, 24)
     if isinstance(model, PresenceBoxes):
         samples = sample_posterior(model, x[:2], num_samples=3)
-        boxes = posterior_boxes(model, samples, (SIZE, SIZE))
+        boxes = posterior_boxes(model, samples, (SQUARE_SCENE_SIZE, SQUARE_SCENE_SIZE))
         assert len(boxes) == 2 and all(len(draws) == 3 for draws in boxes)
         assert all(b.dim() == 2 and b.shape[-1] == 4 for draws in boxes for b in draws)
         assert len(model.where_coords) == 4
