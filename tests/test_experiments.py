@@ -1038,7 +1038,10 @@ def test_reproduce_scores_a_finished_rerun_beside_its_card(
     assert record["digit_source"] == "mnist" and record["splits"] == card["splits"]
     assert 0 <= record["test"]["ap50"] <= 1 and "ap50" in record["validation"]
     assert set(record["test_intervals"]) >= {"ap50"}
-    card["steps"] = 4  # one short: resumed (the fake CLI trains nothing, so the 3-step run is scored)
+    config = runs / "spair-s1" / "config.json"  # one step short of its own budget: resumed (the
+    saved = json.loads(config.read_text())  # fake CLI trains nothing, so the run is scored as it is)
+    saved["train_config"]["steps"] = record["steps"] + 1
+    config.write_text(json.dumps(saved))
     reproduce.main(args)
     assert calls and calls[0][:4] == ["train", "spair", "--preset", "paper"] and "--resume" in calls[0]
 
