@@ -61,6 +61,7 @@ def restore_training_state(
     _restore_param_store(state.get("param_store"))
     for name, opt in optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
+        _match_parameter_layouts(opt)
     rng = state["rng"]
     torch.set_rng_state(rng["torch"].cpu())
     np.random.set_state(rng["numpy"])
@@ -69,6 +70,21 @@ def restore_training_state(
         cuda_states = [s.cpu() for s in rng["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+@torch.no_grad()
+def _match_parameter_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each per-element optimiser state (Adam's moments) its parameter's memory layout.
+
+    Checkpoints store contiguous tensors, but a channels-last weight's moments must be channels-last
+    too: fused Adam pairs parameter, gradient and moments by memory order, so a contiguous moment of
+    a channels-last weight would be applied to the wrong elements after a resume.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _restore_param_store(saved: dict[str, Any] | None) -> None:
