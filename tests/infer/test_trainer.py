@@ -292,7 +292,6 @@ def test_adam_is_fused_and_steps_as_plain_adam_on_channels_last_weights():
     gradient keeps the weight's layout (as autograd's are, and the data-parallel all-reduce's)."""
     from ppl_scenes.infer.optim import adam_by_module
 
-    torch.manual_seed(0)
     weights = {}
     for fused in (False, True):
         conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
