@@ -57,6 +57,13 @@ def train_command(card: dict, run_dir: Path, seed: int) -> list[str]:
     return ["train", card["model"], "--preset", card["preset"], "--out", str(run_dir), "--seed", str(seed)]
 
 
+def continue_command(card: dict, run_dir: Path, command: list[str]) -> list[str]:
+    """``command`` for a new run; for a started one, the CLI's resume (its own config holds the rest)."""
+    if (run_dir / "config.json").exists():
+        return ["train", card["model"], "--out", str(run_dir), "--resume"]
+    return command
+
+
 def finished(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run that reached the steps its preset set (its ``train_config``)."""
     if not (run_dir / "config.json").exists() or not (run_dir / "metrics.jsonl").exists():
@@ -70,8 +77,9 @@ def reproduce(card: dict, seed: int, args: argparse.Namespace, argv: Sequence[st
     run_dir = Path(args.runs) / f"{card['name']}-s{seed}"
     command = train_command(card, run_dir, seed)
     if not finished(run_dir):
-        resume = ["--resume"] if (run_dir / "config.json").exists() else []
-        ppl_scenes_cli([*command, "--no-progress", *resume])
+        code = ppl_scenes_cli([*continue_command(card, run_dir, command), "--no-progress"])
+        if code or not finished(run_dir):
+            sys.exit(f"{run_dir} did not reach its steps (ppl-scenes exit status {code}): no record written")
     spec = RunSpec.from_run_dir(run_dir)
     model = load(run_dir)
     splits = card["splits"]

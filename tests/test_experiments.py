@@ -1021,7 +1021,7 @@ def test_reproduce_scores_a_finished_rerun_beside_its_card(
     script, tiny_runs, tmp_path, monkeypatch, data_root
 ):
     """A rerun that reached the card's steps is scored, not retrained, on the card's own splits; one
-    short of them is resumed through the CLI with the card's preset and the rerun's seed."""
+    short of them is resumed through the real CLI to its own steps."""
     reproduce = script("reproduce")
     card = _reproduce_card()
     monkeypatch.setattr(reproduce, "pretrained_info", lambda name: card)
@@ -1038,12 +1038,21 @@ def test_reproduce_scores_a_finished_rerun_beside_its_card(
     assert record["digit_source"] == "mnist" and record["splits"] == card["splits"]
     assert 0 <= record["test"]["ap50"] <= 1 and "ap50" in record["validation"]
     assert set(record["test_intervals"]) >= {"ap50"}
-    config = runs / "spair-s1" / "config.json"  # one step short of its own budget: resumed (the
-    saved = json.loads(config.read_text())  # fake CLI trains nothing, so the run is scored as it is)
+    config = runs / "spair-s1" / "config.json"  # one step short of its own budget: resumed
+    saved = json.loads(config.read_text())
     saved["train_config"]["steps"] = record["steps"] + 1
     config.write_text(json.dumps(saved))
-    reproduce.main(args)
-    assert calls and calls[0][:4] == ["train", "spair", "--preset", "paper"] and "--resume" in calls[0]
+    monkeypatch.undo()
+    monkeypatch.setattr(reproduce, "pretrained_info", lambda name: card)
+    (resumed,) = reproduce.main(args)
+    assert resumed["steps"] == record["steps"] + 1
+    saved["train_config"]["steps"] = record["steps"] + 3  # a training that fails: no record
+    config.write_text(json.dumps(saved))
+    (tmp_path / "out" / "spair-s1.json").unlink()
+    monkeypatch.setattr(reproduce, "ppl_scenes_cli", lambda argv: 2)
+    with pytest.raises(SystemExit, match="did not reach its steps"):
+        reproduce.main(args)
+    assert not (tmp_path / "out" / "spair-s1.json").exists()
 
 
 def test_reproduce_refuses_the_fallback_digits(script, tiny_runs, tmp_path, monkeypatch):
