@@ -5,6 +5,7 @@ classes and :func:`fit` builds the right one. Posterior sampling and summaries l
 :mod:`ppl_scenes.infer.posterior`.
 """
 
+from ppl_scenes.infer.elbo import DeviceTraceELBO
 from ppl_scenes.infer.fit import TRAINERS, fit
 from ppl_scenes.infer.lifting import LiftingTrainer, TaskTrainer
 from ppl_scenes.infer.supervised import SupervisedTrainer
@@ -20,6 +21,7 @@ from ppl_scenes.infer.two_stage import TwoStageTrainer
 
 __all__ = [
     "TRAINERS",
+    "DeviceTraceELBO",
     "LiftingTrainer",
     "NonFiniteStep",
     "SVITrainer",

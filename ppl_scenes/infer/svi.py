@@ -8,9 +8,9 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO
 from torch import Tensor
 
+from ppl_scenes.infer.elbo import DeviceTraceELBO
 from ppl_scenes.infer.trainer import NonFiniteStep, TrainConfig, Trainer
 from ppl_scenes.models.base import Variational
 
@@ -28,7 +28,8 @@ class SVITrainer(Trainer):
     NaN or Inf still surfaces as a non-finite loss or gradient, which skips the step all the same.
 
     Args:
-        elbo: a Pyro ELBO instance (default ``Trace_ELBO`` with the config's ``num_particles``).
+        elbo: a Pyro ELBO instance (default :class:`DeviceTraceELBO`, Pyro's ``Trace_ELBO`` without
+            its host synchronisations, with the config's ``num_particles``).
         **kwargs: as :class:`Trainer`.
     """
 
@@ -39,7 +40,7 @@ class SVITrainer(Trainer):
         if not isinstance(model, Variational):
             raise ValueError(f"SVI trains a Variational model (model/guide pair), got {type(model).__name__}")
         super().__init__(model, config, **kwargs)
-        self.elbo = elbo or Trace_ELBO(num_particles=self.config.num_particles, vectorize_particles=False)
+        self.elbo = elbo or DeviceTraceELBO(self.config.num_particles, vectorize_particles=False)
         self.params: list[torch.nn.Parameter] = []
         #: ``id(param) -> name`` of every optimised parameter, ``pyro.param`` sites included (set by setup)
         self.param_names: dict[int, str] = {}

@@ -275,10 +275,10 @@ class Trainer:
         """
         params = [p for p in params if p.grad is not None]
         max_norm = self.config.clip_norm if self.config.clip_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if not torch.isfinite(norm):
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the one read-back
+        if not math.isfinite(norm):
             raise NonFiniteStep("non-finite gradient")
-        return float(norm)
+        return norm
 
     def batch_indices(self, step: int, n: int) -> Tensor:
         """The batch of ``step``: a pure function of (seed, step), so resumed runs see the same data."""

@@ -146,3 +146,72 @@ def test_the_compiled_path_keeps_the_losses(case):
 def test_a_model_without_compiled_networks_trains_eagerly_with_a_warning():
     with pytest.warns(UserWarning, match="names no deterministic network"):
         assert_pinned("ssdir", first_steps("ssdir", compile=True, compile_backend="aot_eager"))
+
+
+def _elbo_step(case: str, elbo) -> tuple[float, dict[str, torch.Tensor], int]:
+    """``elbo``'s loss of one fixed-seed batch of ``case``, the gradient of every parameter, and how
+    many values the loss and its backward pass read back to the host."""
+    from torch.profiler import profile
+
+    name, config = CASES[case]
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    model = MODELS[name](**config)
+    trainer = TRAINERS[model.trainer](model, TrainConfig(batch_size=2), elbo=elbo, progress=False)
+    images = trainer.prepare_data(scenes())
+    trainer.batch_index = torch.arange(2)  # the batch whose labels a supervised model gets
+    pyro.set_rng_seed(1)
+    with profile(with_stack=True) as prof:
+        loss = trainer.loss(images[:2])
+        loss.backward()
+    names = [e.name for e in prof.events()]
+    reads = names.count("aten::_local_scalar_dense") + sum("method tolist of" in n for n in names)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads, reads
+
+
+@pytest.mark.parametrize("case", ["spair", "gmair", "saccade"])
+def test_the_device_elbo_is_pyros_trace_elbo_without_host_syncs(case):
+    """:class:`DeviceTraceELBO` (the SVI trainers' default) gives Pyro's ``Trace_ELBO`` loss to
+    float32 rounding and its gradient exactly, and reads back to the host only the input checks'
+    one value pair (Pyro's reads one value per sample site; the saccade model checks its labels too)."""
+    from pyro.infer import Trace_ELBO
+
+    from ppl_scenes.infer import DeviceTraceELBO
+
+    loss, grads, reads = _elbo_step(case, DeviceTraceELBO())
+    pyro_loss, pyro_grads, pyro_reads = _elbo_step(case, Trace_ELBO())
+    assert loss == pytest.approx(pyro_loss, rel=1e-6)
+    assert grads.keys() == pyro_grads.keys() and grads
+    for n in grads:
+        torch.testing.assert_close(grads[n], pyro_grads[n], rtol=0, atol=0, msg=n)
+    assert reads == 1 + int(case == "saccade") and pyro_reads >= reads + 4
+
+
+def test_the_device_elbo_keeps_the_score_function_terms():
+    """A guide site without ``rsample`` gets its score-function term: the surrogate's gradient is
+    Pyro's, for the guide's parameter too."""
+    import pyro.distributions as dist
+    from pyro.infer import Trace_ELBO
+
+    from ppl_scenes.infer import DeviceTraceELBO
+
+    def model(x):
+        z = pyro.sample("z", dist.Bernoulli(0.3))
+        pyro.sample("x", dist.Normal(z * 2.0, 1.0), obs=x)
+
+    def guide(x):
+        q = pyro.param("q", torch.tensor(0.6), constraint=dist.constraints.unit_interval)
+        pyro.sample("z", dist.Bernoulli(q))
+
+    def grad(elbo) -> float:
+        pyro.clear_param_store()
+        pyro.set_rng_seed(3)
+        pyro.param("q", torch.tensor(0.6), constraint=dist.constraints.unit_interval)
+        loss = elbo.differentiable_loss(model, guide, torch.tensor(1.5))
+        (g,) = torch.autograd.grad(loss, [pyro.param("q").unconstrained()])
+        return float(g)
+
+    ours = grad(DeviceTraceELBO(num_particles=4))
+    assert ours != 0 and ours == pytest.approx(grad(Trace_ELBO(num_particles=4)), rel=1e-6)
