@@ -1372,7 +1372,8 @@ def step_profiles(r: Records) -> str:
             ratio = f" ({base / m['aten_ops']:.1f}x fewer)" if base and label != "before" else ""
             eager = m.get("timing_eager", {}).get("median_ms")
             turns = f" (eager in turns: {f1(eager)} ms)" if eager is not None else ""
-            row.append(f"{count(m['aten_ops'])}{ratio}, {f1(m['timing']['median_ms'])} ms{turns}")
+            reads = f", {m['host_reads']} host reads" if "host_reads" in m else ""
+            row.append(f"{count(m['aten_ops'])}{ratio}{reads}, {f1(m['timing']['median_ms'])} ms{turns}")
         rows.append(row)
     legend = "\n".join(
         f"- *{label}*: {what}; `{records[label]['command']}` (torch {records[label].get('torch', '–')})"

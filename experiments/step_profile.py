@@ -145,6 +145,23 @@ def call_site(event: Any) -> str:
     return python or "autograd"
 
 
+def host_reads(events: Any) -> int:
+    """Values the step reads back to the host (``.item()``, ``float()``, ``.tolist()``, a Python
+    branch on a tensor): on a GPU each waits for the queue to drain. The optimiser's own reads are
+    left out: fused Adam reads its step counts on the CPU only (on CUDA it reads none)."""
+
+    def in_optimiser(event: Any) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if "_fused_adam" in parent.name or "Optimizer.step" in parent.name:
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    reads = [e for e in events if e.name == "aten::_local_scalar_dense" or "method tolist of" in e.name]
+    return sum(not in_optimiser(e) for e in reads)
+
+
 def profile_step(step: Callable[[], Any], device: str, top: int = 15) -> dict[str, Any]:
     """Operations (and CUDA kernels) of one call of ``step``, counted with ``torch.profiler``."""
     from torch.autograd import DeviceType
@@ -168,6 +185,7 @@ def profile_step(step: Callable[[], Any], device: str, top: int = 15) -> dict[st
         modules[site.split("(", 1)[0]] += 1
     record: dict[str, Any] = {
         "aten_ops": len(ops),
+        "host_reads": host_reads(events),
         "top_ops": dict(names.most_common(top)),
         "top_sites": dict(sites.most_common(top)),
         "top_modules": dict(modules.most_common(top)),
