@@ -114,7 +114,7 @@ class LiftingTrainer(PatchTaskTrainer):
             if last:
                 break
             grads = torch.autograd.grad(loss.sum(), free)
-            if not all(torch.isfinite(g).all() for g in grads):
+            if not torch.stack([torch.isfinite(g).all() for g in grads]).all():  # one read-back
                 raise NonFiniteStep("non-finite gradient of the patch positions")
             if inner is not None:
                 for p, g in zip(free, grads):
@@ -158,12 +158,14 @@ class LiftingTrainer(PatchTaskTrainer):
         lift_norm = self.step_optimizer("heatmap", lift_loss, self.heatmap_params)
 
         shift = (positions - found.positions).norm(dim=-1).mean()
+        logged = torch.stack((task_loss.detach(), refined.mean(), lift_loss.detach(), shift.detach()))
+        task_value, refined_value, lift_value, shift_value = logged.tolist()  # one read-back
         return {
-            "loss": task_loss.item(),
-            "task_loss": task_loss.item(),
-            "refined_task_loss": float(refined.mean()),
-            "lift_loss": lift_loss.item(),
-            "shift": float(shift),
+            "loss": task_value,
+            "task_loss": task_value,
+            "refined_task_loss": refined_value,
+            "lift_loss": lift_value,
+            "shift": shift_value,
             "grad_norm": task_norm,
             "heatmap_grad_norm": lift_norm,
         }

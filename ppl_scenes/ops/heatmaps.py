@@ -24,6 +24,7 @@ attaches to the ``S`` maps (e.g. patch sizes in pixels); they must be strictly i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,11 +47,17 @@ def _check_window(window: int, name: str) -> None:
 
 
 def _scale_tensor(scale_values: Sequence[float] | Tensor, like: Tensor) -> Tensor:
-    """Validated 1-D tensor of strictly increasing scale values on ``like``'s device and dtype."""
+    """Validated 1-D tensor of strictly increasing scale values on ``like``'s device and dtype (a
+    Python sequence is checked on the host, so a training step reads nothing back for it)."""
     values = torch.as_tensor(scale_values, dtype=like.dtype, device=like.device)
     if values.dim() != 1 or values.numel() == 0:
         raise ValueError(f"scale_values must be a non-empty 1-D sequence, got shape {tuple(values.shape)}")
-    if not torch.isfinite(values).all() or (values[1:] <= values[:-1]).any():
+    if isinstance(scale_values, Tensor):
+        bad = bool(~torch.isfinite(values).all() | (values[1:] <= values[:-1]).any())
+    else:
+        listed = [float(v) for v in scale_values]
+        bad = not all(map(math.isfinite, listed)) or any(b <= a for a, b in zip(listed, listed[1:]))
+    if bad:
         raise ValueError(f"scale_values must be finite and strictly increasing, got {values.tolist()}")
     return values
 
