@@ -16,6 +16,7 @@ from ppl_scenes.metrics.counts import count_accuracy, count_mae, count_metrics_b
 from ppl_scenes.metrics.detection import (
     COCO_IOU_THRESHOLDS,
     SPAIR_IOU_THRESHOLDS,
+    RankedDetections,
     average_precision,
     average_precision_range,
     match_detections,
@@ -37,6 +38,7 @@ from ppl_scenes.metrics.scoring import (
 )
 
 __all__ = [
+    "RankedDetections",
     "detection_scores",
     "evaluate_by_count",
     "evaluate_detection",

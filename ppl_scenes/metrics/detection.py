@@ -34,6 +34,7 @@ from ppl_scenes.metrics._validation import (
 __all__ = [
     "COCO_IOU_THRESHOLDS",
     "SPAIR_IOU_THRESHOLDS",
+    "RankedDetections",
     "average_precision",
     "average_precision_range",
     "match_detections",
@@ -87,26 +88,101 @@ def _voc_ap(tp: np.ndarray, n_gt: int) -> float:
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def _ap_at_threshold(ious: list[np.ndarray], scores: list[np.ndarray], n_gt: int, threshold: float) -> float:
-    if n_gt == 0:
-        return math.nan
-    image_of = np.concatenate([np.full(len(s), i) for i, s in enumerate(scores)])
-    det_of = np.concatenate([np.arange(len(s)) for s in scores])
-    all_scores = np.concatenate(scores)
-    # Stable sort: tied scores keep image order, then within-image order, so results are reproducible.
-    order = np.argsort(-all_scores, kind="stable")
-    taken = [np.zeros(iou.shape[1], dtype=bool) for iou in ious]
-    tp = np.zeros(len(order))
-    for rank, k in enumerate(order):
-        i, j = image_of[k], det_of[k]
-        if ious[i].shape[1] == 0:
+def _image_true_positives(iou: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """One image's detections, each 1.0 if a true positive at ``threshold`` (in their given order).
+
+    The detections take their truths greedily in descending score order (ties: the given order), as
+    in the dataset-wide ranking of :func:`average_precision`: a detection's outcome depends only on
+    the higher-ranked detections of its own image, so each image can be matched on its own.
+    """
+    tp = np.zeros(len(scores))
+    if iou.shape[1] == 0:
+        return tp
+    # Only a detection with some IoU above the threshold can match; the others stay false positives.
+    for j in np.argsort(-scores, kind="stable"):
+        row = iou[j]
+        if row.max() <= threshold:
             continue
-        row = np.where(taken[i], -1.0, ious[i][j])
         g = int(np.argmax(row))
         if row[g] > threshold:
-            tp[rank] = 1.0
-            taken[i][g] = True
-    return _voc_ap(tp, n_gt)
+            tp[j] = 1.0
+            iou[:, g] = -1.0  # taken
+    return tp
+
+
+def _ranked_ap(scores: Sequence[np.ndarray], true_positives: Sequence[np.ndarray], n_gt: int) -> float:
+    """VOC AP of per-image detections whose outcomes are known, ranked together by score (stable:
+    tied scores keep image order, then the order within the image, so results are reproducible)."""
+    if n_gt == 0:
+        return math.nan
+    if not len(scores):
+        return _voc_ap(np.zeros(0), n_gt)
+    order = np.argsort(-np.concatenate(scores), kind="stable")
+    return _voc_ap(np.concatenate(true_positives)[order], n_gt)
+
+
+def _ap_at_threshold(ious: list[np.ndarray], scores: list[np.ndarray], n_gt: int, threshold: float) -> float:
+    tps = [_image_true_positives(iou.copy(), s, threshold) for iou, s in zip(ious, scores)]
+    return _ranked_ap(scores, tps, n_gt)
+
+
+class RankedDetections:
+    """Per-image detection outcomes at several IoU thresholds, matched once, for the AP of any
+    subset of the images (a bootstrap resample, repeats allowed) without matching again.
+
+    ``ap(threshold, images)`` equals :func:`average_precision` of those images' lists exactly; one
+    ranking of the subset serves every threshold (:meth:`aps`).
+
+    Args:
+        pred_boxes, pred_scores, gt_boxes: as :func:`average_precision`.
+        thresholds: the IoU thresholds to prepare.
+    """
+
+    def __init__(
+        self,
+        pred_boxes: Sequence[Tensor],
+        pred_scores: Sequence[Tensor],
+        gt_boxes: Sequence[Tensor],
+        thresholds: Sequence[float],
+    ):
+        ious, scores, _ = _prepare(pred_boxes, pred_scores, gt_boxes)
+        self.thresholds = [check_threshold(t, "thresholds entry") for t in thresholds]
+        self.gt_counts = np.array([iou.shape[1] for iou in ious], dtype=np.int64)
+        self.counts = np.array([len(s) for s in scores], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        self.scores = np.concatenate(scores) if scores else np.zeros(0)
+        #: ``[thresholds, detections]``: 1.0 where the detection is a true positive at the threshold
+        self.true_positives = np.stack(
+            [
+                np.concatenate([_image_true_positives(iou.copy(), s, t) for iou, s in zip(ious, scores)])
+                if scores
+                else np.zeros(0)
+                for t in self.thresholds
+            ]
+        )
+
+    def aps(self, images: Sequence[int] | None = None) -> dict[float, float]:
+        """AP at every prepared threshold over ``images`` (default: all, in order; repeats allowed)."""
+        if images is None:
+            flat, n_gt = np.arange(len(self.scores)), int(self.gt_counts.sum())
+        else:
+            pick = np.asarray(images, dtype=np.int64)
+            lengths = self.counts[pick]
+            # the detections of the picked images, image after image: one flat index per detection
+            shift = self.starts[pick] - np.cumsum(lengths) + lengths
+            flat = np.repeat(shift, lengths) + np.arange(lengths.sum())
+            n_gt = int(self.gt_counts[pick].sum())
+        if n_gt == 0:
+            return dict.fromkeys(self.thresholds, math.nan)
+        order = flat[np.argsort(-self.scores[flat], kind="stable")]
+        ranked = self.true_positives[:, order]
+        return {t: _voc_ap(tp, n_gt) for t, tp in zip(self.thresholds, ranked)}
+
+    def ap(self, threshold: float, images: Sequence[int] | None = None) -> float:
+        """AP at ``threshold`` (one of the prepared ones) over ``images`` (see :meth:`aps`)."""
+        if threshold not in self.thresholds:
+            raise ValueError(f"threshold {threshold} was not prepared; prepared: {self.thresholds}")
+        return self.aps(images)[threshold]
 
 
 def average_precision(

@@ -23,8 +23,8 @@ from ppl_scenes.metrics.counts import count_accuracy, count_mae
 from ppl_scenes.metrics.detection import (
     COCO_IOU_THRESHOLDS,
     SPAIR_IOU_THRESHOLDS,
+    RankedDetections,
     average_precision,
-    average_precision_range,
     match_detections,
 )
 from ppl_scenes.metrics.intervals import bootstrap_interval
@@ -117,15 +117,30 @@ def detection_scores(
     Raises:
         ValueError: on lists of different lengths, malformed boxes or invalid counts.
     """
-    spair = average_precision_range(boxes, scores, gt_boxes, SPAIR_IOU_THRESHOLDS)
-    coco = average_precision_range(boxes, scores, gt_boxes, COCO_IOU_THRESHOLDS)
+    ranking = RankedDetections(boxes, scores, gt_boxes, AP_THRESHOLDS)
+    return {**_ranked_scores(ranking, None, pred_counts, true_counts), "num_scenes": len(gt_boxes)}
+
+
+#: Every IoU threshold :func:`detection_scores` needs.
+AP_THRESHOLDS = tuple(sorted(set(SPAIR_IOU_THRESHOLDS) | set(COCO_IOU_THRESHOLDS)))
+
+
+def _ranked_scores(ranking: RankedDetections, pick: list[int] | None, pred_counts, true_counts) -> dict:
+    """:func:`detection_scores` of the images ``pick`` (None: all) from outcomes matched once."""
+
+    aps = ranking.aps(pick)
+
+    def mean_ap(thresholds) -> float:
+        return float(np.mean([aps[t] for t in thresholds]))
+
+    if pick is not None:
+        pred_counts, true_counts = pred_counts[pick], true_counts[pick]
     return {
-        "ap50": spair["per_threshold"][0.5],
-        "ap_spair": spair["mean"],
-        "ap_coco": coco["mean"],
+        "ap50": aps[0.5],
+        "ap_spair": mean_ap(SPAIR_IOU_THRESHOLDS),
+        "ap_coco": mean_ap(COCO_IOU_THRESHOLDS),
         "count_accuracy": count_accuracy(pred_counts, true_counts),
         "count_mae": count_mae(pred_counts, true_counts),
-        "num_scenes": len(gt_boxes),
     }
 
 
@@ -192,27 +207,26 @@ def evaluate_detection(
         (:func:`ppl_scenes.metrics.bootstrap_interval`).
     """
     d = _detections(model, dataset, batch_size, max_scenes, progress)
-    results: dict[str, Any] = detection_scores(
-        d["boxes"], d["scores"], d["gt_boxes"], d["pred_counts"], d["true_counts"]
-    )
+    ranking = RankedDetections(d["boxes"], d["scores"], d["gt_boxes"], AP_THRESHOLDS)  # matched once
+    results: dict[str, Any] = {
+        **_ranked_scores(ranking, None, d["pred_counts"], d["true_counts"]),
+        "num_scenes": len(d["gt_boxes"]),
+    }
     if d["reconstruction"] is not None:
         results["rmse"] = rmse(d["images"], d["reconstruction"])
     results.update(_clustering(d))
     if intervals:
         results["intervals"] = bootstrap_interval(
-            lambda idx: _detection_statistic(d, idx), len(d["gt_boxes"]), intervals
+            lambda idx: _detection_statistic(d, ranking, idx), len(d["gt_boxes"]), intervals
         )
     return results
 
 
-def _detection_statistic(d: dict[str, Any], idx) -> dict[str, float]:
+def _detection_statistic(d: dict[str, Any], ranking: RankedDetections, idx) -> dict[str, float]:
     """The detection, counting and clustering scores of the scenes ``idx`` (repeats allowed)."""
     pick = [int(i) for i in idx]
     sub = {k: [v[i] for i in pick] if isinstance(v, list) else v for k, v in d.items()}
-    scores = detection_scores(
-        sub["boxes"], sub["scores"], sub["gt_boxes"], d["pred_counts"][pick], d["true_counts"][pick]
-    )
-    scores.pop("num_scenes")
+    scores = _ranked_scores(ranking, pick, d["pred_counts"], d["true_counts"])
     clustering = _clustering(sub)
     clustering.pop("num_clustered", None)
     return {**scores, **clustering}

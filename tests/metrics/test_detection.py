@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score
 from ppl_scenes.metrics import (
     COCO_IOU_THRESHOLDS,
     SPAIR_IOU_THRESHOLDS,
+    RankedDetections,
     average_precision,
     average_precision_range,
     match_detections,
@@ -210,3 +211,62 @@ def test_match_detections_empty_and_bad():
         match_detections(torch.zeros(3), B((0, 0, 1, 1)))
     with pytest.raises(ValueError, match="iou_threshold"):
         match_detections(B((0, 0, 1, 1)), B((0, 0, 1, 1)), iou_threshold=1.0)
+
+
+def _reference_true_positives(pred_boxes, pred_scores, gt_boxes, threshold):
+    """The dataset-wide greedy matching written out directly: walk all detections in one stable
+    ranking by score, each taking the best untaken truth of its own image; the ranked TP list."""
+    from torchvision.ops import box_iou
+
+    ranked = sorted(
+        ((-float(s), i, j) for i, ss in enumerate(pred_scores) for j, s in enumerate(ss)), key=lambda r: r[0]
+    )
+    taken = [set() for _ in gt_boxes]
+    tp = []
+    for _, i, j in ranked:
+        hit = 0.0
+        if len(gt_boxes[i]):
+            iou = box_iou(pred_boxes[i][j : j + 1], gt_boxes[i])[0].tolist()
+            free = [(v, -g) for g, v in enumerate(iou) if g not in taken[i]]
+            if free:
+                v, g = max(free)
+                if v > threshold:
+                    hit = 1.0
+                    taken[i].add(-g)
+        tp.append(hit)
+    return np.array(tp)
+
+
+def test_ranked_detections_give_the_ap_of_any_resample_as_matching_it_afresh():
+    """Outcomes matched once per image give, for any subset of the images (repeats included), the AP
+    that :func:`average_precision` and a direct dataset-wide greedy matching give; tied scores
+    across and within images included."""
+    from ppl_scenes.metrics.detection import _voc_ap
+
+    g = torch.Generator().manual_seed(5)
+    pred, scores, gts = [], [], []
+    for _ in range(12):
+        n, m = int(torch.randint(0, 7, (1,), generator=g)), int(torch.randint(0, 4, (1,), generator=g))
+        xy = torch.rand(m, 2, generator=g) * 20
+        gts.append(torch.cat((xy, xy + 3 + torch.rand(m, 2, generator=g) * 6), 1))
+        if m:  # detections near the truths (duplicates among them), jittered
+            near = gts[-1][torch.randint(m, (n,), generator=g)]
+            pred.append(near + torch.rand(n, 4, generator=g) * 3)
+        else:
+            xy = torch.rand(n, 2, generator=g) * 20
+            pred.append(torch.cat((xy, xy + 4), 1))
+        scores.append(torch.round(torch.rand(n, generator=g) * 4) / 4)  # many ties
+    ranking = RankedDetections(pred, scores, gts, (0.3, 0.5, 0.7))
+    for pick in (None, [3, 3, 0, 11, 7, 7, 7], [int(i) for i in torch.randint(12, (12,), generator=g)]):
+        idx = range(12) if pick is None else pick
+        sub = ([pred[i] for i in idx], [scores[i] for i in idx], [gts[i] for i in idx])
+        n_gt = sum(len(b) for b in sub[2])
+        for t in (0.3, 0.5, 0.7):
+            got = ranking.ap(t, pick)
+            assert got == average_precision(*sub, iou_threshold=t)
+            assert got == _voc_ap(_reference_true_positives(*sub, t), n_gt)
+    assert 0 < ranking.ap(0.3) < 1
+    without_truth = [i for i in range(12) if len(gts[i]) == 0]
+    assert without_truth and all(math.isnan(v) for v in ranking.aps(without_truth).values())
+    with pytest.raises(ValueError, match="not prepared"):
+        ranking.ap(0.4)

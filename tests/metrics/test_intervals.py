@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_scenes.metrics import bootstrap_interval, image_label_metrics
-from ppl_scenes.metrics.scoring import _detection_statistic, _instance_rates
+from ppl_scenes.metrics import RankedDetections, bootstrap_interval, detection_scores, image_label_metrics
+from ppl_scenes.metrics.scoring import AP_THRESHOLDS, _detection_statistic, _instance_rates
 from ppl_scenes.scene import SceneParse
 
 
@@ -70,6 +70,10 @@ def test_detection_statistic_of_all_scenes_equals_the_scores():
         "pred_counts": torch.tensor([1, 1]),
         "true_counts": torch.tensor([1, 2]),
     }
-    full = _detection_statistic(d, np.array([0, 1]))
+    ranking = RankedDetections(boxes, scores, gt, AP_THRESHOLDS)
+    full = _detection_statistic(d, ranking, np.array([0, 1]))
     assert full["count_accuracy"] == 0.5 and full["ap50"] == pytest.approx(2 / 3)
-    assert _detection_statistic(d, np.array([0, 0]))["count_accuracy"] == 1.0
+    whole = detection_scores(boxes, scores, gt, d["pred_counts"], d["true_counts"])
+    assert full == {k: v for k, v in whole.items() if k in full}
+    twice = _detection_statistic(d, ranking, np.array([0, 0]))
+    assert twice["count_accuracy"] == 1.0 and twice["ap50"] == 1.0
