@@ -98,32 +98,13 @@ def _image_true_positives(iou: np.ndarray, scores: np.ndarray, threshold: float)
     tp = np.zeros(len(scores))
     if iou.shape[1] == 0:
         return tp
-    # Only a detection with some IoU above the threshold can match; the others stay false positives.
     for j in np.argsort(-scores, kind="stable"):
         row = iou[j]
-        if row.max() <= threshold:
-            continue
         g = int(np.argmax(row))
         if row[g] > threshold:
             tp[j] = 1.0
             iou[:, g] = -1.0  # taken
     return tp
-
-
-def _ranked_ap(scores: Sequence[np.ndarray], true_positives: Sequence[np.ndarray], n_gt: int) -> float:
-    """VOC AP of per-image detections whose outcomes are known, ranked together by score (stable:
-    tied scores keep image order, then the order within the image, so results are reproducible)."""
-    if n_gt == 0:
-        return math.nan
-    if not len(scores):
-        return _voc_ap(np.zeros(0), n_gt)
-    order = np.argsort(-np.concatenate(scores), kind="stable")
-    return _voc_ap(np.concatenate(true_positives)[order], n_gt)
-
-
-def _ap_at_threshold(ious: list[np.ndarray], scores: list[np.ndarray], n_gt: int, threshold: float) -> float:
-    tps = [_image_true_positives(iou.copy(), s, threshold) for iou, s in zip(ious, scores)]
-    return _ranked_ap(scores, tps, n_gt)
 
 
 class RankedDetections:
@@ -222,8 +203,7 @@ def average_precision(
             scores not matching their boxes, NaN/Inf, or a threshold outside (0, 1).
     """
     threshold = check_threshold(iou_threshold)
-    ious, scores, n_gt = _prepare(pred_boxes, pred_scores, gt_boxes)
-    return _ap_at_threshold(ious, scores, n_gt, threshold)
+    return RankedDetections(pred_boxes, pred_scores, gt_boxes, (threshold,)).ap(threshold)
 
 
 def average_precision_range(
@@ -254,9 +234,7 @@ def average_precision_range(
         thresholds = (thresholds,)
     if len(thresholds) == 0:
         raise ValueError("thresholds is empty: give at least one IoU threshold")
-    checked = [check_threshold(t, "thresholds entry") for t in thresholds]
-    ious, scores, n_gt = _prepare(pred_boxes, pred_scores, gt_boxes)
-    per = {t: _ap_at_threshold(ious, scores, n_gt, t) for t in checked}
+    per = RankedDetections(pred_boxes, pred_scores, gt_boxes, thresholds).aps()
     return {"per_threshold": per, "mean": float(np.mean(list(per.values())))}
 
 
