@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import torch
 
+from ppl_scenes.infer.flat_adam import FlatAdam, packable
+
 #: Devices whose parameters :func:`adam_by_module` steps with fused Adam (one kernel for all of a
 #: group's parameters instead of a dozen operations per parameter; issue 36).
 FUSED_DEVICES = ("cpu", "cuda")
@@ -33,9 +35,12 @@ def adam_by_module(
     A parameter (named by ``names[id(param)]``) in a module of ``lr_per_module`` takes that rate (the
     longest matching prefix wins); any other takes ``lr`` times the factor of the longest matching
     prefix of ``factors`` (1 where none matches). The optimiser is fused Adam where every parameter
-    lives on one of :data:`FUSED_DEVICES` (the same update as the plain one, to rounding). A fused
-    step pairs each parameter with its gradient by memory order, so a gradient set by hand must keep
-    its parameter's layout (channels-last weights have channels-last gradients).
+    lives on one of :data:`FUSED_DEVICES` (the same update as the plain one, to rounding): a
+    :class:`~ppl_scenes.infer.flat_adam.FlatAdam`, whose groups' parameters share one flat buffer
+    each, where they are :func:`~ppl_scenes.infer.flat_adam.packable` (the parameters' data become
+    views of the buffers). A fused step pairs each parameter with its gradient by memory order, so a
+    gradient set by hand must keep its parameter's layout (channels-last weights have channels-last
+    gradients).
     """
     groups: dict[float, list] = {}
     matched: set[str] = set()
@@ -53,7 +58,11 @@ def adam_by_module(
             group_lr = lr
         groups.setdefault(group_lr, []).append(p)
     fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
-    return torch.optim.Adam([{"params": ps, "lr": g} for g, ps in groups.items()], fused=fused), matched
+    param_groups = [{"params": ps, "lr": g} for g, ps in groups.items()]
+    one_kind = all(len({(p.dtype, p.device) for p in ps}) == 1 for ps in groups.values())
+    if fused and params and one_kind and packable(params):
+        return FlatAdam(param_groups), matched
+    return torch.optim.Adam(param_groups, fused=fused), matched
 
 
 def decay_factor(done: float, decay_from: float, decay_to: float) -> float:

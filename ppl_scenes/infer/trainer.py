@@ -28,6 +28,7 @@ from ppl_scenes.infer.allocator import keep_freed_memory
 from ppl_scenes.infer.compiled import compile_model
 from ppl_scenes.infer.config import TrainConfig
 from ppl_scenes.infer.distributed import Distributed
+from ppl_scenes.infer.flat_adam import FlatAdam, clip_flat_gradients
 from ppl_scenes.infer.optim import adam_by_module, decay_factor, scale_learning_rates
 from ppl_scenes.infer.state import fork_rng, restore_training_state, training_state
 from ppl_scenes.models.base import Supervised
@@ -255,7 +256,7 @@ class Trainer:
                 loss.backward()
             if not self.distributed.reduce_gradients(params, self.gradient_reduction(name), ok):
                 raise NonFiniteStep(f"non-finite {name} loss (on some data-parallel rank)")
-            norm = self.clip_and_check(params)
+            norm = self.clip_and_check(params, opt)
             opt.step()
             return norm
         if not torch.isfinite(loss):
@@ -263,19 +264,26 @@ class Trainer:
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = self.clip_and_check(params)
+        norm = self.clip_and_check(params, opt)
         opt.step()
         return norm
 
-    def clip_and_check(self, params) -> float:
+    def clip_and_check(self, params, optimizer: torch.optim.Optimizer | None = None) -> float:
         """Clip gradients (if configured) and raise :class:`NonFiniteStep` on a non-finite gradient.
+
+        With a :class:`~ppl_scenes.infer.flat_adam.FlatAdam` ``optimizer`` whose parameters all have
+        gradients, the gradients are clipped as its flat tensors (one norm per group).
 
         Returns:
             the total gradient norm before clipping.
         """
-        params = [p for p in params if p.grad is not None]
         max_norm = self.config.clip_norm if self.config.clip_norm > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))  # the one read-back
+        flats = optimizer.gather_gradients() if isinstance(optimizer, FlatAdam) else None
+        if flats is not None:
+            total = clip_flat_gradients(flats, max_norm)
+        else:
+            total = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+        norm = float(total)  # the one read-back
         if not math.isfinite(norm):
             raise NonFiniteStep("non-finite gradient")
         return norm

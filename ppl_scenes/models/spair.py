@@ -234,7 +234,8 @@ class SPAIRGuide(nn.Module):
         self.latent_dim = 6 + (c.what_dim if c.lateral_what else 0)
         lateral_in = c.feature_dim + (4 * self.latent_dim if c.lateral else 0)
         self.lateral_mlp = mlp([lateral_in, c.hidden_dim, c.hidden_dim, 4 + 4 + 1 + 1 + 1])
-        self.outside = nn.Parameter(torch.zeros(self.latent_dim))
+        # the border's latents: kept in the weights either way, learned only with lateral connections
+        self.outside = nn.Parameter(torch.zeros(self.latent_dim), requires_grad=c.lateral)
         self.what_encoder = GlimpseEncoder(c.channels, c.glimpse_size, c.what_dim, c.hidden_dim)
         with torch.no_grad():
             # Start with objects on: early reconstruction pressure is what teaches the decoder objects.
@@ -298,9 +299,9 @@ class SPAIRGuide(nn.Module):
 
         Cells are visited group by group in the :class:`~ppl_scenes.ops.CellSchedule` of the order
         (§4.3): per group one call of the lateral MLP, of the where/depth/presence sampling and (with
-        ``lateral_what``) of the glimpse encoder. Features and noise are put in visiting order once,
-        and the distribution parameters of all cells are read off the stacked MLP outputs after the
-        loop.
+        ``lateral_what``) of the glimpse encoder. Features and noise are put in visiting order once;
+        the lateral MLP hands its output's heads (locs, raw scales, presence logit) out separately
+        (:meth:`~ppl_scenes.nn.blocks.MLP.heads`), and each head's groups are stacked after the loop.
 
         Args:
             x: images ``[B, C, H, W]``.
@@ -328,7 +329,7 @@ class SPAIRGuide(nn.Module):
             where_depth_noise = visiting(torch.cat((noise["where"], noise["depth"]), -1))
             log_u, log1m_u = (visiting(t) for t in logistic_parts(noise["pres"]))
             temperature = scalar(c.pres_temperature, x)
-        loc_index, scale_index = _head_indices(x.device)
+        head_order = _head_order(x.device)
         if c.lateral:
             # Latents of processed cells live in a padded grid (one row above, one column each side),
             # flattened; its border holds the learned `outside` vector; neighbours are read by index.
@@ -339,15 +340,15 @@ class SPAIRGuide(nn.Module):
             if c.lateral:
                 neighbours = state.index_select(1, plan.neighbours[g]).view(b, stop - start, -1)
                 inputs = torch.cat((inputs, neighbours), -1)
-            h = self.lateral_mlp(inputs)
-            heads.append(h)
+            loc, raw_scale, pres_logits = self.lateral_mlp.heads(inputs, *head_order, (5, 5, 1))
+            scale, pres_logits = positive(raw_scale), pres_logits.squeeze(-1)
+            heads.append((loc, scale, pres_logits))
             if noise is None:
-                where_depth = h.index_select(-1, loc_index)
-                pres = (h[..., 10] > 0).to(x.dtype)
+                where_depth = loc
+                pres = (pres_logits > 0).to(x.dtype)
             else:
-                scale = positive(h.index_select(-1, scale_index))
-                where_depth = h.index_select(-1, loc_index) + scale * where_depth_noise[:, start:stop]
-                pres = concrete_sample(h[..., 10], log_u[:, start:stop], log1m_u[:, start:stop], temperature)
+                where_depth = loc + scale * where_depth_noise[:, start:stop]
+                pres = concrete_sample(pres_logits, log_u[:, start:stop], log1m_u[:, start:stop], temperature)
             lateral = [where_depth, pres.unsqueeze(-1)]
             if c.lateral_what:
                 group_noise = None
@@ -359,17 +360,17 @@ class SPAIRGuide(nn.Module):
             samples.append(torch.cat(lateral, -1))
             if c.lateral:
                 state = state.index_copy(1, plan.slots[g], samples[-1])
-        h = raster(heads)
+        loc, scale, pres_logits = (raster([group[k] for group in heads]) for k in range(3))
         sample = raster(samples)
         merged = dict(
             where=sample[..., :4],
             depth=sample[..., 4:5],
             pres=sample[..., 5],
-            where_loc=h[..., :4],
-            where_scale=positive(h[..., 4:8]),
-            depth_loc=h[..., 8:9],
-            depth_scale=positive(h[..., 9:10]),
-            pres_logits=h[..., 10],
+            where_loc=loc[..., :4],
+            where_scale=scale[..., :4],
+            depth_loc=loc[..., 4:],
+            depth_scale=scale[..., 4:],
+            pres_logits=pres_logits,
         )
         if c.lateral_what:
             merged.update({k: raster([w[k] for w in whats]) for k in whats[0]})
@@ -777,9 +778,11 @@ def presence_mask(config: SPAIRConfig, sites: Collection[str], probs: Tensor | N
 
 
 @cached_constant
-def _head_indices(device) -> tuple[Tensor, Tensor]:
-    """Where the lateral MLP's output holds the locs of ``(z_where, z_depth)`` and their raw scales."""
-    return torch.tensor([0, 1, 2, 3, 8], device=device), torch.tensor([4, 5, 6, 7, 9], device=device)
+def _head_order(device) -> tuple[Tensor, Tensor]:
+    """The lateral MLP's outputs ``(where_loc 4, where_scale 4, depth_loc, depth_scale, pres_logit)``
+    as ``(locs 5, raw scales 5, presence logit)``: the permutation and its inverse."""
+    order = torch.tensor([0, 1, 2, 3, 8, 4, 5, 6, 7, 9, 10], device=device)
+    return order, torch.argsort(order)
 
 
 def _logit(p: float) -> float:

@@ -44,7 +44,21 @@ class MLP(nn.Sequential):
             return super().forward(x)
         params = [t for layer in plan for t in (layer[0].weight, layer[0].bias)]
         kinds = tuple(kind for _, kind in plan)
-        return _MLPFunction.apply(x, kinds, *params)
+        return _MLPFunction.apply(x, kinds, None, *params)
+
+    def heads(self, x: Tensor, order: Tensor, inverse: Tensor, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
+        """The output's columns, permuted by ``order`` and split in ``sizes``, inside the one autograd node.
+
+        Equal to ``self(x).index_select(-1, order).split(sizes, -1)`` (``inverse`` is the inverse
+        permutation of ``order``) without the indexing and splitting nodes: what a network whose
+        output holds several distributions' parameters needs.
+        """
+        plan = self._plan()
+        if plan is None or not torch.is_grad_enabled() or x.dim() < 1:
+            return super().forward(x).index_select(-1, order).split(sizes, -1)
+        params = [t for layer in plan for t in (layer[0].weight, layer[0].bias)]
+        kinds = tuple(kind for _, kind in plan)
+        return _MLPFunction.apply(x, kinds, (order, inverse, tuple(sizes)), *params)
 
     def _plan(self) -> list[tuple[nn.Linear, str | None]] | None:
         plan: list[tuple[nn.Linear, str | None]] = []
@@ -64,7 +78,8 @@ class _MLPFunction(torch.autograd.Function):
     """:class:`MLP`'s forward and backward (``params``: each layer's weight and bias in turn)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, kinds: tuple[str | None, ...], *params: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, kinds: tuple[str | None, ...], columns, *params: Tensor):
+        # columns: None (one output), or (order, inverse, sizes) of :meth:`MLP.heads`
         lead = x.shape[:-1]
         h = x.reshape(-1, x.shape[-1])
         saved = [h]
@@ -77,19 +92,23 @@ class _MLPFunction(torch.autograd.Function):
             else:
                 h = F.elu(pre, alpha=float(kind.split(":")[1]))
             saved += [pre, h]
-        ctx.kinds, ctx.lead = kinds, lead
+        ctx.kinds, ctx.lead, ctx.columns = kinds, lead, columns
         ctx.save_for_backward(*saved, *params)
-        return h.reshape(*lead, h.shape[-1])
+        if columns is None:
+            return h.reshape(*lead, h.shape[-1])
+        order, _, sizes = columns
+        return h.index_select(-1, order).reshape(*lead, h.shape[-1]).split(sizes, -1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, *grads: Tensor | None):
         kinds = ctx.kinds
         tensors = ctx.saved_tensors
         layers = len(kinds)
         params = tensors[1 + 2 * layers :]
-        g = grad.reshape(-1, grad.shape[-1])
-        grads: list[Tensor | None] = [None] * (2 * layers)
+        g = grads[0] if ctx.columns is None else torch.cat(grads, -1).index_select(-1, ctx.columns[1])
+        g = g.reshape(-1, g.shape[-1])
+        param_grads: list[Tensor | None] = [None] * (2 * layers)
         grad_x = None
         for k in reversed(range(layers)):
             pre, out = tensors[1 + 2 * k], tensors[2 + 2 * k]
@@ -99,13 +118,13 @@ class _MLPFunction(torch.autograd.Function):
             elif kind is not None:
                 g = torch.ops.aten.elu_backward(g, float(kind.split(":")[1]), 1, 1, False, pre)
             inputs = tensors[2 * k] if k else tensors[0]
-            grads[2 * k] = g.t().mm(inputs)
-            grads[2 * k + 1] = g.sum(0)
+            param_grads[2 * k] = g.t().mm(inputs)
+            param_grads[2 * k + 1] = g.sum(0)
             if k or ctx.needs_input_grad[0]:
                 g = g.mm(params[2 * k])
                 if not k:
                     grad_x = g.reshape(*ctx.lead, g.shape[-1])
-        return (grad_x, None, *grads)
+        return (grad_x, None, None, *param_grads)
 
 
 def channels_last(x: Tensor) -> Tensor:
