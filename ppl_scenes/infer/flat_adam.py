@@ -115,14 +115,12 @@ class _Pack:
     def gather(self) -> Tensor | None:
         """The group's gradients as one flat tensor (None when some parameter of the buffer has no
         gradient, or one outside it has one)."""
-        if any(p.grad is not None for p in self.outside):
+        if any(p.grad is not None for p in self.outside) or any(s.param.grad is None for s in self.slots):
             return None
         if not self.slots:
             return self.buffer
         pieces: list[Tensor] = []
         for slot, pad in zip(self.slots, self.padding):
-            if slot.param.grad is None:
-                return None
             pieces.append(slot.flat(slot.param.grad))
             if pad is not None:
                 pieces.append(pad)
