@@ -3,9 +3,9 @@
 A fused Adam step still dispatches about seven operations per parameter on the CPU, and clipping by
 the global norm a dozen more (issue 36: 400 of SPAIR's 7,000 operations per step, a sixth of GMAIR's
 and MIST's). :class:`FlatAdam` lays each parameter group's tensors out in one buffer (the module's
-parameters become views of it, keeping their shapes and memory layouts), gathers the gradients into
-one flat tensor per group with a single ``cat``, clips and checks them with one norm, and steps each
-group with one call of the fused update. The update is torch's fused Adam, element by element the
+parameters become views of it, keeping their shapes and memory layouts), copies the gradients into
+one flat tensor per group with a single ``_foreach_copy_``, clips and checks them with one norm, and
+steps each group with one call of the fused update. The update is torch's fused Adam, element by element the
 same as on separate tensors.
 
 The optimiser keeps ``torch.optim.Adam``'s state-dict format (one entry per parameter), so
@@ -33,9 +33,9 @@ ALIGN = 16
 
 
 def packable(params: list[Tensor]) -> bool:
-    """Whether ``params`` can share flat buffers: floating point, each dense in a plain or channels-last
-    layout, none repeated."""
-    if len({id(p) for p in params}) != len(params):
+    """Whether ``params`` can share one flat buffer: floating point of one dtype on one device, each
+    dense in a plain or channels-last layout, none repeated."""
+    if len({id(p) for p in params}) != len(params) or len({(p.dtype, p.device) for p in params}) > 1:
         return False
     return all(p.is_floating_point() and _dims_in_memory_order(p) is not None for p in params)
 
@@ -63,20 +63,12 @@ def clip_flat_gradients(grads: list[Tensor], max_norm: float) -> Tensor:
 
 
 class _Slot:
-    """Where one parameter lies in its group's buffer, and how its gradient flattens into it."""
+    """Where one parameter lies in its group's buffers."""
 
-    __slots__ = ("param", "offset", "numel", "order", "identity")
+    __slots__ = ("param", "offset", "numel")
 
     def __init__(self, param: Tensor, offset: int):
         self.param, self.offset, self.numel = param, offset, param.numel()
-        self.order = _dims_in_memory_order(param)
-        self.identity = self.order == tuple(range(param.dim()))
-
-    def flat(self, t: Tensor) -> Tensor:
-        """``t`` (the parameter's shape and layout) as a 1-d view in memory order."""
-        if t.stride() != self.param.stride():  # a gradient of another layout: copy it into ours
-            t = torch.empty_like(self.param).copy_(t)
-        return t.view(-1) if self.identity else t.permute(self.order).reshape(-1)
 
     def view_of(self, buffer: Tensor) -> Tensor:
         """The parameter's shape and strides over its slice of ``buffer``."""
@@ -84,7 +76,7 @@ class _Slot:
 
 
 class _Pack:
-    """One parameter group's buffer: parameters, moments and the pieces of a gathered gradient."""
+    """One parameter group's buffers: parameters, gathered gradients and moments."""
 
     def __init__(self, params: list[Tensor]):
         self.slots: list[_Slot] = []
@@ -103,28 +95,22 @@ class _Pack:
                 view = slot.view_of(self.buffer)
                 view.copy_(slot.param)
                 slot.param.data = view
-        # zero padding between the parameters, so a gathered gradient is one `cat` of the buffer's size
-        self.padding: list[Tensor | None] = []
-        for slot, nxt in zip(self.slots, [*(s.offset for s in self.slots[1:]), self.size]):
-            gap = nxt - slot.offset - slot.numel
-            self.padding.append(self.buffer.new_zeros(gap) if gap else None)
+        # the gathered gradients, in the parameters' layout (the padding between them stays zero)
+        self.grad = torch.zeros_like(self.buffer)
+        self.grad_views = [slot.view_of(self.grad) for slot in self.slots]
         self.exp_avg: Tensor | None = None
         self.exp_avg_sq: Tensor | None = None
         self.step: Tensor | None = None  # shared by every parameter's state while their counts agree
 
     def gather(self) -> Tensor | None:
-        """The group's gradients as one flat tensor (None when some parameter of the buffer has no
-        gradient, or one outside it has one)."""
+        """The group's gradients copied into one flat tensor (None when some parameter of the buffer
+        has no gradient, or one outside it has one)."""
         if any(p.grad is not None for p in self.outside) or any(s.param.grad is None for s in self.slots):
             return None
-        if not self.slots:
-            return self.buffer
-        pieces: list[Tensor] = []
-        for slot, pad in zip(self.slots, self.padding):
-            pieces.append(slot.flat(slot.param.grad))
-            if pad is not None:
-                pieces.append(pad)
-        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        grads = [s.param.grad for s in self.slots]
+        if grads:
+            torch._foreach_copy_(self.grad_views, grads)  # one copy each, into the slices of `grad`
+        return self.grad
 
 
 class FlatAdam(torch.optim.Adam):
@@ -150,7 +136,7 @@ class FlatAdam(torch.optim.Adam):
         self._packs: list[_Pack] = []
         for group in self.param_groups:
             params = group["params"]
-            if not packable(params) or len({(p.dtype, p.device) for p in params}) != 1:
+            if not params or not packable(params):
                 raise ValueError(
                     "FlatAdam needs dense floating-point parameters of one dtype and device per group"
                 )
@@ -170,9 +156,9 @@ class FlatAdam(torch.optim.Adam):
                 self._gathered = None
                 return None
             flats.append(flat)
-        for pack, flat in zip(self._packs, flats):  # the parameters' gradients: views of the flat ones
-            for slot in pack.slots:
-                slot.param.grad = slot.view_of(flat)
+        for pack in self._packs:  # the parameters' gradients: views of the flat ones
+            for slot, view in zip(pack.slots, pack.grad_views):
+                slot.param.grad = view
         self._gathered = flats
         return flats
 

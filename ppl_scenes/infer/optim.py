@@ -59,8 +59,7 @@ def adam_by_module(
         groups.setdefault(group_lr, []).append(p)
     fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
     param_groups = [{"params": ps, "lr": g} for g, ps in groups.items()]
-    one_kind = all(len({(p.dtype, p.device) for p in ps}) == 1 for ps in groups.values())
-    if fused and params and one_kind and packable(params):
+    if fused and params and all(packable(ps) for ps in groups.values()):
         return FlatAdam(param_groups), matched
     return torch.optim.Adam(param_groups, fused=fused), matched
 

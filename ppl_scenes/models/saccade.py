@@ -60,8 +60,8 @@ from ppl_scenes.metrics.scoring import (
 )
 from ppl_scenes.models.base import ImageLevel, SceneModel, SceneParse, Supervised, Variational
 from ppl_scenes.models.preset import Preset
+from ppl_scenes.nn import inverse_positive, mlp, positive, summed_weight_gradients
 from ppl_scenes.nn.attention import ProxyAttention, spread_grid
-from ppl_scenes.nn.blocks import inverse_positive, mlp, positive
 from ppl_scenes.ops.boxes import covered_fraction, cxcywh_to_xyxy
 from ppl_scenes.ops.constants import cached_constant, scalar
 from ppl_scenes.ops.transformer import crop, crop_localized
@@ -510,7 +510,7 @@ class VariationalSaccading(ImageLabelModel, Variational):
         c = self.config
         h = x.new_zeros(b, c.hidden_dim)
         embeddings = []
-        with pyro.plate("data", b):
+        with pyro.plate("data", b), summed_weight_gradients(self):
             for t in pyro.markov(range(c.num_saccades)):
                 loc, scale = self.prior(h)
                 with poutine.scale(scale=c.kl_weight):
@@ -548,12 +548,13 @@ class VariationalSaccading(ImageLabelModel, Variational):
         keys = self.attention.keys(proxy) if self.config.where_attention else None
         size = torch.tensor(x.shape[:-3:-1], dtype=x.dtype, device=x.device)  # (W, H)
         boxes, embeddings = [], []
-        for t in pyro.markov(range(self.config.num_saccades)):
-            visited = torch.stack([b[:, :2].detach() / size for b in boxes], 1) if boxes else None
-            loc, scale = self.posterior(features, h, keys, t, visited)
-            box, embedding, h = self.advance(x, draw(t, loc, scale), h, t)
-            boxes.append(box)
-            embeddings.append(embedding)
+        with summed_weight_gradients(self):  # the MLPs' weight gradients: one product over the steps
+            for t in pyro.markov(range(self.config.num_saccades)):
+                visited = torch.stack([b[:, :2].detach() / size for b in boxes], 1) if boxes else None
+                loc, scale = self.posterior(features, h, keys, t, visited)
+                box, embedding, h = self.advance(x, draw(t, loc, scale), h, t)
+                boxes.append(box)
+                embeddings.append(embedding)
         return boxes, embeddings, h
 
     # -- the library's surface ----------------------------------------------------------------------

@@ -58,7 +58,15 @@ from ppl_scenes.distributions import (
 )
 from ppl_scenes.models.base import PresenceBoxes, PriorSampling, RankedParse, SceneModel, SceneParse
 from ppl_scenes.models.preset import Preset
-from ppl_scenes.nn import GlimpseDecoder, GlimpseEncoder, GridBackbone, inverse_positive, mlp, positive
+from ppl_scenes.nn import (
+    GlimpseDecoder,
+    GlimpseEncoder,
+    GridBackbone,
+    inverse_positive,
+    mlp,
+    positive,
+    summed_weight_gradients,
+)
 from ppl_scenes.ops import (
     blend_windows,
     cached_constant,
@@ -301,13 +309,20 @@ class SPAIRGuide(nn.Module):
         (§4.3): per group one call of the lateral MLP, of the where/depth/presence sampling and (with
         ``lateral_what``) of the glimpse encoder. Features and noise are put in visiting order once;
         the lateral MLP hands its output's heads (locs, raw scales, presence logit) out separately
-        (:meth:`~ppl_scenes.nn.blocks.MLP.heads`), and each head's groups are stacked after the loop.
+        (:meth:`~ppl_scenes.nn.MLP.heads`), and each head's groups are stacked after the loop.
+        The guide's MLPs sum their weight gradients over the groups in one product each
+        (:func:`~ppl_scenes.nn.summed_weight_gradients`).
 
         Args:
             x: images ``[B, C, H, W]``.
             noise: from :meth:`draw_noise`, or None for the deterministic modes.
             order: ``wavefront`` or ``raster`` (default: the config's); both give identical results.
         """
+        scope = contextlib.nullcontext() if torch.compiler.is_compiling() else summed_weight_gradients(self)
+        with scope:
+            return self._encode(x, noise, order)
+
+    def _encode(self, x: Tensor, noise: dict[str, Tensor] | None, order: str | None) -> CellLatents:
         c = self.config
         grid = grid_shape(x, c.cell_size)
         feats = self.backbone(pad_to_grid(x, c.cell_size)).flatten(2).transpose(1, 2)  # [B, N, F]
@@ -340,7 +355,7 @@ class SPAIRGuide(nn.Module):
             if c.lateral:
                 neighbours = state.index_select(1, plan.neighbours[g]).view(b, stop - start, -1)
                 inputs = torch.cat((inputs, neighbours), -1)
-            loc, raw_scale, pres_logits = self.lateral_mlp.heads(inputs, *head_order, (5, 5, 1))
+            loc, raw_scale, pres_logits = self.lateral_mlp.heads(inputs, (5, 5, 1), *head_order)
             scale, pres_logits = positive(raw_scale), pres_logits.squeeze(-1)
             heads.append((loc, scale, pres_logits))
             if noise is None:

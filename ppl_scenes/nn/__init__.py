@@ -2,12 +2,10 @@
 
 from ppl_scenes.nn.attention import ProxyAttention
 from ppl_scenes.nn.blocks import (
-    MLP,
     GlimpseDecoder,
     GlimpseEncoder,
     GridBackbone,
     inverse_positive,
-    mlp,
     positive,
     stride_factors,
 )
@@ -19,6 +17,7 @@ from ppl_scenes.nn.mist import (
     PatchEncoder,
     ResidualBlock,
 )
+from ppl_scenes.nn.mlp import MLP, mlp, summed_weight_gradients
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, PyramidBackbone, build_ssd
 
 __all__ = [
@@ -41,4 +40,5 @@ __all__ = [
     "mlp",
     "positive",
     "stride_factors",
+    "summed_weight_gradients",
 ]

@@ -1,4 +1,4 @@
-"""Reusable networks: MLPs, a fully convolutional grid backbone, glimpse encoders and decoders."""
+"""Reusable networks: a fully convolutional grid backbone, glimpse encoders and decoders."""
 
 from __future__ import annotations
 
@@ -8,123 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ppl_scenes.nn.mlp import mlp
 from ppl_scenes.ops.constants import scalar
-
-
-def mlp(
-    sizes: list[int], activation: type[nn.Module] = nn.ELU, final_activation: bool = False
-) -> nn.Sequential:
-    """A multi-layer perceptron with ``len(sizes) - 1`` linear layers (an :class:`MLP`).
-
-    ELU by default: on SPAIR's glimpse codes it learned markedly faster than ReLU (reconstruction RMSE
-    0.092 against 0.127 after 1,500 steps on 5-digit scenes), which is what a short CPU budget needs.
-    """
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or final_activation:
-            layers.append(activation())
-    return MLP(*layers)
-
-
-class MLP(nn.Sequential):
-    """Linear layers with ELU or ReLU between them, run as one autograd node.
-
-    The same layers, parameters, names and values as the ``nn.Sequential`` it is; its forward and
-    backward pass each take one call per layer's matrix product, bias and activation, instead of the
-    twenty-odd operations per layer of autograd's generic nodes (issue 36: a guide that calls its MLPs
-    once per wavefront group spent most of its step in that overhead). The backward pass computes
-    autograd's gradients with autograd's own kernels (``mm``, ``elu_backward``, ``threshold_backward``).
-    Layers of any other kind, or double backward, fall back to the module-by-module forward.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        plan = self._plan()
-        if plan is None or not torch.is_grad_enabled() or x.dim() < 1:
-            return super().forward(x)
-        params = [t for layer in plan for t in (layer[0].weight, layer[0].bias)]
-        kinds = tuple(kind for _, kind in plan)
-        return _MLPFunction.apply(x, kinds, None, *params)
-
-    def heads(self, x: Tensor, order: Tensor, inverse: Tensor, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
-        """The output's columns, permuted by ``order`` and split in ``sizes``, inside the one autograd node.
-
-        Equal to ``self(x).index_select(-1, order).split(sizes, -1)`` (``inverse`` is the inverse
-        permutation of ``order``) without the indexing and splitting nodes: what a network whose
-        output holds several distributions' parameters needs.
-        """
-        plan = self._plan()
-        if plan is None or not torch.is_grad_enabled() or x.dim() < 1:
-            return super().forward(x).index_select(-1, order).split(sizes, -1)
-        params = [t for layer in plan for t in (layer[0].weight, layer[0].bias)]
-        kinds = tuple(kind for _, kind in plan)
-        return _MLPFunction.apply(x, kinds, (order, inverse, tuple(sizes)), *params)
-
-    def _plan(self) -> list[tuple[nn.Linear, str | None]] | None:
-        plan: list[tuple[nn.Linear, str | None]] = []
-        for module in self:
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                plan.append((module, None))
-            elif isinstance(module, nn.ELU) and plan and plan[-1][1] is None and not module.inplace:
-                plan[-1] = (plan[-1][0], f"elu:{module.alpha}")
-            elif isinstance(module, nn.ReLU) and plan and plan[-1][1] is None:
-                plan[-1] = (plan[-1][0], "relu")
-            else:
-                return None
-        return plan
-
-
-class _MLPFunction(torch.autograd.Function):
-    """:class:`MLP`'s forward and backward (``params``: each layer's weight and bias in turn)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, kinds: tuple[str | None, ...], columns, *params: Tensor):
-        # columns: None (one output), or (order, inverse, sizes) of :meth:`MLP.heads`
-        lead = x.shape[:-1]
-        h = x.reshape(-1, x.shape[-1])
-        saved = [h]
-        for k, kind in enumerate(kinds):
-            pre = torch.addmm(params[2 * k + 1], h, params[2 * k].t())
-            if kind is None:
-                h = pre
-            elif kind == "relu":
-                h = torch.relu(pre)
-            else:
-                h = F.elu(pre, alpha=float(kind.split(":")[1]))
-            saved += [pre, h]
-        ctx.kinds, ctx.lead, ctx.columns = kinds, lead, columns
-        ctx.save_for_backward(*saved, *params)
-        if columns is None:
-            return h.reshape(*lead, h.shape[-1])
-        order, _, sizes = columns
-        return h.index_select(-1, order).reshape(*lead, h.shape[-1]).split(sizes, -1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, *grads: Tensor | None):
-        kinds = ctx.kinds
-        tensors = ctx.saved_tensors
-        layers = len(kinds)
-        params = tensors[1 + 2 * layers :]
-        g = grads[0] if ctx.columns is None else torch.cat(grads, -1).index_select(-1, ctx.columns[1])
-        g = g.reshape(-1, g.shape[-1])
-        param_grads: list[Tensor | None] = [None] * (2 * layers)
-        grad_x = None
-        for k in reversed(range(layers)):
-            pre, out = tensors[1 + 2 * k], tensors[2 + 2 * k]
-            kind = kinds[k]
-            if kind == "relu":
-                g = torch.ops.aten.threshold_backward(g, out, 0)
-            elif kind is not None:
-                g = torch.ops.aten.elu_backward(g, float(kind.split(":")[1]), 1, 1, False, pre)
-            inputs = tensors[2 * k] if k else tensors[0]
-            param_grads[2 * k] = g.t().mm(inputs)
-            param_grads[2 * k + 1] = g.sum(0)
-            if k or ctx.needs_input_grad[0]:
-                g = g.mm(params[2 * k])
-                if not k:
-                    grad_x = g.reshape(*ctx.lead, g.shape[-1])
-        return (grad_x, None, None, *param_grads)
 
 
 def channels_last(x: Tensor) -> Tensor:
@@ -227,8 +112,8 @@ class GlimpseEncoder(nn.Module):
             if condition is None or condition.shape[-1] != self.condition_dim:
                 raise ValueError(f"this encoder needs a condition of size {self.condition_dim}")
             inputs = torch.cat((inputs, condition), -1)
-        out = self.net(inputs)
-        return out[..., : self.dim], positive(out[..., self.dim :])
+        loc, raw_scale = self.net.heads(inputs, (self.dim, self.dim))
+        return loc, positive(raw_scale)
 
 
 class GlimpseDecoder(nn.Module):

@@ -34,13 +34,24 @@ def _sample_offsets(samples: int, device, dtype) -> Tensor:
 
 
 @cached_constant
-def _grid_constants(width: int, height: int, device, dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """``(extent, mask_x, mask_y)``: the image's ``(W, H)`` and the masks ``(1, 0)`` and ``(0, 1)``."""
-    extent = torch.tensor([float(width), float(height)], device=device, dtype=dtype)
-    return (
-        extent,
-        torch.tensor([1.0, 0.0], device=device, dtype=dtype),
-        torch.tensor([0.0, 1.0], device=device, dtype=dtype),
+def _grid_map(out_h: int, out_w: int, width: int, height: int, device, dtype) -> tuple[Tensor, Tensor]:
+    """``(G [4, h * w * 2], g0 [h * w * 2])``: a box ``(cx, cy, w, h)``'s sampling grid is ``box @ G + g0``.
+
+    The grid is affine in the box: pixel ``(i, j)`` of the glimpse samples the normalised point
+    ``x_j = 2 (cx + t_j w) / W - 1``, ``y_i = 2 (cy + t_i h) / H - 1`` (``t`` from :func:`_sample_offsets`).
+    """
+    tx = _sample_offsets(out_w, device, dtype).expand(out_h, out_w)
+    ty = _sample_offsets(out_h, device, dtype)[:, None].expand(out_h, out_w)
+    zero = torch.zeros(out_h, out_w, device=device, dtype=dtype)
+    one = torch.ones_like(zero)
+    rows = [  # the derivative of (x_j, y_i) by cx, cy, w, h
+        torch.stack((one * 2 / width, zero), -1),
+        torch.stack((zero, one * 2 / height), -1),
+        torch.stack((tx * 2 / width, zero), -1),
+        torch.stack((zero, ty * 2 / height), -1),
+    ]
+    return torch.stack(rows).reshape(4, -1), torch.full(
+        (out_h * out_w * 2,), -1.0, device=device, dtype=dtype
     )
 
 
@@ -58,21 +69,10 @@ def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Ten
     b, c, hh, ww = images.shape
     n = boxes_cxcywh.shape[1]
     oh, ow = out_size
-    if oh == ow:
-        # Square glimpses: both axes' coordinates in one pass, ``coords[..., k, :] = (x_k, y_k)``, and
-        # the grid ``(x_j, y_i)`` from them by two exact 0/1 masks (no per-axis unbind, expand, stack).
-        centre, size = boxes_cxcywh[:, :, None].unflatten(-1, (2, 2)).unbind(-2)  # [B, N, 1, 2] each
-        t = _sample_offsets(ow, boxes_cxcywh.device, boxes_cxcywh.dtype)[:, None]
-        extent, mask_x, mask_y = _grid_constants(ww, hh, boxes_cxcywh.device, boxes_cxcywh.dtype)
-        coords = (centre + t * size).mul(scalar(2.0, t)).div(extent).sub(scalar(1.0, t))  # [B, N, k, 2]
-        grid = (coords[:, :, None] * mask_x + coords[:, :, :, None] * mask_y).reshape(b, n * oh, ow, 2)
-    else:
-        cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
-        gx = _axis_coords(cx, bw, ww, ow)[:, :, None, :].expand(b, n, oh, ow)
-        gy = _axis_coords(cy, bh, hh, oh)[:, :, :, None].expand(b, n, oh, ow)
-        grid = torch.stack((gx, gy), -1).reshape(b, n * oh, ow, 2)
-    # All N glimpses of an image share one grid_sample call: stacking them along the grid's height
-    # avoids repeating the image N times in memory.
+    # The sampling grid is one matrix product of the boxes (:func:`_grid_map`); all N glimpses of an
+    # image share one grid_sample call, stacked along the grid's height (the image is not repeated).
+    weights, bias = _grid_map(oh, ow, ww, hh, boxes_cxcywh.device, boxes_cxcywh.dtype)
+    grid = torch.addmm(bias, boxes_cxcywh.reshape(-1, 4), weights).view(b, n * oh, ow, 2)
     out = F.grid_sample(images, grid, mode="bilinear", align_corners=False)
     return out.reshape(b, c, n, oh, ow).permute(0, 2, 1, 3, 4)
 

@@ -1,10 +1,13 @@
-"""The one-node :class:`ppl_scenes.nn.MLP`: the values and gradients of the module-by-module network."""
+"""The one-node :class:`ppl_scenes.nn.MLP`: the values and gradients of the module-by-module network,
+also with the weight gradients of many calls summed in one node (:func:`summed_weight_gradients`)."""
+
+import contextlib
 
 import pytest
 import torch
 from torch import nn
 
-from ppl_scenes.nn import MLP, mlp
+from ppl_scenes.nn import MLP, mlp, summed_weight_gradients
 
 
 @pytest.mark.parametrize("activation", [nn.ELU, nn.ReLU])
@@ -34,3 +37,75 @@ def test_mlp_keeps_the_sequential_state_dict_and_falls_back_for_other_layers():
     assert net(x).grad_fn.name().startswith("_MLPFunction")
     with torch.no_grad():
         torch.testing.assert_close(net(x), nn.Sequential(*net)(x), rtol=0, atol=0)
+
+
+def _chained_calls(net, xs, order, inverse):
+    """Three calls of ``net``, the second fed by the first: the pattern of a wavefront."""
+    first = net(xs[0])
+    loc, rest = net.heads(torch.cat((xs[1][:, :2], first), -1), (2, 1), order, inverse)
+    head, tail = net.heads(xs[2], (1, 2))  # split only
+    return (loc.pow(2).sum() + rest.sum() + head.tanh().sum() + tail.exp().sum()) * 3
+
+
+@pytest.mark.parametrize("activation", [nn.ELU, nn.ReLU])
+def test_summed_weight_gradients_equal_the_calls_one_by_one(activation):
+    torch.manual_seed(1)
+    net = mlp([5, 6, 6, 3], activation=activation)
+    net[2].bias.requires_grad_(False)  # a frozen parameter gets no gradient either way
+    xs = [torch.randn(4, 5, requires_grad=True) for _ in range(3)]
+    order, inverse = torch.tensor([2, 0, 1]), torch.tensor([1, 2, 0])
+
+    def grads(summed: bool):
+        with summed_weight_gradients(net) if summed else contextlib.nullcontext():
+            loss = _chained_calls(net, xs, order, inverse)
+        assert net._summed is None  # the context is left behind by the block
+        params = [p for p in net.parameters() if p.requires_grad]
+        return loss, torch.autograd.grad(loss, [*xs, *params])
+
+    loss, want = grads(False)
+    loss_summed, got = grads(True)
+    assert net[2].bias.grad is None
+    torch.testing.assert_close(loss_summed, loss, rtol=0, atol=0)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_summed_weight_gradients_accumulate_and_survive_a_retained_graph():
+    torch.manual_seed(2)
+    net = mlp([3, 4, 2])
+    xs = [torch.randn(5, 3) for _ in range(4)]
+    with summed_weight_gradients(net):
+        loss = sum((net(x) ** 2).sum() for x in xs)
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in net.parameters()]
+    loss.backward()  # a second backward through the same calls: the gradients add up again
+    for p, g in zip(net.parameters(), first):
+        torch.testing.assert_close(p.grad, 2 * g)
+    net.zero_grad()
+    (sum((net(x) ** 2).sum() for x in xs)).backward()
+    for p, g in zip(net.parameters(), first):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+    with torch.no_grad(), summed_weight_gradients(net):  # no graph: the plain forward
+        assert net(xs[0]).grad_fn is None
+
+
+def test_heads_split_and_permute_the_output_as_indexing_would():
+    torch.manual_seed(3)
+    net = mlp([4, 5, 3])
+    x = torch.randn(2, 6, 4, requires_grad=True)
+    order = torch.tensor([2, 0, 1])
+    for args in [((2, 1),), ((1, 2), order, torch.argsort(order))]:
+        got = net.heads(x, *args)
+        out = net(x)
+        want = (out if len(args) == 1 else out.index_select(-1, order)).split(args[0], -1)
+        assert got[0].grad_fn.name().startswith("_MLPFunction")
+        weights = [torch.randn_like(w) for w in want]
+        grad = torch.autograd.grad(sum((g * w).sum() for g, w in zip(got, weights)), x)
+        grad_want = torch.autograd.grad(sum((g * w).sum() for g, w in zip(want, weights)), x)
+        for g, w in zip((*got, *grad), (*want, *grad_want)):
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+        with torch.no_grad():
+            for g, w in zip(net.heads(x, *args), want):
+                torch.testing.assert_close(g, w, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="inverse"):
+        net.heads(x, (1, 2), order)
