@@ -72,14 +72,15 @@ from ppl_scenes.ops import (
     cached_constant,
     cell_schedule,
     clip_boxes,
-    crop,
     cxcywh_to_xyxy,
     depth_weighted_layers,
     drawn_boxes,
     grid_shape,
     pad_to_grid,
     paste,
+    sample_glimpses,
     scalar,
+    spair_glimpse_grid_map,
     tighten_boxes,
     window_origins,
     window_pad,
@@ -336,13 +337,18 @@ class SPAIRGuide(nn.Module):
             t = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
             return t if plan.identity else t.index_select(1, plan.inverse)
 
-        feats = visiting(feats).split([stop - start for start, stop in plan.bounds], 1)  # one per group
+        sizes = [stop - start for start, stop in plan.bounds]
+
+        def groups(t: Tensor) -> tuple[Tensor, ...]:  # ``t [B, N, ...]`` in visiting order, group by group
+            return visiting(t).split(sizes, 1)
+
+        feats = groups(feats)
         appearance = None
         if noise is not None:
             appearance = {k: v for k, v in noise.items() if k not in ("where", "depth", "pres")}
-            appearance_visiting = {k: visiting(v) for k, v in appearance.items()} if c.lateral_what else {}
-            where_depth_noise = visiting(torch.cat((noise["where"], noise["depth"]), -1))
-            log_u, log1m_u = (visiting(t) for t in logistic_parts(noise["pres"]))
+            appearance_groups = {k: groups(v) for k, v in appearance.items()} if c.lateral_what else {}
+            where_depth_noise = groups(torch.cat((noise["where"], noise["depth"]), -1))
+            log_u, log1m_u = (groups(t.unsqueeze(-1)) for t in logistic_parts(noise["pres"]))
             temperature = scalar(c.pres_temperature, x)
         head_order = _head_order(x.device)
         if c.lateral:
@@ -356,20 +362,20 @@ class SPAIRGuide(nn.Module):
                 neighbours = state.index_select(1, plan.neighbours[g]).view(b, stop - start, -1)
                 inputs = torch.cat((inputs, neighbours), -1)
             loc, raw_scale, pres_logits = self.lateral_mlp.heads(inputs, (5, 5, 1), *head_order)
-            scale, pres_logits = positive(raw_scale), pres_logits.squeeze(-1)
-            heads.append((loc, scale, pres_logits))
+            scale = positive(raw_scale)
+            heads.append((loc, scale, pres_logits))  # pres_logits [B, n, 1] until after the loop
             if noise is None:
                 where_depth = loc
                 pres = (pres_logits > 0).to(x.dtype)
             else:
-                where_depth = loc + scale * where_depth_noise[:, start:stop]
-                pres = concrete_sample(pres_logits, log_u[:, start:stop], log1m_u[:, start:stop], temperature)
-            lateral = [where_depth, pres.unsqueeze(-1)]
+                where_depth = loc + scale * where_depth_noise[g]
+                pres = concrete_sample(pres_logits, log_u[g], log1m_u[g], temperature)
+            lateral = [where_depth, pres]
             if c.lateral_what:
                 group_noise = None
                 if appearance is not None:
-                    group_noise = {k: v[:, start:stop] for k, v in appearance_visiting.items()}
-                what = self.encode_what(x, where_depth[..., :4], plan.cells[g], grid, group_noise)
+                    group_noise = {k: v[g] for k, v in appearance_groups.items()}
+                what = self.encode_what(x, where_depth, plan.cells[g], grid, group_noise)
                 whats.append(what)
                 lateral.append(what["what"])
             samples.append(torch.cat(lateral, -1))
@@ -385,7 +391,7 @@ class SPAIRGuide(nn.Module):
             where_scale=scale[..., :4],
             depth_loc=loc[..., 4:],
             depth_scale=scale[..., 4:],
-            pres_logits=pres_logits,
+            pres_logits=pres_logits.squeeze(-1),
         )
         if c.lateral_what:
             merged.update({k: raster([w[k] for w in whats]) for k in whats[0]})
@@ -394,10 +400,18 @@ class SPAIRGuide(nn.Module):
         return self.latents_class(**{k: merged[k] for k in self.latents_class.__dataclass_fields__})
 
     def glimpses(self, x: Tensor, where: Tensor, cells: Tensor | None, grid: tuple[int, int]) -> Tensor:
-        """The encoder's glimpse ``[B, n, C, h, w]`` of each of ``cells`` (None: all) at its box ``where``."""
+        """The encoder's glimpse ``[B, n, C, h, w]`` of each of ``cells`` (None: all) at its box ``where``
+        (``[B, n, 4]``; further columns are ignored), the sampling grid one affine map of
+        ``sigmoid(where)`` (:func:`~ppl_scenes.ops.spair_glimpse_grid_map`)."""
         c = self.config
-        boxes = where_to_cxcywh(where, grid, c.cell_size, c.anchor, c.center_bounds, cells=cells)
-        return crop(x, boxes, c.glimpse_size)
+        weights, bias = spair_glimpse_grid_map(
+            tuple(grid), tuple(c.cell_size), tuple(c.anchor), tuple(c.center_bounds),
+            tuple(c.glimpse_size), tuple(x.shape[-2:]), where.shape[-1], x.device, x.dtype,
+        )  # fmt: skip
+        if cells is not None:
+            bias = bias.index_select(0, cells)
+        grids = torch.matmul(torch.sigmoid(where), weights) + bias
+        return sample_glimpses(x, grids, where.shape[1], c.glimpse_size)
 
     def encode_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
         """``q(z_what | glimpse)`` of ``cells`` at their boxes ``where``: its parameters and sample.

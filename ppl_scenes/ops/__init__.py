@@ -10,6 +10,7 @@ from ppl_scenes.ops.boxes import (
     drawn_boxes,
     grid_cell_origins,
     nms,
+    spair_glimpse_grid_map,
     spair_where_to_cxcywh,
     tighten_boxes,
     xyxy_to_cxcywh,
@@ -45,7 +46,14 @@ from ppl_scenes.ops.heatmaps import (
     target_heatmap,
 )
 from ppl_scenes.ops.schedules import constant_schedule, exponential_schedule, linear_schedule
-from ppl_scenes.ops.transformer import crop, crop_localized, localized_window, paste
+from ppl_scenes.ops.transformer import (
+    crop,
+    crop_localized,
+    glimpse_grid_map,
+    localized_window,
+    paste,
+    sample_glimpses,
+)
 
 __all__ = [
     "CellSchedule",
@@ -65,6 +73,9 @@ __all__ = [
     "count_mask",
     "crop",
     "crop_localized",
+    "glimpse_grid_map",
+    "sample_glimpses",
+    "spair_glimpse_grid_map",
     "cxcywh_to_xyxy",
     "depth_weighted_layers",
     "drawn_boxes",

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchvision.ops import box_convert, box_iou, nms
 
 from ppl_scenes.ops.constants import cached_constant
+from ppl_scenes.ops.transformer import glimpse_grid_map
 
 __all__ = [
     "box_convert",
@@ -21,6 +22,7 @@ __all__ = [
     "xyxy_to_cxcywh",
     "grid_cell_origins",
     "spair_where_to_cxcywh",
+    "spair_glimpse_grid_map",
     "clip_boxes",
     "tighten_boxes",
     "drawn_boxes",
@@ -83,6 +85,26 @@ def _where_affine(grid, cell, anchor, bounds, device, dtype) -> tuple[Tensor, Te
     span = b_max - b_min
     scale = torch.tensor([span * cell[1], span * cell[0], anchor[1], anchor[0]], device=device, dtype=dtype)
     return offset, scale, torch.tensor([1, 0, 3, 2], device=device)
+
+
+@cached_constant
+def spair_glimpse_grid_map(
+    grid, cell, anchor, bounds, out_size, image_size, columns: int, device, dtype
+) -> tuple[Tensor, Tensor]:
+    """``(weights [columns, K], bias [N, K])``: the flat sampling grids (``K = h * w * 2``) of SPAIR's
+    glimpses of ``out_size`` in an image of ``image_size`` ``(H, W)`` as one affine map of the latent,
+    ``grids = sigmoid(z_where) @ weights + bias[cells]``.
+
+    Composes :func:`spair_where_to_cxcywh` (affine in ``sigmoid(z_where)``, eqs. 2-6) with the box's
+    sampling grid (:func:`~ppl_scenes.ops.transformer.glimpse_grid_map`, affine in the box). Rows of
+    ``weights`` past the first four are zero: a latent with further columns (``z_depth``) may be passed
+    whole.
+    """
+    offset, scale, swap = _where_affine(grid, cell, anchor, bounds, device, dtype)
+    to_box = torch.zeros(columns, 4, device=device, dtype=dtype)
+    to_box[swap, torch.arange(4, device=device)] = scale  # box_k = sigmoid(z)[swap_k] * scale_k
+    grid_weights, grid_bias = glimpse_grid_map(*out_size, image_size[1], image_size[0], device, dtype)
+    return to_box @ grid_weights, offset @ grid_weights + grid_bias
 
 
 def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:

@@ -34,7 +34,7 @@ def _sample_offsets(samples: int, device, dtype) -> Tensor:
 
 
 @cached_constant
-def _grid_map(out_h: int, out_w: int, width: int, height: int, device, dtype) -> tuple[Tensor, Tensor]:
+def glimpse_grid_map(out_h: int, out_w: int, width: int, height: int, device, dtype) -> tuple[Tensor, Tensor]:
     """``(G [4, h * w * 2], g0 [h * w * 2])``: a box ``(cx, cy, w, h)``'s sampling grid is ``box @ G + g0``.
 
     The grid is affine in the box: pixel ``(i, j)`` of the glimpse samples the normalised point
@@ -66,14 +66,22 @@ def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Ten
     Returns:
         ``[B, N, C, h, w]``; parts of a box outside the image read as zero.
     """
-    b, c, hh, ww = images.shape
+    hh, ww = images.shape[-2:]
     n = boxes_cxcywh.shape[1]
     oh, ow = out_size
-    # The sampling grid is one matrix product of the boxes (:func:`_grid_map`); all N glimpses of an
-    # image share one grid_sample call, stacked along the grid's height (the image is not repeated).
-    weights, bias = _grid_map(oh, ow, ww, hh, boxes_cxcywh.device, boxes_cxcywh.dtype)
-    grid = torch.addmm(bias, boxes_cxcywh.reshape(-1, 4), weights).view(b, n * oh, ow, 2)
-    out = F.grid_sample(images, grid, mode="bilinear", align_corners=False)
+    # The sampling grid is one matrix product of the boxes (:func:`glimpse_grid_map`).
+    weights, bias = glimpse_grid_map(oh, ow, ww, hh, boxes_cxcywh.device, boxes_cxcywh.dtype)
+    return sample_glimpses(images, torch.addmm(bias, boxes_cxcywh.reshape(-1, 4), weights), n, out_size)
+
+
+def sample_glimpses(images: Tensor, grids: Tensor, n: int, out_size: tuple[int, int]) -> Tensor:
+    """Bilinear glimpses ``[B, n, C, h, w]`` at flat sampling grids ``[B * n, h * w * 2]`` (or
+    ``[B, n, h * w * 2]``) of normalised ``(x, y)`` points, row by row (:func:`glimpse_grid_map`)."""
+    b, c = images.shape[:2]
+    oh, ow = out_size
+    # All n glimpses of an image share one grid_sample call, stacked along the grid's height (the
+    # image is not repeated).
+    out = F.grid_sample(images, grids.view(b, n * oh, ow, 2), mode="bilinear", align_corners=False)
     return out.reshape(b, c, n, oh, ow).permute(0, 2, 1, 3, 4)
 
 

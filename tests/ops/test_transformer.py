@@ -98,3 +98,28 @@ def test_crop_grid_equals_the_per_axis_grid(size):
     (g1,) = torch.autograd.grad((out * w).sum(), boxes)
     (g2,) = torch.autograd.grad((reference * w).sum(), boxes)
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
+
+
+def test_spair_glimpse_grid_map_equals_cropping_the_converted_boxes():
+    """SPAIR's glimpses straight from sigmoid(z_where) are crop(spair_where_to_cxcywh(z_where)),
+    for all cells or some, and with a depth column riding along."""
+    from ppl_scenes.ops import sample_glimpses, spair_glimpse_grid_map, spair_where_to_cxcywh
+
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 1, 24, 36, generator=g)
+    grid, cell, anchor, bounds, size = (2, 3), (12, 12), (20.0, 16.0), (-0.5, 1.5), (5, 7)
+    z = torch.randn(2, 6, 5, generator=g, requires_grad=True)  # (z_y, z_x, z_h, z_w, z_depth)
+    cells = torch.tensor([4, 1])
+    for chosen in (None, cells):
+        zs = z if chosen is None else z[:, :2]
+        boxes = spair_where_to_cxcywh(zs[..., :4], grid, cell, anchor, bounds, cells=chosen)
+        want = crop(images, boxes, size)
+        weights, bias = spair_glimpse_grid_map(grid, cell, anchor, bounds, size, (24, 36), 5, None, z.dtype)
+        bias = bias if chosen is None else bias.index_select(0, chosen)
+        got = sample_glimpses(images, torch.sigmoid(zs) @ weights + bias, zs.shape[1], size)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        w = torch.rand_like(got)
+        (g1,) = torch.autograd.grad((got * w).sum(), z)
+        (g2,) = torch.autograd.grad((want * w).sum(), z)
+        torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
+        assert not g1[..., 4].any()  # the depth column does not move the glimpse
