@@ -6,6 +6,7 @@ from ppl_scenes.distributions.categorical import (
     categorical_log_mass,
 )
 from ppl_scenes.distributions.mixture import CategoryWeightedNormal, GaussianMixtureWhatPrior
+from ppl_scenes.distributions.normal import Normal
 from ppl_scenes.distributions.presence import (
     ConcreteBernoulli,
     CountPrior,
@@ -23,6 +24,7 @@ __all__ = [
     "CountPrior",
     "GaussianMixtureWhatPrior",
     "IndependentBernoulliPrior",
+    "Normal",
     "OneHotCategoricalPrior",
     "Presampled",
     "bernoulli_log_mass",

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from ppl_scenes.checks import check_choice, check_int_fields
 from ppl_scenes.data.scenes import image_targets
+from ppl_scenes.distributions import Normal
 from ppl_scenes.metrics.scoring import (
     evaluate_image_labels,
     image_label_correct,
@@ -514,10 +515,10 @@ class VariationalSaccading(ImageLabelModel, Variational):
             for t in pyro.markov(range(c.num_saccades)):
                 loc, scale = self.prior(h)
                 with poutine.scale(scale=c.kl_weight):
-                    z = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
+                    z = pyro.sample(f"z_{t}", Normal(loc, scale).to_event(1))
                 recon = self.decode_proxy(z, h)
                 with poutine.scale(scale=c.proxy_weight):
-                    pyro.sample(f"proxy_{t}", dist.Normal(recon, c.obs_scale).to_event(3), obs=proxy)
+                    pyro.sample(f"proxy_{t}", Normal(recon, c.obs_scale).to_event(3), obs=proxy)
                 _, embedding, h = self.advance(x, z, h, t)
                 embeddings.append(embedding)
             logits = self.classify(embeddings, h)
@@ -531,7 +532,7 @@ class VariationalSaccading(ImageLabelModel, Variational):
 
         def sample(t: int, loc: Tensor, scale: Tensor) -> Tensor:
             with poutine.scale(scale=self.config.kl_weight):  # as in the model: scales the KL
-                return pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1))
+                return pyro.sample(f"z_{t}", Normal(loc, scale).to_event(1))
 
         with pyro.plate("data", x.shape[0]):
             boxes, _, _ = self.posterior_saccades(x, proxy, sample)

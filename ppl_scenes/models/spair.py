@@ -52,6 +52,7 @@ from ppl_scenes.distributions import (
     ConcreteBernoulli,
     CountPrior,
     IndependentBernoulliPrior,
+    Normal,
     Presampled,
     concrete_sample,
     logistic_parts,
@@ -283,7 +284,7 @@ class SPAIRGuide(nn.Module):
         """
         return {
             f"z_{name}": (
-                dist.Normal(getattr(lat, f"{name}_loc"), getattr(lat, f"{name}_scale")).to_event(1),
+                Normal(getattr(lat, f"{name}_loc"), getattr(lat, f"{name}_scale")).to_event(1),
                 getattr(lat, name),
             )
             for name in ("where", "depth", "what")
@@ -522,7 +523,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
             return self._what_prior(batch_shape)
         c = self.config
         loc = torch.zeros((), device=self.device)
-        return dist.Normal(loc, c.what_prior_scale).expand([*batch_shape, c.what_dim]).to_event(1)
+        return Normal(loc, c.what_prior_scale).expand([*batch_shape, c.what_dim]).to_event(1)
 
     # -- model ---------------------------------------------------------------------------------
     def model(
@@ -565,8 +566,8 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
             with pyro.plate("cells", n, dim=-1):
                 loc = torch.tensor(c.where_prior_loc, device=dev)
                 scale = torch.tensor(c.where_prior_scale, device=dev)
-                z_where = pyro.sample("z_where", dist.Normal(loc, scale).expand([b, n, 4]).to_event(1))
-                depth_prior = dist.Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
+                z_where = pyro.sample("z_where", Normal(loc, scale).expand([b, n, 4]).to_event(1))
+                depth_prior = Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
                 z_depth = pyro.sample("z_depth", depth_prior.expand([b, n, 1]).to_event(1))
                 z_what = self.sample_what((b, n))
             canvas, windows = self.render_windows(z_pres.squeeze(-2), z_where, z_depth, z_what, size)
@@ -590,7 +591,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
             return dist.Bernoulli(probs=mean, validate_args=False).to_event(3)
         if c.likelihood == "continuous_bernoulli":
             return dist.ContinuousBernoulli(probs=mean).to_event(3)
-        return dist.Normal(canvas, c.obs_scale).to_event(3)
+        return Normal(canvas, c.obs_scale).to_event(3)
 
     def render(self, z_pres: Tensor, z_where: Tensor, z_depth: Tensor, z_what: Tensor, image_size) -> Tensor:
         """Draw the objects of every cell over the background: ``[B, C, H, W]``.

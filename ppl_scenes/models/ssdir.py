@@ -50,6 +50,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
 from ppl_scenes.checks import check_choice, check_int_fields, check_lr_schedule, lr_factor
+from ppl_scenes.distributions import Normal
 from ppl_scenes.models.base import (
     Categorised,
     DetectorStage,
@@ -568,7 +569,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         """Per-pixel observation distribution around ``mean`` (event dims C, H, W)."""
         if self.config.likelihood == "bernoulli":
             return dist.Bernoulli(probs=mean.clamp(1e-4, 1 - 1e-4), validate_args=False).to_event(3)
-        return dist.Normal(mean, self.config.obs_scale).to_event(3)
+        return Normal(mean, self.config.obs_scale).to_event(3)
 
     # -- model and guide ---------------------------------------------------------------------------
     def model(self, x: Tensor) -> Tensor:
@@ -585,14 +586,14 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
                 pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=mask.to(x.dtype))
                 with poutine.mask(mask=mask):
                     with poutine.scale(scale=c.what_weight):
-                        prior = dist.Normal(torch.zeros(c.what_dim, device=dev), 1.0)
+                        prior = Normal(torch.zeros(c.what_dim, device=dev), 1.0)
                         z_what = pyro.sample("z_what", prior.expand([b, a, c.what_dim]).to_event(1))
                     with poutine.scale(scale=c.depth_weight):
-                        prior = dist.Normal(torch.zeros(1, device=dev), 1.0)
+                        prior = Normal(torch.zeros(1, device=dev), 1.0)
                         z_depth = pyro.sample("z_depth", prior.expand([b, a, 1]).to_event(1))
             z_bg = None
             if c.background:
-                prior = dist.Normal(torch.zeros(c.background_dim, device=dev), 1.0)
+                prior = Normal(torch.zeros(c.background_dim, device=dev), 1.0)
                 z_bg = pyro.sample("z_bg", prior.expand([b, 1, c.background_dim]).to_event(1)).squeeze(1)
             canvas, patches = self.decode(det, z_what, z_depth, z_bg)
             with poutine.scale(scale=c.obj_weight):
@@ -614,11 +615,11 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         with pyro.plate("data", b, dim=-2):
             with pyro.plate("cells", a, dim=-1), poutine.mask(mask=det.cell_present):
                 with poutine.scale(scale=c.what_weight):
-                    pyro.sample("z_what", dist.Normal(enc["what"], c.what_scale).to_event(1))
+                    pyro.sample("z_what", Normal(enc["what"], c.what_scale).to_event(1))
                 with poutine.scale(scale=c.depth_weight):
-                    pyro.sample("z_depth", dist.Normal(enc["depth"], c.depth_scale).to_event(1))
+                    pyro.sample("z_depth", Normal(enc["depth"], c.depth_scale).to_event(1))
             if c.background:
-                pyro.sample("z_bg", dist.Normal(enc["background"].unsqueeze(1), c.what_scale).to_event(1))
+                pyro.sample("z_bg", Normal(enc["background"].unsqueeze(1), c.what_scale).to_event(1))
         return enc
 
     def present_boxes(self, z_pres: Tensor, z_where: Tensor, image_size: tuple[int, int]) -> list[Tensor]:
