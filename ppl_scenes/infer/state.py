@@ -15,8 +15,6 @@ import numpy as np
 import pyro
 import torch
 
-from ppl_scenes.infer.flat_adam import FlatAdam
-
 __all__ = ["fork_rng", "restore_training_state", "training_state"]
 
 
@@ -63,8 +61,7 @@ def restore_training_state(
     _restore_param_store(state.get("param_store"))
     for name, opt in optimizers.items():
         opt.load_state_dict(state["optimizers"][name])
-        if not isinstance(opt, FlatAdam):  # FlatAdam lays the moments out as its parameters itself
-            _match_parameter_layouts(opt)
+        _match_parameter_layouts(opt)
     rng = state["rng"]
     torch.set_rng_state(rng["torch"].cpu())
     np.random.set_state(rng["numpy"])

@@ -412,7 +412,7 @@ class SPAIRGuide(nn.Module):
         if cells is not None:
             bias = bias.index_select(0, cells)
         grids = torch.matmul(torch.sigmoid(where), weights) + bias
-        return sample_glimpses(x, grids, where.shape[1], c.glimpse_size)
+        return sample_glimpses(x, grids, c.glimpse_size)
 
     def encode_what(self, x, where, cells, grid, noise) -> dict[str, Tensor]:
         """``q(z_what | glimpse)`` of ``cells`` at their boxes ``where``: its parameters and sample.

@@ -50,8 +50,8 @@ class MLP(nn.Sequential):
     _summed: _SummedCalls | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        plan = self._plan()
-        if plan is None or not torch.is_grad_enabled() or x.dim() < 1 or torch.compiler.is_compiling():
+        plan = self._fused_plan(x)
+        if plan is None:
             return super().forward(x)
         return self._apply_plan(x, plan, None)
 
@@ -65,12 +65,12 @@ class MLP(nn.Sequential):
         permutation of ``order``) without the indexing and slicing nodes: what a network whose output
         holds several distributions' parameters needs.
         """
-        plan = self._plan()
-        if plan is None or not torch.is_grad_enabled() or x.dim() < 1 or torch.compiler.is_compiling():
-            out = super().forward(x)
-            return (out if order is None else out.index_select(-1, order)).split(sizes, -1)
         if (order is None) != (inverse is None):
             raise ValueError("give both order and its inverse, or neither")
+        plan = self._fused_plan(x)
+        if plan is None:
+            out = super().forward(x)
+            return (out if order is None else out.index_select(-1, order)).split(sizes, -1)
         return self._apply_plan(x, plan, (order, inverse, tuple(sizes)))
 
     def _apply_plan(self, x: Tensor, plan: list[tuple[nn.Linear, str | None]], columns):
@@ -84,6 +84,13 @@ class MLP(nn.Sequential):
                 summed.transposed = [w.t() for w in params[::2]]
             token = summed.token
         return _MLPFunction.apply(x, kinds, columns, summed, token, *params)
+
+    def _fused_plan(self, x: Tensor) -> list[tuple[nn.Linear, str | None]] | None:
+        """The layers for the one-node pass of ``x``, or None where the module-by-module forward runs
+        (no graph to build, a 0-d input, a pass under ``torch.compile``, layers of another kind)."""
+        if not torch.is_grad_enabled() or x.dim() < 1 or torch.compiler.is_compiling():
+            return None
+        return self._plan()
 
     def _plan(self) -> list[tuple[nn.Linear, str | None]] | None:
         plan: list[tuple[nn.Linear, str | None]] = []

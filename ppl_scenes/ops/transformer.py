@@ -50,9 +50,8 @@ def glimpse_grid_map(out_h: int, out_w: int, width: int, height: int, device, dt
         torch.stack((tx * 2 / width, zero), -1),
         torch.stack((zero, ty * 2 / height), -1),
     ]
-    return torch.stack(rows).reshape(4, -1), torch.full(
-        (out_h * out_w * 2,), -1.0, device=device, dtype=dtype
-    )
+    bias = torch.full((out_h * out_w * 2,), -1.0, device=device, dtype=dtype)
+    return torch.stack(rows).reshape(4, -1), bias
 
 
 def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Tensor:
@@ -67,22 +66,21 @@ def crop(images: Tensor, boxes_cxcywh: Tensor, out_size: tuple[int, int]) -> Ten
         ``[B, N, C, h, w]``; parts of a box outside the image read as zero.
     """
     hh, ww = images.shape[-2:]
-    n = boxes_cxcywh.shape[1]
     oh, ow = out_size
     # The sampling grid is one matrix product of the boxes (:func:`glimpse_grid_map`).
     weights, bias = glimpse_grid_map(oh, ow, ww, hh, boxes_cxcywh.device, boxes_cxcywh.dtype)
-    return sample_glimpses(images, torch.addmm(bias, boxes_cxcywh.reshape(-1, 4), weights), n, out_size)
+    return sample_glimpses(images, torch.addmm(bias, boxes_cxcywh.reshape(-1, 4), weights), out_size)
 
 
-def sample_glimpses(images: Tensor, grids: Tensor, n: int, out_size: tuple[int, int]) -> Tensor:
+def sample_glimpses(images: Tensor, grids: Tensor, out_size: tuple[int, int]) -> Tensor:
     """Bilinear glimpses ``[B, n, C, h, w]`` at flat sampling grids ``[B * n, h * w * 2]`` (or
     ``[B, n, h * w * 2]``) of normalised ``(x, y)`` points, row by row (:func:`glimpse_grid_map`)."""
     b, c = images.shape[:2]
     oh, ow = out_size
     # All n glimpses of an image share one grid_sample call, stacked along the grid's height (the
     # image is not repeated).
-    out = F.grid_sample(images, grids.view(b, n * oh, ow, 2), mode="bilinear", align_corners=False)
-    return out.reshape(b, c, n, oh, ow).permute(0, 2, 1, 3, 4)
+    out = F.grid_sample(images, grids.view(b, -1, ow, 2), mode="bilinear", align_corners=False)
+    return out.view(b, c, -1, oh, ow).permute(0, 2, 1, 3, 4)
 
 
 def _axis_window(center: Tensor, size: Tensor, extent: int) -> tuple[Tensor, Tensor]:
