@@ -69,12 +69,11 @@ from ppl_scenes.nn import (
     summed_weight_gradients,
 )
 from ppl_scenes.ops import (
-    blend_windows,
     cached_constant,
     cell_schedule,
     clip_boxes,
+    composite_drawn,
     cxcywh_to_xyxy,
-    depth_weighted_layers,
     drawn_boxes,
     grid_shape,
     pad_to_grid,
@@ -614,9 +613,10 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         c = self.config
         grid = grid_shape(image_size, c.cell_size)
         drawn = self.draw_windows(z_pres, z_where, z_what, image_size)
-        layers = depth_weighted_layers(drawn[:, :, :-1], drawn[:, :, -1:], z_depth[..., 0])
         pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
-        canvas = blend_windows(layers, self.background()[:, None, None], grid, c.cell_size, pad)
+        canvas = composite_drawn(
+            drawn, z_depth[..., 0], self.background()[:, None, None], grid, c.cell_size, pad
+        )
         return canvas[..., : image_size[0], : image_size[1]], drawn
 
     def draw_windows(self, z_pres: Tensor, z_where: Tensor, z_what: Tensor, image_size) -> Tensor:

@@ -17,12 +17,13 @@ from ppl_scenes.ops.boxes import (
 )
 from ppl_scenes.ops.compositing import (
     blend,
-    blend_windows,
     composite,
+    composite_drawn,
     composite_windows,
     depth_weighted_layers,
     depth_weights,
     fold_windows,
+    window_layer_sums,
     window_overlap,
 )
 from ppl_scenes.ops.constants import cached_constant, scalar
@@ -61,7 +62,7 @@ __all__ = [
     "cell_schedule",
     "scalar",
     "blend",
-    "blend_windows",
+    "composite_drawn",
     "box_convert",
     "box_iou",
     "cell_groups",
@@ -98,6 +99,7 @@ __all__ = [
     "spair_where_to_cxcywh",
     "target_heatmap",
     "tighten_boxes",
+    "window_layer_sums",
     "window_origins",
     "window_overlap",
     "window_pad",

@@ -117,3 +117,33 @@ def test_fold_windows_is_col2im_in_values_and_gradients(grid, cell, pad):
     assert torch.equal(grad_got, grad_want)
     with pytest.raises(ValueError, match="windows for a grid"):
         fold_windows(windows[:, :1], grid if grid[0] * grid[1] > 1 else (2, 2), cell, pad)
+
+
+@pytest.mark.parametrize(
+    ("grid", "cell", "pad", "channels"),
+    [((4, 4), (12, 12), (14, 14), 1), ((2, 3), (4, 5), (3, 1), 3), ((3, 2), (5, 3), (0, 2), 2)],
+)
+def test_window_layer_sums_equal_folded_depth_weighted_layers(grid, cell, pad, channels, monkeypatch):
+    """The one-node sums (hand-written gradient) equal folding the composed layers, in values and in
+    the gradients of drawn windows and depths, for grey and colour windows; under ``torch.compile``
+    the composed path is taken, with the same values."""
+    from ppl_scenes.ops import depth_weighted_layers, window_layer_sums
+
+    torch.manual_seed(0)
+    kh, kw = cell[0] + 2 * pad[0], cell[1] + 2 * pad[1]
+    n = grid[0] * grid[1]
+    drawn = torch.rand(2, n, channels + 1, kh, kw, dtype=torch.float64, requires_grad=True)
+    depth = torch.randn(2, n, dtype=torch.float64, requires_grad=True)
+    want = fold_windows(depth_weighted_layers(drawn[:, :, :-1], drawn[:, :, -1:], depth), grid, cell, pad)
+    got = window_layer_sums(drawn, depth, grid, cell, pad)
+    assert got.shape == (2, channels + 2, grid[0] * cell[0], grid[1] * cell[1])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(want)
+    for w, q in zip(
+        torch.autograd.grad(want, (drawn, depth), g), torch.autograd.grad(got, (drawn, depth), g)
+    ):
+        torch.testing.assert_close(q, w, rtol=1e-10, atol=1e-12)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(window_layer_sums(drawn, depth, grid, cell, pad), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="do not match cell"):
+        window_layer_sums(drawn[..., 1:], depth, grid, cell, pad)
