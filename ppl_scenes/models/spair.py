@@ -75,6 +75,7 @@ from ppl_scenes.ops import (
     composite_drawn,
     cxcywh_to_xyxy,
     drawn_boxes,
+    from_groups,
     grid_shape,
     pad_to_grid,
     paste,
@@ -82,6 +83,7 @@ from ppl_scenes.ops import (
     scalar,
     spair_glimpse_grid_map,
     tighten_boxes,
+    to_groups,
     window_origins,
     window_pad,
 )
@@ -330,25 +332,15 @@ class SPAIRGuide(nn.Module):
         plan = cell_schedule(grid, (order or c.order) if c.lateral else "batch", x.device)
         b = feats.shape[0]
 
-        def visiting(t: Tensor) -> Tensor:  # the cells of ``t [B, N, ...]`` in visiting order
-            return t if plan.identity else t.index_select(1, plan.order)
-
-        def raster(parts: list[Tensor]) -> Tensor:  # the groups' rows, back in raster order
-            t = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-            return t if plan.identity else t.index_select(1, plan.inverse)
-
-        sizes = [stop - start for start, stop in plan.bounds]
-
-        def groups(t: Tensor) -> tuple[Tensor, ...]:  # ``t [B, N, ...]`` in visiting order, group by group
-            return visiting(t).split(sizes, 1)
-
-        feats = groups(feats)
+        feats = to_groups(feats, plan)
         appearance = None
         if noise is not None:
             appearance = {k: v for k, v in noise.items() if k not in ("where", "depth", "pres")}
-            appearance_groups = {k: groups(v) for k, v in appearance.items()} if c.lateral_what else {}
-            where_depth_noise = groups(torch.cat((noise["where"], noise["depth"]), -1))
-            log_u, log1m_u = (groups(t.unsqueeze(-1)) for t in logistic_parts(noise["pres"]))
+            appearance_groups = {}
+            if c.lateral_what:
+                appearance_groups = {k: to_groups(v, plan) for k, v in appearance.items()}
+            where_depth_noise = to_groups(torch.cat((noise["where"], noise["depth"]), -1), plan)
+            log_u, log1m_u = (to_groups(t.unsqueeze(-1), plan) for t in logistic_parts(noise["pres"]))
             temperature = scalar(c.pres_temperature, x)
         head_order = _head_order(x.device)
         if c.lateral:
@@ -381,8 +373,8 @@ class SPAIRGuide(nn.Module):
             samples.append(torch.cat(lateral, -1))
             if c.lateral:
                 state = state.index_copy(1, plan.slots[g], samples[-1])
-        loc, scale, pres_logits = (raster([group[k] for group in heads]) for k in range(3))
-        sample = raster(samples)
+        loc, scale, pres_logits = (from_groups([group[k] for group in heads], plan) for k in range(3))
+        sample = from_groups(samples, plan)
         merged = dict(
             where=sample[..., :4],
             depth=sample[..., 4:5],
@@ -394,7 +386,7 @@ class SPAIRGuide(nn.Module):
             pres_logits=pres_logits.squeeze(-1),
         )
         if c.lateral_what:
-            merged.update({k: raster([w[k] for w in whats]) for k in whats[0]})
+            merged.update({k: from_groups([w[k] for w in whats], plan) for k in whats[0]})
         else:
             merged.update(self.encode_what(x, merged["where"], None, grid, appearance))
         return self.latents_class(**{k: merged[k] for k in self.latents_class.__dataclass_fields__})

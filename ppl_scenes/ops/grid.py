@@ -20,8 +20,10 @@ __all__ = [
     "CellSchedule",
     "cell_groups",
     "cell_schedule",
+    "from_groups",
     "grid_shape",
     "pad_to_grid",
+    "to_groups",
     "window_origins",
     "window_pad",
 ]
@@ -160,3 +162,54 @@ def _cell_schedule(grid, order, device) -> CellSchedule:
         slots=tuple(slots),
         identity=[k for cells in lists for k in cells] == list(range(gh * gw)),
     )
+
+
+def to_groups(t: Tensor, plan: CellSchedule) -> tuple[Tensor, ...]:
+    """The cells of ``t [B, N, ...]`` in ``plan``'s visiting order, split into its groups.
+
+    One autograd node whose gradient is one concatenation and one inverse permutation (the composed
+    ``index_select`` and ``split`` cost a zero-filled scatter and a copy per group, issue 36).
+    """
+    sizes = [stop - start for start, stop in plan.bounds]
+    if plan.identity:
+        return t.split(sizes, 1)
+    if torch.compiler.is_compiling() or not (torch.is_grad_enabled() and t.requires_grad):
+        return t.index_select(1, plan.order).split(sizes, 1)
+    return _ToGroups.apply(t, plan.order, plan.inverse, sizes)
+
+
+def from_groups(parts: list[Tensor] | tuple[Tensor, ...], plan: CellSchedule) -> Tensor:
+    """Inverse of :func:`to_groups`: the groups' rows concatenated and put back in raster order,
+    as one autograd node (its gradient: one permutation and one split)."""
+    if plan.identity:
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+    if torch.compiler.is_compiling() or not (torch.is_grad_enabled() and any(p.requires_grad for p in parts)):
+        return torch.cat(parts, 1).index_select(1, plan.inverse)
+    return _FromGroups.apply(plan.order, plan.inverse, *parts)
+
+
+class _ToGroups(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t, order, inverse, sizes):
+        ctx.save_for_backward(inverse)
+        return tuple(t.index_select(1, order).split(sizes, 1))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        (inverse,) = ctx.saved_tensors
+        return torch.cat(grads, 1).index_select(1, inverse), None, None, None
+
+
+class _FromGroups(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, order, inverse, *parts):
+        ctx.save_for_backward(order)
+        ctx.sizes = [p.shape[1] for p in parts]
+        return torch.cat(parts, 1).index_select(1, inverse)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (order,) = ctx.saved_tensors
+        return None, None, *grad.index_select(1, order).split(ctx.sizes, 1)
