@@ -1342,7 +1342,11 @@ def reproduction(r: Records) -> str:
 #: The step-profile records in the order of the table: label, what it measured.
 STEP_PROFILES = (
     ("before", "before issue 36, eager, 1 thread"),
-    ("after-idle", "now, eager (the default), 2 threads, idle machine"),
+    (
+        "after-idle",
+        "now, eager (the default), 2 threads, idle machine; with `--against REV`, timed in turns with "
+        "the step of the package at git revision REV (an earlier state of issue 36)",
+    ),
     (
         "compiled-inductor",
         "now, `train.compile=true` (inductor), 2 threads, idle machine, timed in turns with the eager "
@@ -1372,6 +1376,9 @@ def step_profiles(r: Records) -> str:
             ratio = f" ({base / m['aten_ops']:.1f}x fewer)" if base and label != "before" else ""
             eager = m.get("timing_eager", {}).get("median_ms")
             turns = f" (eager in turns: {f1(eager)} ms)" if eager is not None else ""
+            baseline = m.get("timing_baseline", {}).get("median_ms")
+            if baseline is not None:
+                turns = f" (`{records[label].get('against')}` in turns: {f1(baseline)} ms)"
             reads = f", {m['host_reads']} host reads" if "host_reads" in m else ""
             row.append(f"{count(m['aten_ops'])}{ratio}{reads}, {f1(m['timing']['median_ms'])} ms{turns}")
         rows.append(row)

@@ -19,6 +19,11 @@ timed (median and quartiles, ms) with ``--threads`` torch threads. With ``--devi
 profiled step also counts CUDA kernels and their summed time (GPU-busy time), and timings
 synchronise.
 
+With ``--against REV`` the step of the package as it was at git revision ``REV`` (copied out of git
+under another name, so both load in one process) is built too, and the two are timed in alternation
+(``timing`` now, ``timing_baseline`` then): this machine's speed drifts by a quarter between runs,
+so only steps timed in turns compare.
+
 Writes ``benchmarks/step_profile/<label>.json``. Reproduce::
 
     PPL_SCENES_DATA=/path/to/data python experiments/step_profile.py --label after --threads 2
@@ -27,7 +32,13 @@ Writes ``benchmarks/step_profile/<label>.json``. Reproduce::
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
+import re
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -218,16 +229,44 @@ def measure(
     warmup = time.perf_counter() - started
     result: dict[str, Any] = profile_step(step, args.device) if profile_ops else {}
     result["warmup_seconds"] = warmup
-    if not backend:
+    baseline = getattr(args, "baseline", None)
+    if not backend and baseline is None:
         result["timing"] = time_step(step, args.timed_steps, args.device)
         return result
-    eager = build_step(name, batch_size, image_size, *where)
+    other = (baseline.build_step if baseline is not None else build_step)(
+        name, batch_size, image_size, *where
+    )
     for _ in range(args.warmup):
-        eager()
-    turns = [(step_ms(step, args.device), step_ms(eager, args.device)) for _ in range(args.timed_steps)]
-    result["timing"] = quartiles([compiled for compiled, _ in turns])
-    result["timing_eager"] = quartiles([plain for _, plain in turns])
+        other()
+    turns = [(step_ms(step, args.device), step_ms(other, args.device)) for _ in range(args.timed_steps)]
+    result["timing"] = quartiles([this for this, _ in turns])
+    result["timing_baseline" if baseline is not None else "timing_eager"] = quartiles([o for _, o in turns])
     return result
+
+
+def load_baseline(rev: str) -> Any:
+    """This script as it was at git revision ``rev``, with the package of that revision, importable
+    next to today's: ``ppl_scenes`` renamed ``ppl_scenes_at_REV`` in a temporary directory."""
+    root = Path(__file__).resolve().parent.parent
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    package = f"ppl_scenes_at_{sha}"
+    archive = subprocess.run(
+        ["git", "archive", sha, "ppl_scenes", f"experiments/{NAME}.py"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
+    tmp = Path(tempfile.mkdtemp(prefix=f"{NAME}_{sha}_"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    (tmp / "ppl_scenes").rename(tmp / package)
+    (tmp / "experiments" / f"{NAME}.py").rename(tmp / f"{NAME}_at_{sha}.py")
+    for path in [*(tmp / package).rglob("*.py"), tmp / f"{NAME}_at_{sha}.py"]:
+        path.write_text(re.sub(r"\bppl_scenes\b", package, path.read_text()))
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module(f"{NAME}_at_{sha}")
 
 
 def add_step_args(parser: argparse.ArgumentParser) -> None:
@@ -260,15 +299,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--timed-steps", type=positive_int, default=10, help="timed steps per model")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default: each model's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also build each step as it was at git revision REV and time the two in turns",
+    )
     add_step_args(parser)
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.against and args.compile:
+        parser.error("--against times the eager steps of two revisions; leave out --compile")
+    args.baseline = load_baseline(args.against) if args.against else None
     models = {}
     for name in args.models:
         models[name] = measure(name, args, batch_size=args.batch_size)
         r = models[name]
         eager = f" (eager, in turns: {r['timing_eager']['median_ms']:.1f})" if "timing_eager" in r else ""
+        if "timing_baseline" in r:
+            eager = f" ({args.against}, in turns: {r['timing_baseline']['median_ms']:.1f})"
         print(
             f"{name}: {r['aten_ops']} aten ops, median {r['timing']['median_ms']:.1f} ms/step{eager}",
             flush=True,
@@ -280,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": args.device,
         "compile": args.compile,
+        "against": args.against,
         "models": models,
     }
     path = write_record(Path(args.out) / f"{args.label}.json", record)

@@ -980,6 +980,22 @@ def test_step_profile_counts_operations_and_call_sites(script, digits, tmp_path)
     )
 
 
+def test_step_profile_times_a_git_revision_in_turns(script, digits, tmp_path):
+    """``--against REV``: the package of that revision, loaded under another name next to today's,
+    and its step timed in alternation with today's."""
+    import sys
+
+    args = ["--models", "spair", "--batch-size", "2", "--warmup", "1", "--timed-steps", "2", "--threads", "1"]
+    record = script("step_profile").main(
+        [*args, "--label", "ab", "--out", str(tmp_path), "--against", "HEAD", *digits]
+    )
+    result = record["models"]["spair"]
+    assert record["against"] == "HEAD" and result["timing_baseline"]["median_ms"] > 0
+    assert result["timing"]["median_ms"] > 0 and "timing_eager" not in result
+    loaded = [name for name in sys.modules if name.startswith("ppl_scenes_at_")]
+    assert loaded and all(sys.modules[name].__file__ != sys.modules["ppl_scenes"].__file__ for name in loaded)
+
+
 def test_gpu_check_smoke_on_the_cpu(script, digits, tmp_path):
     out = tmp_path / "gpu"
     record = script("gpu_check").main(
