@@ -161,6 +161,7 @@ class _WeightedFold(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, drawn, depth, grid, cell, pad):
+        drawn = drawn.contiguous()  # backward views its channels cell by cell
         b, n, c1, kh, kw = drawn.shape
         c = c1 - 1
         alpha = drawn[:, :, c:]

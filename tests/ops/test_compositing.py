@@ -143,6 +143,10 @@ def test_window_layer_sums_equal_folded_depth_weighted_layers(grid, cell, pad, c
         torch.autograd.grad(want, (drawn, depth), g), torch.autograd.grad(got, (drawn, depth), g)
     ):
         torch.testing.assert_close(q, w, rtol=1e-10, atol=1e-12)
+    strided = drawn.detach().transpose(3, 4).contiguous().transpose(3, 4)  # same values, other strides
+    torch.testing.assert_close(
+        window_layer_sums(strided, depth, grid, cell, pad), want, rtol=1e-12, atol=1e-12
+    )
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     torch.testing.assert_close(window_layer_sums(drawn, depth, grid, cell, pad), want, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="do not match cell"):
