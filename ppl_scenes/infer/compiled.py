@@ -4,7 +4,9 @@ A model names the methods that are deterministic networks (``SceneModel.compiled
 site and no random draw inside, the noise handed in), e.g. SPAIR's guide encoder, which runs the
 wavefront of lateral MLP and glimpse encoder, and its renderer. :func:`compile_model` replaces each by
 its ``torch.compile`` on that one model instance; the class, its other instances and the saved weights
-are untouched, so a checkpoint of a compiled run loads into an eager model.
+are untouched, so a checkpoint of a compiled run loads into an eager model. Compiling happens at the
+first call; where it fails (e.g. inductor without a C++ compiler), the trainer restores the eager
+methods (:func:`uncompile_model`) and trains on, with a warning.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["compile_model"]
+__all__ = ["compile_failure_message", "compile_model", "is_compile_failure", "uncompile_model"]
 
 
 def compile_model(model: nn.Module, backend: str = "inductor") -> list[str]:
@@ -48,3 +50,37 @@ def compile_model(model: nn.Module, backend: str = "inductor") -> list[str]:
             stacklevel=2,
         )
     return done
+
+
+def uncompile_model(model: nn.Module, paths: list[str]) -> None:
+    """Undo :func:`compile_model` for ``paths`` (its return value): the eager methods again."""
+    for path in paths:
+        *parents, name = path.split(".")
+        owner = model
+        for part in parents:
+            owner = getattr(owner, part)
+        if name in vars(owner):
+            object.__delattr__(owner, name)
+
+
+def _dynamo_error(err: BaseException | None) -> BaseException | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, torch._dynamo.exc.TorchDynamoException):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def is_compile_failure(err: BaseException) -> bool:
+    """Whether ``err`` comes from ``torch.compile`` itself (capture or code generation), not from
+    the model's arithmetic: a dynamo exception, or one raised while handling one (Pyro's trace
+    re-raises errors inside a model with a new message, and cannot rebuild dynamo's)."""
+    return _dynamo_error(err) is not None
+
+
+def compile_failure_message(err: BaseException) -> str:
+    """The first lines of the compiler's own error inside ``err`` (at most 300 characters)."""
+    lines = [line.strip() for line in str(_dynamo_error(err) or err).splitlines() if line.strip()]
+    return (" ".join(lines[:2]) or type(err).__name__)[:300]

@@ -56,7 +56,8 @@ class TrainConfig:
             encoder and renderer) through ``torch.compile`` (issue 36). Off by default: on this
             project's 2-core CPU it cut SPAIR's operations per step by 60 % but its step time by
             about a fifth, after about a minute of compiling (BENCHMARKS.md, step profiles). The Pyro sites,
-            priors and the ELBO stay eager; losses equal the eager ones to float rounding.
+            priors and the ELBO stay eager; losses equal the eager ones to float rounding. Where
+            compiling fails (e.g. no C++ compiler), the run goes on eagerly, with a warning.
         compile_backend: ``torch.compile``'s backend: ``inductor`` (the default, needs a C++
             compiler on the CPU) or e.g. ``aot_eager`` (no code generation: checks the capture).
     """

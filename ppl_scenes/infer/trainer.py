@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +26,12 @@ from ppl_scenes._version import __version__
 from ppl_scenes.config import config_to_dict
 from ppl_scenes.data.loading import LazyScenes, materialize, too_large
 from ppl_scenes.infer.allocator import keep_freed_memory
-from ppl_scenes.infer.compiled import compile_model
+from ppl_scenes.infer.compiled import (
+    compile_failure_message,
+    compile_model,
+    is_compile_failure,
+    uncompile_model,
+)
 from ppl_scenes.infer.config import TrainConfig
 from ppl_scenes.infer.distributed import Distributed
 from ppl_scenes.infer.flat_adam import FlatAdam, clip_flat_gradients
@@ -359,12 +365,11 @@ class Trainer:
         device, ddp = self.device, self.distributed
         pyro.set_rng_seed(cfg.seed)
         self.model.to(device).train()
-        if cfg.compile:
-            compile_model(self.model, cfg.compile_backend)
+        self._compiled = compile_model(self.model, cfg.compile_backend) if cfg.compile else []
         self._matched_prefixes = set()
         self.batch_index = torch.arange(min(cfg.batch_size, len(images)))
         with fork_rng(device):
-            self.setup(images[self.batch_index].to(device))
+            self._eager_if_compiling_fails(self.setup, images[self.batch_index].to(device))
         if ddp is not None:  # every rank starts from rank 0's weights
             ddp.broadcast_from_main(ddp.model_state(self.model))
         unmatched = sorted(set(cfg.lr_per_module) - self._matched_prefixes)
@@ -397,7 +402,7 @@ class Trainer:
                     self.batch_index = ddp.shard(self.batch_index)
                 batch = images[self.batch_index].to(device)
                 try:
-                    stats = self.train_step(batch)
+                    stats = self._train_step_or_eager(batch)
                     self.bad_steps = 0
                 except NonFiniteStep:
                     self.bad_steps += 1
@@ -448,6 +453,39 @@ class Trainer:
             bar.close()
             self.model.eval()
         return records
+
+    def _train_step_or_eager(self, batch: Tensor) -> dict[str, float]:
+        """:meth:`train_step`; until a compiled run's first step has run, through
+        :meth:`_eager_if_compiling_fails`."""
+        if not self._compiled:
+            return self.train_step(batch)
+        stats = self._eager_if_compiling_fails(self.train_step, batch)
+        self._compiled = []  # compiled and ran: later steps need no guard
+        return stats
+
+    def _eager_if_compiling_fails(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; where ``torch.compile`` fails to compile the model's methods on the way (it
+        compiles at their first call, e.g. inductor without a C++ compiler), the eager methods come
+        back and ``fn`` is redone from the same random state (the same noise), with a warning."""
+        if not self._compiled:
+            return fn(*args)
+        rng = pyro.util.get_rng_state()
+        try:
+            return fn(*args)
+        except Exception as err:
+            if not is_compile_failure(err):
+                raise
+            uncompile_model(self.model, self._compiled)
+            self._compiled = []
+            warnings.warn(
+                f"train.compile: compiling {type(self.model).__name__} with backend "
+                f"{self.config.compile_backend!r} failed ({compile_failure_message(err)}); training eagerly",
+                stacklevel=3,
+            )
+            for opt in getattr(self, "optimizers", {}).values():
+                opt.zero_grad(set_to_none=True)
+            pyro.util.set_rng_state(rng)
+            return fn(*args)
 
     def _diverged(self, step: int):
         cfg = self.config

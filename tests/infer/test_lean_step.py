@@ -143,6 +143,25 @@ def test_the_compiled_path_keeps_the_losses(case):
         torch._dynamo.reset()
 
 
+def test_a_compiler_that_fails_leaves_the_run_eager_with_the_pinned_losses():
+    """A backend that cannot compile (inductor without a C++ compiler, here a registered backend
+    that raises): the first step is redone eagerly from the same random state, with a warning, and
+    the run trains on with the eager losses; the model's methods are its class's again."""
+    from torch._dynamo import register_backend
+
+    def no_compiler(graph, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    register_backend(no_compiler, name="ppl_scenes_test_failing")
+    torch._dynamo.reset()
+    try:
+        with pytest.warns(UserWarning, match="failed .*no C\\+\\+ compiler.*training eagerly"):
+            got = first_steps("spair", compile=True, compile_backend="ppl_scenes_test_failing")
+        assert_pinned("spair", got)
+    finally:
+        torch._dynamo.reset()
+
+
 def test_a_model_without_compiled_networks_trains_eagerly_with_a_warning():
     with pytest.warns(UserWarning, match="names no deterministic network"):
         assert_pinned("ssdir", first_steps("ssdir", compile=True, compile_backend="aot_eager"))
