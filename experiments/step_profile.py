@@ -32,9 +32,11 @@ Writes ``benchmarks/step_profile/<label>.json``. Reproduce::
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import io
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -259,6 +261,7 @@ def load_baseline(rev: str) -> Any:
         check=True,
     ).stdout
     tmp = Path(tempfile.mkdtemp(prefix=f"{NAME}_{sha}_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its modules may import lazily until then
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp, filter="data")
     (tmp / "ppl_scenes").rename(tmp / package)

@@ -31,8 +31,12 @@ def depth_weights(alpha: Tensor, depth: Tensor) -> Tensor:
         depth: ``[B, N]`` depths; shifted by each image's (detached) maximum, which leaves the
             normalised weights unchanged and keeps ``exp`` finite.
     """
-    shifted = depth - depth.detach().amax(dim=1, keepdim=True)
-    return alpha * torch.exp(shifted)[:, :, None, None, None]
+    return alpha * _depth_factors(depth)
+
+
+def _depth_factors(depth: Tensor) -> Tensor:
+    """``exp(depth)`` ``[B, N, 1, 1, 1]``, shifted by each image's (detached) maximum depth."""
+    return torch.exp(depth - depth.detach().amax(dim=1, keepdim=True))[:, :, None, None, None]
 
 
 def blend(color_sum: Tensor, alpha_sum: Tensor, weight_sum: Tensor, background: Tensor) -> Tensor:
@@ -165,7 +169,7 @@ class _WeightedFold(torch.autograd.Function):
         b, n, c1, kh, kw = drawn.shape
         c = c1 - 1
         alpha = drawn[:, :, c:]
-        e = torch.exp(depth - depth.amax(1, keepdim=True))[:, :, None, None, None]
+        e = _depth_factors(depth)
         layers = drawn.new_empty(b, n, c + 2, kh, kw)
         w = torch.mul(alpha, e, out=layers[:, :, c + 1 :])
         w_alpha = torch.mul(w, alpha, out=layers[:, :, c : c + 1])

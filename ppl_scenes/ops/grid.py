@@ -173,7 +173,7 @@ def to_groups(t: Tensor, plan: CellSchedule) -> tuple[Tensor, ...]:
     sizes = [stop - start for start, stop in plan.bounds]
     if plan.identity:
         return t.split(sizes, 1)
-    if torch.compiler.is_compiling() or not (torch.is_grad_enabled() and t.requires_grad):
+    if not _one_node(t):
         return t.index_select(1, plan.order).split(sizes, 1)
     return _ToGroups.apply(t, plan.order, plan.inverse, sizes)
 
@@ -183,9 +183,16 @@ def from_groups(parts: list[Tensor] | tuple[Tensor, ...], plan: CellSchedule) ->
     as one autograd node (its gradient: one permutation and one split)."""
     if plan.identity:
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-    if torch.compiler.is_compiling() or not (torch.is_grad_enabled() and any(p.requires_grad for p in parts)):
+    if not _one_node(*parts):
         return torch.cat(parts, 1).index_select(1, plan.inverse)
     return _FromGroups.apply(plan.order, plan.inverse, *parts)
+
+
+def _one_node(*tensors: Tensor) -> bool:
+    """Whether :func:`to_groups`/:func:`from_groups` build their one-node gradient: a graph is being
+    recorded for ``tensors``, outside ``torch.compile`` (which captures the composed operations)."""
+    graph = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return graph and not torch.compiler.is_compiling()
 
 
 class _ToGroups(torch.autograd.Function):
