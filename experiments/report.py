@@ -1339,6 +1339,44 @@ def reproduction(r: Records) -> str:
     return table(head + ["mean ± sd over seeds", "bar"], rows) + "\n\n" + "\n".join(commands)
 
 
+def equal_budgets(r: Records) -> str:
+    """Each shipped model beside baselines trained for its budget (``experiments/equal_budget.py``):
+    per model its training budget and the card's scores on the card's own validation and test scenes."""
+    parts = []
+    for path in r.glob("benchmarks/equal_budget/*.json"):
+        d = r(path)
+        keys = sorted(d["targets"])
+        rows = []
+        for label, m in d["models"].items():
+            budget = m["budget"]
+            minutes_ = f1(budget["train_minutes"])
+            if "gmm_fit_minutes" in budget:
+                minutes_ += f" + {f1(budget['gmm_fit_minutes'])} (GMM fit)"
+            rows.append(
+                [label, count(budget["steps"]), minutes_]
+                + [f3(m["validation"].get(k)) for k in keys]
+                + [_with_interval({**m["test"], "intervals": m["test_intervals"]}, k) for k in keys]
+            )
+        head = ["model", "steps", "training minutes"]
+        head += [f"val. {k}" for k in keys] + [f"test {k} [95 %]" for k in keys]
+        split = d["splits"]["test"]
+        parts.append(
+            f"**`{d['card']}`** (`{path}`): {count(split['scenes'])} test scenes of seed {split['seed']}, "
+            f"the card's. Bars: "
+            + ", ".join(f"{k} ≥ {f3(v)}" for k, v in sorted(d["targets"].items()))
+            + ".\n\n"
+            + table(head, rows)
+            + "\n\nBaselines trained by: "
+            + "; ".join(
+                f"{label}: `{m['budget']['command']}`"
+                for label, m in d["models"].items()
+                if "run_dir" in m["budget"]
+            )
+            + f"\n\nCommand: `{d['command']}`"
+        )
+    return "\n\n".join(parts)
+
+
 #: The step-profile records in the order of the table: label, what it measured.
 STEP_PROFILES = (
     ("before", "before issue 36, eager, 1 thread"),
@@ -1837,6 +1875,24 @@ SECTIONS: list[Section] = [
         protocol="Timings; no model selection involved. The *before* timings ran on 1 thread.",
         tables=[step_profiles],
         optional_glob="benchmarks/step_profile/*.json",
+    ),
+    Section(
+        title="Equal budgets for baselines (issue 34)",
+        paper="GMAIR §4.3 (SPAIR + GMM), SSDIR §4.2 (SPAIR's codes)",
+        prose=(
+            "Rule 4 of the protocol: each shipped model beside baselines given its training budget (or the "
+            "model given the baseline's), all scored on the shipped model's own validation and test scenes "
+            "by `experiments/equal_budget.py`. SSDIR is scored by the linear probe of its matched codes "
+            "(IoU > 0.5), its interval over the held-out codes; the others by detection and clustering "
+            "scores with an interval over the test scenes. The budgets are wall-clock minutes of one "
+            "torch thread on the 2-core machine, which ran two trainings at a time."
+        ),
+        protocol=(
+            "Nothing is chosen: every model is its run's last weights, scored once on the test scenes. One "
+            "seed per baseline."
+        ),
+        tables=[equal_budgets],
+        optional_glob="benchmarks/equal_budget/*.json",
     ),
     Section(
         title="Cross-model benchmark",

@@ -406,7 +406,12 @@ class RunSpec:
     def from_pretrained(cls, name: str) -> RunSpec:
         """The spec of pretrained model ``name`` (:func:`ppl_scenes.zoo.pretrained_info`): its model,
         config and scenes, so that its test and validation scenes can be rebuilt."""
-        card = pretrained_info(name)
+        return cls.from_card(pretrained_info(name))
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> RunSpec:
+        """The spec of a model card (:func:`ppl_scenes.zoo.pretrained_info`'s dict): model, config and
+        scenes."""
         return cls(
             model=card["model"],
             model_config=dict(card["model_config"]),

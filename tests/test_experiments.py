@@ -1086,3 +1086,45 @@ def test_reproduce_refuses_the_fallback_digits(script, tiny_runs, tmp_path, monk
     with pytest.raises(SystemExit, match="needs the real MNIST"):
         reproduce.main(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_equal_budget_scores_the_card_and_its_baselines_on_the_cards_scenes(
+    script, tiny_runs, tmp_path, monkeypatch, data_root
+):
+    """The shipped model and each baseline (a plain run, and a run made SPAIR + GMM) are scored on
+    the card's own validation and test scenes, each with its budget beside it."""
+    from ppl_scenes.runs import RunSpec, load
+
+    equal = script("equal_budget")
+    spec = RunSpec.from_run_dir(tiny_runs["spair"]).to_json()
+    card = {
+        **_reproduce_card(),
+        "model_config": spec["model_config"],
+        "dataset": spec["data"]["name"],
+        "data_kwargs": spec["data"]["kwargs"],
+        "cpu_minutes": 0.5,
+    }
+    monkeypatch.setattr(equal, "pretrained_info", lambda name: card)
+    monkeypatch.setattr(equal, "pretrained", lambda name: load(tiny_runs["spair"]))
+    run = f"SPAIR, same budget={tiny_runs['spair']}"
+    args = ["spair", "--run", run, "--gmm", f"SPAIR + GMM={tiny_runs['spair']}", "--gmm-scenes", "8"]
+    record = equal.main([*args, "--gmm-components", "2", "--resamples", "5", "--out", str(tmp_path)])
+    assert read_record(tmp_path / "spair.json") == json.loads(json.dumps(record))
+    assert list(record["models"]) == ["shipped `spair`", "SPAIR, same budget", "SPAIR + GMM"]
+    shipped, plain, gmm = record["models"].values()
+    assert shipped["budget"]["steps"] == 3 and shipped["budget"]["train_minutes"] == 0.5
+    assert plain["budget"]["steps"] == 3 and plain["budget"]["run_dir"] == tiny_runs["spair"]
+    assert (
+        gmm["budget"]["gmm"] == {"components": 2, "training_scenes": 8}
+        and gmm["budget"]["gmm_fit_minutes"] >= 0
+    )
+    # the same weights on the same scenes: the same detection scores
+    assert shipped["test"]["ap50"] == plain["test"]["ap50"] and "ap50" in plain["test_intervals"]
+    assert "acc" in gmm["test"] and record["splits"] == card["splits"] and record["digit_source"] == "mnist"
+
+
+@pytest.mark.parametrize("flags", [[], ["--run", "no-equals-sign"], ["--run", "x=/no/such/run"]])
+def test_equal_budget_bad_flags_exit_2(script, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        script("equal_budget").main(["spair", *flags])
+    assert exit_info.value.code == 2

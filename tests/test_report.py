@@ -169,3 +169,36 @@ def test_the_reproduction_table_sets_each_rerun_against_the_cards_interval(repor
     row = next(line for line in text.splitlines() if line.startswith("| `spair`"))
     assert "s1: 0.975, s2: 0.960" in row and "| yes, no |" in row
     assert "0.972 ± 0.010 (n=3)" in row and "≥ 0.950: yes" in row
+
+
+def test_equal_budget_records_set_each_baseline_beside_the_card(report, tmp_path):
+    """One table per card: each model's steps and minutes (a GMM's fitting time said apart), its
+    validation scores and its test scores with their intervals."""
+    folder = tmp_path / "benchmarks" / "equal_budget"
+    folder.mkdir(parents=True)
+    scores = {"acc": 0.7, "ap50": 0.9}
+    model = {"validation": scores, "test": scores, "test_intervals": {"ap50": [0.8, 0.95]}}
+    record = {
+        "card": "gmair",
+        "command": "python experiments/equal_budget.py gmair --gmm ...",
+        "targets": {"ap50": 0.95, "acc": 0.75},
+        "splits": {"test": {"split": "test", "seed": 101, "scenes": 1000}},
+        "models": {
+            "shipped `gmair`": {**model, "budget": {"steps": 160000, "train_minutes": 362.0, "command": "c"}},
+            "SPAIR + GMM": {
+                **model,
+                "budget": {
+                    "steps": 9000,
+                    "train_minutes": 35.04,
+                    "gmm_fit_minutes": 0.5,
+                    "run_dir": "runs/spair",
+                    "command": "ppl-scenes train spair",
+                },
+            },
+        },
+    }
+    (folder / "gmair.json").write_text(json.dumps(record))
+    text = report.equal_budgets(report.Records(tmp_path))
+    assert "| shipped `gmair` | 160,000 | 362.0 | 0.700 | 0.900 | 0.700 | 0.900 [0.800, 0.950] |" in text
+    assert "| SPAIR + GMM | 9,000 | 35.0 + 0.5 (GMM fit) |" in text
+    assert "SPAIR + GMM: `ppl-scenes train spair`" in text and "seed 101" in text and "acc ≥ 0.750" in text

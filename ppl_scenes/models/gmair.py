@@ -341,7 +341,9 @@ class GMAIR(SPAIR, Categorised):
         if self.overlap_coef <= 0:
             return
         c = self.config
-        ink = windows[:, :, : c.channels] * windows[:, :, c.channels :]
+        # one split, not two slices: a slice's backward zero-fills the whole window tensor
+        appearance, alpha = windows.split((c.channels, windows.shape[2] - c.channels), 2)
+        ink = appearance * alpha
         excess = window_overlap(ink, grid, c.cell_size, window_pad(c.cell_size, c.anchor, c.center_bounds))
         # per image, like the data plate (which SPAIR's story has closed, so a plate of its own)
         with pyro.plate("overlap_images", windows.shape[0], dim=-2):
