@@ -162,6 +162,39 @@ def test_a_compiler_that_fails_leaves_the_run_eager_with_the_pinned_losses():
         torch._dynamo.reset()
 
 
+def test_a_compiled_model_evaluates_eagerly_without_compiling_again():
+    """Compiled methods run compiled where gradients are recorded (the steps) and eagerly elsewhere:
+    evaluating or parsing a compiled model (another batch size, no grad) compiles nothing more."""
+    from torch._dynamo import register_backend
+
+    from ppl_scenes.infer.compiled import compile_model
+
+    graphs = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    register_backend(counting, name="ppl_scenes_test_counting")
+    torch._dynamo.reset()
+    try:
+        name, config = CASES["spair"]
+        torch.manual_seed(0)
+        pyro.clear_param_store()
+        model = MODELS[name](**config)
+        trainer = TRAINERS[model.trainer](model, TrainConfig(steps=2, batch_size=2), progress=False)
+        trainer.fit(scenes())
+        compile_model(model, "ppl_scenes_test_counting")
+        loss = trainer.loss(torch.stack([image for image, _ in scenes()][:2]))
+        loss.backward()
+        compiled = len(graphs)
+        assert compiled > 0  # the training pass went through the compiler
+        parse = model.parse(torch.stack([image for image, _ in scenes()][:3]))
+        assert len(graphs) == compiled and len(parse.boxes) == 3
+    finally:
+        torch._dynamo.reset()
+
+
 def test_a_model_without_compiled_networks_trains_eagerly_with_a_warning():
     with pytest.warns(UserWarning, match="names no deterministic network"):
         assert_pinned("ssdir", first_steps("ssdir", compile=True, compile_backend="aot_eager"))
