@@ -482,20 +482,33 @@ def bench_data(r: Records) -> str:
 
 
 def demo(r: Records) -> str:
-    e = r("benchmarks/demo/eval.json")
-    return table(
-        ["`make demo`", "steps", "AP@0.5", "AP .1:.9", "count accuracy", "RMSE", "test scenes"],
-        [
-            [
-                "SPAIR, 5 minutes",
-                count(e["step"]),
-                f3(e["ap50"]),
-                f3(e["ap_spair"]),
-                f3(e["count_accuracy"]),
-                f3(e["rmse"]),
-                count(e["num_scenes"]),
-            ]
-        ],
+    """`make demo`: the shipped SPAIR and the demo's own five-minute SPAIR on the same test scenes
+    (``demo.json``, written by ``ppl-scenes demo``; an older demo left ``eval.json`` only)."""
+    head = ["`make demo`", "steps", "AP@0.5", "AP .1:.9", "count accuracy", "RMSE", "test scenes"]
+    if not r.exists("benchmarks/demo/demo.json"):
+        e = r("benchmarks/demo/eval.json")
+        scores = [f3(e[k]) for k in ("ap50", "ap_spair", "count_accuracy", "rmse")]
+        return table(head, [["SPAIR, 5 minutes", count(e["step"]), *scores, count(e["num_scenes"])]])
+    d = r("benchmarks/demo/demo.json")
+    rows = []
+    for label, m, steps in (
+        (
+            "pretrained SPAIR (preset `{}`, {} CPU min)",
+            d["pretrained"],
+            d["pretrained"] and d["pretrained"]["steps"],
+        ),
+        ("your SPAIR (preset `{}`, {} min)", d["yours"], d["yours"]["step"]),
+    ):
+        if m is None:
+            continue
+        shown = m.get("cpu_minutes", (d["budget"]["seconds"] or 0) / 60)
+        label = label.format(m.get("preset", d["preset"]), f1(shown))
+        scores = [f3(m.get(k)) for k in ("ap50", "ap_spair", "count_accuracy", "rmse")]
+        rows.append([label, count(steps), *scores, count(d["test_scenes"])])
+    machine = d["machine"]
+    return (
+        table(head, rows) + f"\n\nCommand: `{d['command']}` (seed {d['seed']}; {machine['cpus']} CPUs, "
+        f"{machine['torch_threads']} torch threads, torch {machine['torch']})."
     )
 
 

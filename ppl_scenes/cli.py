@@ -480,6 +480,41 @@ def _demo_pretrained(path: Path, test_set) -> dict[str, Any] | None:
 _DEMO_KEYS = ("ap50", "ap_spair", "count_accuracy", "count_mae")
 
 
+def _demo_record(
+    args, out: Path, run, metrics: dict, shipped: dict | None, minutes: float | None
+) -> dict[str, Any]:
+    """What ``demo.json`` holds: the command, seed, budget and machine, and both models' test scores."""
+    import platform
+
+    import torch
+
+    config = json.loads((out / "config.json").read_text())
+    card = pretrained_info(DEMO_MODEL) if shipped is not None else None
+    return {
+        "command": args.command_line,
+        "seed": config.get("seed", 0),
+        "preset": DEMO_PRESET,
+        "budget": {"minutes": minutes, "steps": metrics.get("step"), "seconds": run.seconds},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "ppl_scenes": __version__,
+        },
+        "test_scenes": metrics.get("num_scenes"),
+        "yours": {k: metrics.get(k) for k in (*_DEMO_KEYS, "rmse", "step")},
+        "pretrained": None
+        if shipped is None
+        else {
+            **{k: shipped.get(k) for k in (*_DEMO_KEYS, "rmse")},
+            "steps": card["steps"],
+            "cpu_minutes": card["cpu_minutes"],
+            "preset": card["preset"],
+        },
+    }
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _free_demo_dir()
     _check_new_run_dir(out)
@@ -511,11 +546,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {'':<22} {'yours':>8} {'pretrained':>11}")
         for key in _DEMO_KEYS:
             print(f"  {_LABELS.get(key, key):<22} {metrics[key]:>8.4f} {shipped[key]:>11.4f}")
+    record = _demo_record(args, out, run, metrics, shipped, minutes)
+    (out / "demo.json").write_text(json.dumps(strict_json(record), indent=1, allow_nan=False) + "\n")
     print("files:")
     if shipped is not None:
         print(f"  {staged}  the pretrained SPAIR's parses of test images")
     print(f"  {figure}  your SPAIR: test images, inferred (blue) and true (yellow) boxes, reconstructions")
     print(f"  {out / 'eval.json'}  your SPAIR's metrics")
+    print(f"  {out / 'demo.json'}  both models' metrics, the budget and the machine")
     print(f"  {out / 'loss.png'}  training loss (-ELBO per image)")
     print(f"  {out}/  the run: evaluate again with `{PROG} eval {out}`, resume with")
     print(f"       `{PROG} train spair --out {out} --resume --minutes M`")

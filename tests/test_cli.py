@@ -347,6 +347,12 @@ def test_demo_never_overwrites(tmp_path, monkeypatch, capsys):
     }
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
     assert "count accuracy" in out and str(demo / "demo.png") in out
+    record = json.loads((demo / "demo.json").read_text())  # the demo's record: both models, its budget
+    assert record["command"] == "ppl-scenes demo --steps 1 --no-progress" and record["seed"] == 0
+    assert record["budget"]["steps"] == 1 and record["budget"]["minutes"] is None
+    assert record["yours"]["step"] == 1 and set(record["yours"]) >= {"ap50", "count_accuracy"}
+    assert record["pretrained"]["preset"] == "scattered-5" and record["machine"]["cpus"] >= 1
+    assert record["test_scenes"] == 2
 
 
 def test_parse_value():

@@ -202,3 +202,24 @@ def test_equal_budget_records_set_each_baseline_beside_the_card(report, tmp_path
     assert "| shipped `gmair` | 160,000 | 362.0 | 0.700 | 0.900 | 0.700 | 0.900 [0.800, 0.950] |" in text
     assert "| SPAIR + GMM | 9,000 | 35.0 + 0.5 (GMM fit) |" in text
     assert "SPAIR + GMM: `ppl-scenes train spair`" in text and "seed 101" in text and "acc ≥ 0.750" in text
+
+
+def test_the_demo_record_sets_the_pretrained_spair_beside_the_demos_own(report, tmp_path):
+    folder = tmp_path / "benchmarks" / "demo"
+    folder.mkdir(parents=True)
+    scores = {"ap50": 0.9, "ap_spair": 0.7, "count_accuracy": 0.6, "rmse": 0.1}
+    record = {
+        "command": "ppl-scenes demo",
+        "seed": 0,
+        "preset": "scattered-5",
+        "budget": {"minutes": 5, "steps": 2400, "seconds": 300.0},
+        "machine": {"cpus": 2, "torch_threads": 2, "torch": "2.x"},
+        "test_scenes": 500,
+        "yours": {**scores, "step": 2400},
+        "pretrained": {**scores, "ap50": 0.98, "steps": 9000, "cpu_minutes": 70.6, "preset": "scattered-5"},
+    }
+    (folder / "demo.json").write_text(json.dumps(record))
+    text = report.demo(report.Records(tmp_path))
+    assert "| pretrained SPAIR (preset `scattered-5`, 70.6 CPU min) | 9,000 | 0.980 | 0.700 |" in text
+    assert "| your SPAIR (preset `scattered-5`, 5.0 min) | 2,400 | 0.900 |" in text
+    assert "Command: `ppl-scenes demo` (seed 0; 2 CPUs, 2 torch threads" in text
