@@ -238,6 +238,14 @@ def val_seed(args: argparse.Namespace) -> int:
     return args.seed + VAL_SEED_OFFSET if seed is None else seed
 
 
+def mnist_source(root: str | None = None, download: bool = True) -> str:
+    """``"mnist"`` or ``"sklearn-fallback"``: where the training digits come from on this machine (for
+    the records of timings, whose scenes are built inside the timed code)."""
+    from ppl_scenes.data.digits import digit_bank
+
+    return digit_bank("train", 28, root=root, download=download).source
+
+
 def digit_source(*datasets: Any) -> str | None:
     """``"mnist"`` or ``"sklearn-fallback"``: where the digits of ``datasets`` come from.
 

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
             "processor": platform.processor() or platform.machine(),
         },
         "digit_source": bank.source,
+        "seed": 0,
+        "budget": {"scenes": args.num_scenes, "scenes_per_generator": args.per_generator},
         "digit_bank_build_s": round(bank_s, 3),
         "scattered_48x48": {
             "num_scenes": args.num_scenes,

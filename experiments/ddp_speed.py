@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import command_line, machine, positive_int, write_record
+from _common import command_line, machine, mnist_source, positive_int, write_record
 
 from ppl_scenes import SPAIR, make_dataset
 from ppl_scenes.infer import SVITrainer, TrainConfig
@@ -102,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         "command": command_line(NAME, argv),
         "machine": machine(),
         "batch_size": args.batch_size,
+        "seed": args.seed,
+        "budget": {"warmup_steps": args.warmup, "timed_steps": args.timed_steps},
+        "digit_source": mnist_source(args.data_root),
         "single": single,
         "data_parallel": parallel,
         "speedup": parallel["images_per_second"] / single["images_per_second"],

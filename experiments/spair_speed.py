@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import command_line, machine, positive_int, write_record
+from _common import command_line, machine, mnist_source, positive_int, write_record
 
 from ppl_scenes import SPAIR, make_dataset
 from ppl_scenes.infer import SVITrainer
@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "command": command_line(NAME, argv),
         "machine": machine(),
         "batch_size": batch,
+        "seed": args.seed,
+        "budget": {"warmup_steps": args.warmup, "timed_steps": args.timed_steps},
+        "digit_source": mnist_source(args.data_root, download),
         "results": results,
         "target_met": results["target"]["median_ms"] <= 100.0,
     }

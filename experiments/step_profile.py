@@ -49,7 +49,7 @@ from typing import Any
 
 import pyro
 import torch
-from _common import command_line, machine, positive_int, write_record
+from _common import command_line, machine, mnist_source, positive_int, write_record
 
 from ppl_scenes import MODELS, make_dataset
 from ppl_scenes.infer import TRAINERS, TrainConfig
@@ -333,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": args.device,
         "compile": args.compile,
         "against": args.against,
+        "seed": args.seed,
+        "budget": {"warmup_steps": args.warmup, "timed_steps": args.timed_steps},
+        "digit_source": mnist_source(args.data_root, not args.no_download),
         "models": models,
     }
     path = write_record(Path(args.out) / f"{args.label}.json", record)

@@ -103,6 +103,11 @@ def check_protocol(record: dict, validation: bool = True) -> None:
         assert record["validation"] and set(record["validation"]) == set(record["results"])
 
 
+def _source(digits: list[str]) -> str:
+    """The digit source a record made with the ``digits`` flags names."""
+    return "sklearn-fallback" if "no_mnist" in digits[1] else "mnist"
+
+
 def read_record(path: Path) -> dict:
     """The JSON file, refusing NaN/Infinity (the records must be strict JSON)."""
 
@@ -379,6 +384,11 @@ def test_spair_speed(script, digits, tmp_path):
         str(out),
     ]
     record = script("spair_speed").main([*args, "--threads", "1", *digits])
+    assert (
+        record["seed"] == 0
+        and record["digit_source"] == _source(digits)
+        and record["budget"]["warmup_steps"] == 1
+    )
     results = record["results"]
     for name in ("target", "raster", "no_lateral"):
         assert 0 < results[name]["q25_ms"] <= results[name]["median_ms"] <= results[name]["q75_ms"]
@@ -968,6 +978,11 @@ def test_step_profile_counts_operations_and_call_sites(script, digits, tmp_path)
         [*args, "--threads", "1", "--label", "smoke", "--out", str(out), *digits]
     )
     assert set(record["models"]) == {"spair", "saccade"} and record["threads"] == 1
+    assert (
+        record["seed"] == 0
+        and record["digit_source"] == _source(digits)
+        and record["budget"]["timed_steps"] == 2
+    )
     for result in record["models"].values():
         assert result["aten_ops"] > 100 and sum(result["top_ops"].values()) <= result["aten_ops"]
         assert any(site.startswith("ppl_scenes/models/") for site in result["top_sites"])
