@@ -1143,3 +1143,75 @@ def test_equal_budget_bad_flags_exit_2(script, flags):
     with pytest.raises(SystemExit) as exit_info:
         script("equal_budget").main(["spair", *flags])
     assert exit_info.value.code == 2
+
+
+RECIPE_TINY = [
+    *["what_dim=4", "feature_dim=8", "backbone_width=4", "hidden_dim=16", "object_size=[6,6]"],
+    *["glimpse_size=[6,6]", "data.canvas_size=24", "data.num_digits=[1,2]", "data.num_scenes=8"],
+    *["data.download=false", "train.batch_size=4", "train.steps=2"],
+]
+
+
+def test_recipe_search_chooses_on_validation_and_scores_only_the_choice_on_test(
+    script, tmp_path, monkeypatch, data_root
+):
+    """Every variant is trained and scored on validation scenes; the one with the best summed
+    validation score is chosen, and the test scenes are built and scored for it alone."""
+    search = script("recipe_search")
+    built = []
+    real_scenes = search.run_scenes
+    monkeypatch.setattr(
+        search,
+        "run_scenes",
+        lambda spec, split, n, seed: built.append(split) or real_scenes(spec, split, n, seed),
+    )
+    grid = ["--grid", *RECIPE_TINY, "pres_prob_end=0.3,0.5", "cell_size=[6,6],[8,8]"]
+    common = [
+        "spair",
+        "--preset",
+        "paper",
+        *grid,
+        "--select",
+        "ap50",
+        "rmse",
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
+    small = ["--num-val", "4", "--num-test", "6", "--resamples", "5", "--out", str(tmp_path / "out")]
+    assert search.main([*common, *small, "--only", "1", "3"]) is None  # a share of the variants only
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["v1", "v3"] and built == []
+    record = search.main([*common, *small])
+    assert built == ["val", "test"]  # one validation set for all, test scenes once, for the choice
+    assert [v["overrides"][-2:] for v in record["variants"]] == [
+        ["pres_prob_end=0.3", "cell_size=[6,6]"],
+        ["pres_prob_end=0.3", "cell_size=[8,8]"],
+        ["pres_prob_end=0.5", "cell_size=[6,6]"],
+        ["pres_prob_end=0.5", "cell_size=[8,8]"],
+    ]
+    scores = [v["selection_score"] for v in record["variants"]]
+    assert record["chosen"] == scores.index(max(scores))
+    for v in record["variants"]:
+        assert v["steps"] == 2 and "test" not in v
+        assert v["selection_score"] == pytest.approx(v["validation"]["ap50"] - v["validation"]["rmse"])
+    assert record["variants"][3]["command"].endswith(
+        "--seed 0 " + " ".join(record["variants"][3]["overrides"])
+    )
+    assert set(record["test"]) >= {"ap50", "count_accuracy"} and "ap50" in record["test_intervals"]
+    assert record["digit_source"] == "mnist" and record["splits"]["test"] == {
+        "split": "test",
+        "seed": 202,
+        "scenes": 6,
+    }
+    assert read_record(tmp_path / "out" / "spair-paper.json") == json.loads(json.dumps(record))
+    assert not (tmp_path / "runs" / "v0" / "eval.json").exists()  # no test scoring while training
+
+
+@pytest.mark.parametrize(
+    "flags", [["--grid", "novalue"], ["--grid", "a=1", "--select", "ap50", "--only", "5"]]
+)
+def test_recipe_search_bad_flags_exit_2(script, flags, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        script("recipe_search").main(
+            ["spair", "--preset", "paper", "--select", "ap50", *flags, "--runs", str(tmp_path)]
+        )
+    assert exit_info.value.code == 2
