@@ -63,7 +63,7 @@ from ppl_scenes.models.base import (
 )
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
-from ppl_scenes.ops import composite, crop, paste, xyxy_to_cxcywh
+from ppl_scenes.ops import composite, crop, paste, paste_support, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
 
 __all__ = ["Detections", "SSDIR", "SSDIRConfig"]
@@ -556,7 +556,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         """
         size = tuple(self.config.image_size)
         placed = paste(patches, boxes, size)
-        support = paste(torch.ones_like(patches[:, :, :1]), boxes, size)
+        support = paste_support(boxes, tuple(patches.shape[-2:]), size)
         alpha = support * present.to(patches.dtype)[:, :, None, None, None]
         background: Tensor | float = 0.0
         if z_bg is not None:

@@ -55,6 +55,7 @@ from ppl_scenes.ops.transformer import (
     glimpse_grid_map,
     localized_window,
     paste,
+    paste_support,
     sample_glimpses,
 )
 
@@ -98,6 +99,7 @@ __all__ = [
     "pad_to_grid",
     "to_groups",
     "paste",
+    "paste_support",
     "scale_pool",
     "soft_argmax",
     "spair_where_to_cxcywh",

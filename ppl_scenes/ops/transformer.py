@@ -206,13 +206,45 @@ def paste(
     Returns:
         ``[B, N, C, H, W]``, zero outside each box.
     """
-    gh, gw = glimpses.shape[-2:]
+    wx, wy = _paste_weights(boxes_cxcywh, tuple(glimpses.shape[-2:]), canvas_size, min_size)
+    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2)
+
+
+def paste_support(
+    boxes_cxcywh: Tensor, glimpse_size: tuple[int, int], canvas_size: tuple[int, int], min_size: float = 1e-3
+) -> Tensor:
+    """``paste`` of an all-ones glimpse of ``glimpse_size``: how much of each canvas pixel each box covers.
+
+    The values and gradients of :func:`paste` of ones, ``[B, N, 1, H, W]``, without its interpolation
+    matrices: ``W_y 1 1^T W_x^T`` is the outer product of their row sums, and a row of bilinear tent
+    weights over ``s`` source pixels sums to ``clamp(min(u + 1, s - u), 0, 1)`` at coordinate ``u``
+    (1 inside, falling linearly to 0 one pixel beyond either end).
+    """
+    u, v = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
+    (gh, gw), one = glimpse_size, scalar(1.0, u)
+    across = torch.minimum(u + one, scalar(float(gw), u) - u).clamp(0, 1)
+    down = torch.minimum(v + one, scalar(float(gh), v) - v).clamp(0, 1)
+    return (down[..., :, None] * across[..., None, :]).unsqueeze(2)
+
+
+def _paste_weights(
+    boxes_cxcywh: Tensor, glimpse_size: tuple[int, int], canvas_size: tuple[int, int], min_size: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`paste`'s interpolation matrices ``(W_x [B, N, W, w], W_y [B, N, H, h])``."""
+    u, v = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
+    return _tent(u, glimpse_size[1]), _tent(v, glimpse_size[0])
+
+
+def _paste_coords(
+    boxes_cxcywh: Tensor, glimpse_size: tuple[int, int], canvas_size: tuple[int, int], min_size: float
+) -> tuple[Tensor, Tensor]:
+    """The canvas' pixel centres in each glimpse's pixel-index coordinates (the centre of glimpse
+    pixel ``k`` is ``k``): ``(u [B, N, W], v [B, N, H])``."""
+    gh, gw = glimpse_size
     hh, ww = canvas_size
     cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
-    # Canvas pixel centres in the glimpse's pixel-index coordinates (centre of glimpse pixel k is k).
     px = _pixel_indices(ww, 0.5, cx.device, cx.dtype)
     py = _pixel_indices(hh, 0.5, cy.device, cy.dtype)
     u = (px - cx[..., None]) / bw.clamp(min=min_size)[..., None] * gw + (gw - 1) / 2
     v = (py - cy[..., None]) / bh.clamp(min=min_size)[..., None] * gh + (gh - 1) / 2
-    wx, wy = _tent(u, gw), _tent(v, gh)  # [B, N, W, w], [B, N, H, h]
-    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2)
+    return u, v

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ppl_scenes.ops import crop, cxcywh_to_xyxy, paste, xyxy_to_cxcywh
+from ppl_scenes.ops import crop, cxcywh_to_xyxy, paste, paste_support, xyxy_to_cxcywh
 
 
 def test_crop_reads_the_box_exactly_when_sizes_match():
@@ -72,6 +72,20 @@ def test_separable_paste_matches_grid_sample_in_values_and_gradients():
         torch.autograd.grad((ref * weights).sum(), (glimpses, boxes)),
     ):
         torch.testing.assert_close(a, b)
+
+
+def test_paste_support_is_the_paste_of_ones_in_values_and_gradients():
+    g = torch.Generator().manual_seed(2)
+    centres = torch.rand(2, 5, 2, generator=g, dtype=torch.float64) * 34 - 2  # some boxes cross the edge
+    sizes = torch.rand(2, 5, 2, generator=g, dtype=torch.float64) * 12 + 0.5
+    boxes = torch.cat((centres, sizes), -1).requires_grad_()
+    ours = paste_support(boxes, (6, 7), (30, 33))
+    ref = paste(torch.ones(2, 5, 1, 6, 7, dtype=torch.float64), boxes, (30, 33))
+    torch.testing.assert_close(ours, ref)
+    weights = torch.rand(ref.shape, generator=g, dtype=torch.float64)
+    (a,) = torch.autograd.grad((ours * weights).sum(), boxes)
+    (b,) = torch.autograd.grad((ref * weights).sum(), boxes)
+    torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("size", [(5, 5), (4, 6)])
