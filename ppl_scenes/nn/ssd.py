@@ -258,4 +258,7 @@ class CodeDecoder(nn.Module):
     def forward(self, codes: Tensor) -> Tensor:
         lead = codes.shape[:-1]
         h = self.project(codes.reshape(-1, codes.shape[-1])).reshape(-1, self.width, 4, 4)
+        # channels-last maps: the convolutions with few channels at the patch's full size run twice as
+        # fast on the CPU (384 patches of 64 px, forward and backward: 1,045 -> 471 ms), same values
+        h = channels_last(h)
         return torch.sigmoid(self.net(h)).reshape(*lead, self.channels, self.size, self.size)
