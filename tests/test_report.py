@@ -221,5 +221,5 @@ def test_the_demo_record_sets_the_pretrained_spair_beside_the_demos_own(report, 
     (folder / "demo.json").write_text(json.dumps(record))
     text = report.demo(report.Records(tmp_path))
     assert "| pretrained SPAIR (preset `scattered-5`, 70.6 CPU min) | 9,000 | 0.980 | 0.700 |" in text
-    assert "| your SPAIR (preset `scattered-5`, 5.0 min) | 2,400 | 0.900 |" in text
+    assert "| the demo's SPAIR (preset `scattered-5`, 5.0 min) | 2,400 | 0.900 |" in text
     assert "Command: `ppl-scenes demo` (seed 0; 2 CPUs, 2 torch threads" in text
