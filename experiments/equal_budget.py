@@ -101,16 +101,20 @@ def score(card: str, model, scenes, resamples: int) -> dict:
 
 
 def run_budget(run_dir: Path) -> dict:
-    """Steps, training minutes (the run's own clock), seed and command of a finished run."""
+    """Steps, training minutes (the run's own clock), seed and the command that started a finished run
+    (``later_commands``: those that resumed it)."""
     config = json.loads((run_dir / "config.json").read_text())
     logged = read_metrics(run_dir)
+    # a resumed run keeps its earlier settings in its history: the first command is the one that trained
+    commands = [h.get("command") for h in config.get("history", [])] + [config.get("command")]
     return {
         "run_dir": str(run_dir),
         "model": config["model"],
         "seed": config.get("seed"),
         "steps": max((r["step"] for r in logged if "step" in r), default=0),
         "train_minutes": max((r.get("seconds", 0.0) for r in logged), default=0.0) / 60,
-        "command": config.get("command"),
+        "command": commands[0],
+        "later_commands": commands[1:],
         "torch_threads": config.get("torch_threads"),
     }
 

@@ -1215,3 +1215,19 @@ def test_recipe_search_bad_flags_exit_2(script, flags, tmp_path):
             ["spair", "--preset", "paper", "--select", "ap50", *flags, "--runs", str(tmp_path)]
         )
     assert exit_info.value.code == 2
+
+
+def test_equal_budget_names_the_command_that_started_a_resumed_run(script, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {
+        "model": "spair",
+        "seed": 1,
+        "command": "evaluate --resume",
+        "history": [{"command": "train it"}],
+    }
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "metrics.jsonl").write_text('{"step": 5, "seconds": 120.0}\n')
+    budget = script("equal_budget").run_budget(run)
+    assert budget["command"] == "train it" and budget["later_commands"] == ["evaluate --resume"]
+    assert budget["steps"] == 5 and budget["train_minutes"] == 2.0 and budget["seed"] == 1
