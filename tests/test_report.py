@@ -223,3 +223,31 @@ def test_the_demo_record_sets_the_pretrained_spair_beside_the_demos_own(report, 
     assert "| pretrained SPAIR (preset `scattered-5`, 70.6 CPU min) | 9,000 | 0.980 | 0.700 |" in text
     assert "| the demo's SPAIR (preset `scattered-5`, 5.0 min) | 2,400 | 0.900 |" in text
     assert "Command: `ppl-scenes demo` (seed 0; 2 CPUs, 2 torch threads" in text
+
+
+def test_recipe_search_records_show_every_variants_validation_and_the_choices_test(report, tmp_path):
+    folder = tmp_path / "benchmarks" / "recipe_search"
+    folder.mkdir(parents=True)
+    variant = {"steps": 9000, "validation": {"ap50": 0.98, "count_accuracy": 0.9}, "selection_score": 1.88}
+    record = {
+        "model": "spair",
+        "preset": "scattered-5",
+        "seed": 0,
+        "command": "python experiments/recipe_search.py spair ...",
+        "select": ["ap50", "count_accuracy"],
+        "splits": {"test": {"split": "test", "seed": 202, "scenes": 1000}},
+        "variants": [
+            {**variant, "variant": 0, "overrides": ["pres_prob_end=0.3"]},
+            {**variant, "variant": 1, "overrides": ["pres_prob_end=0.5"], "selection_score": 1.9},
+        ],
+        "chosen": 1,
+        "test": {"ap50": 0.97, "count_accuracy": 0.91, "rmse": 0.1},
+        "test_intervals": {"ap50": [0.96, 0.98]},
+    }
+    (folder / "spair-scattered-5.json").write_text(json.dumps(record))
+    text = report.recipe_searches(report.Records(tmp_path))
+    assert "| v0 | `pres_prob_end=0.3` | 9,000 | 0.980 | 0.900 | 1.880 |" in text
+    assert "| v1 **(chosen)** | `pres_prob_end=0.5` | 9,000 | 0.980 | 0.900 | 1.900 |" in text
+    assert (
+        "1,000 test scenes of seed 202, scored once: ap50 0.970 [0.960, 0.980], count_accuracy 0.910." in text
+    )
