@@ -238,6 +238,14 @@ def val_seed(args: argparse.Namespace) -> int:
     return args.seed + VAL_SEED_OFFSET if seed is None else seed
 
 
+def logged_progress(run_dir: str | Path) -> tuple[int, float]:
+    """``(steps, minutes)`` a run has logged: its last step and its trainer's clock (summed over
+    resumes) in minutes, read from ``metrics.jsonl``."""
+    logged = read_metrics(run_dir)
+    steps = max((r["step"] for r in logged if "step" in r), default=0)
+    return steps, max((r.get("seconds", 0.0) for r in logged), default=0.0) / 60
+
+
 def mnist_source(root: str | None = None, download: bool = True) -> str:
     """``"mnist"`` or ``"sklearn-fallback"``: where the training digits come from on this machine (for
     the records of timings, whose scenes are built inside the timed code)."""

@@ -33,13 +33,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import command_line, digit_source, finite, machine, run_scenes, write_record
+from _common import command_line, digit_source, finite, logged_progress, machine, run_scenes, write_record
 from pretrained import probe_scores
 
 from ppl_scenes import pretrained, pretrained_info
 from ppl_scenes.baselines import WhatGMM
 from ppl_scenes.metrics import evaluate_detection
-from ppl_scenes.rundir import read_metrics
 from ppl_scenes.runs import RunSpec, load
 
 NAME = "equal_budget"
@@ -104,15 +103,15 @@ def run_budget(run_dir: Path) -> dict:
     """Steps, training minutes (the run's own clock), seed and the command that started a finished run
     (``later_commands``: those that resumed it)."""
     config = json.loads((run_dir / "config.json").read_text())
-    logged = read_metrics(run_dir)
+    steps, minutes = logged_progress(run_dir)
     # a resumed run keeps its earlier settings in its history: the first command is the one that trained
     commands = [h.get("command") for h in config.get("history", [])] + [config.get("command")]
     return {
         "run_dir": str(run_dir),
         "model": config["model"],
         "seed": config.get("seed"),
-        "steps": max((r["step"] for r in logged if "step" in r), default=0),
-        "train_minutes": max((r.get("seconds", 0.0) for r in logged), default=0.0) / 60,
+        "steps": steps,
+        "train_minutes": minutes,
         "command": commands[0],
         "later_commands": commands[1:],
         "torch_threads": config.get("torch_threads"),

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import command_line, machine, run_scenes, write_record
+from _common import command_line, logged_progress, machine, run_scenes, write_record
 
 from ppl_scenes.config import config_to_dict
 from ppl_scenes.metrics import bootstrap_interval, linear_probe, matched_codes
-from ppl_scenes.rundir import read_metrics, save_tensors
+from ppl_scenes.rundir import save_tensors
 from ppl_scenes.runs import RunSpec, load
 
 NAME = "pretrained"
@@ -102,10 +102,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     WEIGHTS.mkdir(exist_ok=True)
     weights = WEIGHTS / f"{args.name}.safetensors"
     save_tensors(weights, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    logged = read_metrics(run_dir)
     cpu_minutes = args.cpu_minutes
     if cpu_minutes is None:
-        cpu_minutes = max((r.get("seconds", 0.0) for r in logged), default=0.0) / 60
+        cpu_minutes = logged_progress(run_dir)[1]
     targets = TARGETS[args.name]
     card = {
         "name": args.name,

@@ -5,9 +5,9 @@ library, without the CLI's test-split scoring) per point of a grid of overrides 
 ...``: every combination) into ``RUNS/v<i>``, scores every run on the same validation scenes (split
 ``"val"``: digits never used for training scenes, seed ``--val-seed``; scored as the model cards are,
 :func:`pretrained.score`) and picks the one with the largest sum of the ``--select`` scores (a score
-that is better lower, ``rmse``, counts negatively). Only the chosen run is then scored on test scenes
-(seed ``--test-seed``), once, with a 95 % bootstrap interval. The test scores of the other variants
-are never computed, so nothing can be chosen on them.
+that is better lower, ``rmse`` or a loss, counts negatively: ``report.lower_is_better``). Only the
+chosen run is then scored on test scenes (seed ``--test-seed``), once, with a 95 % bootstrap
+interval. The test scores of the other variants are never computed, so nothing can be chosen on them.
 
 Variants train in separate processes when each call names its share (``--only 0 2``); a final call
 without ``--only`` trains what is left (a started run resumes), scores and writes
@@ -30,17 +30,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import command_line, digit_source, finite, machine, run_scenes, write_record
+from _common import command_line, digit_source, finite, logged_progress, machine, run_scenes, write_record
 from pretrained import score
+from report import lower_is_better
 from reproduce import finished
 
 from ppl_scenes.models import MODELS
-from ppl_scenes.rundir import read_metrics
 from ppl_scenes.runs import RunSpec, load
 
 NAME = "recipe_search"
-#: Scores that are better when lower: they count negatively in the selection.
-LOWER_IS_BETTER = ("rmse", "count_mae", "mse")
 
 
 def grid_item(text: str) -> tuple[str, list[str]]:
@@ -129,7 +127,7 @@ def selection_score(scores: dict, keys: Sequence[str]) -> float:
         value = scores.get(key)
         if value is None:
             return float("nan")
-        total += -value if key in LOWER_IS_BETTER else value
+        total += -value if lower_is_better(key) else value
     return total
 
 
@@ -155,14 +153,14 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         if val_scenes is None:
             val_scenes = run_scenes(spec, "val", args.num_val, args.val_seed)
         validation = score(args.model, load(run_dir), val_scenes, 0)
-        logged = read_metrics(run_dir)
+        steps, minutes = logged_progress(run_dir)
         rows.append(
             {
                 "variant": i,
                 "overrides": overrides,
                 "command": commands[i],
-                "steps": max((r["step"] for r in logged if "step" in r), default=0),
-                "train_minutes": max((r.get("seconds", 0.0) for r in logged), default=0.0) / 60,
+                "steps": steps,
+                "train_minutes": minutes,
                 "validation": {k: v for k, v in validation.items() if isinstance(v, float)},
                 "selection_score": selection_score(validation, args.select),
             }

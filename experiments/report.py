@@ -1368,7 +1368,7 @@ def equal_budgets(r: Records) -> str:
             rows.append(
                 [label, count(budget["steps"]), minutes_]
                 + [f3(m["validation"].get(k)) for k in keys]
-                + [_with_interval({**m["test"], "intervals": m["test_intervals"]}, k) for k in keys]
+                + [_with_interval(m["test"], k, m["test_intervals"]) for k in keys]
             )
         head = ["model", "steps", "training minutes"]
         head += [f"val. {k}" for k in keys] + [f"test {k} [95 %]" for k in keys]
@@ -1408,7 +1408,7 @@ def recipe_searches(r: Records) -> str:
         head = ["variant", "overrides", "steps"] + [f"val. {k}" for k in keys] + ["selection (sum)"]
         split = d["splits"]["test"]
         test = ", ".join(
-            f"{k} {_with_interval({**d['test'], 'intervals': d['test_intervals']}, k)}"
+            f"{k} {_with_interval(d['test'], k, d['test_intervals'])}"
             for k in sorted(d["test"])
             if k in keys or k in ("ap50", "count_accuracy", "acc", "nmi", "accuracy")
         )
@@ -1478,9 +1478,13 @@ def step_profiles(r: Records) -> str:
     return table(head, rows) + "\n\n" + legend
 
 
-def _with_interval(scores: dict, key: str) -> str:
+def _with_interval(scores: dict, key: str, intervals: dict | None = None) -> str:
+    """``scores[key]`` with its 95 % interval: from ``intervals``, else ``scores["intervals"]``."""
     value = scores.get(key)
-    low, high = (scores.get("intervals") or {}).get(key) or (None, None)
+    low, high = (intervals if intervals is not None else scores.get("intervals") or {}).get(key) or (
+        None,
+        None,
+    )
     return f3(value) + (f" [{f3(low)}, {f3(high)}]" if low is not None and high is not None else "")
 
 

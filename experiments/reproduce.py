@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import command_line, digit_source, machine, run_scenes, write_record
+from _common import command_line, digit_source, logged_progress, machine, run_scenes, write_record
 from pretrained import score
 
 from ppl_scenes import pretrained_info
@@ -92,7 +92,6 @@ def reproduce(card: dict, seed: int, args: argparse.Namespace, argv: Sequence[st
     test_scenes = run_scenes(spec, "test", test_split["scenes"], test_split["seed"])
     test = score(card["name"], model, test_scenes, args.resamples)
     intervals = test.pop("intervals")
-    logged = read_metrics(run_dir)
     record = {
         "experiment": NAME,
         "name": card["name"],
@@ -100,7 +99,7 @@ def reproduce(card: dict, seed: int, args: argparse.Namespace, argv: Sequence[st
         "record_command": command_line(NAME, argv),
         "seed": seed,
         "steps": int(model.step),
-        "train_minutes": max((r.get("seconds", 0.0) for r in logged), default=0.0) / 60,
+        "train_minutes": logged_progress(run_dir)[1],
         "machine": machine() | {"torch_threads_training": args.threads},
         "splits": splits,
         "digit_source": digit_source(val_scenes, test_scenes),

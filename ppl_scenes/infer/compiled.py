@@ -32,10 +32,7 @@ def compile_model(model: nn.Module, backend: str = "inductor") -> list[str]:
     warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
     done = []
     for path in getattr(model, "compiled_methods", ()):
-        *parents, name = path.split(".")
-        owner = model
-        for part in parents:
-            owner = getattr(owner, part, None)
+        owner, name = _owner(model, path)
         method = getattr(owner, name, None) if owner is not None else None
         if method is None or not callable(method):
             warnings.warn(
@@ -73,12 +70,19 @@ class _TrainingOnly:
 def uncompile_model(model: nn.Module, paths: list[str]) -> None:
     """Undo :func:`compile_model` for ``paths`` (its return value): the eager methods again."""
     for path in paths:
-        *parents, name = path.split(".")
-        owner = model
-        for part in parents:
-            owner = getattr(owner, part)
-        if name in vars(owner):
+        owner, name = _owner(model, path)
+        if owner is not None and name in vars(owner):
             object.__delattr__(owner, name)
+
+
+def _owner(model: nn.Module, path: str) -> tuple[object | None, str]:
+    """The object a dotted method path (``"encoder.encode"``) names a method of, and the method's
+    name; None where ``model`` lacks a part of the path."""
+    *parents, name = path.split(".")
+    owner = model
+    for part in parents:
+        owner = getattr(owner, part, None)
+    return owner, name
 
 
 def _dynamo_error(err: BaseException | None) -> BaseException | None:
