@@ -24,7 +24,8 @@ PACKAGE = ROOT / "ppl_scenes"
 #: Bottom to top. A part is a subpackage or a top-level module of ``ppl_scenes``.
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "checks", "config"),
-    ("ops", "distributions", "scene", "rundir"),
+    ("ops",),
+    ("distributions", "scene", "rundir"),
     ("nn", "data"),
     ("metrics",),
     ("viz",),

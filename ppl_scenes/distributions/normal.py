@@ -7,6 +7,8 @@ import math
 import pyro.distributions as dist
 from torch import Tensor
 
+from ppl_scenes.ops.constants import scalar
+
 __all__ = ["Normal"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -24,4 +26,4 @@ class Normal(dist.Normal):
         if self._validate_args:
             self._validate_sample(value)
         z = (value - self.loc) / self.scale
-        return (z * z).mul(-0.5) - self.scale.log() - _LOG_SQRT_2PI
+        return (z * z).mul(scalar(-0.5, z)) - self.scale.log() - scalar(_LOG_SQRT_2PI, z)

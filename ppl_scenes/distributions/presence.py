@@ -14,13 +14,16 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
 
+from ppl_scenes.ops.constants import cached_constant, scalar
+from ppl_scenes.ops.elementwise import clip
+
 _CLAMP = 1e-6
 
 
 def bernoulli_log_mass(value: Tensor, probs: Tensor) -> Tensor:
     """``value * log(probs) + (1 - value) * log(1 - probs)``, defined for relaxed values in [0, 1]."""
-    p = probs.clamp(_CLAMP, 1 - _CLAMP)
-    return value * torch.log(p) + (1 - value) * torch.log1p(-p)
+    p = clip(probs, _CLAMP, 1 - _CLAMP)
+    return value * torch.log(p) + (scalar(1.0, value) - value) * torch.log1p(-p)
 
 
 def logistic_parts(uniform: Tensor) -> tuple[Tensor, Tensor]:
@@ -149,27 +152,18 @@ class CountPrior(TorchDistribution):
 
     def conditional_probs(self, value: Tensor) -> Tensor:
         """``P(z_i = 1 | z_<i)`` for every cell, given (rounded) earlier values: ``value.shape``."""
-        n = self.num_cells
-        hard = (value > 0.5).to(value.dtype)
+        c, remaining_cells, log_binom_start = _count_constants(self.num_cells, value.dtype, value.device)
+        hard = torch.gt(value, scalar(0.5, value), out=torch.empty_like(value))  # 0/1 in value's dtype
         k = torch.cumsum(hard, -1) - hard  # objects before cell i
-        i = torch.arange(n, dtype=value.dtype, device=value.device)
-        c = torch.arange(n + 1, dtype=value.dtype, device=value.device)
-        remaining_cells = (n - i)[:, None]  # [N, 1]
         remaining_objects = c - k[..., None]  # [..., N, N+1]
         feasible = (remaining_objects >= 0) & (remaining_objects <= remaining_cells)
         r = remaining_objects.clamp(min=0)
-        log_binom_rest = (
-            torch.lgamma(remaining_cells + 1)
-            - torch.lgamma(r + 1)
-            - torch.lgamma((remaining_cells - r).clamp(min=0) + 1)
+        one = scalar(1.0, value)
+        # log binom(N - i, C - k) - log binom(N, C), its C-only part precomputed
+        log_binom = (
+            log_binom_start - torch.lgamma(r + one) - torch.lgamma((remaining_cells - r).clamp(min=0) + one)
         )
-        log_binom_all = (
-            torch.lgamma(torch.tensor(n + 1.0, dtype=value.dtype, device=value.device))
-            - torch.lgamma(c + 1)
-            - torch.lgamma(n - c + 1)
-        )
-        log_post = self.count_log_probs().to(value) + log_binom_rest - log_binom_all
-        log_post = torch.where(feasible, log_post, torch.full_like(log_post, -float("inf")))
+        log_post = torch.where(feasible, log_binom + self.count_log_probs().to(value), -torch.inf)
         post = torch.softmax(log_post, -1)
         return (post * r / remaining_cells).sum(-1)
 
@@ -184,6 +178,17 @@ class CountPrior(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         return bernoulli_log_mass(value, self.conditional_probs(value)).sum(-1)
+
+
+@cached_constant
+def _count_constants(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """:meth:`CountPrior.conditional_probs`' constants for ``n`` cells: the counts ``C = 0..N``
+    ``[N+1]``, the remaining cells ``N - i`` ``[N, 1]`` and ``log (N - i)! - log binom(N, C)``."""
+    c = torch.arange(n + 1, dtype=dtype, device=device)
+    remaining_cells = (n - torch.arange(n, dtype=dtype, device=device))[:, None]
+    log_n_factorial = torch.lgamma(torch.tensor(n + 1.0, dtype=dtype, device=device))
+    log_binom_all = log_n_factorial - torch.lgamma(c + 1) - torch.lgamma(n - c + 1)
+    return c, remaining_cells, torch.lgamma(remaining_cells + 1) - log_binom_all
 
 
 class Presampled(TorchDistribution):

@@ -24,18 +24,21 @@ class DeviceTraceELBO(Trace_ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> Tensor:
         """``-ELBO`` (its surrogate, differentiable), averaged over ``num_particles`` particles."""
-        loss = 0.0
+        loss = None
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss = loss + self._surrogate_loss_particle(model_trace, guide_trace) / self.num_particles
+            particle = self._surrogate_loss_particle(model_trace, guide_trace)
+            if self.num_particles != 1:
+                particle = particle / self.num_particles
+            loss = particle if loss is None else loss + particle
         return loss
 
     @staticmethod
     def _surrogate_loss_particle(model_trace, guide_trace) -> Tensor:
-        surrogate = 0.0
+        terms = [site["log_prob_sum"] for site in model_trace.nodes.values() if site["type"] == "sample"]
+        surrogate = 0.0 if not terms else terms[0]  # 0.0 + a tensor would convert the number every step
+        for term in terms[1:]:
+            surrogate = surrogate + term
         log_r = None
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample":
-                surrogate = surrogate + site["log_prob_sum"]
         for site in guide_trace.nodes.values():
             if site["type"] != "sample":
                 continue

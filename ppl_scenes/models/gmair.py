@@ -75,7 +75,7 @@ from ppl_scenes.models.base import Categorised
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
-from ppl_scenes.ops import grid_shape, window_overlap, window_pad
+from ppl_scenes.ops import clip, grid_shape, window_overlap, window_pad
 from ppl_scenes.ops.schedules import linear_schedule
 from ppl_scenes.scene import SceneParse
 
@@ -461,4 +461,4 @@ def presence_weight(lat: CellLatents) -> Tensor:
 
     Clamped away from 0 only because Pyro requires positive scales.
     """
-    return torch.sigmoid(lat.pres_logits).clamp(min=1e-6)
+    return clip(torch.sigmoid(lat.pres_logits), min=1e-6)

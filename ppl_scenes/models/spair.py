@@ -71,12 +71,14 @@ from ppl_scenes.nn import (
 from ppl_scenes.ops import (
     cached_constant,
     cell_schedule,
+    clip,
     clip_boxes,
     composite_drawn,
     cxcywh_to_xyxy,
     drawn_boxes,
     from_groups,
     grid_shape,
+    lateral_inputs,
     pad_to_grid,
     paste,
     sample_glimpses,
@@ -330,7 +332,6 @@ class SPAIRGuide(nn.Module):
         grid = grid_shape(x, c.cell_size)
         feats = self.backbone(pad_to_grid(x, c.cell_size)).flatten(2).transpose(1, 2)  # [B, N, F]
         plan = cell_schedule(grid, (order or c.order) if c.lateral else "batch", x.device)
-        b = feats.shape[0]
 
         feats = to_groups(feats, plan)
         appearance = None
@@ -343,16 +344,13 @@ class SPAIRGuide(nn.Module):
             log_u, log1m_u = (to_groups(t.unsqueeze(-1), plan) for t in logistic_parts(noise["pres"]))
             temperature = scalar(c.pres_temperature, x)
         head_order = _head_order(x.device)
-        if c.lateral:
-            # Latents of processed cells live in a padded grid (one row above, one column each side),
-            # flattened; its border holds the learned `outside` vector; neighbours are read by index.
-            state = self.outside.expand(b, (grid[0] + 1) * (grid[1] + 2), self.latent_dim)
         heads, samples, whats = [], [], []
-        for g, (start, stop) in enumerate(plan.bounds):
+        if c.lateral:
+            outside = self.outside.expand(x.shape[0], 1, self.latent_dim).contiguous()
+        for g in range(len(plan.bounds)):
             inputs = feats[g]
-            if c.lateral:
-                neighbours = state.index_select(1, plan.neighbours[g]).view(b, stop - start, -1)
-                inputs = torch.cat((inputs, neighbours), -1)
+            if c.lateral:  # beside the latents of the cell's earlier neighbours, or the learned `outside`
+                inputs = lateral_inputs(inputs, outside, samples, plan, g)
             loc, raw_scale, pres_logits = self.lateral_mlp.heads(inputs, (5, 5, 1), *head_order)
             scale = positive(raw_scale)
             heads.append((loc, scale, pres_logits))  # pres_logits [B, n, 1] until after the loop
@@ -371,18 +369,20 @@ class SPAIRGuide(nn.Module):
                 whats.append(what)
                 lateral.append(what["what"])
             samples.append(torch.cat(lateral, -1))
-            if c.lateral:
-                state = state.index_copy(1, plan.slots[g], samples[-1])
         loc, scale, pres_logits = (from_groups([group[k] for group in heads], plan) for k in range(3))
         sample = from_groups(samples, plan)
+        # split, not slices: one gradient node per tensor instead of one zero-filled copy per slice
+        where, depth, pres, *_ = sample.split((4, 1, 1, sample.shape[-1] - 6), -1)
+        where_loc, depth_loc = loc.split((4, 1), -1)
+        where_scale, depth_scale = scale.split((4, 1), -1)
         merged = dict(
-            where=sample[..., :4],
-            depth=sample[..., 4:5],
-            pres=sample[..., 5],
-            where_loc=loc[..., :4],
-            where_scale=scale[..., :4],
-            depth_loc=loc[..., 4:],
-            depth_scale=scale[..., 4:],
+            where=where,
+            depth=depth,
+            pres=pres.squeeze(-1),
+            where_loc=where_loc,
+            where_scale=where_scale,
+            depth_loc=depth_loc,
+            depth_scale=depth_scale,
             pres_logits=pres_logits.squeeze(-1),
         )
         if c.lateral_what:
@@ -576,7 +576,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
     def likelihood(self, canvas: Tensor):
         """Per-pixel observation distribution around the rendered ``canvas`` (event dims C, H, W)."""
         c = self.config
-        mean = canvas.clamp(1e-4, 1 - 1e-4)
+        mean = clip(canvas, 1e-4, 1 - 1e-4)
         if c.likelihood == "bernoulli":
             # Gray-level pixels are not binary: the paper's Bernoulli is a pseudo-likelihood here.
             return dist.Bernoulli(probs=mean, validate_args=False).to_event(3)
@@ -783,7 +783,10 @@ class PresenceWeights(Messenger):
             return
         if self._weight is None:
             raise ValueError(f"site {msg['name']!r} is weighted by presence but came before 'z_pres'")
-        msg["scale"] = self._weight * msg["scale"]
+        scale = msg["scale"]  # a number (1.0 unless scaled) or a tensor
+        msg["scale"] = (
+            self._weight if isinstance(scale, (int, float)) and scale == 1 else self._weight * scale
+        )
 
     def _postprocess_message(self, msg) -> None:
         if msg["type"] == "sample" and msg["name"] == "z_pres":
@@ -791,7 +794,7 @@ class PresenceWeights(Messenger):
             if self.probs is not None and self.probs.shape == presence.shape:
                 self._weight = self.probs
             else:
-                self._weight = presence.clamp(min=1e-6)
+                self._weight = clip(presence, min=1e-6)
 
 
 def presence_mask(config: SPAIRConfig, sites: Collection[str], probs: Tensor | None = None):

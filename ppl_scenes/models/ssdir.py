@@ -63,7 +63,7 @@ from ppl_scenes.models.base import (
 )
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
-from ppl_scenes.ops import composite, crop, paste, paste_support, xyxy_to_cxcywh
+from ppl_scenes.ops import clip, composite, crop, paste, paste_support, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
 
 __all__ = ["Detections", "SSDIR", "SSDIRConfig"]
@@ -568,7 +568,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
     def likelihood(self, mean: Tensor):
         """Per-pixel observation distribution around ``mean`` (event dims C, H, W)."""
         if self.config.likelihood == "bernoulli":
-            return dist.Bernoulli(probs=mean.clamp(1e-4, 1 - 1e-4), validate_args=False).to_event(3)
+            return dist.Bernoulli(probs=clip(mean, 1e-4, 1 - 1e-4), validate_args=False).to_event(3)
         return Normal(mean, self.config.obs_scale).to_event(3)
 
     # -- model and guide ---------------------------------------------------------------------------

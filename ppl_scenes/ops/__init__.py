@@ -1,5 +1,5 @@
 """Pure tensor functions shared by the models: boxes, the cell grid, spatial transformer, compositing,
-heatmaps."""
+heatmaps, cached constants and cheap elementwise gradients."""
 
 from ppl_scenes.ops.boxes import (
     box_convert,
@@ -27,12 +27,14 @@ from ppl_scenes.ops.compositing import (
     window_overlap,
 )
 from ppl_scenes.ops.constants import cached_constant, scalar
+from ppl_scenes.ops.elementwise import clip
 from ppl_scenes.ops.grid import (
     CellSchedule,
     cell_groups,
     cell_schedule,
     from_groups,
     grid_shape,
+    lateral_inputs,
     pad_to_grid,
     to_groups,
     window_origins,
@@ -62,8 +64,10 @@ from ppl_scenes.ops.transformer import (
 __all__ = [
     "CellSchedule",
     "cached_constant",
+    "clip",
     "cell_schedule",
     "from_groups",
+    "lateral_inputs",
     "scalar",
     "blend",
     "composite_drawn",

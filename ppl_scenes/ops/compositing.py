@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ppl_scenes.ops.constants import scalar
+
 EPS = 1e-6
 
 
@@ -41,8 +43,8 @@ def _depth_factors(depth: Tensor) -> Tensor:
 
 def blend(color_sum: Tensor, alpha_sum: Tensor, weight_sum: Tensor, background: Tensor) -> Tensor:
     """Finish compositing from the per-pixel sums of ``w*alpha*o``, ``w*alpha`` and ``w``."""
-    norm = weight_sum + EPS
-    return color_sum / norm + (1 - alpha_sum / norm) * background
+    norm = weight_sum + scalar(EPS, weight_sum)
+    return color_sum / norm + (scalar(1.0, alpha_sum) - alpha_sum / norm) * background
 
 
 def composite(appearance: Tensor, alpha: Tensor, depth: Tensor, background: Tensor | float) -> Tensor:

@@ -22,6 +22,7 @@ __all__ = [
     "cell_schedule",
     "from_groups",
     "grid_shape",
+    "lateral_inputs",
     "pad_to_grid",
     "to_groups",
     "window_origins",
@@ -104,18 +105,18 @@ def _group_lists(grid: tuple[int, int], order: str) -> list[list[int]]:
 class CellSchedule:
     """The order in which SPAIR's lateral guide visits the cells of a grid, with its index tensors.
 
-    Cells are visited group by group (:func:`cell_groups`); the latents of the cells visited so far
-    live in a *padded state* of ``(H + 1) x (W + 2)`` slots (one row above the grid, one column on
-    each side, holding the learned stand-in for cells outside it), flattened row by row.
+    Cells are visited group by group (:func:`cell_groups`). A cell reads the latents of its four
+    neighbours ``(i-1, j-1), (i-1, j), (i-1, j+1), (i, j-1)``, sampled in earlier groups, or a learned
+    stand-in where a neighbour lies outside the grid (:func:`lateral_inputs`).
 
     Attributes:
         order: ``[N]`` raster index of each cell in visiting order.
         inverse: ``[N]`` visiting position of each raster cell (``order[inverse] == arange(N)``).
         bounds: per group, the ``(start, stop)`` of its cells in visiting order.
         cells: per group, its cells' raster indices (``order[start:stop]``).
-        neighbours: per group, ``[n_g * 4]`` padded-state slots of each cell's neighbours
-            ``(i-1, j-1), (i-1, j), (i-1, j+1), (i, j-1)`` (cell by cell).
-        slots: per group, ``[n_g]`` padded-state slot of each of its cells.
+        sources: per group, the earlier groups its cells' neighbours lie in, in visiting order.
+        source_rows: per group, ``[n_g * 4]``: each cell's four neighbours (cell by cell) as rows of
+            the stand-in (row 0) followed by the cells of the ``sources`` groups.
         identity: the visiting order is the raster order (one group, or a raster visit).
     """
 
@@ -123,8 +124,8 @@ class CellSchedule:
     inverse: Tensor
     bounds: tuple[tuple[int, int], ...]
     cells: tuple[Tensor, ...]
-    neighbours: tuple[Tensor, ...]
-    slots: tuple[Tensor, ...]
+    sources: tuple[tuple[int, ...], ...]
+    source_rows: tuple[Tensor, ...]
     identity: bool
 
 
@@ -144,24 +145,60 @@ def _cell_schedule(grid, order, device) -> CellSchedule:
     visit = torch.cat(groups)
     inverse = torch.empty_like(visit)
     inverse[visit] = torch.arange(len(visit), device=device)
-    bounds, neighbours, slots, start = [], [], [], 0
-    for cells in groups:
+    place = {k: (g, p) for g, cells in enumerate(lists) for p, k in enumerate(cells)}  # group, position
+    bounds, sources, source_rows, start = [], [], [], 0
+    for cells in lists:
         bounds.append((start, start + len(cells)))
         start += len(cells)
-        rows, cols = cells // gw, cells % gw
-        nb_rows = torch.stack((rows, rows, rows, rows + 1), -1)  # padded coordinates of the
-        nb_cols = torch.stack((cols, cols + 1, cols + 2, cols), -1)  # four earlier neighbours
-        neighbours.append((nb_rows * (gw + 2) + nb_cols).reshape(-1))
-        slots.append((rows + 1) * (gw + 2) + cols + 1)
+        neighbours = [  # (group, position) of each neighbour inside the grid, else None
+            place[(i + di) * gw + j + dj] if 0 <= i + di < gh and 0 <= j + dj < gw else None
+            for i, j in (divmod(k, gw) for k in cells)
+            for di, dj in ((-1, -1), (-1, 0), (-1, 1), (0, -1))
+        ]
+        groups_read = tuple(sorted({n[0] for n in neighbours if n is not None}))
+        offsets, row = {}, 1
+        for h in groups_read:
+            offsets[h], row = row, row + len(lists[h])
+        rows = [0 if n is None else offsets[n[0]] + n[1] for n in neighbours]
+        sources.append(groups_read)
+        source_rows.append(torch.tensor(rows, dtype=torch.long, device=device))
     return CellSchedule(
         order=visit,
         inverse=inverse,
         bounds=tuple(bounds),
         cells=tuple(groups),
-        neighbours=tuple(neighbours),
-        slots=tuple(slots),
+        sources=tuple(sources),
+        source_rows=tuple(source_rows),
         identity=[k for cells in lists for k in cells] == list(range(gh * gw)),
     )
+
+
+def lateral_inputs(
+    feats: Tensor, outside: Tensor, samples: list[Tensor], plan: CellSchedule, g: int
+) -> Tensor:
+    """Group ``g``'s guide inputs (SPAIR §4.3): each cell's features beside its four neighbours'
+    latents, ``[B, n_g, F + 4 D]``.
+
+    Args:
+        feats: ``[B, n_g, F]`` the group's cell features.
+        outside: ``[B, 1, D]`` the stand-in for neighbours outside the grid, contiguous (expanded
+            from a parameter once per pass, not per group).
+        samples: the latents ``[B, n_h, D]`` of the groups visited so far (at least those of
+            ``plan.sources[g]``).
+        plan: the schedule; g: the group.
+
+    With a graph to build it is one autograd node whose gradient is one scatter-add (a gather from a
+    state rewritten per group costs two zero-filled copies per group, issue 36).
+    """
+    sources = [samples[h] for h in plan.sources[g]]
+    if _one_node(feats, outside, *sources):
+        return _LateralInputs.apply(plan.source_rows[g], feats, outside, *sources)
+    return _gather_lateral(plan.source_rows[g], feats, outside, sources)
+
+
+def _gather_lateral(rows: Tensor, feats: Tensor, outside: Tensor, sources) -> Tensor:
+    b, n = feats.shape[:2]
+    return torch.cat((feats, torch.cat((outside, *sources), 1).index_select(1, rows).view(b, n, -1)), -1)
 
 
 def to_groups(t: Tensor, plan: CellSchedule) -> tuple[Tensor, ...]:
@@ -206,6 +243,26 @@ class _ToGroups(torch.autograd.Function):
     def backward(ctx, *grads):
         (inverse,) = ctx.saved_tensors
         return torch.cat(grads, 1).index_select(1, inverse), None, None, None
+
+
+class _LateralInputs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows, feats, outside, *sources):
+        ctx.save_for_backward(rows)
+        ctx.split = (feats.shape[-1], [1, *(s.shape[1] for s in sources)])
+        return _gather_lateral(rows, feats, outside, sources)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (rows,) = ctx.saved_tensors
+        width, sizes = ctx.split
+        b = grad.shape[0]
+        grad_feats, grad_neighbours = grad.split((width, grad.shape[-1] - width), -1)
+        grad_neighbours = grad_neighbours.reshape(b, len(rows), -1)
+        grad_state = grad_neighbours.new_zeros(b, sum(sizes), grad_neighbours.shape[-1])
+        grad_state.index_add_(1, rows, grad_neighbours)
+        return None, grad_feats, *grad_state.split(sizes, 1)
 
 
 class _FromGroups(torch.autograd.Function):

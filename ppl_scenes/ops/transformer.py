@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ppl_scenes.ops.constants import cached_constant, scalar
+from ppl_scenes.ops.elementwise import clip
 
 
 def _axis_coords(center: Tensor, size: Tensor, extent: int, samples: int) -> Tensor:
@@ -179,7 +180,7 @@ def _tent(coords: Tensor, size: int) -> Tensor:
     same weights as ``grid_sample(..., mode="bilinear", padding_mode="zeros")``.
     """
     k = _pixel_indices(size, 0.0, coords.device, coords.dtype)
-    return (1 - (coords[..., None] - k).abs()).clamp(min=0)
+    return clip(scalar(1.0, coords) - (coords[..., None] - k).abs(), min=0.0)
 
 
 @cached_constant
@@ -222,8 +223,8 @@ def paste_support(
     """
     u, v = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
     (gh, gw), one = glimpse_size, scalar(1.0, u)
-    across = torch.minimum(u + one, scalar(float(gw), u) - u).clamp(0, 1)
-    down = torch.minimum(v + one, scalar(float(gh), v) - v).clamp(0, 1)
+    across = clip(torch.minimum(u + one, scalar(float(gw), u) - u), 0.0, 1.0)
+    down = clip(torch.minimum(v + one, scalar(float(gh), v) - v), 0.0, 1.0)
     return (down[..., :, None] * across[..., None, :]).unsqueeze(2)
 
 
@@ -245,6 +246,6 @@ def _paste_coords(
     cx, cy, bw, bh = boxes_cxcywh.unbind(-1)
     px = _pixel_indices(ww, 0.5, cx.device, cx.dtype)
     py = _pixel_indices(hh, 0.5, cy.device, cy.dtype)
-    u = (px - cx[..., None]) / bw.clamp(min=min_size)[..., None] * gw + (gw - 1) / 2
-    v = (py - cy[..., None]) / bh.clamp(min=min_size)[..., None] * gh + (gh - 1) / 2
+    u = (px - cx[..., None]) / clip(bw, min=min_size)[..., None] * scalar(gw, cx) + scalar((gw - 1) / 2, cx)
+    v = (py - cy[..., None]) / clip(bh, min=min_size)[..., None] * scalar(gh, cy) + scalar((gh - 1) / 2, cy)
     return u, v

@@ -61,19 +61,20 @@ def test_cell_schedule_visits_every_cell_once_after_its_neighbours(order):
     assert torch.equal(torch.cat(plan.cells), plan.order)
     assert [stop - start for start, stop in plan.bounds] == [len(c) for c in plan.cells]
     assert plan.identity == (order != "wavefront")
-    width = grid[1] + 2
-    written = (
-        set(range(width))
-        | {r * width for r in range(grid[0] + 1)}
-        | {r * width + width - 1 for r in range(grid[0] + 1)}
-    )  # the padded border: the outside stand-in
-    for cells, neighbours, slots in zip(plan.cells, plan.neighbours, plan.slots):
-        assert len(neighbours) == 4 * len(cells)
-        if order != "batch":  # every neighbour was written before (or is outside the grid)
-            assert set(neighbours.tolist()) <= written
-        rows, cols = cells // grid[1], cells % grid[1]
-        assert torch.equal(slots, (rows + 1) * width + cols + 1)
-        written |= set(slots.tolist())
+    gh, gw = grid
+    for g, (cells, sources, rows) in enumerate(zip(plan.cells, plan.sources, plan.source_rows)):
+        assert len(rows) == 4 * len(cells)
+        if order == "batch":
+            continue
+        assert all(h < g for h in sources)  # every neighbour was visited before (or is outside)
+        table = [None] + [int(k) for h in sources for k in plan.cells[h]]  # row -> cell (None: outside)
+        for k, four in zip(cells.tolist(), rows.view(-1, 4).tolist()):
+            i, j = divmod(k, gw)
+            expected = [
+                (i + di) * gw + j + dj if 0 <= i + di < gh and 0 <= j + dj < gw else None
+                for di, dj in ((-1, -1), (-1, 0), (-1, 1), (0, -1))
+            ]
+            assert [table[r] for r in four] == expected
 
 
 def test_cached_constants_survive_inference_mode():
@@ -118,3 +119,55 @@ def test_to_groups_and_from_groups_permute_cells_and_gradients_exactly(order, mo
         assert torch.equal(from_groups(to_groups(t, plan), plan), t)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert torch.equal(from_groups(to_groups(t, plan), plan), t)
+
+
+@pytest.mark.parametrize("order", ["wavefront", "raster"])
+@pytest.mark.parametrize("graph", [True, False])
+def test_lateral_inputs_read_the_neighbours_of_a_padded_state(order, graph):
+    """Each cell's inputs are its features beside its four neighbours' latents (the stand-in outside
+    the grid), as read from a padded state rewritten group by group; gradients agree too."""
+    from ppl_scenes.ops import cell_schedule, lateral_inputs
+
+    grid, b, f, d = (3, 4), 2, 3, 2
+    gh, gw = grid
+    plan = cell_schedule(grid, order)
+    torch.manual_seed(0)
+    feats = [torch.randn(b, len(cells), f, dtype=torch.float64) for cells in plan.cells]
+    latents = torch.randn(b, gh * gw, d, dtype=torch.float64)  # one latent per raster cell
+    outside = torch.randn(d, dtype=torch.float64)
+
+    def reference(feats, samples, outside):
+        state = outside.expand(b, (gh + 1) * (gw + 2), d)  # padded: a row above, a column each side
+        out = []
+        for g, cells in enumerate(plan.cells):
+            rows, cols = cells // gw, cells % gw
+            slots = torch.stack((rows * (gw + 2) + cols, rows * (gw + 2) + cols + 1,
+                                 rows * (gw + 2) + cols + 2, (rows + 1) * (gw + 2) + cols), -1)  # fmt: skip
+            nb = state.index_select(1, slots.reshape(-1)).view(b, len(cells), -1)
+            out.append(torch.cat((feats[g], nb), -1))
+            state = state.index_copy(1, (rows + 1) * (gw + 2) + cols + 1, samples[g])
+        return out
+
+    def ours(feats, samples, outside):
+        rows = outside.expand(b, 1, d).contiguous()
+        return [lateral_inputs(feats[g], rows, samples[:g], plan, g) for g in range(len(plan.cells))]
+
+    results = []
+    for fn in (reference, ours):
+        leaves = [t.clone().requires_grad_(graph) for t in feats]
+        lat = latents.clone().requires_grad_(graph)
+        out_leaf = outside.clone().requires_grad_(graph)
+        samples = [lat[:, cells] for cells in plan.cells]
+        out = fn(leaves, samples, out_leaf)
+        if not graph:
+            results.append((out, None))
+            continue
+        weights = torch.Generator().manual_seed(1)
+        loss = sum((o * torch.randn(o.shape, generator=weights, dtype=o.dtype)).sum() for o in out)
+        loss.backward()
+        results.append((out, [t.grad for t in leaves] + [lat.grad, out_leaf.grad]))
+    for a, b_ in zip(results[0][0], results[1][0]):
+        assert torch.equal(a, b_)
+    if graph:
+        for a, b_ in zip(results[0][1], results[1][1]):
+            torch.testing.assert_close(a, b_)
