@@ -16,6 +16,7 @@ from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor, nn
 
 from ppl_scenes.checks import check_positive_int
+from ppl_scenes.distributions.normal import Normal
 
 
 class GaussianMixtureWhatPrior(nn.Module):
@@ -81,13 +82,13 @@ class GaussianMixtureWhatPrior(nn.Module):
     def forward(self, batch_shape: tuple[int, ...] = ()) -> dist.MixtureSameFamily:
         """The mixture with the given batch shape and event shape ``[A]``."""
         mixing = dist.Categorical(logits=torch.zeros(self.num_components, device=self.loc.device))
-        components = dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
+        components = Normal(self.loc, self.log_scale.exp()).to_event(1)
         return dist.MixtureSameFamily(mixing, components).expand(torch.Size(batch_shape))
 
 
 def interpolated_component(z_cat: Tensor, loc: Tensor, log_scale: Tensor) -> dist.Independent:
     """``N(z_cat @ loc, exp(z_cat @ log_scale))``: a one-hot's component, interpolated for a relaxed one."""
-    return dist.Normal(z_cat @ loc, (z_cat @ log_scale).exp()).to_event(1)
+    return Normal(z_cat @ loc, (z_cat @ log_scale).exp()).to_event(1)
 
 
 class CategoryWeightedNormal(TorchDistribution):
@@ -121,5 +122,5 @@ class CategoryWeightedNormal(TorchDistribution):
         return interpolated_component(self.weights, self.loc, self.log_scale).rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        per_component = dist.Normal(self.loc, self.log_scale.exp()).log_prob(value.unsqueeze(-2)).sum(-1)
+        per_component = Normal(self.loc, self.log_scale.exp()).log_prob(value.unsqueeze(-2)).sum(-1)
         return (self.weights * per_component).sum(-1)

@@ -609,7 +609,9 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         canvas = composite_drawn(
             drawn, z_depth[..., 0], self.background()[:, None, None], grid, c.cell_size, pad
         )
-        return canvas[..., : image_size[0], : image_size[1]], drawn
+        if tuple(canvas.shape[-2:]) != tuple(image_size):  # the grid overhangs the image
+            canvas = canvas[..., : image_size[0], : image_size[1]]
+        return canvas, drawn
 
     def draw_windows(self, z_pres: Tensor, z_where: Tensor, z_what: Tensor, image_size) -> Tensor:
         """Each cell's object alone on its window: ``[B, N, C + 1, h, w]`` (appearance, opacity x presence).
@@ -625,7 +627,8 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         window = (c.cell_size[0] + 2 * pad[0], c.cell_size[1] + 2 * pad[1])
         boxes = where_to_cxcywh(z_where, grid, c.cell_size, c.anchor, c.center_bounds)
         origins = window_origins(grid, c.cell_size, pad, boxes.device)
-        local = torch.cat((boxes[..., :2] - origins, boxes[..., 2:]), -1)
+        centres, sizes = boxes.split((2, 2), -1)
+        local = torch.cat((centres - origins, sizes), -1)
         return paste(torch.cat((appearance, alpha), 2), local, window)
 
     def tight_boxes(self, lat: CellLatents, boxes: Tensor, image_size) -> Tensor:

@@ -139,4 +139,5 @@ class GlimpseDecoder(nn.Module):
     def forward(self, codes: Tensor) -> tuple[Tensor, Tensor]:
         lead = codes.shape[:-1]
         out = torch.sigmoid(self.net(codes)).reshape(*lead, self.channels + 1, *self.size)
-        return out[..., : self.channels, :, :], out[..., self.channels :, :, :]
+        appearance, alpha = out.split((self.channels, 1), -3)  # one gradient node, not two slices
+        return appearance, alpha

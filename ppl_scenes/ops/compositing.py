@@ -264,7 +264,8 @@ def composite_drawn(
     """
     c = drawn.shape[2] - 1
     sums = window_layer_sums(drawn, depth, grid, cell, pad)
-    return blend(sums[:, :c], sums[:, c : c + 1], sums[:, c + 1 :], _as_tensor(background, drawn))
+    color, alpha, weight = sums.split((c, 1, sums.shape[1] - c - 1), 1)  # one node, not three slices
+    return blend(color, alpha, weight, _as_tensor(background, drawn))
 
 
 def composite_windows(
