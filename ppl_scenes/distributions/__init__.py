@@ -1,5 +1,6 @@
 """Custom Pyro distributions: SPAIR's count prior, relaxed presence and categories, a mixture what-prior."""
 
+from ppl_scenes.distributions.bernoulli import Bernoulli
 from ppl_scenes.distributions.categorical import (
     ConcreteCategorical,
     OneHotCategoricalPrior,
@@ -18,6 +19,7 @@ from ppl_scenes.distributions.presence import (
 )
 
 __all__ = [
+    "Bernoulli",
     "CategoryWeightedNormal",
     "ConcreteBernoulli",
     "ConcreteCategorical",

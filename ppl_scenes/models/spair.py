@@ -49,6 +49,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 
 from ppl_scenes.distributions import (
+    Bernoulli,
     ConcreteBernoulli,
     CountPrior,
     IndependentBernoulliPrior,
@@ -323,7 +324,8 @@ class SPAIRGuide(nn.Module):
             noise: from :meth:`draw_noise`, or None for the deterministic modes.
             order: ``wavefront`` or ``raster`` (default: the config's); both give identical results.
         """
-        scope = contextlib.nullcontext() if torch.compiler.is_compiling() else summed_weight_gradients(self)
+        one_pass = torch.compiler.is_compiling() or not self.config.lateral  # each MLP called once
+        scope = contextlib.nullcontext() if one_pass else summed_weight_gradients(self)
         with scope:
             return self._encode(x, noise, order)
 
@@ -579,7 +581,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         mean = clip(canvas, 1e-4, 1 - 1e-4)
         if c.likelihood == "bernoulli":
             # Gray-level pixels are not binary: the paper's Bernoulli is a pseudo-likelihood here.
-            return dist.Bernoulli(probs=mean, validate_args=False).to_event(3)
+            return Bernoulli(probs=mean, validate_args=False).to_event(3)
         if c.likelihood == "continuous_bernoulli":
             return dist.ContinuousBernoulli(probs=mean).to_event(3)
         return Normal(canvas, c.obs_scale).to_event(3)

@@ -50,7 +50,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
 from ppl_scenes.checks import check_choice, check_int_fields, check_lr_schedule, lr_factor
-from ppl_scenes.distributions import Normal
+from ppl_scenes.distributions import Bernoulli, Normal
 from ppl_scenes.models.base import (
     Categorised,
     DetectorStage,
@@ -568,7 +568,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
     def likelihood(self, mean: Tensor):
         """Per-pixel observation distribution around ``mean`` (event dims C, H, W)."""
         if self.config.likelihood == "bernoulli":
-            return dist.Bernoulli(probs=clip(mean, 1e-4, 1 - 1e-4), validate_args=False).to_event(3)
+            return Bernoulli(probs=clip(mean, 1e-4, 1 - 1e-4), validate_args=False).to_event(3)
         return Normal(mean, self.config.obs_scale).to_event(3)
 
     # -- model and guide ---------------------------------------------------------------------------

@@ -29,10 +29,10 @@ class _Clip(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, lo: float | None, hi: float | None) -> Tensor:
         inside = torch.empty_like(x)  # 1 strictly inside the bounds, else 0 (clamp's own rule)
-        if lo is not None:
+        if lo is not None and hi is not None:
+            torch.logical_and(torch.gt(x, scalar(lo, x)), torch.lt(x, scalar(hi, x)), out=inside)
+        elif lo is not None:
             torch.gt(x, scalar(lo, x), out=inside)
-            if hi is not None:
-                inside.mul_(torch.lt(x, scalar(hi, x)))
         else:
             torch.lt(x, scalar(hi, x), out=inside)
         ctx.save_for_backward(inside)
