@@ -74,7 +74,9 @@ class GridBackbone(nn.Module):
             nn.ReLU(),
             nn.Conv2d(out_features, out_features, 1),
         ]
-        self.net = nn.Sequential(*layers)
+        # channels-last weights beside channels-last maps: the backward pass then converts none of
+        # them (four copies per step otherwise)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.cell_size = cell_size
 
     def forward(self, images: Tensor) -> Tensor:

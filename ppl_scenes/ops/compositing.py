@@ -17,10 +17,12 @@ The three per-pixel sums are all that is needed, so objects rendered on the full
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
-from ppl_scenes.ops.constants import scalar
+from ppl_scenes.ops.constants import cached_constant, scalar
 
 EPS = 1e-6
 
@@ -304,16 +306,23 @@ def window_overlap(
     if n != gh * gw or (kh, kw) != (ch + 2 * pad[0], cw + 2 * pad[1]):
         raise ValueError(f"windows {tuple(windows.shape)} do not match grid {grid}, cell {cell}, pad {pad}")
     height, width = gh * ch + 2 * pad[0], gw * cw + 2 * pad[1]
-    dev = windows.device
-    rows = (torch.arange(gh, device=dev) * ch)[:, None, None, None] + torch.arange(kh, device=dev)[:, None]
-    cols = (torch.arange(gw, device=dev) * cw)[None, :, None, None] + torch.arange(kw, device=dev)
-    index = (rows * width + cols).reshape(1, 1, -1).expand(b, c, -1)  # [B, C, N * kh * kw]
+    index = _window_pixels(tuple(grid), tuple(cell), (kh, kw), width, windows.device).expand(b, c, -1)
     values = windows.permute(0, 2, 1, 3, 4).reshape(b, c, -1)
     flat = values.new_zeros(b, c, height * width)
     total = flat.scatter_add(-1, index, values)
     largest = flat.scatter_reduce(-1, index, values, reduce="amax", include_self=True)
     excess = (total - largest).reshape(b, c, height, width)
     return excess[..., pad[0] : pad[0] + gh * ch, pad[1] : pad[1] + gw * cw]
+
+
+@cached_constant
+def _window_pixels(grid, cell, window, width, device) -> Tensor:
+    """``[1, 1, N * kh * kw]``: the padded canvas' flat pixel under each pixel of each cell's window."""
+    (gh, gw), (ch, cw), (kh, kw) = grid, cell, window
+    arange = functools.partial(torch.arange, device=device)
+    rows = (arange(gh) * ch)[:, None, None, None] + arange(kh)[:, None]
+    cols = (arange(gw) * cw)[None, :, None, None] + arange(kw)
+    return (rows * width + cols).reshape(1, 1, -1)
 
 
 def _as_tensor(background: Tensor | float, like: Tensor) -> Tensor:
