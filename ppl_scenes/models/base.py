@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyro
 import torch
 from pyro.nn import PyroModule
 from torch import Tensor
@@ -42,6 +43,7 @@ from ppl_scenes.checks import check_images
 from ppl_scenes.config import replace_config
 from ppl_scenes.metrics.scoring import evaluate_detection
 from ppl_scenes.models.preset import Preset
+from ppl_scenes.ops.constants import indices
 from ppl_scenes.scene import Categorised, ImageLevel, RankedParse, SceneParse, TargetedParse, TiledParse
 
 __all__ = [
@@ -59,9 +61,18 @@ __all__ = [
     "Supervised",
     "TargetedParse",
     "Variational",
+    "plate",
 ]
 
 MODELS: dict[str, type[SceneModel]] = {}
+
+
+def plate(name: str, size: int, dim: int | None = None, device: torch.device | str = "cpu") -> pyro.plate:
+    """``pyro.plate(name, size, dim=dim)`` over all of ``range(size)``, its indices built once per size
+    and device: a bare plate builds a tensor to find its device and an ``arange`` each time it is
+    entered (issue 36). The same sites, shapes and scales."""
+    return pyro.plate(name, size, dim=dim, subsample=indices(size, device), device=torch.device(device))
+
 
 #: The preset of a model whose class defaults are its paper's settings (at the library's scale).
 _PAPER = Preset("paper", "the paper's settings at the library's scale: the class defaults")

@@ -71,7 +71,7 @@ from ppl_scenes.distributions import (
     GaussianMixtureWhatPrior,
     OneHotCategoricalPrior,
 )
-from ppl_scenes.models.base import Categorised
+from ppl_scenes.models.base import Categorised, plate
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
@@ -346,7 +346,7 @@ class GMAIR(SPAIR, Categorised):
         ink = appearance * alpha
         excess = window_overlap(ink, grid, c.cell_size, window_pad(c.cell_size, c.anchor, c.center_bounds))
         # per image, like the data plate (which SPAIR's story has closed, so a plate of its own)
-        with pyro.plate("overlap_images", windows.shape[0], dim=-2):
+        with plate("overlap_images", windows.shape[0], dim=-2, device=windows.device):
             pyro.factor("overlap", -self.overlap_coef * excess.flatten(1).sum(-1, keepdim=True))
 
     # -- guide and parse -----------------------------------------------------------------------

@@ -59,7 +59,7 @@ from ppl_scenes.metrics.scoring import (
     image_label_metrics,
     parse_dataset,
 )
-from ppl_scenes.models.base import ImageLevel, SceneModel, SceneParse, Supervised, Variational
+from ppl_scenes.models.base import ImageLevel, SceneModel, SceneParse, Supervised, Variational, plate
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn import inverse_positive, mlp, positive, summed_weight_gradients
 from ppl_scenes.nn.attention import ProxyAttention, spread_grid
@@ -511,7 +511,7 @@ class VariationalSaccading(ImageLabelModel, Variational):
         c = self.config
         h = x.new_zeros(b, c.hidden_dim)
         embeddings = []
-        with pyro.plate("data", b), summed_weight_gradients(self):
+        with plate("data", b, device=x.device), summed_weight_gradients(self):
             for t in pyro.markov(range(c.num_saccades)):
                 loc, scale = self.prior(h)
                 with poutine.scale(scale=c.kl_weight):
@@ -534,7 +534,7 @@ class VariationalSaccading(ImageLabelModel, Variational):
             with poutine.scale(scale=self.config.kl_weight):  # as in the model: scales the KL
                 return pyro.sample(f"z_{t}", Normal(loc, scale).to_event(1))
 
-        with pyro.plate("data", x.shape[0]):
+        with plate("data", x.shape[0], device=x.device):
             boxes, _, _ = self.posterior_saccades(x, proxy, sample)
         return boxes
 

@@ -58,7 +58,14 @@ from ppl_scenes.distributions import (
     concrete_sample,
     logistic_parts,
 )
-from ppl_scenes.models.base import PresenceBoxes, PriorSampling, RankedParse, SceneModel, SceneParse
+from ppl_scenes.models.base import (
+    PresenceBoxes,
+    PriorSampling,
+    RankedParse,
+    SceneModel,
+    SceneParse,
+    plate,
+)
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn import (
     GlimpseDecoder,
@@ -87,6 +94,7 @@ from ppl_scenes.ops import (
     spair_glimpse_grid_map,
     tighten_boxes,
     to_groups,
+    vector,
     window_origins,
     window_pad,
 )
@@ -274,10 +282,11 @@ class SPAIRGuide(nn.Module):
         Presence is the Concrete sample scored with the Bernoulli log-mass (§4.5).
         """
         b, n = lat.pres.shape
-        with pyro.plate("data", b, dim=-2):
+        dev = lat.pres.device
+        with plate("data", b, dim=-2, device=dev):
             pres_q = ConcreteBernoulli(lat.pres_logits.unsqueeze(1), self.config.pres_temperature)
             pyro.sample("z_pres", Presampled(pres_q.to_event(1), lat.pres.unsqueeze(1)))
-            with pyro.plate("cells", n, dim=-1):
+            with plate("cells", n, dim=-1, device=dev):
                 for name, (q, value) in self.object_sites(lat).items():
                     pyro.sample(name, Presampled(q, value))
 
@@ -554,11 +563,10 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         grid = grid_shape(size, c.cell_size)
         n = grid[0] * grid[1]
         dev = self.device
-        with pyro.plate("data", b, dim=-2):
+        with plate("data", b, dim=-2, device=dev):
             z_pres = pyro.sample("z_pres", self.pres_prior(n).expand([b, 1]))
-            with pyro.plate("cells", n, dim=-1):
-                loc = torch.tensor(c.where_prior_loc, device=dev)
-                scale = torch.tensor(c.where_prior_scale, device=dev)
+            with plate("cells", n, dim=-1, device=dev):
+                loc, scale = vector(c.where_prior_loc, dev), vector(c.where_prior_scale, dev)
                 z_where = pyro.sample("z_where", Normal(loc, scale).expand([b, n, 4]).to_event(1))
                 depth_prior = Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
                 z_depth = pyro.sample("z_depth", depth_prior.expand([b, n, 1]).to_event(1))

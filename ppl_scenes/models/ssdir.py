@@ -60,10 +60,11 @@ from ppl_scenes.models.base import (
     SceneParse,
     TiledParse,
     Variational,
+    plate,
 )
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
-from ppl_scenes.ops import clip, composite, crop, paste, paste_support, xyxy_to_cxcywh
+from ppl_scenes.ops import clip, composite, crop, paste, paste_support, vector, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
 
 __all__ = ["Detections", "SSDIR", "SSDIRConfig"]
@@ -580,27 +581,27 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         b, a = det.beta.shape
         dev = x.device
         mask = det.cell_present
-        with pyro.plate("data", b, dim=-2):
-            with pyro.plate("cells", a, dim=-1):
+        with plate("data", b, dim=-2, device=dev):
+            with plate("cells", a, dim=-1, device=dev):
                 pyro.deterministic("z_where", xyxy_to_cxcywh(det.boxes), event_dim=1)
                 pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=mask.to(x.dtype))
                 with poutine.mask(mask=mask):
                     with poutine.scale(scale=c.what_weight):
-                        prior = Normal(torch.zeros(c.what_dim, device=dev), 1.0)
+                        prior = Normal(vector([0.0] * c.what_dim, dev), 1.0)
                         z_what = pyro.sample("z_what", prior.expand([b, a, c.what_dim]).to_event(1))
                     with poutine.scale(scale=c.depth_weight):
-                        prior = Normal(torch.zeros(1, device=dev), 1.0)
+                        prior = Normal(vector([0.0], dev), 1.0)
                         z_depth = pyro.sample("z_depth", prior.expand([b, a, 1]).to_event(1))
             z_bg = None
             if c.background:
-                prior = Normal(torch.zeros(c.background_dim, device=dev), 1.0)
+                prior = Normal(vector([0.0] * c.background_dim, dev), 1.0)
                 z_bg = pyro.sample("z_bg", prior.expand([b, 1, c.background_dim]).to_event(1)).squeeze(1)
             canvas, patches = self.decode(det, z_what, z_depth, z_bg)
             with poutine.scale(scale=c.obj_weight):
                 pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=x.unsqueeze(1))
             crops = crop(x, xyxy_to_cxcywh(det.gather(det.boxes)), (c.patch_size, c.patch_size))
             per_image = c.rec_weight / det.present.sum(1, keepdim=True).clamp(min=1)
-            with pyro.plate("objects", det.present.shape[1], dim=-1):
+            with plate("objects", det.present.shape[1], dim=-1, device=dev):
                 with poutine.mask(mask=det.present), poutine.scale(scale=per_image):
                     pyro.sample("x_objects", self.likelihood(patches), obs=crops)
         return canvas
@@ -612,8 +613,8 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         det = self.detect(x)
         enc = self.encode(x, det)
         b, a = det.beta.shape
-        with pyro.plate("data", b, dim=-2):
-            with pyro.plate("cells", a, dim=-1), poutine.mask(mask=det.cell_present):
+        with plate("data", b, dim=-2, device=x.device):
+            with plate("cells", a, dim=-1, device=x.device), poutine.mask(mask=det.cell_present):
                 with poutine.scale(scale=c.what_weight):
                     pyro.sample("z_what", Normal(enc["what"], c.what_scale).to_event(1))
                 with poutine.scale(scale=c.depth_weight):

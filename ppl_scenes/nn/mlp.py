@@ -48,6 +48,7 @@ class MLP(nn.Sequential):
     """
 
     _summed: _SummedCalls | None = None
+    _transposed: tuple[tuple[int, ...], list[Tensor]] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         plan = self._fused_plan(x)
@@ -78,12 +79,20 @@ class MLP(nn.Sequential):
         kinds = tuple(kind for _, kind in plan)
         summed = self._summed
         token = None
+        if summed is not None and summed.token is None:  # the first call of the pass
+            summed.token = _SumWeightGradients.apply(summed, *params)  # the node summing the gradients
         if summed is not None:
-            if summed.token is None:  # the first call of the pass: the node that sums the gradients
-                summed.token = _SumWeightGradients.apply(summed, *params)
-                summed.transposed = [w.t() for w in params[::2]]
             token = summed.token
-        return _MLPFunction.apply(x, kinds, columns, summed, token, *params)
+        return _MLPFunction.apply(x, kinds, columns, summed, token, self._weights_transposed(params), *params)
+
+    def _weights_transposed(self, params: list[Tensor]) -> list[Tensor]:
+        """The layers' ``weight.t()``, views made once (three operations each per call otherwise) and
+        made again only when a weight's storage moves (an optimiser flattening its parameters, ``.to``)."""
+        key = tuple(w.data_ptr() for w in params[::2])
+        if self._transposed is None or self._transposed[0] != key:
+            with torch.no_grad():
+                self._transposed = (key, [w.t() for w in params[::2]])
+        return self._transposed[1]
 
     def _fused_plan(self, x: Tensor) -> list[tuple[nn.Linear, str | None]] | None:
         """The layers for the one-node pass of ``x``, or None where the module-by-module forward runs
@@ -112,7 +121,6 @@ class _SummedCalls:
 
     def __init__(self) -> None:
         self.token: Tensor | None = None
-        self.transposed: list[Tensor] = []  # the weights' transposes (views), made once per pass
         self.rows: dict[int, list[tuple[Tensor, Tensor]]] = {}
 
     def add(self, layer: int, inputs: Tensor, grad: Tensor) -> None:
@@ -168,14 +176,13 @@ class _MLPFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, kinds: tuple[str | None, ...], columns, summed, token, *params: Tensor):
+    def forward(ctx, x: Tensor, kinds: tuple[str | None, ...], columns, summed, token, transposed, *params):
         # columns: None (one output), or (order, inverse, sizes) of :meth:`MLP.heads`
         lead = x.shape[:-1]
         h = x.reshape(-1, x.shape[-1])
         saved = [h]
         for k, kind in enumerate(kinds):
-            weight_t = summed.transposed[k] if summed is not None else params[2 * k].t()
-            pre = torch.mm(h, weight_t).add_(params[2 * k + 1])  # 4 operations, where addmm takes 6
+            pre = torch.mm(h, transposed[k]).add_(params[2 * k + 1])  # 4 operations, where addmm takes 6
             if kind is None:
                 h = pre
             elif kind == "relu":
@@ -223,4 +230,4 @@ class _MLPFunction(torch.autograd.Function):
                 g = g.mm(params[2 * k])
                 if not k:
                     grad_x = g.reshape(*ctx.lead, g.shape[-1])
-        return (grad_x, None, None, None, None, *param_grads)
+        return (grad_x, None, None, None, None, None, *param_grads)

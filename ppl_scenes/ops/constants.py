@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["cached_constant", "scalar"]
+__all__ = ["cached_constant", "indices", "scalar", "vector"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -52,3 +52,25 @@ def scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 @cached_constant
 def _scalar(value: float, dtype, device) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype, device=device)
+
+
+def vector(values, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``values`` (numbers) as a 1-dim tensor on ``device`` (of ``dtype``, default torch's), built
+    once: a config's prior location, say, that a step would otherwise copy from Python every time."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    return _vector(tuple(float(v) for v in values), dtype, torch.device("cpu" if device is None else device))
+
+
+@cached_constant
+def _vector(values: tuple[float, ...], dtype, device) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def indices(size: int, device) -> torch.Tensor:
+    """``arange(size)`` (long) on ``device``, built once."""
+    return _indices(int(size), torch.device(device))
+
+
+@cached_constant
+def _indices(size: int, device) -> torch.Tensor:
+    return torch.arange(size, device=device)

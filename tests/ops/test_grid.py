@@ -171,3 +171,11 @@ def test_lateral_inputs_read_the_neighbours_of_a_padded_state(order, graph):
     if graph:
         for a, b_ in zip(results[0][1], results[1][1]):
             torch.testing.assert_close(a, b_)
+
+
+def test_vector_and_indices_are_built_once_per_device():
+    from ppl_scenes.ops import indices, vector
+
+    assert vector((0.0, 1.0)) is vector([0, 1]) and vector((0.0, 1.0)).dtype == torch.get_default_dtype()
+    assert torch.equal(indices(4, "cpu"), torch.arange(4))
+    assert indices(4, "cpu") is indices(4, torch.device("cpu"))
