@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert, box_iou, nms
 
-from ppl_scenes.ops.constants import cached_constant
+from ppl_scenes.ops.constants import cached_constant, scalar
 from ppl_scenes.ops.transformer import glimpse_grid_map
 
 __all__ = [
@@ -31,14 +31,19 @@ __all__ = [
 
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """Convert ``[..., 4]`` boxes (centre x, centre y, width, height) to ``(x1, y1, x2, y2)``."""
+    boxes = boxes if boxes.is_floating_point() else boxes.to(torch.get_default_dtype())
     cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+    half = scalar(0.5, boxes)  # halving is exact either way; a Python 2 converts itself per call
+    half_w, half_h = w * half, h * half
+    return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=-1)
 
 
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """Convert ``[..., 4]`` boxes ``(x1, y1, x2, y2)`` to (centre x, centre y, width, height)."""
+    boxes = boxes if boxes.is_floating_point() else boxes.to(torch.get_default_dtype())
     x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
+    half = scalar(0.5, boxes)  # halving is exact either way; a Python 2 converts itself per call
+    return torch.stack(((x1 + x2) * half, (y1 + y2) * half, x2 - x1, y2 - y1), dim=-1)
 
 
 def grid_cell_origins(grid: tuple[int, int], cell: tuple[int, int], device=None, dtype=None) -> Tensor:
