@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -477,7 +478,26 @@ def machine() -> dict[str, Any]:
         "pyro": pyro.__version__,
         "ppl_scenes": ppl_scenes.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "revision": revision(),
     }
+
+
+def revision() -> str | None:
+    """The package's git commit (short), with ``+changes`` when ``ppl_scenes/`` differs from it;
+    None outside a git checkout."""
+    root = Path(ppl_scenes.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit is None:
+        return None
+    return commit + ("+changes" if git("status", "--porcelain", "--", "ppl_scenes") else "")
 
 
 def model_record(**overrides: Any) -> dict[str, Any]:

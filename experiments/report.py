@@ -1425,6 +1425,11 @@ def recipe_searches(r: Records) -> str:
 STEP_PROFILES = (
     ("before", "before issue 36, eager, 1 thread"),
     (
+        "after-1-thread",
+        "now, eager, 1 thread as *before* (the operation count depends on the threads: a multi-threaded "
+        "`cat` dispatches a view per input), idle machine, timed in turns with `--against REV`",
+    ),
+    (
         "after-idle",
         "now, eager (the default), 2 threads, idle machine; with `--against REV`, timed in turns with "
         "the step of the package at git revision REV (an earlier state of issue 36)",
@@ -1471,7 +1476,8 @@ def step_profiles(r: Records) -> str:
             row.append(f"{count(m['aten_ops'])}{ratio}{reads}, {f1(m['timing']['median_ms'])} ms{turns}")
         rows.append(row)
     legend = "\n".join(
-        f"- *{label}*: {what}; `{records[label]['command']}` (torch {records[label].get('torch', '–')})"
+        f"- *{label}*: {what}; `{records[label]['command']}` (torch {records[label].get('torch', '–')}, "
+        f"revision {(records[label].get('machine') or {}).get('revision') or '– (not recorded)'})"
         for label, what in found
     )
     head = ["model"] + [f"{label}: aten ops, median step" for label, _ in found]
