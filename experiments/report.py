@@ -1421,6 +1421,34 @@ def recipe_searches(r: Records) -> str:
     return "\n\n".join(parts)
 
 
+def lean_checks(r: Records) -> str:
+    """Issue 36's "results unchanged": each model's preset trained again with the lean step (one seed,
+    ``experiments/recipe_search.py`` with a one-point grid into ``benchmarks/lean_check``) beside its
+    shipped card, on the card's validation and test scenes."""
+    rows = []
+    for path in r.glob("benchmarks/lean_check/*.json"):
+        d = r(path)
+        card = r(f"benchmarks/pretrained/{d['model']}.json")
+        run = next(v for v in d["variants"] if v["variant"] == d["chosen"])
+        keys = [k for k in ("ap50", "count_accuracy", "acc", "nmi", "accuracy") if k in d["test"]]
+        revision = (d.get("machine") or {}).get("revision") or "–"
+        for label, steps, minutes, val, test, intervals in (
+            (f"card `{d['model']}`", card.get("steps"), card.get("cpu_minutes"), card["validation"],
+             card["test"], card.get("test_intervals") or {}),
+            (f"lean step, revision `{revision}`", run["steps"], run["train_minutes"], run["validation"],
+             d["test"], d["test_intervals"]),
+        ):  # fmt: skip
+            rows.append(
+                [label, f"`{d['preset']}`", count(steps), f1(minutes)]
+                + [f3(val.get(k)) for k in keys]
+                + [_with_interval(test, k, intervals) for k in keys]
+            )
+    if not rows:
+        return "No records yet (`benchmarks/lean_check/*.json`)."
+    head = ["model", "preset", "steps", "minutes"] + [f"val. {k}" for k in keys] + [f"test {k}" for k in keys]
+    return table(head, rows)
+
+
 #: The step-profile records in the order of the table: label, what it measured.
 STEP_PROFILES = (
     ("before", "before issue 36, eager, 1 thread"),
@@ -1936,6 +1964,19 @@ SECTIONS: list[Section] = [
         protocol="Timings; no model selection involved. The *before* timings ran on 1 thread.",
         tables=[step_profiles],
         optional_glob="benchmarks/step_profile/*.json",
+    ),
+    Section(
+        title="Lean step: results unchanged (issue 36)",
+        paper="no paper claim",
+        prose=(
+            "Issue 36 asks that each model's preset reach its recorded accuracy again in the same budget "
+            "after the step was made lean (one seed, on validation scenes). Each row pair: the shipped "
+            "card, and the same preset and seed trained again with the lean step, scored on the card's "
+            "own validation and test scenes (the test scenes once, at the end; nothing is chosen)."
+        ),
+        protocol="One training seed; the test interval is a 95 % bootstrap over the test scenes.",
+        tables=[lean_checks],
+        optional_glob="benchmarks/lean_check/*.json",
     ),
     Section(
         title="Recipes chosen on validation scenes (issue 34)",

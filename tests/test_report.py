@@ -251,3 +251,37 @@ def test_recipe_search_records_show_every_variants_validation_and_the_choices_te
     assert (
         "1,000 test scenes of seed 202, scored once: ap50 0.970 [0.960, 0.980], count_accuracy 0.910." in text
     )
+
+
+def test_lean_check_records_sit_beside_their_cards(report, tmp_path):
+    for folder in ("lean_check", "pretrained"):
+        (tmp_path / "benchmarks" / folder).mkdir(parents=True)
+    card = {
+        "steps": 9000,
+        "cpu_minutes": 70.6,
+        "validation": {"ap50": 0.985, "count_accuracy": 0.932},
+        "test": {"ap50": 0.983, "count_accuracy": 0.925},
+        "test_intervals": {"ap50": [0.978, 0.987], "count_accuracy": [0.908, 0.94]},
+    }
+    (tmp_path / "benchmarks" / "pretrained" / "spair.json").write_text(json.dumps(card))
+    record = {
+        "model": "spair",
+        "preset": "scattered-5",
+        "machine": {"revision": "abc1234"},
+        "variants": [
+            {
+                "variant": 0,
+                "steps": 9000,
+                "train_minutes": 31.0,
+                "validation": {"ap50": 0.98, "count_accuracy": 0.9},
+            }
+        ],
+        "chosen": 0,
+        "test": {"ap50": 0.97, "count_accuracy": 0.91, "rmse": 0.1},
+        "test_intervals": {"ap50": [0.96, 0.98], "count_accuracy": [0.89, 0.93]},
+    }
+    (tmp_path / "benchmarks" / "lean_check" / "spair-scattered-5.json").write_text(json.dumps(record))
+    text = report.lean_checks(report.Records(tmp_path))
+    assert "| card `spair` | `scattered-5` | 9,000 | 70.6 | 0.985 | 0.932 | 0.983 [0.978, 0.987] |" in text
+    lean = "| lean step, revision `abc1234` | `scattered-5` | 9,000 | 31.0 | 0.980 | 0.900 | 0.970 [0.960, 0.980]"
+    assert lean in text
