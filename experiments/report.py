@@ -2006,7 +2006,10 @@ SECTIONS: list[Section] = [
             "Nothing is chosen: every model is its run's last weights, scored once on the test scenes. One "
             "seed per baseline. GMAIR at SPAIR + GMM's 35 minutes is here; SPAIR + GMM at GMAIR's 362 "
             "minutes is not yet measured (one run is longer than a working session of this machine, and "
-            "run directories do not outlive one). The 35-minute pair was trained by "
+            "run directories have not reliably outlived one). SSDIR's one-class variant keeps the card's "
+            "recipe and steps but its detector learns boxes without digit labels "
+            "(`experiments/ssdir_probe.py --ssdir-set detector_classes=1`, into "
+            "`benchmarks/ssdir_probe_oneclass/`). The 35-minute pair was trained by "
             "`experiments/gmair_clustering.py` into `benchmarks/gmair_clustering_equal/`, whose record "
             "also scores the pair on its own validation and test scenes, with its curves and figures."
         ),
