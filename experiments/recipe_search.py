@@ -36,6 +36,7 @@ from report import lower_is_better
 from reproduce import finished
 
 from ppl_scenes.models import MODELS
+from ppl_scenes.rundir import read_config
 from ppl_scenes.runs import RunSpec, load
 
 NAME = "recipe_search"
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", type=int, nargs="+", metavar="I", help="train only these variants, then stop"
     )
-    parser.add_argument("--runs", default=f"runs/{NAME}", help="where the run directories go")
+    parser.add_argument("--runs", help=f"where the run directories go (default: runs/{NAME}/MODEL-PRESET)")
     parser.add_argument("--num-val", type=int, default=500, help="validation scenes (500)")
     parser.add_argument("--num-test", type=int, default=1000, help="test scenes (1,000)")
     parser.add_argument("--val-seed", type=int, default=202, help="seed of the validation scenes (202)")
@@ -108,6 +109,10 @@ def train(model: str, preset: str, seed: int, overrides: list[str], run_dir: Pat
     score the test split); returns its command, as ``ppl-scenes`` would run it."""
     command = ["train", model, "--preset", preset, "--out", str(run_dir), "--seed", str(seed), *overrides]
     text = "ppl-scenes " + " ".join(command)
+    if (run_dir / "config.json").exists():
+        started = read_config(run_dir).get("command")
+        if started != text:
+            sys.exit(f"{run_dir} holds another run ({started!r}); give this search --runs of its own")
     if finished(run_dir):
         return text
     if (run_dir / "config.json").exists():
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     grid = variants(args.grid)
     if args.only is not None and not all(0 <= i < len(grid) for i in args.only):
         parser.error(f"--only takes variant indices in [0, {len(grid)})")
-    runs = Path(args.runs)
+    runs = Path(args.runs or f"runs/{NAME}/{args.model}-{args.preset}")
     chosen_ids = args.only if args.only is not None else range(len(grid))
     commands = {i: train(args.model, args.preset, args.seed, grid[i], runs / f"v{i}") for i in chosen_ids}
     if args.only is not None:

@@ -1204,6 +1204,9 @@ def test_recipe_search_chooses_on_validation_and_scores_only_the_choice_on_test(
     }
     assert read_record(tmp_path / "out" / "spair-paper.json") == json.loads(json.dumps(record))
     assert not (tmp_path / "runs" / "v0" / "eval.json").exists()  # no test scoring while training
+    other = [*common[:3], "--grid", *RECIPE_TINY, "pres_prob_end=0.1", *common[-5:]]  # another search
+    with pytest.raises(SystemExit, match="holds another run"):
+        search.main([*other, *small])
 
 
 @pytest.mark.parametrize(
