@@ -190,6 +190,8 @@ def lateral_inputs(
     With a graph to build it is one autograd node whose gradient is one scatter-add (a gather from a
     state rewritten per group costs two zero-filled copies per group, issue 36).
     """
+    if any(h >= g for h in plan.sources[g]):  # the "batch" order: one group, neighbours inside it
+        raise ValueError(f"group {g} reads cells of its own group: this schedule has no lateral order")
     sources = [samples[h] for h in plan.sources[g]]
     if _one_node(feats, outside, *sources):
         return _LateralInputs.apply(plan.source_rows[g], feats, outside, *sources)

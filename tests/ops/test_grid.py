@@ -179,3 +179,11 @@ def test_vector_and_indices_are_built_once_per_device():
     assert vector((0.0, 1.0)) is vector([0, 1]) and vector((0.0, 1.0)).dtype == torch.get_default_dtype()
     assert torch.equal(indices(4, "cpu"), torch.arange(4))
     assert indices(4, "cpu") is indices(4, torch.device("cpu"))
+
+
+def test_lateral_inputs_need_a_lateral_order():
+    from ppl_scenes.ops import cell_schedule, lateral_inputs
+
+    plan = cell_schedule((2, 3), "batch")
+    with pytest.raises(ValueError, match="no lateral order"):
+        lateral_inputs(torch.zeros(1, 6, 2), torch.zeros(1, 1, 3), [], plan, 0)
