@@ -109,16 +109,16 @@ def train(model: str, preset: str, seed: int, overrides: list[str], run_dir: Pat
     score the test split); returns its command, as ``ppl-scenes`` would run it."""
     command = ["train", model, "--preset", preset, "--out", str(run_dir), "--seed", str(seed), *overrides]
     text = "ppl-scenes " + " ".join(command)
-    if (run_dir / "config.json").exists():
-        started = read_config(run_dir).get("command")
-        if started != text:
-            sys.exit(f"{run_dir} holds another run ({started!r}); give this search --runs of its own")
+    resume = (run_dir / "config.json").exists()
+    started = read_config(run_dir).get("command") if resume else text
+    if started != text:
+        sys.exit(f"{run_dir} holds another run ({started!r}); give this search --runs of its own")
     if finished(run_dir):
         return text
-    if (run_dir / "config.json").exists():
-        spec, resume = RunSpec.from_run_dir(run_dir).continued([]), True
+    if resume:
+        spec = RunSpec.from_run_dir(run_dir).continued([])
     else:
-        spec, resume = RunSpec.from_overrides(model, overrides, seed=seed, preset=preset), False
+        spec = RunSpec.from_overrides(model, overrides, seed=seed, preset=preset)
     spec.train_into(run_dir, resume=resume, progress=False, command=text, evaluate=False)
     if not finished(run_dir):
         sys.exit(f"{run_dir} did not reach its steps")

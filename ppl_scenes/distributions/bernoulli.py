@@ -23,5 +23,9 @@ class Bernoulli(dist.Bernoulli):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        p = self.probs
-        return value * torch.log(p) + (scalar(1.0, value) - value) * torch.log1p(-p)
+        return log_mass(value, self.probs)
+
+
+def log_mass(value: Tensor, probs: Tensor) -> Tensor:
+    """``value * log(probs) + (1 - value) * log(1 - probs)`` (``probs`` away from 0 and 1)."""
+    return value * torch.log(probs) + (scalar(1.0, value) - value) * torch.log1p(-probs)

@@ -14,6 +14,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
 
+from ppl_scenes.distributions.bernoulli import log_mass
 from ppl_scenes.ops.constants import cached_constant, scalar
 from ppl_scenes.ops.elementwise import clip
 
@@ -22,8 +23,7 @@ _CLAMP = 1e-6
 
 def bernoulli_log_mass(value: Tensor, probs: Tensor) -> Tensor:
     """``value * log(probs) + (1 - value) * log(1 - probs)``, defined for relaxed values in [0, 1]."""
-    p = clip(probs, _CLAMP, 1 - _CLAMP)
-    return value * torch.log(p) + (scalar(1.0, value) - value) * torch.log1p(-p)
+    return log_mass(value, clip(probs, _CLAMP, 1 - _CLAMP))
 
 
 def logistic_parts(uniform: Tensor) -> tuple[Tensor, Tensor]:

@@ -75,7 +75,7 @@ from ppl_scenes.models.base import Categorised, plate
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
-from ppl_scenes.ops import clip, grid_shape, scalar, window_overlap, window_pad
+from ppl_scenes.ops import clip, grid_shape, multiply, window_overlap, window_pad
 from ppl_scenes.ops.schedules import linear_schedule
 from ppl_scenes.scene import SceneParse
 
@@ -437,8 +437,7 @@ class TermWeights(Messenger):
     def _process_message(self, msg) -> None:
         weight = self.weights.get(msg["name"]) if msg["type"] == "sample" else None
         if weight is not None:
-            scale = msg["scale"]  # a number, or a tensor (then the weight joins it as a 0-dim tensor)
-            msg["scale"] = scale * scalar(weight, scale) if torch.is_tensor(scale) else weight * scale
+            msg["scale"] = multiply(weight, msg["scale"])
 
 
 def term_weights(config: GMAIRConfig) -> dict[str, float]:

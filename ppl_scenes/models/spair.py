@@ -87,6 +87,7 @@ from ppl_scenes.ops import (
     from_groups,
     grid_shape,
     lateral_inputs,
+    multiply,
     pad_to_grid,
     paste,
     sample_glimpses,
@@ -568,7 +569,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
             with plate("cells", n, dim=-1, device=dev):
                 loc, scale = vector(c.where_prior_loc, dev), vector(c.where_prior_scale, dev)
                 z_where = pyro.sample("z_where", Normal(loc, scale).expand([b, n, 4]).to_event(1))
-                depth_prior = Normal(torch.zeros(1, device=dev), c.depth_prior_scale)
+                depth_prior = Normal(vector([0.0], dev), c.depth_prior_scale)
                 z_depth = pyro.sample("z_depth", depth_prior.expand([b, n, 1]).to_event(1))
                 z_what = self.sample_what((b, n))
             canvas, windows = self.render_windows(z_pres.squeeze(-2), z_where, z_depth, z_what, size)
@@ -796,10 +797,7 @@ class PresenceWeights(Messenger):
             return
         if self._weight is None:
             raise ValueError(f"site {msg['name']!r} is weighted by presence but came before 'z_pres'")
-        scale = msg["scale"]  # a number (1.0 unless scaled) or a tensor
-        msg["scale"] = (
-            self._weight if isinstance(scale, (int, float)) and scale == 1 else self._weight * scale
-        )
+        msg["scale"] = multiply(self._weight, msg["scale"])
 
     def _postprocess_message(self, msg) -> None:
         if msg["type"] == "sample" and msg["name"] == "z_pres":

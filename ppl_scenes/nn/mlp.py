@@ -79,9 +79,9 @@ class MLP(nn.Sequential):
         kinds = tuple(kind for _, kind in plan)
         summed = self._summed
         token = None
-        if summed is not None and summed.token is None:  # the first call of the pass
-            summed.token = _SumWeightGradients.apply(summed, *params)  # the node summing the gradients
         if summed is not None:
+            if summed.token is None:  # the first call of the pass: the node that sums the gradients
+                summed.token = _SumWeightGradients.apply(summed, *params)
             token = summed.token
         return _MLPFunction.apply(x, kinds, columns, summed, token, self._weights_transposed(params), *params)
 

@@ -26,7 +26,7 @@ from ppl_scenes.ops.compositing import (
     window_layer_sums,
     window_overlap,
 )
-from ppl_scenes.ops.constants import cached_constant, indices, scalar, vector
+from ppl_scenes.ops.constants import cached_constant, indices, multiply, scalar, vector
 from ppl_scenes.ops.elementwise import clip
 from ppl_scenes.ops.grid import (
     CellSchedule,
@@ -65,6 +65,7 @@ __all__ = [
     "CellSchedule",
     "cached_constant",
     "indices",
+    "multiply",
     "vector",
     "clip",
     "cell_schedule",

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["cached_constant", "indices", "scalar", "vector"]
+__all__ = ["cached_constant", "indices", "multiply", "scalar", "vector"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -52,6 +52,16 @@ def scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 @cached_constant
 def _scalar(value: float, dtype, device) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype, device=device)
+
+
+def multiply(a, b):
+    """``a * b`` for factors that are numbers or tensors (a Pyro site's ``scale`` times a weight): a
+    number 1 beside a tensor is dropped, any other number meets the tensor as a :func:`scalar`."""
+    if not torch.is_tensor(a):
+        a, b = b, a
+    if not torch.is_tensor(a) or torch.is_tensor(b):
+        return a * b
+    return a if b == 1 else a * scalar(b, a)
 
 
 def vector(values, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:

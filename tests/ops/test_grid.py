@@ -187,3 +187,12 @@ def test_lateral_inputs_need_a_lateral_order():
     plan = cell_schedule((2, 3), "batch")
     with pytest.raises(ValueError, match="no lateral order"):
         lateral_inputs(torch.zeros(1, 6, 2), torch.zeros(1, 1, 3), [], plan, 0)
+
+
+def test_multiply_keeps_numbers_numbers_and_drops_a_unit_factor():
+    from ppl_scenes.ops import multiply
+
+    t = torch.tensor([0.5, 2.0])
+    assert multiply(3.0, 2) == 6.0 and not torch.is_tensor(multiply(3.0, 2))
+    assert multiply(t, 1) is t and multiply(1.0, t) is t
+    assert torch.equal(multiply(3.0, t), t * 3.0) and torch.equal(multiply(t, t), t * t)
