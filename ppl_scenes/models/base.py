@@ -37,13 +37,14 @@ from typing import Any, ClassVar
 import pyro
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
 from ppl_scenes.checks import check_images
 from ppl_scenes.config import replace_config
 from ppl_scenes.metrics.scoring import evaluate_detection
 from ppl_scenes.models.preset import Preset
-from ppl_scenes.ops.constants import indices
+from ppl_scenes.ops.constants import indices, multiply, scalar
 from ppl_scenes.scene import Categorised, ImageLevel, RankedParse, SceneParse, TargetedParse, TiledParse
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "TargetedParse",
     "Variational",
     "plate",
+    "scaled",
 ]
 
 MODELS: dict[str, type[SceneModel]] = {}
@@ -71,7 +73,36 @@ def plate(name: str, size: int, dim: int | None = None, device: torch.device | s
     """``pyro.plate(name, size, dim=dim)`` over all of ``range(size)``, its indices built once per size
     and device: a bare plate builds a tensor to find its device and an ``arange`` each time it is
     entered (issue 36). The same sites, shapes and scales."""
-    return pyro.plate(name, size, dim=dim, subsample=indices(size, device), device=torch.device(device))
+    return _FullPlate(name, size, dim=dim, subsample=indices(size, device), device=torch.device(device))
+
+
+class _FullPlate(pyro.plate):
+    """A plate over all of its indices leaves each site's ``scale`` as it is (``size / subsample_size``
+    is 1): Pyro's plate multiplies it anyway, a tensor scale (:func:`scaled`) at two operations and a
+    wrapped-number conversion per site."""
+
+    def _process_message(self, msg) -> None:
+        kept, msg["scale"] = msg["scale"], 1.0
+        super()._process_message(msg)
+        msg["scale"] = kept
+
+
+class _ScaleBy(Messenger):
+    """Multiplies each sample site's ``scale`` by a 0-dim tensor (see :func:`scaled`)."""
+
+    def __init__(self, factor: Tensor):
+        super().__init__()
+        self.factor = factor
+
+    def _process_message(self, msg) -> None:
+        msg["scale"] = multiply(self.factor, msg["scale"])
+
+
+def scaled(factor: float, like: Tensor) -> Messenger:
+    """``poutine.scale(scale=factor)`` with ``factor`` a cached 0-dim tensor of ``like``'s dtype and
+    device: Pyro multiplies a number into each site's log-density as a wrapped scalar, converted at
+    every site and in the backward pass again (issue 36). The same scales; ``factor`` must be > 0."""
+    return _ScaleBy(scalar(factor, like))
 
 
 #: The preset of a model whose class defaults are its paper's settings (at the library's scale).

@@ -45,9 +45,9 @@ from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
+from pyro.poutine.util import is_validation_enabled
 from torch import Tensor, nn
 
 from ppl_scenes.checks import check_choice, check_int_fields
@@ -59,9 +59,9 @@ from ppl_scenes.metrics.scoring import (
     image_label_metrics,
     parse_dataset,
 )
-from ppl_scenes.models.base import ImageLevel, SceneModel, SceneParse, Supervised, Variational, plate
+from ppl_scenes.models.base import ImageLevel, SceneModel, SceneParse, Supervised, Variational, plate, scaled
 from ppl_scenes.models.preset import Preset
-from ppl_scenes.nn import inverse_positive, mlp, positive, summed_weight_gradients
+from ppl_scenes.nn import Dense, GRUCell, inverse_positive, mlp, positive, summed_weight_gradients
 from ppl_scenes.nn.attention import ProxyAttention, spread_grid
 from ppl_scenes.ops.boxes import covered_fraction, cxcywh_to_xyxy
 from ppl_scenes.ops.constants import cached_constant, scalar
@@ -81,7 +81,7 @@ def _conv_encoder(channels: int, size: int, width: int, out_dim: int) -> nn.Sequ
             nn.ReLU(),
         ]
         ch, side = width, side // 2
-    layers += [nn.Flatten(), nn.Linear(ch * side * side, out_dim), nn.ReLU()]
+    layers += [nn.Flatten(), Dense(ch * side * side, out_dim), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
@@ -326,17 +326,19 @@ class VariationalSaccading(ImageLabelModel, Variational):
     }
     #: What ``model`` returns, as :func:`ppl_scenes.infer.posterior.sample_posterior` names it.
     return_name: ClassVar[str] = "logits"
+    #: The last guide pass's glimpse chain, which the model pass that follows it reuses.
+    _guide_chain: _GuideChain | None = None
 
     def __init__(self, config: SaccadeConfig | None = None, **overrides):
         super().__init__(config, **overrides)
         c = self.config
         self.proxy_encoder = _conv_encoder(c.channels, c.proxy_size, c.conv_width, c.embed_dim)
         self.glimpse_encoder = _conv_encoder(c.channels, c.glimpse_size, c.conv_width, c.embed_dim)
-        self.rnn = nn.GRUCell(c.embed_dim + c.z_dim, c.hidden_dim)
+        self.rnn = GRUCell(c.embed_dim + c.z_dim, c.hidden_dim)
         self.prior_net = mlp([c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
         self.posterior_net = mlp([c.embed_dim + c.hidden_dim, c.hidden_dim, 2 * c.z_dim])
         self.proxy_decoder = mlp([c.z_dim + c.hidden_dim, c.hidden_dim, c.channels * c.proxy_size**2])
-        self.where_head = None if c.where_attention else nn.Linear(c.z_dim, 3)
+        self.where_head = None if c.where_attention else Dense(c.z_dim, 3)
         #: A learned offset of each step's (scale, x, y) logits, added to ``where_head(z_t)`` (or to
         #: ``z_t[:3]`` with ``where_attention``).
         self.where_offset = nn.Parameter(initial_where_offsets(c))
@@ -488,16 +490,19 @@ class VariationalSaccading(ImageLabelModel, Variational):
         return dist.Categorical(logits=logits)
 
     def _check_labels(self, y: Tensor | None, batch: int) -> Tensor | None:
+        """``y`` checked (its values only under Pyro's validation, which the training step turns off:
+        each value check reads back from the device) and as the label distribution takes it."""
         if y is None:
             return None
         c = self.config
+        values = is_validation_enabled()
         if c.task == "identify":
-            if tuple(y.shape) != (batch, c.num_classes) or not ((y == 0) | (y == 1)).all():
+            if tuple(y.shape) != (batch, c.num_classes) or (values and not ((y == 0) | (y == 1)).all()):
                 raise ValueError(
                     f"y must be a multi-hot tensor [{batch}, {c.num_classes}] of 0/1 for 'identify'"
                 )
-            return y.float()
-        if tuple(y.shape) != (batch,) or (y < 0).any() or (y > c.max_sum).any():
+            return y if y.dtype == torch.float32 else y.float()
+        if tuple(y.shape) != (batch,) or (values and ((y < 0).any() or (y > c.max_sum).any())):
             raise ValueError(f"y must hold {batch} integer sums in [0, {c.max_sum}] for 'sum'")
         return y.long()
 
@@ -511,15 +516,20 @@ class VariationalSaccading(ImageLabelModel, Variational):
         c = self.config
         h = x.new_zeros(b, c.hidden_dim)
         embeddings = []
+        chain, self._guide_chain = self._guide_chain, None
         with plate("data", b, device=x.device), summed_weight_gradients(self):
             for t in pyro.markov(range(c.num_saccades)):
                 loc, scale = self.prior(h)
-                with poutine.scale(scale=c.kl_weight):
+                with scaled(c.kl_weight, x):
                     z = pyro.sample(f"z_{t}", Normal(loc, scale).to_event(1))
                 recon = self.decode_proxy(z, h)
-                with poutine.scale(scale=c.proxy_weight):
+                with scaled(c.proxy_weight, x):
                     pyro.sample(f"proxy_{t}", Normal(recon, c.obs_scale).to_event(3), obs=proxy)
-                _, embedding, h = self.advance(x, z, h, t)
+                step = chain.follow(x, z, t) if chain is not None else None
+                if step is None:
+                    chain = None
+                    step = self.advance(x, z, h, t)
+                _, embedding, h = step
                 embeddings.append(embedding)
             logits = self.classify(embeddings, h)
             pyro.sample("y", self.label_distribution(logits), obs=y)
@@ -531,7 +541,7 @@ class VariationalSaccading(ImageLabelModel, Variational):
         x, proxy = self._inputs(x, proxy)
 
         def sample(t: int, loc: Tensor, scale: Tensor) -> Tensor:
-            with poutine.scale(scale=self.config.kl_weight):  # as in the model: scales the KL
+            with scaled(self.config.kl_weight, x):  # as in the model: scales the KL
                 return pyro.sample(f"z_{t}", Normal(loc, scale).to_event(1))
 
         with plate("data", x.shape[0], device=x.device):
@@ -549,11 +559,13 @@ class VariationalSaccading(ImageLabelModel, Variational):
         keys = self.attention.keys(proxy) if self.config.where_attention else None
         size = torch.tensor(x.shape[:-3:-1], dtype=x.dtype, device=x.device)  # (W, H)
         boxes, embeddings = [], []
+        self._guide_chain = chain = _GuideChain(x)
         with summed_weight_gradients(self):  # the MLPs' weight gradients: one product over the steps
             for t in pyro.markov(range(self.config.num_saccades)):
                 visited = torch.stack([b[:, :2].detach() / size for b in boxes], 1) if boxes else None
                 loc, scale = self.posterior(features, h, keys, t, visited)
-                box, embedding, h = self.advance(x, draw(t, loc, scale), h, t)
+                z = draw(t, loc, scale)
+                box, embedding, h = chain.record(z, self.advance(x, z, h, t))
                 boxes.append(box)
                 embeddings.append(embedding)
         return boxes, embeddings, h
@@ -627,6 +639,33 @@ class VariationalSaccading(ImageLabelModel, Variational):
         """Logits and saccade boxes with every ``z_t`` at the guide's mean."""
         boxes, embeddings, h = self.posterior_saccades(x, proxy, lambda t, loc, scale: loc)
         return self.classify(embeddings, h), boxes
+
+
+class _GuideChain:
+    """The guide's saccades ``(boxes, e_t, h_{t+1})``, step by step, for the model to reuse (issue 36).
+
+    The model's glimpse chain is the guide's: with the guide's ``z_t`` replayed into it, the boxes,
+    glimpse embeddings and RNN states of the two passes are the same function of the same values.
+    The model pass takes the guide's tensors instead of computing them again, so one SVI step
+    crops, encodes and advances each glimpse once (same values, same gradients). A step is reused
+    only where the model has the very tensors of the guide: the same image batch, the same ``z_t``
+    object (a replayed sample), and every earlier step reused (so the state ``h_t`` is the guide's).
+    """
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x
+        self.steps: list[tuple[Tensor, tuple[Tensor, Tensor, Tensor]]] = []
+
+    def record(self, z: Tensor, step: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Keep the guide's step for ``z``; returns ``step``."""
+        self.steps.append((z, step))
+        return step
+
+    def follow(self, x: Tensor, z: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The guide's step ``t`` when the model's ``x`` and ``z`` are the guide's tensors, else None."""
+        if x is not self.x or t >= len(self.steps) or self.steps[t][0] is not z:
+            return None
+        return self.steps[t][1]
 
 
 @cached_constant

@@ -17,14 +17,16 @@ from ppl_scenes.nn.mist import (
     PatchEncoder,
     ResidualBlock,
 )
-from ppl_scenes.nn.mlp import MLP, mlp, summed_weight_gradients
+from ppl_scenes.nn.mlp import MLP, Dense, GRUCell, mlp, summed_weight_gradients
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, PyramidBackbone, build_ssd
 
 __all__ = [
     "AnchorEncoder",
     "CodeDecoder",
+    "Dense",
     "GlimpseDecoder",
     "GlimpseEncoder",
+    "GRUCell",
     "GridBackbone",
     "MLP",
     "MultiscaleHeatmapNet",

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ppl_scenes.ops.heatmaps import soft_argmax
+from ppl_scenes.nn.mlp import Dense
+from ppl_scenes.ops.constants import cached_constant, scalar
 
 
 def spread_grid(num_steps: int) -> Tensor:
@@ -24,6 +25,14 @@ def spread_grid(num_steps: int) -> Tensor:
     side = math.ceil(math.sqrt(num_steps))
     steps = torch.arange(num_steps)
     return torch.stack(((steps % side + 0.5) / side, (steps // side + 0.5) / side), -1)
+
+
+@cached_constant
+def pixel_centres(height: int, width: int, dtype=torch.float32, device=None) -> Tensor:
+    """``[H*W, 2]`` the (x, y) centres of a ``H x W`` map's pixels, row by row, as fractions of its sides."""
+    xs = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width
+    ys = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height
+    return torch.stack((xs.repeat(height), ys.repeat_interleave(width)), -1)
 
 
 def initial_attention_maps(num_steps: int, side: int, spread: bool = True) -> Tensor:
@@ -81,7 +90,7 @@ class ProxyAttention(nn.Module):
         )
         # one query entry per channel of the map, and one for the local brightness; all zero at
         # first but the brightness's, so the untrained attention reads brightness and prior alone
-        self.query = nn.Linear(state_dim, width + 1)
+        self.query = Dense(state_dim, width + 1)
         with torch.no_grad():
             self.query.weight.zero_()
             self.query.bias.zero_()
@@ -108,14 +117,13 @@ class ProxyAttention(nn.Module):
             t: the step, for its prior map.
             visited: ``[B, n, 2]`` centres (fractions of the side) already looked at, or None.
         """
-        scores = torch.einsum("bchw,bc->bhw", keys, self.query(state)) + self.prior[t]
-        side = torch.tensor(scores.shape[:0:-1], dtype=keys.dtype, device=keys.device)  # (W, H)
+        b, _, h, w = keys.shape
+        query = self.query(state)
+        scores = torch.bmm(query[:, None], keys.reshape(b, -1, h * w)).view(b, h * w)
+        scores = scores + self.prior.view(-1, h * w)[t]
+        centres = pixel_centres(h, w, keys.dtype, keys.device)  # [H*W, 2] (x, y), fractions of the side
         if visited is not None and visited.shape[1]:
-            xs = (torch.arange(scores.shape[2], dtype=keys.dtype, device=keys.device) + 0.5) / side[0]
-            ys = (torch.arange(scores.shape[1], dtype=keys.dtype, device=keys.device) + 0.5) / side[1]
-            dx = xs[None, None, None, :] - visited[..., 0, None, None]
-            dy = ys[None, None, :, None] - visited[..., 1, None, None]
-            bumps = torch.exp(-(dx**2 + dy**2) / (2 * self.inhibition_sigma**2)).sum(1)
+            distances = (centres - visited[:, :, None]).square().sum(-1)  # [B, n, H*W]
+            bumps = torch.exp(distances * scalar(-0.5 / self.inhibition_sigma**2, distances)).sum(1)
             scores = scores - self.return_penalty * bumps
-        positions, _ = soft_argmax(scores[:, None])
-        return positions[:, 0] / side
+        return scores.softmax(-1).mm(centres)  # the soft-argmax: expected centre under the softmax

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLP", "mlp", "summed_weight_gradients"]
+__all__ = ["MLP", "Dense", "GRUCell", "mlp", "summed_weight_gradients"]
 
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.ELU, final_activation: bool = False) -> MLP:
@@ -76,30 +76,12 @@ class MLP(nn.Sequential):
 
     def _apply_plan(self, x: Tensor, plan: list[tuple[nn.Linear, str | None]], columns):
         params = [t for layer in plan for t in (layer[0].weight, layer[0].bias)]
-        kinds = tuple(kind for _, kind in plan)
-        summed = self._summed
-        token = None
-        if summed is not None:
-            if summed.token is None:  # the first call of the pass: the node that sums the gradients
-                summed.token = _SumWeightGradients.apply(summed, *params)
-            token = summed.token
-        return _MLPFunction.apply(x, kinds, columns, summed, token, self._weights_transposed(params), *params)
-
-    def _weights_transposed(self, params: list[Tensor]) -> list[Tensor]:
-        """The layers' ``weight.t()``, views made once (three operations each per call otherwise) and
-        made again only when a weight's storage moves (an optimiser flattening its parameters, ``.to``)."""
-        key = tuple(w.data_ptr() for w in params[::2])
-        if self._transposed is None or self._transposed[0] != key:
-            with torch.no_grad():
-                self._transposed = (key, [w.t() for w in params[::2]])
-        return self._transposed[1]
+        return _run_fused(self, x, params, tuple(kind for _, kind in plan), columns)
 
     def _fused_plan(self, x: Tensor) -> list[tuple[nn.Linear, str | None]] | None:
         """The layers for the one-node pass of ``x``, or None where the module-by-module forward runs
         (no graph to build, a 0-d input, a pass under ``torch.compile``, layers of another kind)."""
-        if not torch.is_grad_enabled() or x.dim() < 1 or torch.compiler.is_compiling():
-            return None
-        return self._plan()
+        return self._plan() if _fusable(x) else None
 
     def _plan(self) -> list[tuple[nn.Linear, str | None]] | None:
         plan: list[tuple[nn.Linear, str | None]] = []
@@ -113,6 +95,88 @@ class MLP(nn.Sequential):
             else:
                 return None
         return plan
+
+
+class Dense(nn.Linear):
+    """``nn.Linear`` run as :class:`MLP`'s one autograd node (its parameters and names are Linear's).
+
+    Autograd's ``addmm`` node takes about 17 operations backward and a transpose node 4 more; this one
+    takes 4, and inside :func:`summed_weight_gradients` leaves its weight gradients to one product
+    over all calls of the pass. Falls back to ``nn.Linear`` where :class:`MLP` does.
+    """
+
+    _summed: _SummedCalls | None = None
+    _transposed: tuple[tuple[int, ...], list[Tensor]] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bias is None or not _fusable(x):
+            return super().forward(x)
+        return _run_fused(self, x, [self.weight, self.bias], (None,), None)
+
+
+class GRUCell(nn.GRUCell):
+    """``nn.GRUCell`` (same parameters, names and equations) whose two matrix products run as
+    :class:`Dense`'s one-node products, taking part in :func:`summed_weight_gradients`.
+
+    The gates follow torch's GRU cell: ``r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)``, ``z`` alike,
+    ``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``, ``h' = n + z (h - n)`` (that is, ``(1 - z) n + z
+    h``). Falls back to ``nn.GRUCell`` where :class:`MLP` does, or for a cell without biases or an
+    unbatched input.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+        self._products = (_WeightOwner(), _WeightOwner())
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        if h is None or not self.bias or x.dim() != 2 or not _fusable(x):
+            return super().forward(x, h)
+        into, within = self._products
+        gates_x = _run_fused(into, x, [self.weight_ih, self.bias_ih], (None,), None)
+        gates_h = _run_fused(within, h, [self.weight_hh, self.bias_hh], (None,), None)
+        r_x, z_x, n_x = gates_x.chunk(3, -1)
+        r_h, z_h, n_h = gates_h.chunk(3, -1)
+        r = torch.sigmoid(r_x + r_h)
+        z = torch.sigmoid(z_x + z_h)
+        n = torch.tanh(n_x + r * n_h)
+        return n + z * (h - n)
+
+
+class _WeightOwner:
+    """The per-pass state of one fused product that is not a module of its own (:class:`GRUCell`'s)."""
+
+    _summed: _SummedCalls | None = None
+    _transposed: tuple[tuple[int, ...], list[Tensor]] | None = None
+
+
+def _fusable(x: Tensor) -> bool:
+    """Whether a pass of ``x`` runs as one node: a graph to build, a batch, not under ``torch.compile``."""
+    return torch.is_grad_enabled() and x.dim() >= 1 and not torch.compiler.is_compiling()
+
+
+def _run_fused(
+    owner: MLP | Dense | _WeightOwner, x: Tensor, params: list[Tensor], kinds: tuple[str | None, ...], columns
+):
+    """:class:`_MLPFunction` of ``owner``'s layers ``params`` (weight, bias in turn) with activations
+    ``kinds``; inside :func:`summed_weight_gradients` the first call of a pass makes the node that sums
+    the weight gradients."""
+    summed = owner._summed
+    token = None
+    if summed is not None:
+        if summed.token is None:
+            summed.token = _SumWeightGradients.apply(summed, *params)
+        token = summed.token
+    return _MLPFunction.apply(x, kinds, columns, summed, token, _weights_transposed(owner, params), *params)
+
+
+def _weights_transposed(owner: MLP | Dense | _WeightOwner, params: list[Tensor]) -> list[Tensor]:
+    """The layers' ``weight.t()``, views made once (three operations each per call otherwise) and made
+    again only when a weight's storage moves (an optimiser flattening its parameters, ``.to``)."""
+    key = tuple(w.data_ptr() for w in params[::2])
+    if owner._transposed is None or owner._transposed[0] != key:
+        with torch.no_grad():
+            owner._transposed = (key, [w.t() for w in params[::2]])
+    return owner._transposed[1]
 
 
 class _SummedCalls:
@@ -129,13 +193,21 @@ class _SummedCalls:
 
 @contextmanager
 def summed_weight_gradients(*modules: nn.Module) -> Iterator[None]:
-    """Within the block, every :class:`MLP` in ``modules`` computes its weight gradients once.
+    """Within the block, every :class:`MLP`, :class:`Dense` and :class:`GRUCell` in ``modules``
+    computes its weight gradients once.
 
     Each call's backward then computes only its input's gradient; one node per MLP, which the
     backward pass reaches after all of that MLP's calls, multiplies the stacked rows of all calls.
     Use it around a loop that calls the same MLPs many times in one forward pass.
     """
-    nets = {id(m): m for module in modules for m in module.modules() if isinstance(m, MLP)}
+    nets = {id(m): m for module in modules for m in module.modules() if isinstance(m, (MLP, Dense))}
+    nets.update(
+        (id(o), o)
+        for module in modules
+        for m in module.modules()
+        if isinstance(m, GRUCell)
+        for o in m._products
+    )
     for net in nets.values():
         net._summed = _SummedCalls()
     try:
@@ -179,7 +251,7 @@ class _MLPFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, kinds: tuple[str | None, ...], columns, summed, token, transposed, *params):
         # columns: None (one output), or (order, inverse, sizes) of :meth:`MLP.heads`
         lead = x.shape[:-1]
-        h = x.reshape(-1, x.shape[-1])
+        h = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # a reshape of 2 dims costs 2 operations
         saved = [h]
         for k, kind in enumerate(kinds):
             pre = torch.mm(h, transposed[k]).add_(params[2 * k + 1])  # 4 operations, where addmm takes 6
@@ -193,10 +265,10 @@ class _MLPFunction(torch.autograd.Function):
         ctx.kinds, ctx.lead, ctx.columns, ctx.summed = kinds, lead, columns, summed
         ctx.save_for_backward(*saved, *params)
         if columns is None:
-            return h.reshape(*lead, h.shape[-1])
+            return h if x.dim() == 2 else h.reshape(*lead, h.shape[-1])
         order, _, sizes = columns
         h = h if order is None else h.index_select(-1, order)
-        return h.reshape(*lead, h.shape[-1]).split(sizes, -1)
+        return h.reshape(*lead, h.shape[-1]).split(sizes, -1)  # split views of a view: fewer operations
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -210,7 +282,7 @@ class _MLPFunction(torch.autograd.Function):
         else:
             g = torch.cat(grads, -1)
             g = g if ctx.columns[1] is None else g.index_select(-1, ctx.columns[1])
-        g = g.reshape(-1, g.shape[-1])
+        g = g if g.dim() == 2 else g.reshape(-1, g.shape[-1])
         param_grads: list[Tensor | None] = [None] * (2 * layers)
         grad_x = None
         for k in reversed(range(layers)):
@@ -229,5 +301,5 @@ class _MLPFunction(torch.autograd.Function):
             if k or ctx.needs_input_grad[0]:
                 g = g.mm(params[2 * k])
                 if not k:
-                    grad_x = g.reshape(*ctx.lead, g.shape[-1])
+                    grad_x = g if len(ctx.lead) == 1 else g.reshape(*ctx.lead, g.shape[-1])
         return (grad_x, None, None, None, None, None, *param_grads)

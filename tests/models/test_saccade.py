@@ -2,6 +2,7 @@
 
 import math
 
+import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -285,3 +286,51 @@ def test_attention_learns_at_its_fraction_of_the_rate():
     assert not any(n.startswith(("classifier", "glimpse_encoder", "posterior_net")) for n in factors)
     with pytest.raises(ValueError, match="attention_lr_factor"):
         tiny(attention_lr_factor=0.0)
+
+
+@pytest.mark.parametrize("variant", ["identify", "where_head"])
+def test_the_model_reuses_the_guides_glimpses_with_the_same_gradients(variant, monkeypatch):
+    """One loss crops and encodes each glimpse once (the model takes the guide's chain), and its
+    gradients are those of a model pass that computes the chain again (issue 36)."""
+    from ppl_scenes.infer.elbo import DeviceTraceELBO
+    from ppl_scenes.models import saccade
+
+    x = torch.stack([s[0] for s in scenes()])
+    y = torch.stack([s[1]["multi_label"] for s in scenes()])
+
+    def loss_and_grads(model):
+        calls = []
+        hook = model.glimpse_encoder.register_forward_hook(lambda *_: calls.append(1))
+        pyro.set_rng_seed(3)
+        loss = DeviceTraceELBO().differentiable_loss(model.model, model.guide, x, y=y)
+        hook.remove()
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        return loss, grads, len(calls)
+
+    torch.manual_seed(0)
+    model = tiny(**VARIANTS[variant])
+    loss, grads, encoded = loss_and_grads(model)
+    assert encoded == model.config.num_saccades
+    monkeypatch.setattr(saccade._GuideChain, "follow", lambda self, x, z, t: None)
+    again, grads_again, encoded_again = loss_and_grads(model)
+    assert encoded_again == 2 * model.config.num_saccades
+    assert torch.allclose(loss, again)
+    for g, h in zip(grads, grads_again):
+        assert (g is None) == (h is None)
+        if g is not None:
+            assert torch.allclose(g, h, atol=1e-6)
+
+
+def test_a_model_pass_on_other_values_than_the_guides_computes_its_own_chain():
+    """The model reuses the guide's glimpses only for the guide's own ``z_t`` and images."""
+    torch.manual_seed(0)
+    model = tiny()
+    x = torch.stack([s[0] for s in scenes()])
+    guide_trace = poutine.trace(model.guide).get_trace(x)
+    sites = guide_trace.nodes.items()
+    values = {name: site["value"].clone() for name, site in sites if site["type"] == "sample"}
+    calls = []
+    model.glimpse_encoder.register_forward_hook(lambda *_: calls.append(1))
+    poutine.condition(model.model, data=values)(x)  # equal values, other tensors: computed again
+    assert len(calls) == model.config.num_saccades
+    assert model._guide_chain is None  # consumed by the model pass, not kept

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ppl_scenes.nn import MLP, mlp, summed_weight_gradients
+from ppl_scenes.nn import MLP, Dense, GRUCell, mlp, summed_weight_gradients
 
 
 @pytest.mark.parametrize("activation", [nn.ELU, nn.ReLU])
@@ -109,3 +109,56 @@ def test_heads_split_and_permute_the_output_as_indexing_would():
                 torch.testing.assert_close(g, w, rtol=0, atol=0)
     with pytest.raises(ValueError, match="inverse"):
         net.heads(x, (1, 2), order)
+
+
+@pytest.mark.parametrize("summed", [False, True])
+def test_dense_and_gru_cell_match_torchs_modules_in_values_and_gradients(summed):
+    """:class:`Dense` is ``nn.Linear`` and :class:`GRUCell` is ``nn.GRUCell`` (same state dicts, values
+    and gradients), in one-node form, also with their weight gradients summed over a chain of calls."""
+    torch.manual_seed(3)
+    dense, cell = Dense(5, 4), GRUCell(4, 6)
+    linear, reference = nn.Linear(5, 4), nn.GRUCell(4, 6)
+    linear.load_state_dict(dense.state_dict())
+    reference.load_state_dict(cell.state_dict())
+    assert list(cell.state_dict()) == list(reference.state_dict())
+    xs = [torch.randn(3, 5, requires_grad=True) for _ in range(3)]
+
+    def chain(lin, rnn):
+        h = torch.zeros(3, 6)
+        for x in xs:  # the pattern of a recurrent loop: every call's state feeds the next
+            h = rnn(torch.tanh(lin(x)), h)
+        return h
+
+    with summed_weight_gradients(dense, cell) if summed else contextlib.nullcontext():
+        out = chain(dense, cell)
+    want = chain(linear, reference)
+    assert "AddmmBackward0" in _node_names(want) and "AddmmBackward0" not in _node_names(out)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(out)
+    got = torch.autograd.grad((out * w).sum(), [*xs, *dense.parameters(), *cell.parameters()])
+    ref = torch.autograd.grad((want * w).sum(), [*xs, *linear.parameters(), *reference.parameters()])
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_gru_cell_falls_back_to_torchs_without_a_state_or_a_batch():
+    torch.manual_seed(4)
+    cell, reference = GRUCell(3, 2), nn.GRUCell(3, 2)
+    reference.load_state_dict(cell.state_dict())
+    x = torch.randn(3)
+    torch.testing.assert_close(cell(x), reference(x))
+    torch.testing.assert_close(cell(x[None]), reference(x[None]))  # no state given: zeros, as torch's
+    assert Dense(3, 2)(torch.randn(4, 3, requires_grad=True)).grad_fn.name().startswith("_MLPFunction")
+
+
+def _node_names(t: torch.Tensor) -> set[str]:
+    """The names of the autograd nodes ``t`` was computed by."""
+    names, todo, seen = set(), [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(node.name())
+        todo += [n for n, _ in node.next_functions]
+    return names
