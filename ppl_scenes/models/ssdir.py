@@ -61,9 +61,10 @@ from ppl_scenes.models.base import (
     TiledParse,
     Variational,
     plate,
+    scaled,
 )
 from ppl_scenes.models.preset import Preset
-from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, build_ssd
+from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, anchor_windows, build_ssd
 from ppl_scenes.ops import clip, composite, crop, paste, paste_support, vector, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
 
@@ -522,9 +523,10 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         (:meth:`AnchorEncoder.at <ppl_scenes.nn.AnchorEncoder.at>`, equal to the full convolution
         there); the other cells, whose codes explain no pixel, get the prior's mean, 0.
         """
+        windows = anchor_windows(det.features, det.index, self.what_encoder.num_anchors)  # shared
         out = {
-            "what": det.scatter(self.what_encoder.at(det.features, det.index)),
-            "depth": det.scatter(self.depth_encoder.at(det.features, det.index)),
+            "what": det.scatter(self.what_encoder.at(det.features, det.index, windows)),
+            "depth": det.scatter(self.depth_encoder.at(det.features, det.index, windows)),
         }
         if self.config.background:
             out["background"] = self.background_encoder(det.features[-1].mean(dim=(-2, -1)))
@@ -586,10 +588,10 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
                 pyro.deterministic("z_where", xyxy_to_cxcywh(det.boxes), event_dim=1)
                 pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=mask.to(x.dtype))
                 with poutine.mask(mask=mask):
-                    with poutine.scale(scale=c.what_weight):
+                    with scaled(c.what_weight, x):
                         prior = Normal(vector([0.0] * c.what_dim, dev), 1.0)
                         z_what = pyro.sample("z_what", prior.expand([b, a, c.what_dim]).to_event(1))
-                    with poutine.scale(scale=c.depth_weight):
+                    with scaled(c.depth_weight, x):
                         prior = Normal(vector([0.0], dev), 1.0)
                         z_depth = pyro.sample("z_depth", prior.expand([b, a, 1]).to_event(1))
             z_bg = None
@@ -597,7 +599,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
                 prior = Normal(vector([0.0] * c.background_dim, dev), 1.0)
                 z_bg = pyro.sample("z_bg", prior.expand([b, 1, c.background_dim]).to_event(1)).squeeze(1)
             canvas, patches = self.decode(det, z_what, z_depth, z_bg)
-            with poutine.scale(scale=c.obj_weight):
+            with scaled(c.obj_weight, x):
                 pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=x.unsqueeze(1))
             crops = crop(x, xyxy_to_cxcywh(det.gather(det.boxes)), (c.patch_size, c.patch_size))
             per_image = c.rec_weight / det.present.sum(1, keepdim=True).clamp(min=1)
@@ -615,9 +617,9 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         b, a = det.beta.shape
         with plate("data", b, dim=-2, device=x.device):
             with plate("cells", a, dim=-1, device=x.device), poutine.mask(mask=det.cell_present):
-                with poutine.scale(scale=c.what_weight):
+                with scaled(c.what_weight, x):
                     pyro.sample("z_what", Normal(enc["what"], c.what_scale).to_event(1))
-                with poutine.scale(scale=c.depth_weight):
+                with scaled(c.depth_weight, x):
                     pyro.sample("z_depth", Normal(enc["depth"], c.depth_scale).to_event(1))
             if c.background:
                 pyro.sample("z_bg", Normal(enc["background"].unsqueeze(1), c.what_scale).to_event(1))

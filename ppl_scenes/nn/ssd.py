@@ -11,6 +11,7 @@ torchvision's order (level, row, column, default box), which :class:`AnchorEncod
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +20,17 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 
 from ppl_scenes.nn.blocks import channels_last
+from ppl_scenes.ops.constants import cached_constant, indices
 
-__all__ = ["AnchorEncoder", "CodeDecoder", "ConvNormReLU", "PyramidBackbone", "build_ssd"]
+__all__ = [
+    "AnchorEncoder",
+    "AnchorWindows",
+    "CodeDecoder",
+    "ConvNormReLU",
+    "PyramidBackbone",
+    "anchor_windows",
+    "build_ssd",
+]
 
 
 class ConvNormReLU(nn.Sequential):
@@ -178,55 +188,111 @@ class AnchorEncoder(SSDScoringHead):
         super().__init__(nn.ModuleList(head(c, a) for c, a in zip(in_channels, num_anchors)), dim)
         self.num_anchors = list(num_anchors)
 
-    def at(self, features: list[Tensor], index: Tensor) -> Tensor:
+    def at(self, features: list[Tensor], index: Tensor, windows: AnchorWindows | None = None) -> Tensor:
         """The head's output for the default boxes ``index`` only: ``[B, M, dim]`` for ``index [B, M]``.
 
         Equal to ``self(features).gather(1, index)`` -- each row is the 3x3 convolution at its box's
         location -- but the convolutions run only at those locations, so the cost grows with the
-        objects, not with the pyramid (``forward`` computes every default box of every level).
+        objects, not with the pyramid (``forward`` computes every default box of every level). All
+        levels at once: each window meets every level's kernels in one product, and each row keeps
+        its own level's and box's columns. A level without boxes in ``index`` gets zero gradients, as
+        through the full convolution (not none: Adam's moments then move its kernels as they would).
 
         Args:
             features: the pyramid's maps, ``[B, C, H_l, W_l]`` per level.
             index: ``[B, M]`` default boxes in torchvision's anchor order (level, row, column, box).
+            windows: :func:`anchor_windows` of ``features`` and ``index``, when several encoders share
+                them.
         """
-        b, m = index.shape
-        flat = index.reshape(-1)
-        image = torch.arange(b, device=index.device).repeat_interleave(m)
-        out = features[0].new_zeros(b * m, self.num_columns)
-        offsets = torch.arange(3, device=index.device)
-        start = 0  # the level's first default box
-        for level, (maps, per_location) in enumerate(zip(features, self.num_anchors)):
-            h, w = maps.shape[-2:]
-            local = flat - start
-            start += h * w * per_location
-            rows = torch.nonzero((local >= 0) & (flat < start)).squeeze(1)
-            if not len(rows):
-                continue
-            local = local[rows]
-            location, box = local // per_location, local % per_location
-            y, x = location // w, location % w
-            padded = F.pad(maps, (1, 1, 1, 1))
-            # each row's 3x3 neighbourhood: [N, 3, 3, C] -> [N, C, 3, 3]
-            windows = padded[
-                image[rows, None, None], :, y[:, None, None] + offsets[:, None], x[:, None, None] + offsets
-            ].permute(0, 3, 1, 2)
-            values = _centre(self.module_list[level], windows.flatten(1))  # [N, boxes * dim]
-            picked = torch.arange(len(rows), device=rows.device)
-            out[rows] = values.view(len(rows), per_location, -1)[picked, box]
-        return out.view(b, m, self.num_columns)
+        if windows is None:
+            windows = anchor_windows(features, index, self.num_anchors)
+        heads = list(self.module_list)
+        dim = self.num_columns
+        if isinstance(heads[0], nn.Conv2d):
+            values = windows.values
+        else:  # a hidden layer: every level's, then each row's own level's
+            hidden = heads[0][0].out_channels
+            values = F.linear(windows.values, *_stacked([h[0] for h in heads]))
+            picked = windows.level[:, None] * hidden + indices(hidden, values.device)
+            values = heads[0][1](values.gather(1, picked))
+            heads = [h[2] for h in heads]
+        out = F.linear(values, *_stacked(heads))  # [N, sum over levels of boxes * dim]
+        first = _column_starts(tuple(self.num_anchors), dim, out.device)[windows.level]
+        picked = (first + windows.box * dim)[:, None] + indices(dim, out.device)
+        return out.gather(1, picked).view(*index.shape, dim)
 
 
-def _centre(head: nn.Module, windows: Tensor) -> Tensor:
-    """An :class:`AnchorEncoder` level's output at the centre of flattened 3x3 windows ``[N, C * 9]``.
+class AnchorWindows(NamedTuple):
+    """The 3x3 neighbourhoods of some default boxes' locations in a pyramid (:func:`anchor_windows`)."""
 
-    A 3x3 convolution at one location is a linear map of its window (``F.linear``, not ``conv2d``:
-    convolution kernels carry a fixed cost per call that dominates on a few hundred windows).
-    """
-    if isinstance(head, nn.Conv2d):
-        return F.linear(windows, head.weight.flatten(1), head.bias)
-    first, activation, last = head
-    hidden = activation(F.linear(windows, first.weight.flatten(1), first.bias))
-    return F.linear(hidden, last.weight.flatten(1), last.bias)
+    #: ``[N, C * 9]`` each box's window, flattened in (channel, row, column) order as a kernel is.
+    values: Tensor
+    #: ``[N]`` the pyramid level of each box.
+    level: Tensor
+    #: ``[N]`` which of its location's default boxes each is.
+    box: Tensor
+
+
+def anchor_windows(features: list[Tensor], index: Tensor, num_anchors: list[int]) -> AnchorWindows:
+    """The zero-padded 3x3 windows of the pyramid ``features`` around the locations of the default
+    boxes ``index`` (``[B, M]``, torchvision's anchor order; ``num_anchors`` boxes per location of each
+    level), gathered from all levels at once: what :meth:`AnchorEncoder.at` multiplies by its kernels.
+    Pixels of a window outside its map are zero, as a convolution's padding."""
+    b, m = index.shape
+    layout = _pyramid_layout(tuple(tuple(f.shape[-2:]) for f in features), tuple(num_anchors), index.device)
+    starts, per_location, heights, widths, pixel_starts, rows, columns = layout
+    flat = index.reshape(-1)
+    level = torch.bucketize(flat, starts[1:], right=True)
+    local = flat - starts[level]
+    per, height, width = per_location[level], heights[level, None], widths[level, None]
+    location, box = local.div(per, rounding_mode="floor"), local.remainder(per)
+    y = location.div(width[:, 0], rounding_mode="floor")[:, None] + rows  # [N, 9] the window's pixels
+    x = location.remainder(width[:, 0])[:, None] + columns
+    inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+    pixel = (
+        pixel_starts[level, None]
+        + y.clamp(min=0).minimum(height - 1) * width
+        + x.clamp(min=0).minimum(width - 1)
+    )
+    maps = torch.cat([f.flatten(2) for f in features], 2)  # [B, C, sum of H * W]
+    image = indices(b, index.device).repeat_interleave(m)
+    values = maps[image[:, None], :, pixel] * inside[..., None]  # [N, 9, C]
+    return AnchorWindows(values.transpose(1, 2).flatten(1), level, box)
+
+
+@cached_constant
+def _pyramid_layout(sizes: tuple[tuple[int, int], ...], num_anchors: tuple[int, ...], device):
+    """Long tensors on ``device``: per level its first default box, boxes per location, height, width
+    and first pixel of the flattened pyramid; then the row and column offsets ``[9]`` of a 3x3 window's
+    pixels from its centre."""
+    starts, pixel_starts, box, pixel = [], [], 0, 0
+    for (h, w), a in zip(sizes, num_anchors):
+        starts.append(box)
+        pixel_starts.append(pixel)
+        box += h * w * a
+        pixel += h * w
+    heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
+    rows = [dy - 1 for dy in range(3) for _ in range(3)]
+    columns = [dx - 1 for _ in range(3) for dx in range(3)]
+    long = dict(dtype=torch.long, device=device)
+    values = (starts, num_anchors, heights, widths, pixel_starts, rows, columns)
+    return tuple(torch.tensor(v, **long) for v in values)
+
+
+@cached_constant
+def _column_starts(num_anchors: tuple[int, ...], dim: int, device) -> Tensor:
+    """The first column of each level's output in :meth:`AnchorEncoder.at`'s stacked product."""
+    starts = [0]
+    for a in num_anchors[:-1]:
+        starts.append(starts[-1] + a * dim)
+    return torch.tensor(starts, dtype=torch.long, device=device)
+
+
+def _stacked(convs: list[nn.Conv2d]) -> tuple[Tensor, Tensor]:
+    """The levels' kernels as one linear map of a flattened window: weight ``[sum of outputs, C * k * k]``
+    and bias."""
+    weight = torch.cat([c.weight.flatten(1) for c in convs])
+    return weight, torch.cat([c.bias for c in convs])
 
 
 class CodeDecoder(nn.Module):

@@ -55,3 +55,29 @@ def test_backbone_keeps_its_state_dict_keys_and_accepts_either_memory_format():
     assert list(a) == ["0", "1"] and a["0"].shape == (2, 8, 4, 4)
     for key in a:
         torch.testing.assert_close(a[key], b[key])
+
+
+@pytest.mark.parametrize("hidden", [0, 5])
+def test_shared_anchor_windows_give_the_full_heads_values_and_gradients_on_oblong_maps(hidden):
+    """Two encoders sharing one :func:`anchor_windows` (as SSDIR's what and depth encoders do) give the
+    full heads' rows at the boxes, and the same gradients, on maps that are not square."""
+    from ppl_scenes.nn.ssd import anchor_windows
+
+    torch.manual_seed(1)
+    encoders = [AnchorEncoder([4, 4], [3, 2], dim=d, hidden=hidden) for d in (2, 1)]
+    features = [torch.randn(3, 4, 6, 9, requires_grad=True), torch.randn(3, 4, 3, 5, requires_grad=True)]
+    a = 6 * 9 * 3 + 3 * 5 * 2
+    index = torch.randint(0, a, (3, 7))
+    windows = anchor_windows(features, index, encoders[0].num_anchors)
+    for encoder in encoders:
+        full = encoder(features)
+        want = full.gather(1, index[..., None].expand(-1, -1, full.shape[-1]))
+        got = encoder.at(features, index, windows)
+        torch.testing.assert_close(got, want)
+        w = torch.randn_like(got)
+        params = [*features, *encoder.parameters()]
+        for g, r in zip(
+            torch.autograd.grad((got * w).sum(), params, retain_graph=True),
+            torch.autograd.grad((want * w).sum(), params),
+        ):
+            torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
