@@ -524,10 +524,10 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         there); the other cells, whose codes explain no pixel, get the prior's mean, 0.
         """
         windows = anchor_windows(det.features, det.index, self.what_encoder.num_anchors)  # shared
-        out = {
-            "what": det.scatter(self.what_encoder.at(det.features, det.index, windows)),
-            "depth": det.scatter(self.depth_encoder.at(det.features, det.index, windows)),
-        }
+        what = self.what_encoder.at(det.features, det.index, windows)
+        depth = self.depth_encoder.at(det.features, det.index, windows)
+        what, depth = det.scatter(torch.cat((what, depth), -1)).split((what.shape[-1], 1), -1)  # one scatter
+        out = {"what": what, "depth": depth}
         if self.config.background:
             out["background"] = self.background_encoder(det.features[-1].mean(dim=(-2, -1)))
         return out
