@@ -235,10 +235,25 @@ class _SumWeightGradients(torch.autograd.Function):
             if not parts or not (ctx.needs_input_grad[1 + 2 * k] or ctx.needs_input_grad[2 + 2 * k]):
                 grads += [None, None]
                 continue
-            inputs = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-            g = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+            inputs = _rows([p[0] for p in parts])
+            g = _rows([p[1] for p in parts])
             grads += [g.t().mm(inputs), g.sum(0)]
         return (None, *grads)
+
+
+def _rows(parts: list[Tensor]) -> Tensor:
+    """``torch.cat(parts)``, on the CPU by one thread: torch's multi-threaded concatenation dispatches
+    three view operations per input (a wavefront's few hundred rows gain nothing from threads)."""
+    if len(parts) == 1:
+        return parts[0]
+    threads = torch.get_num_threads()
+    if parts[0].device.type != "cpu" or threads == 1:
+        return torch.cat(parts)
+    torch.set_num_threads(1)
+    try:
+        return torch.cat(parts)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _MLPFunction(torch.autograd.Function):

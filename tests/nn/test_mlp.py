@@ -162,3 +162,22 @@ def _node_names(t: torch.Tensor) -> set[str]:
         names.add(node.name())
         todo += [n for n, _ in node.next_functions]
     return names
+
+
+def test_summed_weight_gradients_leave_the_thread_count_as_it_was():
+    """The summed gradients concatenate the calls' rows on one thread, then restore torch's count."""
+    torch.manual_seed(5)
+    net = mlp([3, 4, 2])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        xs = [torch.randn(20_000, 3) for _ in range(3)]  # large enough for torch's threaded concatenation
+        with summed_weight_gradients(net):
+            loss = sum(net(x).sum() for x in xs)
+        grads = torch.autograd.grad(loss, list(net.parameters()))
+        assert torch.get_num_threads() == 2
+        want = torch.autograd.grad(sum(nn.Sequential(*net)(x).sum() for x in xs), list(net.parameters()))
+        for g, w in zip(grads, want):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-3)
+    finally:
+        torch.set_num_threads(before)
