@@ -64,6 +64,7 @@ from ppl_scenes.models.base import (
     scaled,
 )
 from ppl_scenes.models.preset import Preset
+from ppl_scenes.nn.mlp import Dense
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, anchor_windows, build_ssd
 from ppl_scenes.ops import clip, composite, crop, paste, paste_support, vector, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
@@ -292,7 +293,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         self.depth_encoder = AnchorEncoder(levels, per_level, 1)
         self.decoder = CodeDecoder(c.what_dim, c.channels, c.patch_size, c.decoder_width)
         if c.background:
-            self.background_encoder = nn.Linear(levels[-1], c.background_dim)
+            self.background_encoder = Dense(levels[-1], c.background_dim)
             self.background_decoder = CodeDecoder(c.background_dim, c.channels, c.patch_size, c.decoder_width)
         self._cache: tuple[Tensor, int, Detections] | None = None
 

@@ -20,6 +20,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead, SSDScoringHead
 
 from ppl_scenes.nn.blocks import channels_last
+from ppl_scenes.nn.mlp import MLP
 from ppl_scenes.ops.constants import cached_constant, indices
 
 __all__ = [
@@ -239,44 +240,36 @@ def anchor_windows(features: list[Tensor], index: Tensor, num_anchors: list[int]
     level), gathered from all levels at once: what :meth:`AnchorEncoder.at` multiplies by its kernels.
     Pixels of a window outside its map are zero, as a convolution's padding."""
     b, m = index.shape
-    layout = _pyramid_layout(tuple(tuple(f.shape[-2:]) for f in features), tuple(num_anchors), index.device)
-    starts, per_location, heights, widths, pixel_starts, rows, columns = layout
+    sizes = tuple(tuple(f.shape[-2:]) for f in features)
+    level, box, pixels = _anchor_table(sizes, tuple(num_anchors), index.device)
     flat = index.reshape(-1)
-    level = torch.bucketize(flat, starts[1:], right=True)
-    local = flat - starts[level]
-    per, height, width = per_location[level], heights[level, None], widths[level, None]
-    location, box = local.div(per, rounding_mode="floor"), local.remainder(per)
-    y = location.div(width[:, 0], rounding_mode="floor")[:, None] + rows  # [N, 9] the window's pixels
-    x = location.remainder(width[:, 0])[:, None] + columns
-    inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-    pixel = (
-        pixel_starts[level, None]
-        + y.clamp(min=0).minimum(height - 1) * width
-        + x.clamp(min=0).minimum(width - 1)
+    # the maps flattened one after another, and one zero pixel last for the windows' outside
+    maps = torch.cat(
+        [*(f.flatten(2) for f in features), features[0].new_zeros(b, features[0].shape[1], 1)], 2
     )
-    maps = torch.cat([f.flatten(2) for f in features], 2)  # [B, C, sum of H * W]
     image = indices(b, index.device).repeat_interleave(m)
-    values = maps[image[:, None], :, pixel] * inside[..., None]  # [N, 9, C]
-    return AnchorWindows(values.transpose(1, 2).flatten(1), level, box)
+    values = maps[image[:, None], :, pixels[flat]]  # [N, 9, C]
+    return AnchorWindows(values.transpose(1, 2).flatten(1), level[flat], box[flat])
 
 
 @cached_constant
-def _pyramid_layout(sizes: tuple[tuple[int, int], ...], num_anchors: tuple[int, ...], device):
-    """Long tensors on ``device``: per level its first default box, boxes per location, height, width
-    and first pixel of the flattened pyramid; then the row and column offsets ``[9]`` of a 3x3 window's
-    pixels from its centre."""
-    starts, pixel_starts, box, pixel = [], [], 0, 0
-    for (h, w), a in zip(sizes, num_anchors):
-        starts.append(box)
-        pixel_starts.append(pixel)
-        box += h * w * a
-        pixel += h * w
-    heights, widths = [h for h, _ in sizes], [w for _, w in sizes]
-    rows = [dy - 1 for dy in range(3) for _ in range(3)]
-    columns = [dx - 1 for _ in range(3) for dx in range(3)]
-    long = dict(dtype=torch.long, device=device)
-    values = (starts, num_anchors, heights, widths, pixel_starts, rows, columns)
-    return tuple(torch.tensor(v, **long) for v in values)
+def _anchor_table(sizes: tuple[tuple[int, int], ...], num_anchors: tuple[int, ...], device):
+    """Per default box of a pyramid (torchvision's order; long tensors on ``device``): its level, its
+    box at its location, and the nine pixels ``[A, 9]`` of its location's 3x3 window in the maps
+    flattened one after another, a pixel outside its map pointing one past the last (a zero)."""
+    levels, boxes, pixels, start = [], [], [], 0
+    outside = sum(h * w for h, w in sizes)
+    for level, ((h, w), a) in enumerate(zip(sizes, num_anchors)):
+        y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        dy, dx = torch.meshgrid(torch.arange(-1, 2), torch.arange(-1, 2), indexing="ij")
+        ys, xs = y.reshape(-1, 1) + dy.reshape(1, -1), x.reshape(-1, 1) + dx.reshape(1, -1)  # [H*W, 9]
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        window = torch.where(inside, start + ys * w + xs, torch.tensor(outside))
+        pixels.append(window.repeat_interleave(a, 0))
+        levels.append(torch.full((h * w * a,), level))
+        boxes.append(torch.arange(a).repeat(h * w))
+        start += h * w
+    return tuple(torch.cat(t).to(device) for t in (levels, boxes, pixels))
 
 
 @cached_constant
@@ -311,7 +304,7 @@ class CodeDecoder(nn.Module):
         if size < 8 or size % 4 or ups & (ups - 1):
             raise ValueError(f"patch size must be 4 * 2**k with k >= 1 (8, 16, 32, 64, ...), got {size}")
         self.width, self.size, self.channels = width, size, channels
-        self.project = nn.Sequential(nn.Linear(dim, width * 16), nn.ReLU(inplace=True))
+        self.project = MLP(nn.Linear(dim, width * 16), nn.ReLU())  # one autograd node (nn.Sequential names)
         layers: list[nn.Module] = []
         cin = width
         while ups > 1:
