@@ -262,6 +262,7 @@ def test_lean_check_records_sit_beside_their_cards(report, tmp_path):
         "validation": {"ap50": 0.985, "count_accuracy": 0.932},
         "test": {"ap50": 0.983, "count_accuracy": 0.925},
         "test_intervals": {"ap50": [0.978, 0.987], "count_accuracy": [0.908, 0.94]},
+        "splits": {"validation": {"seed": 101}, "test": {"seed": 101}},
     }
     (tmp_path / "benchmarks" / "pretrained" / "spair.json").write_text(json.dumps(card))
     record = {
@@ -279,9 +280,14 @@ def test_lean_check_records_sit_beside_their_cards(report, tmp_path):
         "chosen": 0,
         "test": {"ap50": 0.97, "count_accuracy": 0.91, "rmse": 0.1},
         "test_intervals": {"ap50": [0.96, 0.98], "count_accuracy": [0.89, 0.93]},
+        "splits": {"validation": {"seed": 101}, "test": {"seed": 202}},
+        "command": "python experiments/recipe_search.py spair ...",
     }
     (tmp_path / "benchmarks" / "lean_check" / "spair-scattered-5.json").write_text(json.dumps(record))
     text = report.lean_checks(report.Records(tmp_path))
-    assert "| card `spair` | `scattered-5` | 9,000 | 70.6 | 0.985 | 0.932 | 0.983 [0.978, 0.987] |" in text
-    lean = "| lean step, revision `abc1234` | `scattered-5` | 9,000 | 31.0 | 0.980 | 0.900 | 0.970 [0.960, "
+    assert (
+        "| card `spair` | `scattered-5` | 101 / 101 | 9,000 | 70.6 | 0.985 | 0.932 | 0.983 [0.978, 0.987] |"
+        in text
+    )
+    lean = "| lean step, revision `abc1234` | `scattered-5` | 101 / 202 | 9,000 | 31.0 | 0.980 | 0.900 | 0.970 [0.960, "
     assert lean in text
