@@ -66,7 +66,7 @@ from ppl_scenes.models.base import (
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.mlp import Dense
 from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, anchor_windows, build_ssd
-from ppl_scenes.ops import clip, composite, crop, paste, paste_support, vector, xyxy_to_cxcywh
+from ppl_scenes.ops import clip, composite, crop, paste_with_support, scalar, vector, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
 
 __all__ = ["Detections", "SSDIR", "SSDIRConfig"]
@@ -559,8 +559,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
                 present: ``[B, M]`` (bool or 0/1); z_bg: ``[B, D_bg]`` when the config has a background.
         """
         size = tuple(self.config.image_size)
-        placed = paste(patches, boxes, size)
-        support = paste_support(boxes, tuple(patches.shape[-2:]), size)
+        placed, support = paste_with_support(patches, boxes, size)
         alpha = support * present.to(patches.dtype)[:, :, None, None, None]
         background: Tensor | float = 0.0
         if z_bg is not None:
@@ -573,7 +572,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         """Per-pixel observation distribution around ``mean`` (event dims C, H, W)."""
         if self.config.likelihood == "bernoulli":
             return Bernoulli(probs=clip(mean, 1e-4, 1 - 1e-4), validate_args=False).to_event(3)
-        return Normal(mean, self.config.obs_scale).to_event(3)
+        return Normal(mean, scalar(self.config.obs_scale, mean)).to_event(3)
 
     # -- model and guide ---------------------------------------------------------------------------
     def model(self, x: Tensor) -> Tensor:
@@ -590,14 +589,14 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
                 pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=mask.to(x.dtype))
                 with poutine.mask(mask=mask):
                     with scaled(c.what_weight, x):
-                        prior = Normal(vector([0.0] * c.what_dim, dev), 1.0)
+                        prior = Normal(vector([0.0] * c.what_dim, dev), vector([1.0] * c.what_dim, dev))
                         z_what = pyro.sample("z_what", prior.expand([b, a, c.what_dim]).to_event(1))
                     with scaled(c.depth_weight, x):
-                        prior = Normal(vector([0.0], dev), 1.0)
+                        prior = Normal(vector([0.0], dev), vector([1.0], dev))
                         z_depth = pyro.sample("z_depth", prior.expand([b, a, 1]).to_event(1))
             z_bg = None
             if c.background:
-                prior = Normal(vector([0.0] * c.background_dim, dev), 1.0)
+                prior = Normal(vector([0.0] * c.background_dim, dev), vector([1.0] * c.background_dim, dev))
                 z_bg = pyro.sample("z_bg", prior.expand([b, 1, c.background_dim]).to_event(1)).squeeze(1)
             canvas, patches = self.decode(det, z_what, z_depth, z_bg)
             with scaled(c.obj_weight, x):
@@ -619,11 +618,13 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         with plate("data", b, dim=-2, device=x.device):
             with plate("cells", a, dim=-1, device=x.device), poutine.mask(mask=det.cell_present):
                 with scaled(c.what_weight, x):
-                    pyro.sample("z_what", Normal(enc["what"], c.what_scale).to_event(1))
+                    pyro.sample("z_what", Normal(enc["what"], scalar(c.what_scale, x)).to_event(1))
                 with scaled(c.depth_weight, x):
-                    pyro.sample("z_depth", Normal(enc["depth"], c.depth_scale).to_event(1))
+                    pyro.sample("z_depth", Normal(enc["depth"], scalar(c.depth_scale, x)).to_event(1))
             if c.background:
-                pyro.sample("z_bg", Normal(enc["background"].unsqueeze(1), c.what_scale).to_event(1))
+                pyro.sample(
+                    "z_bg", Normal(enc["background"].unsqueeze(1), scalar(c.what_scale, x)).to_event(1)
+                )
         return enc
 
     def present_boxes(self, z_pres: Tensor, z_where: Tensor, image_size: tuple[int, int]) -> list[Tensor]:

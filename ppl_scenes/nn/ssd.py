@@ -312,7 +312,7 @@ class CodeDecoder(nn.Module):
             layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
             cin, ups = cout, ups // 2
         layers.append(nn.Conv2d(cin, channels, 3, padding=1))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)  # as its maps: no copies
 
     def forward(self, codes: Tensor) -> Tensor:
         lead = codes.shape[:-1]

@@ -58,6 +58,7 @@ from ppl_scenes.ops.transformer import (
     localized_window,
     paste,
     paste_support,
+    paste_with_support,
     sample_glimpses,
 )
 
@@ -107,6 +108,7 @@ __all__ = [
     "to_groups",
     "paste",
     "paste_support",
+    "paste_with_support",
     "scale_pool",
     "soft_argmax",
     "spair_where_to_cxcywh",

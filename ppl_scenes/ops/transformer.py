@@ -221,7 +221,21 @@ def paste_support(
     weights over ``s`` source pixels sums to ``clamp(min(u + 1, s - u), 0, 1)`` at coordinate ``u``
     (1 inside, falling linearly to 0 one pixel beyond either end).
     """
+    return _support(*_paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size), glimpse_size)
+
+
+def paste_with_support(
+    glimpses: Tensor, boxes_cxcywh: Tensor, canvas_size: tuple[int, int], min_size: float = 1e-3
+) -> tuple[Tensor, Tensor]:
+    """``(paste(glimpses, ...), paste_support(...))`` of the same boxes, their coordinates computed once."""
+    glimpse_size = tuple(glimpses.shape[-2:])
     u, v = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
+    wx, wy = _tent(u, glimpse_size[1]), _tent(v, glimpse_size[0])
+    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2), _support(u, v, glimpse_size)
+
+
+def _support(u: Tensor, v: Tensor, glimpse_size: tuple[int, int]) -> Tensor:
+    """:func:`paste_support` from the canvas' coordinates in the glimpses (:func:`_paste_coords`)."""
     (gh, gw), one = glimpse_size, scalar(1.0, u)
     across = clip(torch.minimum(u + one, scalar(float(gw), u) - u), 0.0, 1.0)
     down = clip(torch.minimum(v + one, scalar(float(gh), v) - v), 0.0, 1.0)

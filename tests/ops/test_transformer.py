@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ppl_scenes.ops import crop, cxcywh_to_xyxy, paste, paste_support, xyxy_to_cxcywh
+from ppl_scenes.ops import crop, cxcywh_to_xyxy, paste, paste_support, paste_with_support, xyxy_to_cxcywh
 
 
 def test_crop_reads_the_box_exactly_when_sizes_match():
@@ -137,3 +137,28 @@ def test_spair_glimpse_grid_map_equals_cropping_the_converted_boxes():
         (g2,) = torch.autograd.grad((want * w).sum(), z)
         torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-5)
         assert not g1[..., 4].any()  # the depth column does not move the glimpse
+
+
+def test_paste_with_support_is_paste_and_its_support_with_their_gradients():
+    torch.manual_seed(7)
+    glimpses = torch.rand(2, 3, 1, 5, 4, requires_grad=True)
+    boxes = torch.tensor([[[8.0, 6, 7, 5], [3, 4, 2, 9], [12, 1, 6, 6]]] * 2, requires_grad=True)
+    placed, support = paste_with_support(glimpses, boxes, (11, 15))
+    want_placed, want_support = paste(glimpses, boxes, (11, 15)), paste_support(boxes, (5, 4), (11, 15))
+    torch.testing.assert_close(placed, want_placed, rtol=0, atol=0)
+    torch.testing.assert_close(support, want_support, rtol=0, atol=0)
+    w, s = torch.randn_like(placed), torch.randn_like(support)
+    got = torch.autograd.grad((placed * w).sum() + (support * s).sum(), [glimpses, boxes])
+    want = torch.autograd.grad((want_placed * w).sum() + (want_support * s).sum(), [glimpses, boxes])
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r)
+
+
+def test_box_conversions_round_trip_and_keep_their_shapes():
+    boxes = torch.tensor([[[1.0, 2, 5, 9], [0, 0, 3, 3]]])
+    centred = xyxy_to_cxcywh(boxes)
+    torch.testing.assert_close(centred, torch.tensor([[[3.0, 5.5, 4, 7], [1.5, 1.5, 3, 3]]]))
+    torch.testing.assert_close(cxcywh_to_xyxy(centred), boxes)
+    assert xyxy_to_cxcywh(torch.tensor([1, 2, 3, 4])).dtype == torch.get_default_dtype()
+    with pytest.raises(ValueError):
+        xyxy_to_cxcywh(torch.zeros(2, 6))
