@@ -1478,8 +1478,8 @@ STEP_PROFILES = (
     ("before", "before issue 36, eager, 1 thread"),
     (
         "after-1-thread",
-        "now, eager, 1 thread as *before* (the operation count depends on the threads: a multi-threaded "
-        "`cat` dispatches a view per input), idle machine, timed in turns with `--against REV`",
+        "now, eager, 1 thread as *before*, idle machine, timed in turns with `--against REV` (the count "
+        "can depend on the threads: a multi-threaded `cat` dispatches a view per input)",
     ),
     (
         "after-idle",

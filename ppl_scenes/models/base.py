@@ -36,8 +36,11 @@ from typing import Any, ClassVar
 
 import pyro
 import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.nn import PyroModule
+from pyro.poutine.broadcast_messenger import BroadcastMessenger
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import SubsampleMessenger
 from torch import Tensor
 
 from ppl_scenes.checks import check_images
@@ -77,14 +80,32 @@ def plate(name: str, size: int, dim: int | None = None, device: torch.device | s
 
 
 class _FullPlate(pyro.plate):
-    """A plate over all of its indices leaves each site's ``scale`` as it is (``size / subsample_size``
-    is 1): Pyro's plate multiplies it anyway, a tensor scale (:func:`scaled`) at two operations and a
-    wrapped-number conversion per site."""
+    """``pyro.plate`` over all of its indices, without two of its per-site operations (issue 36).
+
+    Pyro's plate multiplies each site's ``scale`` by ``size / subsample_size`` (here 1; a tensor scale
+    of :func:`scaled` would take two operations and a wrapped-number conversion), and re-creates the
+    site's distribution by ``expand`` even when its batch shape is already the plates' (one view per
+    parameter, at every plate around the site). Neither changes anything here, so neither is done.
+    """
 
     def _process_message(self, msg) -> None:
         kept, msg["scale"] = msg["scale"], 1.0
-        super()._process_message(msg)
+        SubsampleMessenger._process_message(self, msg)  # the plate's frame on the site
         msg["scale"] = kept
+        if not _broadcast_already(msg):
+            BroadcastMessenger._pyro_sample(msg)
+
+
+def _broadcast_already(msg) -> bool:
+    """Whether a sample site's distribution has every enclosing plate's size at the plate's dim, so that
+    Pyro's broadcast would expand it to its own batch shape."""
+    if msg["type"] != "sample" or msg["done"] or not isinstance(msg["fn"], TorchDistributionMixin):
+        return False
+    shape = msg["fn"].batch_shape
+    return all(
+        f.dim is None or f.size == -1 or (len(shape) >= -f.dim and shape[f.dim] == f.size)
+        for f in msg["cond_indep_stack"]
+    )
 
 
 class _ScaleBy(Messenger):
