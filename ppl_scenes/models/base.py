@@ -67,6 +67,7 @@ __all__ = [
     "Variational",
     "plate",
     "scaled",
+    "weighted",
 ]
 
 MODELS: dict[str, type[SceneModel]] = {}
@@ -117,6 +118,15 @@ class _ScaleBy(Messenger):
 
     def _process_message(self, msg) -> None:
         msg["scale"] = multiply(self.factor, msg["scale"])
+
+
+def weighted(weight: Tensor) -> Messenger:
+    """Multiplies each sample site's ``scale`` by the tensor ``weight`` (broadcasting with the site's
+    batch shape): ``poutine.scale`` and ``poutine.mask`` as one factor, e.g. a 0/1 mask times a
+    weight, one multiplication per site where Pyro's mask takes a ``where`` and a zero tensor (issue
+    36). Unlike Pyro's mask, a masked-out element whose log-density is not finite would make the sum
+    NaN: use it where every element's density is finite."""
+    return _ScaleBy(weight)
 
 
 def scaled(factor: float, like: Tensor) -> Messenger:

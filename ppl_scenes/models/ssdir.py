@@ -37,12 +37,12 @@ Two stages share one convolutional backbone with a feature pyramid:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,11 +62,12 @@ from ppl_scenes.models.base import (
     Variational,
     plate,
     scaled,
+    weighted,
 )
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.nn.mlp import Dense
-from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, anchor_windows, build_ssd
-from ppl_scenes.ops import clip, composite, crop, paste_with_support, scalar, vector, xyxy_to_cxcywh
+from ppl_scenes.nn.ssd import AnchorEncoder, CodeDecoder, anchor_encodings, build_ssd
+from ppl_scenes.ops import clip, composite, crop, indices, paste_with_support, scalar, vector, xyxy_to_cxcywh
 from ppl_scenes.rundir import load_tensors, save_tensors
 
 __all__ = ["Detections", "SSDIR", "SSDIRConfig"]
@@ -215,6 +216,16 @@ class Detections:
     index: Tensor
     present: Tensor
 
+    @functools.cached_property
+    def object_boxes(self) -> Tensor:
+        """``[B, M, 4]`` the kept objects' boxes, cxcywh pixels (computed once per detection)."""
+        return xyxy_to_cxcywh(self.gather(self.boxes))
+
+    @functools.cached_property
+    def cell_weight(self) -> Tensor:
+        """:attr:`cell_present` as 0/1 numbers of the boxes' dtype (the cells' sites' mask)."""
+        return self.cell_present.to(self.boxes.dtype)
+
     @property
     def cell_present(self) -> Tensor:
         """``[B, A]`` boolean: the cells holding a kept detection."""
@@ -229,9 +240,11 @@ class Detections:
         """The inverse of :meth:`gather` for the present objects: ``[B, M, ...]`` to ``[B, A, ...]``,
         zero in the cells holding no kept object."""
         out = per_object.new_zeros(*self.beta.shape, *per_object.shape[2:])
-        image, slot = torch.nonzero(self.present, as_tuple=True)
-        out[image, self.index[image, slot]] = per_object[image, slot]
-        return out
+        b, m = self.index.shape
+        image = indices(b, out.device)[:, None].expand(b, m)
+        kept = self.present.reshape(b, m, *([1] * (per_object.dim() - 2)))
+        # an empty slot (pointing at cell 0) adds a zero: no host read of which slots are full
+        return out.index_put_((image, self.index), per_object * kept, accumulate=True)
 
 
 class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, TiledParse, Categorised):
@@ -524,10 +537,8 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         (:meth:`AnchorEncoder.at <ppl_scenes.nn.AnchorEncoder.at>`, equal to the full convolution
         there); the other cells, whose codes explain no pixel, get the prior's mean, 0.
         """
-        windows = anchor_windows(det.features, det.index, self.what_encoder.num_anchors)  # shared
-        what = self.what_encoder.at(det.features, det.index, windows)
-        depth = self.depth_encoder.at(det.features, det.index, windows)
-        what, depth = det.scatter(torch.cat((what, depth), -1)).split((what.shape[-1], 1), -1)  # one scatter
+        both = anchor_encodings((self.what_encoder, self.depth_encoder), det.features, det.index)
+        what, depth = det.scatter(torch.cat(both, -1)).split((both[0].shape[-1], 1), -1)  # one scatter
         out = {"what": what, "depth": depth}
         if self.config.background:
             out["background"] = self.background_encoder(det.features[-1].mean(dim=(-2, -1)))
@@ -540,9 +551,8 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
             ``(canvas [B, C, H, W], patches [B, M, C, S, S])``: the merged image and each kept
             object's decoded patch.
         """
-        boxes = xyxy_to_cxcywh(det.gather(det.boxes))
         patches = self.decoder(det.gather(z_what))
-        canvas = self.render(patches, boxes, det.gather(z_depth).squeeze(-1), det.present, z_bg)
+        canvas = self.render(patches, det.object_boxes, det.gather(z_depth).squeeze(-1), det.present, z_bg)
         return canvas, patches
 
     def render(
@@ -582,12 +592,11 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         det = self.detect(x)
         b, a = det.beta.shape
         dev = x.device
-        mask = det.cell_present
         with plate("data", b, dim=-2, device=dev):
             with plate("cells", a, dim=-1, device=dev):
                 pyro.deterministic("z_where", xyxy_to_cxcywh(det.boxes), event_dim=1)
-                pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=mask.to(x.dtype))
-                with poutine.mask(mask=mask):
+                pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=det.cell_weight)
+                with weighted(det.cell_weight):  # the mask as a 0/1 factor: every density is finite
                     with scaled(c.what_weight, x):
                         prior = Normal(vector([0.0] * c.what_dim, dev), vector([1.0] * c.what_dim, dev))
                         z_what = pyro.sample("z_what", prior.expand([b, a, c.what_dim]).to_event(1))
@@ -601,10 +610,10 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
             canvas, patches = self.decode(det, z_what, z_depth, z_bg)
             with scaled(c.obj_weight, x):
                 pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=x.unsqueeze(1))
-            crops = crop(x, xyxy_to_cxcywh(det.gather(det.boxes)), (c.patch_size, c.patch_size))
-            per_image = c.rec_weight / det.present.sum(1, keepdim=True).clamp(min=1)
+            crops = crop(x, det.object_boxes, (c.patch_size, c.patch_size))
+            per_image = scalar(c.rec_weight, x) / det.present.sum(1, keepdim=True).clamp(min=1)
             with plate("objects", det.present.shape[1], dim=-1, device=dev):
-                with poutine.mask(mask=det.present), poutine.scale(scale=per_image):
+                with weighted(det.present.to(x.dtype) * per_image):  # mask and scale in one factor
                     pyro.sample("x_objects", self.likelihood(patches), obs=crops)
         return canvas
 
@@ -616,7 +625,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         enc = self.encode(x, det)
         b, a = det.beta.shape
         with plate("data", b, dim=-2, device=x.device):
-            with plate("cells", a, dim=-1, device=x.device), poutine.mask(mask=det.cell_present):
+            with plate("cells", a, dim=-1, device=x.device), weighted(det.cell_weight):
                 with scaled(c.what_weight, x):
                     pyro.sample("z_what", Normal(enc["what"], scalar(c.what_scale, x)).to_event(1))
                 with scaled(c.depth_weight, x):

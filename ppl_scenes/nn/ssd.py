@@ -11,6 +11,7 @@ torchvision's order (level, row, column, default box), which :class:`AnchorEncod
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "CodeDecoder",
     "ConvNormReLU",
     "PyramidBackbone",
+    "anchor_encodings",
     "anchor_windows",
     "build_ssd",
 ]
@@ -223,6 +225,38 @@ class AnchorEncoder(SSDScoringHead):
         return out.gather(1, picked).view(*index.shape, dim)
 
 
+def anchor_encodings(
+    encoders: Sequence[AnchorEncoder], features: list[Tensor], index: Tensor
+) -> list[Tensor]:
+    """``[e.at(features, index) for e in encoders]`` from one gather of the windows and, for encoders of
+    one 3x3 convolution per level over the same anchors, one product with all their kernels."""
+    windows = anchor_windows(features, index, encoders[0].num_anchors)
+    single = all(isinstance(e.module_list[0], nn.Conv2d) for e in encoders)
+    if not single or len({tuple(e.num_anchors) for e in encoders}) > 1:
+        return [e.at(features, index, windows) for e in encoders]
+    out = F.linear(windows.values, *_stacked([h for e in encoders for h in e.module_list]))
+    sizes = tuple(tuple(f.shape[-2:]) for f in features)
+    dims = tuple(e.num_columns for e in encoders)
+    columns = _encoder_columns(sizes, tuple(encoders[0].num_anchors), dims, index.device)
+    picked = out.gather(1, columns[index.reshape(-1)])  # each row's own level's and box's columns
+    return list(picked.view(*index.shape, -1).split(dims, -1))
+
+
+@cached_constant
+def _encoder_columns(sizes, num_anchors: tuple[int, ...], dims: tuple[int, ...], device) -> Tensor:
+    """``[A, sum(dims)]``: for each default box, the columns of :func:`anchor_encodings`' product that
+    hold each encoder's output for it (encoder by encoder, each level's kernels box by box)."""
+    per_encoder, first = [], 0
+    for dim in dims:
+        columns = []
+        for (h, w), a in zip(sizes, num_anchors):
+            boxes = first + torch.arange(a * dim).view(a, dim)  # this level's block of columns
+            columns.append(boxes.repeat(h * w, 1))
+            first += a * dim
+        per_encoder.append(torch.cat(columns))
+    return torch.cat(per_encoder, 1).to(device)
+
+
 class AnchorWindows(NamedTuple):
     """The 3x3 neighbourhoods of some default boxes' locations in a pyramid (:func:`anchor_windows`)."""
 
@@ -284,7 +318,7 @@ def _column_starts(num_anchors: tuple[int, ...], dim: int, device) -> Tensor:
 def _stacked(convs: list[nn.Conv2d]) -> tuple[Tensor, Tensor]:
     """The levels' kernels as one linear map of a flattened window: weight ``[sum of outputs, C * k * k]``
     and bias."""
-    weight = torch.cat([c.weight.flatten(1) for c in convs])
+    weight = torch.cat([c.weight.view(c.weight.shape[0], -1) for c in convs])  # one view each
     return weight, torch.cat([c.bias for c in convs])
 
 

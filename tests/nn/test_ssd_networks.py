@@ -81,3 +81,28 @@ def test_shared_anchor_windows_give_the_full_heads_values_and_gradients_on_oblon
             torch.autograd.grad((want * w).sum(), params),
         ):
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [0, 5])
+def test_anchor_encodings_equal_each_encoders_own_rows_and_gradients(hidden):
+    """Encoders of one pyramid in one product (:func:`anchor_encodings`) give each encoder's
+    :meth:`AnchorEncoder.at`, values and gradients; with a hidden layer each encoder runs on its own."""
+    from ppl_scenes.nn.ssd import anchor_encodings
+
+    torch.manual_seed(2)
+    encoders = [
+        AnchorEncoder([4, 4, 4], [3, 2, 4], dim=3, hidden=hidden),
+        AnchorEncoder([4, 4, 4], [3, 2, 4], 1),
+    ]
+    features = [torch.randn(2, 4, 5, 7), torch.randn(2, 4, 3, 4), torch.randn(2, 4, 1, 2)]
+    index = torch.randint(0, 5 * 7 * 3 + 3 * 4 * 2 + 1 * 2 * 4, (2, 6))
+    got = anchor_encodings(encoders, features, index)
+    want = [e.at(features, index) for e in encoders]
+    params = [p for e in encoders for p in e.parameters()]
+    weights = [torch.randn_like(w) for w in want]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    g_got = torch.autograd.grad(sum((g * v).sum() for g, v in zip(got, weights)), params)
+    g_want = torch.autograd.grad(sum((w * v).sum() for w, v in zip(want, weights)), params)
+    for g, w in zip(g_got, g_want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
