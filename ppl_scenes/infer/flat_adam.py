@@ -52,11 +52,14 @@ def _dims_in_memory_order(t: Tensor) -> tuple[int, ...] | None:
 @torch.no_grad()
 def clip_flat_gradients(grads: list[Tensor], max_norm: float) -> Tensor:
     """Scale ``grads`` in place to a total 2-norm of at most ``max_norm`` (``inf``: leave them), as
-    ``torch.nn.utils.clip_grad_norm_`` does; returns the total norm before clipping."""
+    ``torch.nn.utils.clip_grad_norm_`` does; returns the total norm before clipping.
+
+    A non-finite norm scales by 0, not NaN: the step is refused then anyway, and the zero padding
+    between a buffer's parameters, which no later gradient overwrites, must stay zero."""
     norms = [torch.linalg.vector_norm(g) for g in grads]
     total = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
     if math.isfinite(max_norm):
-        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0).nan_to_num(nan=0.0)
         for g in grads:
             g.mul_(coef)
     return total

@@ -205,4 +205,4 @@ class TaskTrainer(PatchTaskTrainer):
         found = self.model.locate(batch)
         loss = self.model.task_loss(batch, found.positions, found.scales, targets, mask).mean()
         norm = self.step_optimizer("adam", loss, self.params)
-        return {"loss": loss.item(), "task_loss": loss.item(), "grad_norm": norm}
+        return {"loss": self.last_loss, "task_loss": self.last_loss, "grad_norm": norm}

@@ -25,4 +25,4 @@ class SupervisedTrainer(Trainer):
     def train_step(self, batch: Tensor) -> dict[str, Any]:
         loss = self.model.loss(batch, **self.batch_supervision(batch.device))
         norm = self.step_optimizer("adam", loss, self.params)
-        return {"loss": loss.item(), "grad_norm": norm}
+        return {"loss": self.last_loss, "grad_norm": norm}

@@ -89,7 +89,7 @@ class SVITrainer(Trainer):
                 raise NonFiniteStep(f"non-finite distribution parameter: {err}") from err
             loss = None  # the other ranks skip this step with this one (in step_optimizer)
         grad_norm = self.step_optimizer("adam", loss, self.params)
-        value = loss.item() / batch.shape[0]
+        value = self.last_loss / batch.shape[0]  # read back with the gradient norm
         return {"loss": value if math.isfinite(value) else float("nan"), "grad_norm": grad_norm}
 
 

@@ -110,6 +110,8 @@ class Trainer:
         self.skipped_steps = 0
         self.elapsed = 0.0
         self.last_checkpoint_step: int | None = None
+        #: The loss of the last :meth:`step_optimizer` call, read back with its gradient norm.
+        self.last_loss = float("nan")
         #: Which limit ended the last :meth:`fit` (:meth:`stop_reason`; None while it runs).
         self.stopped_by: str | None = None
         self._matched_prefixes: set[str] = set()
@@ -255,7 +257,8 @@ class Trainer:
         """
         if self.distributed is not None:
             params = list(params)
-            ok = loss is not None and bool(torch.isfinite(loss))
+            self.last_loss = float(loss) if loss is not None else float("nan")
+            ok = math.isfinite(self.last_loss)
             opt = self.optimizers[name]
             opt.zero_grad(set_to_none=True)
             if ok:
@@ -265,17 +268,19 @@ class Trainer:
             norm = self.clip_and_check(params, opt)
             opt.step()
             return norm
-        if not torch.isfinite(loss):
-            raise NonFiniteStep(f"non-finite {name} loss")
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = self.clip_and_check(params, opt)
+        loss.backward()  # a non-finite loss is refused below, before the optimiser steps
+        norm = self.clip_and_check(params, opt, loss)
         opt.step()
         return norm
 
-    def clip_and_check(self, params, optimizer: torch.optim.Optimizer | None = None) -> float:
-        """Clip gradients (if configured) and raise :class:`NonFiniteStep` on a non-finite gradient.
+    def clip_and_check(
+        self, params, optimizer: torch.optim.Optimizer | None = None, loss: Tensor | None = None
+    ) -> float:
+        """Clip gradients (if configured) and raise :class:`NonFiniteStep` on a non-finite gradient
+        (or a non-finite ``loss``, read back with the norm in one transfer and kept as
+        :attr:`last_loss`).
 
         With a :class:`~ppl_scenes.infer.flat_adam.FlatAdam` ``optimizer`` whose parameters all have
         gradients, the gradients are clipped as its flat tensors (one norm per group).
@@ -289,7 +294,12 @@ class Trainer:
             total = clip_flat_gradients(flats, max_norm)
         else:
             total = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
-        norm = float(total)  # the one read-back
+        if loss is None:
+            norm = float(total)  # the one read-back
+        else:
+            norm, self.last_loss = torch.stack((total.to(loss.dtype), loss.detach().reshape(()))).tolist()
+            if not math.isfinite(self.last_loss):
+                raise NonFiniteStep("non-finite loss")
         if not math.isfinite(norm):
             raise NonFiniteStep("non-finite gradient")
         return norm

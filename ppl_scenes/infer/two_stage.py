@@ -121,7 +121,7 @@ class TwoStageTrainer(SVITrainer):
             self.schedule_detector_lr()
             loss, parts = self.model.detector_loss(batch, **self.batch_supervision(batch.device))
             norm = self.step_optimizer("detector", loss, self.detector_params)
-            return {"loss": loss.item(), **parts, "grad_norm": norm, "stage": 1}
+            return {"loss": self.last_loss, **parts, "grad_norm": norm, "stage": 1}
         if any(p.requires_grad for p in self.detector_params):
             self.model.calibrate_detector(self.calibration_batches())
             self.model.freeze_detector()

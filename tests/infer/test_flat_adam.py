@@ -159,3 +159,19 @@ def test_parameters_without_grad_stay_outside_and_a_late_gradient_takes_the_plai
         results.append(net)
     for a, b in zip(results[0].parameters(), results[1].parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_a_nan_gradient_leaves_the_buffers_padding_zero_for_later_steps():
+    """Clipping a NaN gradient scales by 0, not NaN: the zero padding between parameters, which no
+    later gradient overwrites, stays zero, so the next good step's norm is finite."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 1))  # sizes that leave padding in the buffer
+    opt = FlatAdam(net.parameters(), lr=1e-3)
+    net(torch.full((2, 3), float("nan"))).sum().backward()
+    (flat,) = opt.gather_gradients()
+    assert not torch.isfinite(clip_flat_gradients([flat], 1.0))
+    opt.zero_grad(set_to_none=True)  # the trainer refuses the step
+    net(torch.randn(2, 3)).sum().backward()
+    (flat,) = opt.gather_gradients()
+    assert torch.isfinite(clip_flat_gradients([flat], 1.0))
+    assert torch.isfinite(flat).all()

@@ -278,8 +278,8 @@ def test_lr_per_module_applies_to_pyro_params_of_the_guide(images):
 class RecordingTrainer(SVITrainer):
     """Records (pre-clip norm, post-clip norm) of every step's gradient."""
 
-    def clip_and_check(self, params, optimizer=None):
-        norm = super().clip_and_check(params, optimizer)
+    def clip_and_check(self, params, optimizer=None, loss=None):
+        norm = super().clip_and_check(params, optimizer, loss)
         grads = [p.grad for p in self.params if p.grad is not None]
         self.seen = getattr(self, "seen", []) + [
             (norm, torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
