@@ -268,3 +268,41 @@ def test_the_device_elbo_keeps_the_score_function_terms():
 
     ours = grad(DeviceTraceELBO(num_particles=4))
     assert ours != 0 and ours == pytest.approx(grad(Trace_ELBO(num_particles=4)), rel=1e-6)
+
+
+@pytest.mark.parametrize("case", ["spair", "saccade"])
+def test_a_training_step_reads_the_host_once_for_its_loss_and_gradient_norm(case):
+    """A whole SVI step (loss, backward, clipping, checks, Adam) reads back one pair of values: the
+    loss and the gradient norm together, for the non-finite check and the log. Fused Adam's own read
+    of its step count on the CPU is left out (on CUDA it reads none)."""
+    from torch.profiler import profile
+
+    name, config = CASES[case]
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    model = MODELS[name](**config)
+    trainer = TRAINERS[model.trainer](model, TrainConfig(batch_size=2), progress=False)
+    images = trainer.prepare_data(scenes())
+    trainer.batch_index = torch.arange(2)
+    batch = images[:2]
+    trainer.setup(batch)
+    trainer.train_step(batch)  # the input check of this batch is done once, then cached
+    with profile(with_stack=True) as prof:  # with Python's calls: ``tolist`` is one
+        stats = trainer.train_step(batch)
+
+    def in_optimiser(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if "_fused_adam" in parent.name or "Optimizer.step" in parent.name:
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    reads = [
+        e
+        for e in prof.events()
+        if (e.name == "aten::_local_scalar_dense" or "method tolist of" in e.name) and not in_optimiser(e)
+    ]
+    assert len(reads) == 1
+    assert stats["loss"] == pytest.approx(stats["loss"]) and stats["grad_norm"] > 0
