@@ -1524,7 +1524,8 @@ def step_profiles(r: Records) -> str:
             baseline = m.get("timing_baseline", {}).get("median_ms")
             if baseline is not None:
                 turns = f" (`{records[label].get('against')}` in turns: {f1(baseline)} ms)"
-            reads = f", {m['host_reads']} host reads" if "host_reads" in m else ""
+            n = m.get("host_reads")
+            reads = "" if n is None else f", {n} host read{'' if n == 1 else 's'}"
             row.append(f"{count(m['aten_ops'])}{ratio}{reads}, {f1(m['timing']['median_ms'])} ms{turns}")
         rows.append(row)
     legend = "\n".join(
