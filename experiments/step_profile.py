@@ -74,6 +74,7 @@ def build_step(
     download: bool = True,
     compile_backend: str | None = None,
     shipped_detector: bool = False,
+    keep_freed_memory: bool = True,
 ) -> Callable[[], Any]:
     """A function running one training step of model ``name`` at its defaults (see the docstring).
 
@@ -83,6 +84,8 @@ def build_step(
         compile_backend: run the model's ``compiled_methods`` through ``torch.compile`` with this
             backend, as ``train.compile=true`` does (None: eager, the default).
         shipped_detector: SSDIR only: the shipped model's trained detector in place of an untrained one.
+        keep_freed_memory: ``TrainConfig.keep_freed_memory`` (as training's default: fix glibc's malloc
+            thresholds, process-wide, when the data are prepared).
     """
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
@@ -99,7 +102,9 @@ def build_step(
     data = make_dataset(
         cls.default_dataset, "train", num_scenes=batch, seed=seed, root=root, download=download, **kwargs
     )
-    config = TrainConfig(batch_size=batch, steps=10**6, device=device, log_every=10**6)
+    config = TrainConfig(
+        batch_size=batch, steps=10**6, device=device, log_every=10**6, keep_freed_memory=keep_freed_memory
+    )
     trainer = TRAINERS[model.trainer](model, config, progress=False)
     images = trainer.prepare_data(data)
     model.to(device).train()
@@ -231,7 +236,10 @@ def measure(
     where = (args.device, args.seed, args.data_root, not args.no_download)
     backend = getattr(args, "compile", None)
     shipped = getattr(args, "shipped_detector", False)
-    step = build_step(name, batch_size, image_size, *where, backend, shipped_detector=shipped)
+    keep = not getattr(args, "adaptive_malloc", False)
+    step = build_step(
+        name, batch_size, image_size, *where, backend, shipped_detector=shipped, keep_freed_memory=keep
+    )
     started = time.perf_counter()
     for _ in range(args.warmup):
         step()
@@ -245,7 +253,9 @@ def measure(
     other = (
         baseline.build_step(name, batch_size, image_size, *where)
         if baseline is not None
-        else build_step(name, batch_size, image_size, *where, shipped_detector=shipped)
+        else build_step(
+            name, batch_size, image_size, *where, shipped_detector=shipped, keep_freed_memory=keep
+        )
     )
     for _ in range(args.warmup):
         other()
@@ -321,6 +331,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="SSDIR: the shipped model's trained detector (real object counts; not with --against)",
     )
+    parser.add_argument(
+        "--adaptive-malloc",
+        action="store_true",
+        help="leave glibc's adaptive malloc thresholds as they are (TrainConfig.keep_freed_memory=false; "
+        "the setting is process-wide, so it also holds for --against's step)",
+    )
     add_step_args(parser)
     args = parser.parse_args(argv)
     if args.against and args.shipped_detector:
@@ -352,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "compile": args.compile,
         "against": args.against,
         "shipped_detector": args.shipped_detector,
+        "keep_freed_memory": not args.adaptive_malloc,
         "seed": args.seed,
         "budget": {"warmup_steps": args.warmup, "timed_steps": args.timed_steps},
         "digit_source": mnist_source(args.data_root, not args.no_download),

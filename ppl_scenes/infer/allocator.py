@@ -1,12 +1,14 @@
-"""Keeping freed memory in the process while training on scenes generated batch by batch.
+"""Keeping freed memory in the process while training, so that large tensors are not paged in again.
 
 glibc's ``malloc`` adapts two thresholds as a program runs: blocks above the *mmap threshold* are
 mapped fresh from the kernel, and free memory above the *trim threshold* at the top of the heap is
-handed back to it. When every step also makes many small objects (a scene generator's arrays and
-targets, as :class:`ppl_scenes.data.loading.LazyScenes` does), those land between the step's large
-tensors, the heap is trimmed and regrown each step and every large tensor is paged in again: measured
-on SPAIR's 5-digit scenes (8-px cells, one thread), 254 ms a step against 180 ms for scenes held in
-memory, and 185 ms with both thresholds fixed at 1 GiB (``experiments/spair_stream_speed.py``).
+handed back to it. A training step makes and frees tensors of megabytes (SPAIR's per-cell windows,
+their gradients), so with the adaptive thresholds each step maps many of them afresh and the kernel
+zero-fills their pages on first touch: about 10,000 minor page faults a step of SPAIR's defaults
+(48x48, batch 32), a quarter of its time at two threads (BENCHMARKS.md, step profiles, issue 36).
+Scenes generated batch by batch make it worse, their many small objects landing between the large
+tensors so that the heap is trimmed and regrown each step (254 ms a step against 185 ms with the
+thresholds fixed, SPAIR's 5-digit scenes with 8-px cells, ``experiments/spair_stream_speed.py``).
 """
 
 from __future__ import annotations

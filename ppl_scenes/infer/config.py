@@ -48,10 +48,12 @@ class TrainConfig:
             limited by minutes decays over its last minutes. Late in a run, Adam's constant rate
             keeps the metrics swinging from one evaluation to the next; a decayed rate settles them.
         lr_decay_to: the factor the learning rates reach at the end of the budget (half-cosine from 1).
-        keep_freed_memory: when the scenes are generated batch by batch (a dataset too large to hold
-            in memory), fix glibc's malloc thresholds so freed tensors stay in the heap for the next
-            step (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; about a quarter less time a step).
-            Default True; it changes nothing for data held in memory.
+        keep_freed_memory: fix glibc's malloc thresholds when training starts, so a step's freed
+            tensors stay in the process's heap for the next step instead of being handed back to the
+            kernel and paged in again (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; for the
+            rest of the process, which keeps up to 1 GiB of freed memory). Default True: SPAIR's
+            default step takes about a quarter less time with it, scenes held in memory or generated
+            batch by batch (BENCHMARKS.md, step profiles). Nothing changes off glibc.
         compile: run the model's deterministic networks (its ``compiled_methods``, e.g. SPAIR's guide
             encoder and renderer) through ``torch.compile`` (issue 36). Off by default: on this
             project's 2-core CPU it cut SPAIR's operations per step by 60 % but its step time by

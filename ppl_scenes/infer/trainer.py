@@ -149,10 +149,10 @@ class Trainer:
         ``self.batch_index`` holds the indices of the batch's scenes into these images.
         """
         self._lazy = None
+        if self.config.keep_freed_memory:
+            keep_freed_memory()
         if too_large(data):
             self._lazy = LazyScenes(data)
-            if self.config.keep_freed_memory:
-                keep_freed_memory()
             self.supervision = {} if isinstance(self.model, Supervised) else None
             return self._lazy
         if not isinstance(self.model, Supervised):
