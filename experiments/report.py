@@ -1484,7 +1484,15 @@ STEP_PROFILES = (
     (
         "after-idle",
         "now, eager (the default), 2 threads, idle machine; with `--against REV`, timed in turns with "
-        "the step of the package at git revision REV (an earlier state of issue 36)",
+        "the step of the package at git revision REV (an earlier state of issue 36). Training fixes "
+        "glibc's malloc thresholds (`train.keep_freed_memory`, default on; process-wide, so REV's step "
+        "in turns runs with them too)",
+    ),
+    (
+        "spair-adaptive-malloc",
+        "now, eager, 2 threads, idle machine, `--adaptive-malloc`: glibc's adaptive malloc thresholds "
+        "left as they are (`train.keep_freed_memory=false`), so that the step's large temporaries are "
+        "mapped afresh and paged in every step, as before training fixed them for every data set",
     ),
     (
         "ssdir-shipped-detector",
@@ -1535,6 +1543,43 @@ def step_profiles(r: Records) -> str:
     )
     head = ["model"] + [f"{label}: aten ops, median step" for label, _ in found]
     return table(head, rows) + "\n\n" + legend
+
+
+#: Issue 36's targets for our SPAIR step against the anchor's, at the anchor's network sizes.
+ANCHOR_TARGETS = {"48": 3.0, "128": 8.0}
+
+
+def anchor_comparison(r: Records) -> str:
+    """Our SPAIR step beside SPAIR_pytorch's, both at the anchor's sizes, timed in turns."""
+    path = "benchmarks/anchor_compare/anchor_compare.json"
+    if not r.exists(path):
+        return "No record yet (`benchmarks/anchor_compare/anchor_compare.json`)."
+    d = r(path)
+    rows = []
+    for size, res in d["results"].items():
+        ours, anchor = res["ours"], res["anchor"]
+        target = ANCHOR_TARGETS.get(size)
+        ratio = res["anchor_over_ours"]
+        met = "–" if target is None else ("**met**" if ratio >= target else "**not met**")
+        rows.append(
+            [
+                f"{size}×{size}",
+                f"{f1(ours['median_ms'])} ({f1(ours['q25_ms'])}–{f1(ours['q75_ms'])})",
+                f"{f1(anchor['median_ms'])} ({f1(anchor['q25_ms'])}–{f1(anchor['q75_ms'])})",
+                f"{ratio:.2f}x",
+                "–" if target is None else f"{target:g}x: {met}",
+            ]
+        )
+    head = ["image", "ours, ms (quartiles)", "SPAIR_pytorch, ms (quartiles)", "anchor / ours", "target"]
+    sizes = d.get("sizes") or {}
+    note = (
+        f"Batch {d.get('batch_size')}, {d.get('threads', '–')} threads, {d.get('device')}; sizes "
+        + ", ".join(f"{k} {v}" for k, v in sizes.items())
+        + f"; the anchor at revision `{d.get('anchor_revision') or '– (not recorded)'}`; "
+        f"`keep_freed_memory` {'on' if d.get('keep_freed_memory') else 'off'} (process-wide: both models); "
+        f"`{d['command']}` (package revision {(d.get('machine') or {}).get('revision') or '–'})."
+    )
+    return table(head, rows) + "\n\n" + note
 
 
 def _with_interval(scores: dict, key: str, intervals: dict | None = None) -> str:
@@ -1989,6 +2034,23 @@ SECTIONS: list[Section] = [
         protocol="Timings; no model selection involved. The *before* timings ran on 1 thread.",
         tables=[step_profiles],
         optional_glob="benchmarks/step_profile/*.json",
+    ),
+    Section(
+        title="SPAIR beside SPAIR_pytorch (issue 36)",
+        paper="no paper claim",
+        prose=(
+            "Complete training steps (loss, backward, Adam) of our SPAIR and of the public SPAIR_pytorch "
+            "(the anchor, fetched by the user and never part of this repository), both set to the "
+            "anchor's network sizes (28-px glimpses and objects, a 48-px anchor box, 50-d `z_what`, "
+            "12-px cells), on the same scattered-digit batch, alternating one step of each, written by "
+            "`experiments/anchor_compare.py`. The anchor runs its sequential `Spair` with its "
+            "`train.py`'s default flags and its `RunManager` set up as its `train.py` does, its "
+            "`assert`s dropped as under `python -O` (its layout checks mistake a 4x4 grid for a "
+            "channel axis). Targets: 3x the anchor at 48×48 and 8x at 128×128."
+        ),
+        protocol="Timings; no model selection involved.",
+        tables=[anchor_comparison],
+        optional_glob="benchmarks/anchor_compare/*.json",
     ),
     Section(
         title="Lean step: results unchanged (issue 36)",
