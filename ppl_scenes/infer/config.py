@@ -52,11 +52,11 @@ class TrainConfig:
             tensors stay in the process's heap for the next step instead of being handed back to the
             kernel and paged in again (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; for the
             rest of the process, which keeps up to 1 GiB of freed memory). Default True: SPAIR's
-            default step takes about a quarter less time with it, scenes held in memory or generated
+            default step takes about a third less time with it, scenes held in memory or generated
             batch by batch (BENCHMARKS.md, step profiles). Nothing changes off glibc.
         compile: run the model's deterministic networks (its ``compiled_methods``, e.g. SPAIR's guide
             encoder and renderer) through ``torch.compile`` (issue 36). Off by default: on this
-            project's 2-core CPU it cut SPAIR's operations per step by 60 % but its step time by
+            project's 2-core CPU it cuts SPAIR's operations per step by half and its step time by
             about a fifth, after about a minute of compiling (BENCHMARKS.md, step profiles). The Pyro sites,
             priors and the ELBO stay eager; losses equal the eager ones to float rounding. Where
             compiling fails (e.g. no C++ compiler), the run goes on eagerly, with a warning.
