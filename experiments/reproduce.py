@@ -13,13 +13,18 @@ training split of the protocol (the cards' runs predate it and drew on all 60,00
 
 ::
 
-    PPL_SCENES_DATA=/path/to/data python experiments/reproduce.py spair --seeds 1 2
+    PPL_SCENES_DATA=/path/to/data python experiments/reproduce.py spair --seeds 1 2 --update-card
+
+``--update-card`` then writes the reruns into the card's ``reproduction`` field (:func:`reproduction`),
+so that ``pretrained_info(name)`` and ``ppl-scenes presets`` say what re-running its command gives.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -37,6 +42,9 @@ from ppl_scenes.rundir import read_config, read_metrics
 from ppl_scenes.runs import RunSpec, load
 
 NAME = "reproduce"
+#: Where the shipped cards and their records live (``pretrained.py`` writes both).
+WEIGHTS = Path(__file__).resolve().parents[1] / "ppl_scenes" / "weights"
+PRETRAINED_RECORDS = Path("benchmarks/pretrained")
 #: The shipped cards, each re-run as ``ppl-scenes train MODEL --preset PRESET --seed S``.
 CARDS = ("gmair", "mist", "saccade", "spair", "ssdir")
 
@@ -49,7 +57,73 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1, as the cards)")
     parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples (500)")
     parser.add_argument("--out", default=f"benchmarks/{NAME}", help="record folder")
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write all the card's rerun records in --out into its `reproduction` field (the shipped card "
+        "ppl_scenes/weights/NAME.json and its record benchmarks/pretrained/NAME.json)",
+    )
+    parser.add_argument(
+        "--card-only", action="store_true", help="train and score nothing; implies --update-card"
+    )
+    parser.add_argument("--cards", type=Path, default=WEIGHTS, help="the cards' folder (the package's)")
+    parser.add_argument(
+        "--card-records",
+        type=Path,
+        default=PRETRAINED_RECORDS,
+        help="the cards' records (benchmarks/pretrained)",
+    )
     return parser
+
+
+def reproduction(card: dict, records: Sequence[dict]) -> dict:
+    """The card's ``reproduction`` field from its reruns' records: what re-running its command gives.
+
+    Per target score: each rerun's test value, whether it lies inside the card's 95 % test interval
+    (its sampling error over the test scenes), and the mean and sample sd over the card's seed and
+    the reruns (BENCHMARKS.md protocol, rule 3).
+    """
+    records = sorted(records, key=lambda d: d["seed"])
+    scores = {}
+    for key in card["targets"]:
+        values = [card["test"][key]] + [d["test"][key] for d in records]
+        low, high = card["test_intervals"][key]
+        scores[key] = {
+            "reruns": [d["test"][key] for d in records],
+            "inside_card_interval": [bool(low <= d["test"][key] <= high) for d in records],
+            "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "seeds": len(values),
+        }
+    return {
+        "seeds": [d["seed"] for d in records],
+        "commands": [d["command"] for d in records],
+        "steps": [d["steps"] for d in records],
+        "test": scores,
+        "records": f"benchmarks/{NAME}/{card['name']}-s*.json",
+    }
+
+
+def update_card(name: str, out: Path, weights: Path = WEIGHTS, records: Path = PRETRAINED_RECORDS) -> dict:
+    """Write :func:`reproduction` of ``out``'s records into card ``name`` and its record; returns it.
+
+    Raises:
+        SystemExit: no record of ``name`` in ``out``.
+    """
+    found = [json.loads(path.read_text()) for path in sorted(out.glob(f"{name}-s*.json"))]
+    if not found:
+        sys.exit(f"no rerun records of {name} in {out}: run the reruns first (without --card-only)")
+    written = None
+    card_path, record_path = weights / f"{name}.json", records / f"{name}.json"
+    if card_path.is_file():  # as pretrained.py writes it
+        card = json.loads(card_path.read_text())
+        card["reproduction"] = written = reproduction(card, found)
+        card_path.write_text(json.dumps(card, indent=1) + "\n")
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        record["reproduction"] = written = reproduction(record, found)
+        write_record(record_path, record)
+    return written
 
 
 def train_command(card: dict, run_dir: Path, seed: int) -> list[str]:
@@ -129,9 +203,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", DigitFallbackWarning)
         try:
-            return [reproduce(card, seed, args, argv) for seed in args.seeds]
+            done = [] if args.card_only else [reproduce(card, seed, args, argv) for seed in args.seeds]
         except DigitFallbackWarning as missing:
             sys.exit(f"reproduce.py needs the real MNIST digits the card used: {missing}")
+    if args.update_card or args.card_only:
+        update_card(args.name, Path(args.out), args.cards, args.card_records)
+    return done
 
 
 if __name__ == "__main__":

@@ -580,6 +580,15 @@ def cmd_presets(args: argparse.Namespace) -> int:
             f"{card['cpu_minutes']:.0f} CPU min; test {test}; sha256 {card['sha256'][:12]}"
         )
         print(f"  {'':<16} trained by: {card['command']}")
+        rerun = card.get("reproduction")
+        if rerun:
+            spread = ", ".join(
+                f"{key} {s['mean']:.3f} ± {s['sd']:.3f}"
+                for key, s in rerun["test"].items()
+                if s["sd"] is not None
+            )
+            seeds = ", ".join(str(seed) for seed in rerun["seeds"])
+            print(f"  {'':<16} re-run with seeds {seeds}: test {spread} (mean ± sd over all seeds)")
     if not shipped:
         print("  (none)")
     return 0

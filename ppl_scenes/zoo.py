@@ -21,7 +21,14 @@ from safetensors.torch import load as load_safetensors
 from ppl_scenes.config import replace_config
 from ppl_scenes.models import MODELS, SceneModel
 
-__all__ = ["CARD_FIELDS", "PretrainedError", "pretrained", "pretrained_info", "pretrained_names"]
+__all__ = [
+    "CARD_FIELDS",
+    "OPTIONAL_CARD_FIELDS",
+    "PretrainedError",
+    "pretrained",
+    "pretrained_info",
+    "pretrained_names",
+]
 
 #: What every model card holds.
 CARD_FIELDS = (
@@ -44,6 +51,10 @@ CARD_FIELDS = (
     "weights_file",
     "notes",
 )
+#: What a card may hold besides: ``reproduction``, its command re-run with other seeds (per target
+#: score the reruns' test values, whether each lies inside the card's 95 % test interval, and the mean
+#: and sample sd over all seeds; written by ``experiments/reproduce.py --update-card``).
+OPTIONAL_CARD_FIELDS = ("reproduction",)
 
 
 class PretrainedError(ValueError):

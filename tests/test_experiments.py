@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -1086,6 +1087,35 @@ def test_reproduce_scores_a_finished_rerun_beside_its_card(
     with pytest.raises(SystemExit, match="did not reach its steps"):
         reproduce.main(args)
     assert not (tmp_path / "out" / "spair-s1.json").exists()
+
+
+def test_reproduce_writes_its_reruns_into_the_card(script, tmp_path, monkeypatch):
+    """--card-only trains nothing and writes the records in --out into the card and the card's record
+    (each in its own format); without records it stops, naming why."""
+    reproduce = script("reproduce")
+    card = _reproduce_card() | {"test": {"ap50": 0.5}, "test_intervals": {"ap50": [0.45, 0.55]}}
+    monkeypatch.setattr(reproduce, "pretrained_info", lambda name: card)
+    monkeypatch.setattr(reproduce, "reproduce", lambda *a: pytest.fail("--card-only trained"))
+    out, cards, records = tmp_path / "out", tmp_path / "cards", tmp_path / "records"
+    for folder in (out, cards, records):
+        folder.mkdir()
+    (cards / "spair.json").write_text(json.dumps(card, indent=1) + "\n")
+    (records / "spair.json").write_text(json.dumps(card | {"experiment": "pretrained"}))
+    args = ["spair", "--card-only", "--out", str(out), "--cards", str(cards), "--card-records", str(records)]
+    with pytest.raises(SystemExit, match="no rerun records of spair"):
+        reproduce.main(args)
+    for seed, ap50 in ((2, 0.6), (1, 0.52)):
+        rerun = {"seed": seed, "command": f"ppl-scenes train spair --seed {seed}", "steps": 3}
+        (out / f"spair-s{seed}.json").write_text(json.dumps(rerun | {"test": {"ap50": ap50}}))
+    assert reproduce.main(args) == []
+    written = json.loads((cards / "spair.json").read_text())["reproduction"]
+    assert written == read_record(records / "spair.json")["reproduction"]
+    assert written["seeds"] == [1, 2] and written["steps"] == [3, 3]
+    ap50 = written["test"]["ap50"]
+    assert ap50["reruns"] == [0.52, 0.6] and ap50["inside_card_interval"] == [True, False]
+    assert ap50["seeds"] == 3 and ap50["mean"] == pytest.approx(0.54)
+    assert ap50["sd"] == pytest.approx(statistics.stdev([0.5, 0.52, 0.6]))
+    assert read_record(records / "spair.json")["experiment"] == "pretrained"  # the rest kept
 
 
 def test_reproduce_refuses_the_fallback_digits(script, tiny_runs, tmp_path, monkeypatch):

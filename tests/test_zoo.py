@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+import statistics
 
 import pytest
 import torch
@@ -128,7 +129,28 @@ def test_presets_verb_lists_presets_and_pretrained_cards(capsys):
     assert "scattered-5" in out and "cluttered-100" in out
     for name in SHIPPED:
         assert pretrained_info(name)["sha256"][:12] in out
+    rerun = pretrained_info("spair")["reproduction"]["test"]["ap50"]  # its seeds' spread, printed
+    assert f"ap50 {rerun['mean']:.3f} ± {rerun['sd']:.3f}" in out
     assert main(["presets", "nosuchmodel"]) == 2
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_cards_reproduction_agrees_with_its_own_test_scores(name):
+    """Where a card says what re-running its command gave, its mean and sd run over the card's own
+    seed and the reruns, and each rerun's place against the card's interval is right."""
+    card = pretrained_info(name)
+    rerun = card.get("reproduction")
+    if rerun is None:
+        pytest.skip(f"{name}'s card has no reruns yet")
+    assert len(rerun["seeds"]) == len(rerun["commands"]) == len(rerun["steps"]) >= 1
+    assert set(rerun["test"]) == set(card["targets"])
+    for key, s in rerun["test"].items():
+        values = [card["test"][key], *s["reruns"]]
+        low, high = card["test_intervals"][key]
+        assert s["seeds"] == len(values) == len(rerun["seeds"]) + 1
+        assert s["mean"] == pytest.approx(statistics.fmean(values))
+        assert s["sd"] == pytest.approx(statistics.stdev(values))
+        assert s["inside_card_interval"] == [low <= v <= high for v in s["reruns"]]
 
 
 def test_train_with_an_unknown_preset_lists_the_known(tmp_path, capsys):
