@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import command_line, machine, positive_int, write_record
+from _common import command_line, machine, mnist_source, positive_int, write_record
 
 from ppl_scenes import SPAIR, make_dataset
 from ppl_scenes.infer import SVITrainer, TrainConfig
@@ -366,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine(),
         "device": args.device,
         "batch_size": args.batch_size,
+        "seed": args.seed,
+        "budget": {"warmup_steps": args.warmup, "timed_steps": args.timed_steps},
+        "digit_source": mnist_source(args.data_root, not args.no_download),
         "sizes": ANCHOR_SIZES,
         "keep_freed_memory": kept,
         "threads": torch.get_num_threads(),
