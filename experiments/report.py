@@ -1534,7 +1534,11 @@ def step_profiles(r: Records) -> str:
                 turns = f" (`{records[label].get('against')}` in turns: {f1(baseline)} ms)"
             n = m.get("host_reads")
             reads = "" if n is None else f", {n} host read{'' if n == 1 else 's'}"
-            row.append(f"{count(m['aten_ops'])}{ratio}{reads}, {f1(m['timing']['median_ms'])} ms{turns}")
+            faults = m["timing"].get("minor_faults_per_step")
+            paged = "" if faults is None else f", {count(round(faults))} page faults"
+            row.append(
+                f"{count(m['aten_ops'])}{ratio}{reads}, {f1(m['timing']['median_ms'])} ms{paged}{turns}"
+            )
         rows.append(row)
     legend = "\n".join(
         f"- *{label}*: {what}; `{records[label]['command']}` (torch {records[label].get('torch', '–')}, "
@@ -1542,7 +1546,11 @@ def step_profiles(r: Records) -> str:
         for label, what in found
     )
     head = ["model"] + [f"{label}: aten ops, median step" for label, _ in found]
-    return table(head, rows) + "\n\n" + legend
+    note = (
+        "*Page faults*: the mean minor page faults of a timed step (pages the kernel maps and zero-fills "
+        "on first touch), where the record counts them."
+    )
+    return table(head, rows) + "\n\n" + legend + "\n\n" + note
 
 
 #: Issue 36's targets for our SPAIR step against the anchor's, at the anchor's network sizes.

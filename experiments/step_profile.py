@@ -142,15 +142,37 @@ def step_ms(step: Callable[[], Any], device: str) -> float:
     return 1000 * (time.perf_counter() - start)
 
 
-def quartiles(times: list[float]) -> dict[str, float]:
-    """Median and quartiles (ms) of step times."""
+def minor_faults() -> int | None:
+    """The process's minor page faults so far (pages the kernel mapped and zero-filled on first
+    touch); None where ``resource`` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed(step: Callable[[], Any], device: str) -> tuple[float, int | None]:
+    """:func:`step_ms` of one call and the minor page faults it caused (None where not counted)."""
+    before = minor_faults()
+    ms = step_ms(step, device)
+    after = minor_faults()
+    return ms, None if before is None or after is None else after - before
+
+
+def quartiles(times: list[float], faults: Sequence[int | None] = ()) -> dict[str, float]:
+    """Median and quartiles (ms) of step times, and the mean minor page faults a step where counted."""
     q = torch.tensor(times).quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
-    return {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": len(times)}
+    result = {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": len(times)}
+    if faults and all(f is not None for f in faults):
+        result["minor_faults_per_step"] = sum(faults) / len(faults)
+    return result
 
 
 def time_step(step: Callable[[], Any], steps: int, device: str) -> dict[str, float]:
-    """Median and quartiles (ms) of ``steps`` calls of ``step``."""
-    return quartiles([step_ms(step, device) for _ in range(steps)])
+    """Median and quartiles (ms) of ``steps`` calls of ``step``, and their page faults."""
+    runs = [timed(step, device) for _ in range(steps)]
+    return quartiles([ms for ms, _ in runs], [f for _, f in runs])
 
 
 def call_site(event: Any) -> str:
@@ -259,9 +281,11 @@ def measure(
     )
     for _ in range(args.warmup):
         other()
-    turns = [(step_ms(step, args.device), step_ms(other, args.device)) for _ in range(args.timed_steps)]
-    result["timing"] = quartiles([this for this, _ in turns])
-    result["timing_baseline" if baseline is not None else "timing_eager"] = quartiles([o for _, o in turns])
+    turns = [(timed(step, args.device), timed(other, args.device)) for _ in range(args.timed_steps)]
+    result["timing"] = quartiles([ms for (ms, _), _ in turns], [f for (_, f), _ in turns])
+    result["timing_baseline" if baseline is not None else "timing_eager"] = quartiles(
+        [ms for _, (ms, _) in turns], [f for _, (_, f) in turns]
+    )
     return result
 
 
