@@ -1491,8 +1491,9 @@ STEP_PROFILES = (
     (
         "spair-adaptive-malloc",
         "now, eager, 2 threads, idle machine, `--adaptive-malloc`: glibc's adaptive malloc thresholds "
-        "left as they are (`train.keep_freed_memory=false`), so that the step's large temporaries are "
-        "mapped afresh and paged in every step, as before training fixed them for every data set",
+        "left as they are (`train.keep_freed_memory=false`), as before training fixed them for every "
+        "data set: in some processes they settle into mapping the step's large temporaries afresh every "
+        "step (see the page faults), in others not",
     ),
     (
         "ssdir-shipped-detector",

@@ -990,6 +990,8 @@ def test_step_profile_counts_operations_and_call_sites(script, digits, tmp_path)
         # the loss and the gradient norm, read together (fused Adam's own read left out)
         assert result["host_reads"] == 1
         assert 0 < result["timing"]["q25_ms"] <= result["timing"]["median_ms"] <= result["timing"]["q75_ms"]
+        if sys.platform.startswith("linux"):  # each timed step's page faults, counted
+            assert result["timing"]["minor_faults_per_step"] >= 0
     assert (
         read_record(out / "smoke.json")["models"]["spair"]["aten_ops"]
         == record["models"]["spair"]["aten_ops"]

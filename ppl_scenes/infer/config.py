@@ -52,7 +52,7 @@ class TrainConfig:
             tensors stay in the process's heap for the next step instead of being handed back to the
             kernel and paged in again (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; for the
             rest of the process, which keeps up to 1 GiB of freed memory). Default True: SPAIR's
-            default step takes about a third less time with it, scenes held in memory or generated
+            default step takes about a fifth less time with it, scenes held in memory or generated
             batch by batch (BENCHMARKS.md, step profiles). Nothing changes off glibc.
         compile: run the model's deterministic networks (its ``compiled_methods``, e.g. SPAIR's guide
             encoder and renderer) through ``torch.compile`` (issue 36). Off by default: on this
