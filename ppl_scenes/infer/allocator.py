@@ -2,7 +2,7 @@
 
 glibc's ``malloc`` adapts two thresholds as a program runs: blocks above the *mmap threshold* are
 mapped fresh from the kernel, and free memory above the *trim threshold* at the top of the heap is
-handed back to it. A training step makes and frees tensors of megabytes (SPAIR's per-cell windows,
+handed back to it. A training step makes and frees tensors of megabytes (SPAIR's drawn objects,
 their gradients); with the adaptive thresholds a step may map many of them afresh, the kernel
 zero-filling their pages on first touch: about 10,000 minor page faults a step of SPAIR's defaults
 (48x48, batch 32) in the processes where the adaptive thresholds settle into it, and a fifth of its

@@ -43,8 +43,8 @@ is eq. 9's categorical KL exactly: the guide scores ``z_cat`` by the expected lo
 expectation is summed over the ``C`` categories instead.
 
 The overlap loss renders each object's decoded glimpse (appearance x opacity x presence) on its own
-canvas and, per pixel, takes the sum minus the maximum over objects
-(:func:`~ppl_scenes.ops.window_overlap`); :meth:`GMAIR.model` adds it after SPAIR's story as
+patch and, per pixel, takes the sum minus the maximum over objects
+(:func:`~ppl_scenes.ops.patch_overlap`); :meth:`GMAIR.model` adds it after SPAIR's story as
 ``pyro.factor("overlap", -lambda_overlap * O)`` (:meth:`GMAIR.overlap_loss`) with ``lambda_overlap``
 annealed from 2 to 0 early in training. ``O`` is summed over pixels (and averaged over the batch as the
 ELBO is): the reconstruction term is a sum over pixels too, and a per-pixel mean with a coefficient of 2
@@ -75,7 +75,7 @@ from ppl_scenes.models.base import Categorised, plate
 from ppl_scenes.models.preset import Preset
 from ppl_scenes.models.spair import OBJECT_SITES, SPAIR, CellLatents, SPAIRConfig, SPAIRGuide, presence_mask
 from ppl_scenes.nn import GlimpseEncoder, mlp
-from ppl_scenes.ops import clip, grid_shape, multiply, window_overlap, window_pad
+from ppl_scenes.ops import clip, multiply, patch_overlap
 from ppl_scenes.ops.schedules import linear_schedule
 from ppl_scenes.scene import SceneParse
 
@@ -327,26 +327,25 @@ class GMAIR(SPAIR, Categorised):
         c = self.config
         probs, self._guide_presence = self._guide_presence, None
         with TermWeights(term_weights(c)), presence_mask(c, GMAIR_OBJECT_SITES, probs):
-            canvas, windows = self.generate(x, batch_size, image_size)
-        self.overlap_loss(windows, grid_shape(canvas, c.cell_size))
+            canvas, (drawn, origins) = self.generate(x, batch_size, image_size)
+        self.overlap_loss(drawn, origins, tuple(canvas.shape[-2:]))
         return canvas
 
-    def overlap_loss(self, windows: Tensor, grid: tuple[int, int]) -> None:
+    def overlap_loss(self, drawn: Tensor, origins: Tensor, image_size: tuple[int, int]) -> None:
         """The overlap loss (§2.3) as ``pyro.factor("overlap", ...)`` while its coefficient is positive.
 
         Args:
-            windows: each cell's drawn window ``[B, N, C + 1, h, w]`` (:meth:`~SPAIR.render_windows`).
-            grid: the ``(H, W)`` cells of the image.
+            drawn: each cell's object drawn on its patch ``[B, N, C + 1, P_h, P_w]`` and origins the
+                patches' ``[B, N, 2]`` (:meth:`~SPAIR.render_patches`); image_size: ``(H, W)``.
         """
         if self.overlap_coef <= 0:
             return
         c = self.config
-        # one split, not two slices: a slice's backward zero-fills the whole window tensor
-        appearance, alpha = windows.split((c.channels, windows.shape[2] - c.channels), 2)
-        ink = appearance * alpha
-        excess = window_overlap(ink, grid, c.cell_size, window_pad(c.cell_size, c.anchor, c.center_bounds))
+        # one split, not two slices: a slice's backward zero-fills the whole patch tensor
+        appearance, alpha = drawn.split((c.channels, drawn.shape[2] - c.channels), 2)
+        excess = patch_overlap(appearance * alpha, origins, tuple(image_size))
         # per image, like the data plate (which SPAIR's story has closed, so a plate of its own)
-        with plate("overlap_images", windows.shape[0], dim=-2, device=windows.device):
+        with plate("overlap_images", drawn.shape[0], dim=-2, device=drawn.device):
             pyro.factor("overlap", -self.overlap_coef * excess.flatten(1).sum(-1, keepdim=True))
 
     # -- guide and parse -----------------------------------------------------------------------

@@ -14,8 +14,9 @@ cells. Each cell holds at most one object:
 * ``z_depth ∈ R ~ N(μ, σ)`` -- relative depth; ``z_what ∈ R^A ~ N(0, I)`` -- appearance.
 
 An object decoder maps ``z_what`` to an appearance and an opacity glimpse; opacity is multiplied by
-``z_pres``; a spatial transformer places each glimpse at its box -- only inside the window of cells
-its box can reach, so cost grows with objects x window, not objects x canvas -- and objects are mixed
+``z_pres``; a spatial transformer places each glimpse at its box -- on a patch the size of the
+largest box, which follows the box, so cost grows with objects x patch, not objects x canvas
+(:mod:`ppl_scenes.ops.patches`) -- and objects are mixed
 by depth-weighted convex combination over a background (:mod:`ppl_scenes.ops.compositing`). Pixels
 are Bernoulli (the paper's likelihood; gray levels make this a pseudo-likelihood, so the site has
 ``validate_args=False``), or Continuous-Bernoulli / fixed-σ Normal as documented options.
@@ -81,7 +82,7 @@ from ppl_scenes.ops import (
     cell_schedule,
     clip,
     clip_boxes,
-    composite_drawn,
+    composite_patches,
     cxcywh_to_xyxy,
     drawn_boxes,
     from_groups,
@@ -89,15 +90,14 @@ from ppl_scenes.ops import (
     lateral_inputs,
     multiply,
     pad_to_grid,
-    paste,
+    paste_patches,
+    patch_size,
     sample_glimpses,
     scalar,
     spair_glimpse_grid_map,
     tighten_boxes,
     to_groups,
     vector,
-    window_origins,
-    window_pad,
 )
 from ppl_scenes.ops import spair_where_to_cxcywh as where_to_cxcywh
 from ppl_scenes.ops.schedules import exponential_schedule
@@ -474,7 +474,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
     guide_class = SPAIRGuide
     #: The guide's wavefront of lateral MLP and glimpse encoder (noise drawn before it), and the
     #: decoder with the compositing (``TrainConfig.compile``).
-    compiled_methods = ("encoder.encode", "render_windows")
+    compiled_methods = ("encoder.encode", "render_patches")
 
     def __init__(
         self,
@@ -553,7 +553,8 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         (observed if ``x`` is given, else ``batch_size`` images of ``image_size``).
 
         Returns:
-            the canvas ``[B, C, H, W]`` and each cell's drawn window (see :meth:`render_windows`).
+            the canvas ``[B, C, H, W]`` and each cell's object drawn on its patch, with the patches'
+            origins (see :meth:`render_patches`).
         """
         c = self.config
         if x is not None:
@@ -572,10 +573,10 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
                 depth_prior = Normal(vector([0.0], dev), c.depth_prior_scale)
                 z_depth = pyro.sample("z_depth", depth_prior.expand([b, n, 1]).to_event(1))
                 z_what = self.sample_what((b, n))
-            canvas, windows = self.render_windows(z_pres.squeeze(-2), z_where, z_depth, z_what, size)
+            canvas, drawn, origins = self.render_patches(z_pres.squeeze(-2), z_where, z_depth, z_what, size)
             obs = None if x is None else x.unsqueeze(1)
             pyro.sample("x", self.likelihood(canvas.unsqueeze(1)), obs=obs)
-        return canvas, windows
+        return canvas, (drawn, origins)
 
     def sample_what(self, shape: tuple[int, int]) -> Tensor:
         """Sample ``z_what`` of every cell (``shape = (B, N)``) from :meth:`what_prior`.
@@ -602,45 +603,40 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
             z_pres: ``[B, N]`` presence (relaxed or 0/1); z_where ``[B, N, 4]``; z_depth ``[B, N, 1]``;
                 z_what ``[B, N, A]``; image_size: ``(H, W)`` of the output.
         """
-        return self.render_windows(z_pres, z_where, z_depth, z_what, image_size)[0]
+        return self.render_patches(z_pres, z_where, z_depth, z_what, image_size)[0]
 
-    def render_windows(
+    def render_patches(
         self, z_pres: Tensor, z_where: Tensor, z_depth: Tensor, z_what: Tensor, image_size
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`render`'s canvas and each cell's drawn window.
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`render`'s canvas, and each cell's object drawn on a patch the size of its box.
 
         Returns:
-            the canvas ``[B, C, H, W]`` and the windows ``[B, N, C + 1, h, w]`` (appearance, then
-            opacity times presence) laid out as :func:`~ppl_scenes.ops.fold_windows` describes.
+            the canvas ``[B, C, H, W]``, the patches ``[B, N, C + 1, P_h, P_w]`` (appearance, then
+            opacity times presence) and their integer origins ``[B, N, 2]``
+            (:func:`~ppl_scenes.ops.paste_patches`).
+        """
+        drawn, origins = self.draw_patches(z_pres, z_where, z_what, image_size)
+        background = self.background()[:, None, None]
+        canvas = composite_patches(drawn, origins, z_depth[..., 0], background, tuple(image_size))
+        return canvas, drawn, origins
+
+    def draw_patches(
+        self, z_pres: Tensor, z_where: Tensor, z_what: Tensor, image_size
+    ) -> tuple[Tensor, Tensor]:
+        """Each cell's object alone on its patch: ``(drawn [B, N, C + 1, P_h, P_w], origins [B, N, 2])``.
+
+        Patches hold the largest box (the anchor) with its bilinear fringe
+        (:func:`~ppl_scenes.ops.patch_size`); pixel ``(i, j)`` of patch ``n`` is image pixel
+        ``origins[n] + (j, i)``.
         """
         c = self.config
-        grid = grid_shape(image_size, c.cell_size)
-        drawn = self.draw_windows(z_pres, z_where, z_what, image_size)
-        pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
-        canvas = composite_drawn(
-            drawn, z_depth[..., 0], self.background()[:, None, None], grid, c.cell_size, pad
-        )
-        if tuple(canvas.shape[-2:]) != tuple(image_size):  # the grid overhangs the image
-            canvas = canvas[..., : image_size[0], : image_size[1]]
-        return canvas, drawn
-
-    def draw_windows(self, z_pres: Tensor, z_where: Tensor, z_what: Tensor, image_size) -> Tensor:
-        """Each cell's object alone on its window: ``[B, N, C + 1, h, w]`` (appearance, opacity x presence).
-
-        Window ``n`` covers the image from :func:`~ppl_scenes.ops.window_origins` ``[n]`` on (cell plus
-        :func:`~ppl_scenes.ops.window_pad` on every side).
-        """
-        c = self.config
-        grid = grid_shape(image_size, c.cell_size)
         appearance, alpha = self.object_decoder(z_what)
         alpha = alpha * z_pres[..., None, None, None]
-        pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
-        window = (c.cell_size[0] + 2 * pad[0], c.cell_size[1] + 2 * pad[1])
-        boxes = where_to_cxcywh(z_where, grid, c.cell_size, c.anchor, c.center_bounds)
-        origins = window_origins(grid, c.cell_size, pad, boxes.device)
-        centres, sizes = boxes.split((2, 2), -1)
-        local = torch.cat((centres - origins, sizes), -1)
-        return paste(torch.cat((appearance, alpha), 2), local, window)
+        boxes = where_to_cxcywh(
+            z_where, grid_shape(image_size, c.cell_size), c.cell_size, c.anchor, c.center_bounds
+        )
+        patch = patch_size(c.anchor, tuple(appearance.shape[-2:]))
+        return paste_patches(torch.cat((appearance, alpha), 2), boxes, patch)
 
     def tight_boxes(self, lat: CellLatents, boxes: Tensor, image_size) -> Tensor:
         """Every cell's box shrunk to what its object draws (``config.tight_mode``); ``[B, N, 4]``.
@@ -651,11 +647,9 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
         c = self.config
         if c.tight_mode == "opacity":
             return tighten_boxes(boxes, self.object_decoder(lat.what)[1], c.tight_threshold)
-        drawn = self.draw_windows(torch.ones_like(lat.pres), lat.where, lat.what, image_size)
+        drawn, origins = self.draw_patches(torch.ones_like(lat.pres), lat.where, lat.what, image_size)
         contrast = (drawn[:, :, :-1] - self.background()[:, None, None]).abs().amax(2)
-        pad = window_pad(c.cell_size, c.anchor, c.center_bounds)
-        origins = window_origins(grid_shape(image_size, c.cell_size), c.cell_size, pad, boxes.device)
-        ink, found = drawn_boxes(drawn[:, :, -1] * contrast, origins, c.tight_threshold)
+        ink, found = drawn_boxes(drawn[:, :, -1] * contrast, origins.to(boxes.dtype), c.tight_threshold)
         return torch.where(found[..., None], ink, boxes)
 
     # -- guide and parse -----------------------------------------------------------------------

@@ -50,6 +50,7 @@ from ppl_scenes.ops.heatmaps import (
     soft_argmax,
     target_heatmap,
 )
+from ppl_scenes.ops.patches import composite_patches, fold_patches, paste_patches, patch_overlap, patch_size
 from ppl_scenes.ops.schedules import constant_schedule, exponential_schedule, linear_schedule
 from ppl_scenes.ops.transformer import (
     crop,
@@ -63,6 +64,7 @@ from ppl_scenes.ops.transformer import (
 )
 
 __all__ = [
+    "composite_patches",
     "CellSchedule",
     "cached_constant",
     "indices",
@@ -95,6 +97,7 @@ __all__ = [
     "depth_weights",
     "exponential_schedule",
     "extract_top_k",
+    "fold_patches",
     "fold_windows",
     "grid_cell_origins",
     "grid_shape",
@@ -107,6 +110,9 @@ __all__ = [
     "pad_to_grid",
     "to_groups",
     "paste",
+    "paste_patches",
+    "patch_overlap",
+    "patch_size",
     "paste_support",
     "paste_with_support",
     "scale_pool",

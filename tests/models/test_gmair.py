@@ -154,16 +154,14 @@ def test_overlap_loss_is_annealed_away():
 
 def test_overlapping_objects_are_penalised_more():
     model = tiny(overlap_start=1.0)
-    grid = (2, 3)
-    windows = torch.zeros(1, 6, 2, 6 + 2 * 7, 6 + 2 * 7)  # 6-pixel cells, windows padded by 7
-    windows[:, 0, :, 7:13, 7:13] = 1.0  # object in cell 0, canvas pixels [0, 6) x [0, 6)
-    apart = windows.clone()
-    apart[:, 2, :, 7:13, 7:13] = 1.0  # another one in cell 2, far away
-    together = windows.clone()
-    together[:, 1, :, 7:13, 1:7] = 1.0  # another one in cell 1, drawn over cell 0's object
+    drawn = torch.zeros(1, 3, 2, 8, 8)  # three objects, each a 6x6 square on its 8-px patch
+    drawn[:, :, :, 1:7, 1:7] = 1.0
+    canvas = (12, 18)
+    apart = torch.tensor([[[-1, -1], [11, -1], [5, 5]]])  # (x, y) origins: no pixel shared
+    together = torch.tensor([[[-1, -1], [1, 1], [11, 5]]])  # the second drawn over the first
 
-    def factor(w):
-        trace = poutine.trace(model.overlap_loss).get_trace(w, grid)
+    def factor(origins):
+        trace = poutine.trace(model.overlap_loss).get_trace(drawn, origins, canvas)
         return float(trace.nodes["overlap"]["fn"].log_factor.sum())
 
     assert factor(apart) == 0.0 and factor(together) < -1.0
