@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ppl_scenes.ops.compositing import _as_tensor, blend, depth_weighted_layers
+from ppl_scenes.ops.constants import cached_constant
 from ppl_scenes.ops.transformer import _paste_coords, _tent
 
 __all__ = ["composite_patches", "fold_patches", "paste_patches", "patch_overlap", "patch_size"]
@@ -45,29 +46,45 @@ def paste_patches(
         :func:`~ppl_scenes.ops.paste` on the canvas there.
     """
     gh, gw = glimpses.shape[-2:]
-    cx, cy, bw, bh = boxes_cxcywh.detach().unbind(-1)
-    # the first canvas pixel a glimpse can reach: its centre half a glimpse pixel beyond the left edge
-    fringe_x, fringe_y = bw.clamp(min=min_size) / (2 * gw), bh.clamp(min=min_size) / (2 * gh)
-    origins = torch.stack(
-        (torch.floor(cx - bw / 2 - fringe_x - 0.5), torch.floor(cy - bh / 2 - fringe_y - 0.5)), -1
-    )
-    centres, sizes = boxes_cxcywh.split((2, 2), -1)
-    local = torch.cat((centres - origins, sizes), -1)
-    u, v = _paste_coords(local, (gh, gw), patch, min_size)
+    to_origin, half = _origin_map(gh, gw, boxes_cxcywh.device, boxes_cxcywh.dtype)
+    # ``(x, y, 0, 0)``: the pixel before the first a glimpse reaches (half a glimpse pixel beyond an edge)
+    origins = torch.floor(boxes_cxcywh.detach() @ to_origin - half)
+    u, v = _paste_coords(boxes_cxcywh - origins, (gh, gw), patch, min_size)
     wx, wy = _tent(u, gw), _tent(v, gh)
-    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2), origins.long()
+    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2), origins[..., :2].long()
+
+
+@cached_constant
+def _origin_map(gh: int, gw: int, device, dtype) -> tuple[Tensor, Tensor]:
+    """``(M [4, 4], half [4])``: ``box @ M - half = (x0 - w / 2g_w - 1/2, y0 - h / 2g_h - 1/2, 0, 0)``,
+    whose floor is a patch's origin."""
+    m = torch.zeros(4, 4, dtype=dtype, device=device)
+    m[0, 0] = m[1, 1] = 1.0
+    m[2, 0], m[3, 1] = -(0.5 + 0.5 / gw), -(0.5 + 0.5 / gh)
+    return m, torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=dtype, device=device)
 
 
 def _patch_pixels(origins: Tensor, patch: tuple[int, int], canvas: tuple[int, int], channels: int) -> Tensor:
-    """``[B, C, N * P_h * P_w]``: each patch pixel's flat index into a ``[B, C, H * W + 1]`` canvas;
-    pixels off the canvas go to the extra last slot, which is then dropped."""
+    """``[B, C, N * P_h * P_w]``: each patch pixel's flat index into a ``[B, C, (H + 2) (W + 2)]``
+    canvas with a one-pixel border, where every pixel off the canvas lands (and is dropped)."""
     (ph, pw), (height, width) = patch, canvas
     b, n = origins.shape[:2]
-    rows = origins[..., 1, None] + torch.arange(ph, device=origins.device)  # [B, N, P_h]
-    cols = origins[..., 0, None] + torch.arange(pw, device=origins.device)  # [B, N, P_w]
-    on = ((rows >= 0) & (rows < height))[..., :, None] & ((cols >= 0) & (cols < width))[..., None, :]
-    flat = torch.where(on, rows[..., :, None] * width + cols[..., None, :], height * width)
-    return flat.reshape(b, 1, n * ph * pw).expand(b, channels, -1)
+    rows_ahead, cols_ahead = _offsets(ph, pw, origins.device)
+    rows = (origins[..., 1:] + rows_ahead).clamp_(-1, height).add_(1).mul_(width + 2)  # [B, N, P_h]
+    cols = (origins[..., :1] + cols_ahead).clamp_(-1, width).add_(1)  # [B, N, P_w]
+    return (rows[..., :, None] + cols[..., None, :]).reshape(b, 1, n * ph * pw).expand(b, channels, -1)
+
+
+@cached_constant
+def _offsets(ph: int, pw: int, device) -> tuple[Tensor, Tensor]:
+    """``(arange(P_h), arange(P_w))``."""
+    return torch.arange(ph, device=device), torch.arange(pw, device=device)
+
+
+def _on_canvas(flat: Tensor, canvas: tuple[int, int]) -> Tensor:
+    """The canvas ``[B, C, H, W]`` inside :func:`_patch_pixels`' bordered ``[B, C, (H + 2) (W + 2)]``."""
+    height, width = canvas
+    return flat.view(*flat.shape[:2], height + 2, width + 2)[..., 1:-1, 1:-1]
 
 
 def _as_rows(values: Tensor) -> Tensor:
@@ -86,8 +103,8 @@ def fold_patches(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Te
     b, _, c, ph, pw = values.shape
     height, width = canvas
     index = _patch_pixels(origins, (ph, pw), canvas, c)
-    flat = values.new_zeros(b, c, height * width + 1).scatter_add(-1, index, _as_rows(values))
-    return flat[..., :-1].reshape(b, c, height, width)
+    flat = values.new_zeros(b, c, (height + 2) * (width + 2)).scatter_add(-1, index, _as_rows(values))
+    return _on_canvas(flat, canvas)
 
 
 def patch_overlap(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Tensor:
@@ -97,11 +114,11 @@ def patch_overlap(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> T
     height, width = canvas
     index = _patch_pixels(origins, (ph, pw), canvas, c)
     rows = _as_rows(values)
-    flat = values.new_zeros(b, c, height * width + 1)
+    flat = values.new_zeros(b, c, (height + 2) * (width + 2))
     excess = flat.scatter_add(-1, index, rows) - flat.scatter_reduce(
         -1, index, rows, reduce="amax", include_self=True
     )
-    return excess[..., :-1].reshape(b, c, height, width)
+    return _on_canvas(excess, canvas)
 
 
 def composite_patches(
