@@ -2056,10 +2056,10 @@ SECTIONS: list[Section] = [
             "`train.py`'s default flags and its `RunManager` set up as its `train.py` does, its "
             "`assert`s dropped as under `python -O` (its layout checks mistake a 4x4 grid for a "
             "channel axis). Targets: 3x the anchor at 48×48 and 8x at 128×128. At these sizes most of "
-            "our step draws each cell's object on its own window: a 48-px anchor box reaches 30 px "
-            "beyond a 12-px cell, so every cell's window is 72×72 pixels, filled by products with dense "
-            "interpolation matrices (`ops.paste`) and composited (`ops.window_layer_sums`), forward and "
-            "backward; at our default sizes (16-px anchor, 14-px glimpses) the windows are 40×40."
+            "our step draws each object: a 48-px box and its bilinear fringe need a 52×52 patch, "
+            "filled by products with dense interpolation matrices from 28-px glimpses "
+            "(`ops.paste_patches`) and composited, forward and backward (at our default sizes, 16-px "
+            "boxes from 14-px glimpses, the patches are 20×20)."
         ),
         protocol="Timings; no model selection involved.",
         tables=[anchor_comparison],

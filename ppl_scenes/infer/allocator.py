@@ -4,9 +4,9 @@ glibc's ``malloc`` adapts two thresholds as a program runs: blocks above the *mm
 mapped fresh from the kernel, and free memory above the *trim threshold* at the top of the heap is
 handed back to it. A training step makes and frees tensors of megabytes (SPAIR's drawn objects,
 their gradients); with the adaptive thresholds a step may map many of them afresh, the kernel
-zero-filling their pages on first touch: about 10,000 minor page faults a step of SPAIR's defaults
-(48x48, batch 32) in the processes where the adaptive thresholds settle into it, and a fifth of its
-time at two threads (BENCHMARKS.md, step profiles, issue 36).
+zero-filling their pages on first touch: thousands of minor page faults a step of SPAIR's
+defaults (48x48, batch 32), depending on where the adaptive thresholds settle in the process
+(BENCHMARKS.md, step profiles, issue 36).
 Scenes generated batch by batch make it worse, their many small objects landing between the large
 tensors so that the heap is trimmed and regrown each step (254 ms a step against 185 ms with the
 thresholds fixed, SPAIR's 5-digit scenes with 8-px cells, ``experiments/spair_stream_speed.py``).

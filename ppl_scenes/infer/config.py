@@ -51,13 +51,14 @@ class TrainConfig:
         keep_freed_memory: fix glibc's malloc thresholds when training starts, so a step's freed
             tensors stay in the process's heap for the next step instead of being handed back to the
             kernel and paged in again (:func:`ppl_scenes.infer.allocator.keep_freed_memory`; for the
-            rest of the process, which keeps up to 1 GiB of freed memory). Default True: SPAIR's
-            default step takes about a fifth less time with it, scenes held in memory or generated
-            batch by batch (BENCHMARKS.md, step profiles). Nothing changes off glibc.
+            rest of the process, which keeps up to 1 GiB of freed memory). Default True: with it a step
+            pages nothing in; without it, how much it pages in depends on the process (thousands of
+            pages a step of SPAIR's defaults; BENCHMARKS.md, step profiles). Nothing changes off
+            glibc.
         compile: run the model's deterministic networks (its ``compiled_methods``, e.g. SPAIR's guide
             encoder and renderer) through ``torch.compile`` (issue 36). Off by default: on this
-            project's 2-core CPU it cuts SPAIR's operations per step by half and its step time by
-            about a fifth, after about a minute of compiling (BENCHMARKS.md, step profiles). The Pyro sites,
+            project's 2-core CPU it halves SPAIR's operations per step but hardly changes its time,
+            after about a minute of compiling (BENCHMARKS.md, step profiles). The Pyro sites,
             priors and the ELBO stay eager; losses equal the eager ones to float rounding. Where
             compiling fails (e.g. no C++ compiler), the run goes on eagerly, with a warning.
         compile_backend: ``torch.compile``'s backend: ``inductor`` (the default, needs a C++
