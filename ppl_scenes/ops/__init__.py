@@ -18,13 +18,8 @@ from ppl_scenes.ops.boxes import (
 from ppl_scenes.ops.compositing import (
     blend,
     composite,
-    composite_drawn,
-    composite_windows,
     depth_weighted_layers,
     depth_weights,
-    fold_windows,
-    window_layer_sums,
-    window_overlap,
 )
 from ppl_scenes.ops.constants import cached_constant, indices, multiply, scalar, vector
 from ppl_scenes.ops.elementwise import clip
@@ -76,14 +71,12 @@ __all__ = [
     "lateral_inputs",
     "scalar",
     "blend",
-    "composite_drawn",
     "box_convert",
     "box_iou",
     "cell_groups",
     "clip_boxes",
     "covered_fraction",
     "composite",
-    "composite_windows",
     "constant_schedule",
     "count_mask",
     "crop",
@@ -98,7 +91,6 @@ __all__ = [
     "exponential_schedule",
     "extract_top_k",
     "fold_patches",
-    "fold_windows",
     "grid_cell_origins",
     "grid_shape",
     "linear_schedule",
@@ -120,9 +112,7 @@ __all__ = [
     "spair_where_to_cxcywh",
     "target_heatmap",
     "tighten_boxes",
-    "window_layer_sums",
     "window_origins",
-    "window_overlap",
     "window_pad",
     "xyxy_to_cxcywh",
 ]

@@ -1,9 +1,9 @@
 """Objects drawn on patches the size of their boxes, and summed onto the canvas where they lie.
 
-A per-cell window (:func:`~ppl_scenes.ops.fold_windows`) must hold every box its cell can reach, so
-it is several times the area of any one box: 40x40 pixels for SPAIR's default 16-px boxes on 12-px
-cells. A patch holds one box and its bilinear fringe -- ``ceil(s (1 + 1/g)) + 2`` pixels for boxes of
-side at most ``s`` drawn from ``g``-pixel glimpses, 20 for the same boxes -- at an integer origin that
+A per-cell window (all the pixels a cell's box can reach, :func:`~ppl_scenes.ops.window_pad`) is
+several times the area of any one box: 40x40 pixels for SPAIR's default 16-px boxes on 12-px cells.
+A patch holds one box and its bilinear fringe -- ``ceil(s (1 + 1/g)) + 2`` pixels for boxes of side
+at most ``s`` drawn from ``g``-pixel glimpses, 20 for the same boxes -- at an integer origin that
 follows the box, and is summed onto the canvas by a scatter over the pixels it covers. Unlike a
 window, a patch never cuts off the outermost fringe of a box at the edge of its cell's reach.
 """
@@ -108,8 +108,8 @@ def fold_patches(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Te
 
 
 def patch_overlap(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Tensor:
-    """Per canvas pixel, the sum minus the maximum of the objects' patches (GMAIR §2.3), as
-    :func:`~ppl_scenes.ops.window_overlap` for windows: ``[B, C, H, W]``; ``values`` non-negative."""
+    """Per canvas pixel, the sum minus the maximum of the objects' patches (GMAIR §2.3): zero where at
+    most one object draws, growing with every further one; ``[B, C, H, W]``, ``values`` non-negative."""
     b, _, c, ph, pw = values.shape
     height, width = canvas
     index = _patch_pixels(origins, (ph, pw), canvas, c)
