@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ppl_scenes.ops.compositing import _as_tensor, blend, depth_weighted_layers
 from ppl_scenes.ops.constants import cached_constant
-from ppl_scenes.ops.transformer import _paste_coords, _tent
+from ppl_scenes.ops.transformer import paste
 
 __all__ = ["composite_patches", "fold_patches", "paste_patches", "patch_overlap", "patch_size"]
 
@@ -49,9 +49,7 @@ def paste_patches(
     to_origin, half = _origin_map(gh, gw, boxes_cxcywh.device, boxes_cxcywh.dtype)
     # ``(x, y, 0, 0)``: the pixel before the first a glimpse reaches (half a glimpse pixel beyond an edge)
     origins = torch.floor(boxes_cxcywh.detach() @ to_origin - half)
-    u, v = _paste_coords(boxes_cxcywh - origins, (gh, gw), patch, min_size)
-    wx, wy = _tent(u, gw), _tent(v, gh)
-    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2), origins[..., :2].long()
+    return paste(glimpses, boxes_cxcywh - origins, patch, min_size), origins[..., :2].long()
 
 
 @cached_constant
@@ -87,10 +85,15 @@ def _on_canvas(flat: Tensor, canvas: tuple[int, int]) -> Tensor:
     return flat.view(*flat.shape[:2], height + 2, width + 2)[..., 1:-1, 1:-1]
 
 
-def _as_rows(values: Tensor) -> Tensor:
-    """``[B, N, C, P_h, P_w]`` as ``[B, C, N * P_h * P_w]`` (the order of :func:`_patch_pixels`)."""
-    b, n, c = values.shape[:3]
-    return values.transpose(1, 2).reshape(b, c, -1)
+def _scatter_onto(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+    """What a scatter of patches ``[B, N, C, P_h, P_w]`` onto the canvas takes: the index
+    (:func:`_patch_pixels`), the values as ``[B, C, N * P_h * P_w]`` in its order, and the empty
+    bordered canvas ``[B, C, (H + 2) (W + 2)]``."""
+    b, _, c, ph, pw = values.shape
+    height, width = canvas
+    index = _patch_pixels(origins, (ph, pw), canvas, c)
+    rows = values.transpose(1, 2).reshape(b, c, -1)
+    return index, rows, values.new_zeros(b, c, (height + 2) * (width + 2))
 
 
 def fold_patches(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Tensor:
@@ -100,22 +103,15 @@ def fold_patches(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Te
         values: ``[B, N, C, P_h, P_w]``; origins: ``[B, N, 2]`` integer ``(x, y)`` of each patch's
             first pixel (:func:`paste_patches`); canvas: ``(H, W)``.
     """
-    b, _, c, ph, pw = values.shape
-    height, width = canvas
-    index = _patch_pixels(origins, (ph, pw), canvas, c)
-    flat = values.new_zeros(b, c, (height + 2) * (width + 2)).scatter_add(-1, index, _as_rows(values))
-    return _on_canvas(flat, canvas)
+    index, rows, empty = _scatter_onto(values, origins, canvas)
+    return _on_canvas(empty.scatter_add(-1, index, rows), canvas)
 
 
 def patch_overlap(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Tensor:
     """Per canvas pixel, the sum minus the maximum of the objects' patches (GMAIR §2.3): zero where at
     most one object draws, growing with every further one; ``[B, C, H, W]``, ``values`` non-negative."""
-    b, _, c, ph, pw = values.shape
-    height, width = canvas
-    index = _patch_pixels(origins, (ph, pw), canvas, c)
-    rows = _as_rows(values)
-    flat = values.new_zeros(b, c, (height + 2) * (width + 2))
-    excess = flat.scatter_add(-1, index, rows) - flat.scatter_reduce(
+    index, rows, empty = _scatter_onto(values, origins, canvas)
+    excess = empty.scatter_add(-1, index, rows) - empty.scatter_reduce(
         -1, index, rows, reduce="amax", include_self=True
     )
     return _on_canvas(excess, canvas)

@@ -207,8 +207,8 @@ def paste(
     Returns:
         ``[B, N, C, H, W]``, zero outside each box.
     """
-    wx, wy = _paste_weights(boxes_cxcywh, tuple(glimpses.shape[-2:]), canvas_size, min_size)
-    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2)
+    glimpse_size = tuple(glimpses.shape[-2:])
+    return _placed(glimpses, *_paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size))
 
 
 def paste_support(
@@ -230,8 +230,7 @@ def paste_with_support(
     """``(paste(glimpses, ...), paste_support(...))`` of the same boxes, their coordinates computed once."""
     glimpse_size = tuple(glimpses.shape[-2:])
     u, v = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
-    wx, wy = _tent(u, glimpse_size[1]), _tent(v, glimpse_size[0])
-    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2), _support(u, v, glimpse_size)
+    return _placed(glimpses, u, v), _support(u, v, glimpse_size)
 
 
 def _support(u: Tensor, v: Tensor, glimpse_size: tuple[int, int]) -> Tensor:
@@ -242,12 +241,11 @@ def _support(u: Tensor, v: Tensor, glimpse_size: tuple[int, int]) -> Tensor:
     return (down[..., :, None] * across[..., None, :]).unsqueeze(2)
 
 
-def _paste_weights(
-    boxes_cxcywh: Tensor, glimpse_size: tuple[int, int], canvas_size: tuple[int, int], min_size: float
-) -> tuple[Tensor, Tensor]:
-    """:func:`paste`'s interpolation matrices ``(W_x [B, N, W, w], W_y [B, N, H, h])``."""
-    u, v = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
-    return _tent(u, glimpse_size[1]), _tent(v, glimpse_size[0])
+def _placed(glimpses: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """``W_y @ glimpse @ W_x^T`` for the canvas' coordinates ``(u, v)`` in the glimpses
+    (:func:`_paste_coords`): the bilinear interpolation matrices ``[B, N, W, w]`` and ``[B, N, H, h]``."""
+    wx, wy = _tent(u, glimpses.shape[-1]), _tent(v, glimpses.shape[-2])
+    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2)
 
 
 def _paste_coords(
