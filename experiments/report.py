@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _reproduction import seed_spread
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = "BENCHMARKS.md"
 
@@ -1323,23 +1325,20 @@ def reproduction(r: Records) -> str:
     for name, reruns in sorted(by_name.items()):
         reruns.sort(key=lambda d: d["seed"])
         card = reruns[0]["card"]
-        for key, bar in sorted(reruns[0]["targets"].items()):
+        targets = reruns[0]["targets"]
+        spread = seed_spread(targets, card, reruns)
+        for key, bar in sorted(targets.items()):
             low, high = card["test_intervals"].get(key, (None, None))
-            values = [card["test"].get(key)] + [d["test"].get(key) for d in reruns]
-            values = [v for v in values if v is not None]
-            inside = [
-                yes(low is not None and low <= d["test"].get(key, float("nan")) <= high) for d in reruns
-            ]
-            sd = statistics.stdev(values) if len(values) >= 2 else None
+            s = spread[key]
             rows.append(
                 [
                     f"`{name}`",
                     key,
                     f"{f3(card['test'].get(key))} [{f3(low)}, {f3(high)}]",
-                    ", ".join(f"s{d['seed']}: {f3(d['test'].get(key))}" for d in reruns),
-                    ", ".join(inside),
-                    f"{f3(statistics.fmean(values))} ± {f3(sd)} (n={len(values)})",
-                    f"≥ {f3(bar)}: {yes(meets(statistics.fmean(values), bar, False))}",
+                    ", ".join(f"s{d['seed']}: {f3(v)}" for d, v in zip(reruns, s["reruns"])),
+                    ", ".join(yes(flag) for flag in s["inside_card_interval"]),
+                    f"{f3(s['mean'])} ± {f3(s['sd'])} (n={s['seeds']})",
+                    f"≥ {f3(bar)}: {yes(meets(s['mean'], bar, False))}",
                 ]
             )
         commands.append(

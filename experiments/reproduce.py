@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import torch
 from _common import command_line, digit_source, logged_progress, machine, run_scenes, write_record
+from _reproduction import seed_spread
 from pretrained import score
 
 from ppl_scenes import pretrained_info
@@ -84,17 +84,7 @@ def reproduction(card: dict, records: Sequence[dict]) -> dict:
     the reruns (BENCHMARKS.md protocol, rule 3).
     """
     records = sorted(records, key=lambda d: d["seed"])
-    scores = {}
-    for key in card["targets"]:
-        values = [card["test"][key]] + [d["test"][key] for d in records]
-        low, high = card["test_intervals"][key]
-        scores[key] = {
-            "reruns": [d["test"][key] for d in records],
-            "inside_card_interval": [bool(low <= d["test"][key] <= high) for d in records],
-            "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else None,
-            "seeds": len(values),
-        }
+    scores = seed_spread(card["targets"], card, records)
     return {
         "seeds": [d["seed"] for d in records],
         "commands": [d["command"] for d in records],

@@ -19,11 +19,13 @@ def report():
     spec = importlib.util.spec_from_file_location("experiments_report", ROOT / "experiments" / "report.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
+    sys.path.insert(0, str(ROOT / "experiments"))  # its sibling helpers, as when run as a script
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
         sys.modules.pop(spec.name, None)
+        sys.path.remove(str(ROOT / "experiments"))
 
 
 def _copy_records(dst: Path) -> None:
