@@ -63,21 +63,78 @@ def composite(appearance: Tensor, alpha: Tensor, depth: Tensor, background: Tens
     return blend((w * alpha * appearance).sum(1), (w * alpha).sum(1), w.sum(1), _as_tensor(background, alpha))
 
 
-def depth_weighted_layers(appearance: Tensor, alpha: Tensor, depth: Tensor) -> Tensor:
+def depth_weighted_layers(drawn: Tensor, depth: Tensor) -> Tensor:
     """The three quantities compositing sums per pixel, stacked: ``[w alpha o, w alpha, w]`` on dim 2.
 
     ``w = alpha exp(depth)`` (:func:`depth_weights`), computed on objects already pasted onto their
     patches or canvases (weighting glimpses before pasting would be cheaper, but the ratio of
-    resampled layers no longer fades objects out at their box edges).
+    resampled layers no longer fades objects out at their box edges). The result lies in memory in
+    the order of ``drawn`` (channel-major patches give channel-major layers), written in three
+    passes; its backward pass is written out by hand (autograd's generic nodes take several times
+    the passes over these, the largest tensors of a SPAIR step).
 
     Args:
-        appearance: ``[B, N, C, h, w]``; alpha: ``[B, N, 1, h, w]``; depth: ``[B, N]``.
+        drawn: ``[B, N, C + 1, h, w]``: appearance ``o``, then opacity ``alpha``; depth: ``[B, N]``.
 
     Returns:
         ``[B, N, C + 2, h, w]``.
     """
-    w = depth_weights(alpha, depth)
-    return torch.cat((w * alpha * appearance, w * alpha, w), dim=2)
+    scale = _depth_factors(depth)
+    if torch.compiler.is_compiling():  # one graph for the compiler to fuse
+        c = drawn.shape[2] - 1
+        appearance, alpha = drawn.split((c, 1), 2)
+        w = alpha * scale
+        return torch.cat((w * alpha * appearance, w * alpha, w), dim=2)
+    if torch.is_grad_enabled() and (drawn.requires_grad or scale.requires_grad):
+        return _DepthWeightedLayers.apply(drawn, scale)
+    return _weighted_layers(drawn, scale)
+
+
+def _weighted_layers(drawn: Tensor, scale: Tensor) -> Tensor:
+    """:func:`depth_weighted_layers` of ``drawn`` and ``scale = exp(depth)`` ``[B, N, 1, 1, 1]``,
+    each layer written into its slice of the result."""
+    c = drawn.shape[2] - 1
+    appearance, alpha = drawn[:, :, :c], drawn[:, :, c:]
+    b, n, _, h, w = drawn.shape
+    if drawn.transpose(1, 2).is_contiguous():  # channel-major, as paste_patches lays patches out
+        out = drawn.new_empty(b, c + 2, n, h, w).transpose(1, 2)
+    else:
+        out = drawn.new_empty(b, n, c + 2, h, w)
+    w = torch.mul(alpha, scale, out=out[:, :, c + 1 :])
+    w_alpha = torch.mul(w, alpha, out=out[:, :, c : c + 1])
+    torch.mul(w_alpha, appearance, out=out[:, :, :c])
+    return out
+
+
+class _DepthWeightedLayers(torch.autograd.Function):
+    """``L = [s a^2 o, s a^2, s a]`` with, for the incoming gradient ``g = [g_o, g_1, g_2]``:
+    ``dL/do = s a^2 g_o``, ``t = sum_c o g_o + g_1``, ``dL/da = s (2 a t + g_2)`` and
+    ``dL/ds = sum_pixels a (a t + g_2)``."""
+
+    @staticmethod
+    def forward(ctx, drawn: Tensor, scale: Tensor) -> Tensor:
+        out = _weighted_layers(drawn, scale)
+        ctx.save_for_backward(drawn, scale, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        drawn, scale, out = ctx.saved_tensors
+        c = drawn.shape[2] - 1
+        appearance, alpha = drawn[:, :, :c], drawn[:, :, c:]
+        g_color, g_alpha, g_weight = grad[:, :, :c], grad[:, :, c : c + 1], grad[:, :, c + 1 :]
+        d_drawn = torch.empty_like(drawn)
+        torch.mul(out[:, :, c : c + 1], g_color, out=d_drawn[:, :, :c])
+        if c == 1:
+            t = torch.addcmul(g_alpha, appearance, g_color)
+        else:
+            t = (appearance * g_color).sum(2, keepdim=True).add_(g_alpha)
+        a_t = t.mul_(alpha)
+        a_t_plus = a_t + g_weight  # a t + g_2
+        d_scale = (alpha * a_t_plus).sum((3, 4), keepdim=True)
+        torch.add(a_t, a_t_plus, out=d_drawn[:, :, c:]).mul_(scale)
+        return d_drawn, d_scale
 
 
 def _as_tensor(background: Tensor | float, like: Tensor) -> Tensor:

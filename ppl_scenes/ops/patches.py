@@ -43,13 +43,15 @@ def paste_patches(
     Returns:
         ``(patches [B, N, C, P_h, P_w], origins [B, N, 2])``: patch pixel ``(i, j)`` is canvas pixel
         ``(origin_y + i, origin_x + j)``; origins are integer ``(x, y)`` (int64), the values those of
-        :func:`~ppl_scenes.ops.paste` on the canvas there.
+        :func:`~ppl_scenes.ops.paste` on the canvas there. The patches lie channel-major in memory
+        (``paste(..., channel_major=True)``), as :func:`fold_patches` scatters them.
     """
     gh, gw = glimpses.shape[-2:]
     to_origin, half = _origin_map(gh, gw, boxes_cxcywh.device, boxes_cxcywh.dtype)
     # ``(x, y, 0, 0)``: the pixel before the first a glimpse reaches (half a glimpse pixel beyond an edge)
     origins = torch.floor(boxes_cxcywh.detach() @ to_origin - half)
-    return paste(glimpses, boxes_cxcywh - origins, patch, min_size), origins[..., :2].long()
+    drawn = paste(glimpses, boxes_cxcywh - origins, patch, min_size, channel_major=True)
+    return drawn, origins[..., :2].long()
 
 
 @cached_constant
@@ -130,7 +132,6 @@ def composite_patches(
         background: a float, or a tensor broadcastable to ``[B, C, H, W]``.
     """
     c = drawn.shape[2] - 1
-    appearance, alpha = drawn.split((c, 1), 2)  # one node, not two slices
-    sums = fold_patches(depth_weighted_layers(appearance, alpha, depth), origins, canvas)
+    sums = fold_patches(depth_weighted_layers(drawn, depth), origins, canvas)
     color, alpha_sum, weight = sums.split((c, 1, 1), 1)
     return blend(color, alpha_sum, weight, _as_tensor(background, drawn))

@@ -190,7 +190,11 @@ def _pixel_indices(size: int, shift: float, device, dtype) -> Tensor:
 
 
 def paste(
-    glimpses: Tensor, boxes_cxcywh: Tensor, canvas_size: tuple[int, int], min_size: float = 1e-3
+    glimpses: Tensor,
+    boxes_cxcywh: Tensor,
+    canvas_size: tuple[int, int],
+    min_size: float = 1e-3,
+    channel_major: bool = False,
 ) -> Tensor:
     """Place each glimpse at its box on an otherwise empty canvas (the inverse of :func:`crop`).
 
@@ -203,12 +207,18 @@ def paste(
         boxes_cxcywh: ``[B, N, 4]`` target boxes in the canvas' pixels.
         canvas_size: ``(H, W)``.
         min_size: box sides are clamped below at this many pixels, so the inverse map stays finite.
+        channel_major: lay the result out in memory as ``[B, C, N, H, W]`` (returned as its
+            ``[B, N, C, H, W]`` view), so that per-channel sums over the objects read it without a
+            copy (:func:`~ppl_scenes.ops.composite_patches`); the values are the same.
 
     Returns:
         ``[B, N, C, H, W]``, zero outside each box.
     """
     glimpse_size = tuple(glimpses.shape[-2:])
-    return _placed(glimpses, *_paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size))
+    coords = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
+    if channel_major:
+        return _placed(glimpses.transpose(1, 2), *(c.unsqueeze(1) for c in coords)).transpose(1, 2)
+    return _placed(glimpses, *(c.unsqueeze(2) for c in coords))
 
 
 def paste_support(
@@ -230,7 +240,7 @@ def paste_with_support(
     """``(paste(glimpses, ...), paste_support(...))`` of the same boxes, their coordinates computed once."""
     glimpse_size = tuple(glimpses.shape[-2:])
     u, v = _paste_coords(boxes_cxcywh, glimpse_size, canvas_size, min_size)
-    return _placed(glimpses, u, v), _support(u, v, glimpse_size)
+    return _placed(glimpses, u.unsqueeze(2), v.unsqueeze(2)), _support(u, v, glimpse_size)
 
 
 def _support(u: Tensor, v: Tensor, glimpse_size: tuple[int, int]) -> Tensor:
@@ -243,9 +253,10 @@ def _support(u: Tensor, v: Tensor, glimpse_size: tuple[int, int]) -> Tensor:
 
 def _placed(glimpses: Tensor, u: Tensor, v: Tensor) -> Tensor:
     """``W_y @ glimpse @ W_x^T`` for the canvas' coordinates ``(u, v)`` in the glimpses
-    (:func:`_paste_coords`): the bilinear interpolation matrices ``[B, N, W, w]`` and ``[B, N, H, h]``."""
+    (:func:`_paste_coords`, a unit axis where ``glimpses`` has channels): the bilinear interpolation
+    matrices ``[..., W, w]`` and ``[..., H, h]``."""
     wx, wy = _tent(u, glimpses.shape[-1]), _tent(v, glimpses.shape[-2])
-    return wy.unsqueeze(2) @ glimpses @ wx.unsqueeze(2).transpose(-1, -2)
+    return wy @ glimpses @ wx.transpose(-1, -2)
 
 
 def _paste_coords(

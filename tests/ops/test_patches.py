@@ -77,3 +77,17 @@ def test_fold_drops_what_falls_off_the_canvas():
 def test_patch_size_holds_the_anchor_and_its_fringe():
     assert patch_size((16.0, 16.0), (14, 14)) == (20, 20)
     assert patch_size((48.0, 24.0), (28, 12)) == (52, 28)
+
+
+def test_channel_major_paste_has_the_same_values_and_gradients():
+    boxes, glimpses, _ = _objects((12, 12), (16.0, 16.0), 14, 48)
+    plain = paste(glimpses, boxes, (20, 20))
+    major = paste(glimpses, boxes, (20, 20), channel_major=True)
+    assert major.shape == plain.shape and major.transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(major, plain)
+    weights = torch.rand(plain.shape)
+    for a, b in zip(
+        torch.autograd.grad((plain * weights).sum(), (boxes, glimpses)),
+        torch.autograd.grad((major * weights).sum(), (boxes, glimpses)),
+    ):
+        torch.testing.assert_close(b, a)
