@@ -20,7 +20,9 @@ Both models are set to the anchor's network sizes -- 28x28 glimpses and objects,
 box, 50-d ``z_what``, 12-pixel cells (the anchor backbone's total stride) -- and take complete
 training steps (loss, backward, Adam) on the same scattered-digit batch, at 48x48 and 128x128,
 alternating one step of ours with one of the anchor's after ``--warmup`` untimed steps of each, so
-that both see the same machine load. Reports the median and quartiles (ms) of each and their ratio.
+that both see the same machine load. Each runs in a process of its own (:class:`Programs`), as it
+would be trained, so that neither's memory turnover lands on the other's step. Reports the median and
+quartiles (ms) of each, their minor page faults per step, and the ratio of the medians.
 
 Writes ``benchmarks/anchor_compare/anchor_compare.json``. Reproduce::
 
@@ -32,10 +34,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
 import inspect
+import multiprocessing
+import resource
 import sys
 import time
 import types
@@ -303,9 +308,122 @@ def anchor_step(config: Any, models: Any, flags: _Flags, images: torch.Tensor) -
     return step
 
 
-def summary(times: list[float]) -> dict[str, float]:
+class Programs:
+    """Each program's training step in a process of its own, stepped on demand from this one.
+
+    In one process the two programs share glibc's heap: at 128 px the anchor frees gigabytes a step,
+    which the heap hands back to the kernel, and our next step maps its pages afresh (some 66,000
+    minor page faults a step instead of none). Apart, each keeps its own memory, as it would when
+    trained on its own; both processes fix glibc's thresholds as our training does
+    (``TrainConfig.keep_freed_memory``), so the allocator setting is the same for both.
+    """
+
+    names = ("ours", "anchor")
+
+    def __init__(self, args: argparse.Namespace, size: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipes: dict[str, Any] = {}
+        self._workers: list[Any] = []
+        for name in self.names:
+            parent, child = context.Pipe()
+            worker = context.Process(target=_serve, args=(child, name, vars(args), size), daemon=True)
+            worker.start()
+            self._pipes[name] = parent
+            self._workers.append(worker)
+        try:
+            for name in self.names:
+                self._reply(name)  # built, or the reason it could not be
+        except SystemExit:
+            self.close()
+            raise
+
+    def steps(self, name: str, count: int) -> tuple[float, int]:
+        """Run ``count`` steps of program ``name``: (ms, minor page faults) of the last."""
+        self._pipes[name].send(count)
+        return self._reply(name)
+
+    def _reply(self, name: str) -> Any:
+        try:
+            kind, value = self._pipes[name].recv()
+        except EOFError:
+            raise SystemExit(f"the process running {name} ended unexpectedly") from None
+        if kind == "error":
+            raise SystemExit(f"{name}: {value}")
+        return value
+
+    def __enter__(self) -> Programs:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (each finishes its step first)."""
+        for pipe in self._pipes.values():
+            try:
+                pipe.send(0)
+            except OSError:
+                pass
+        for worker in self._workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+
+
+def _serve(pipe: Any, name: str, options: dict[str, Any], size: int) -> None:
+    """A worker of :class:`Programs`: builds program ``name``'s step on the scenes of ``size`` px, then
+    runs as many steps as each request asks (0 ends it), answering with the last one's time and faults."""
+    try:
+        if options["threads"] is not None:
+            torch.set_num_threads(options["threads"])
+        if TrainConfig.keep_freed_memory:
+            keep_freed_memory()
+        torch.manual_seed(options["seed"])
+        root, download = options["data_root"], not options["no_download"]
+        images = scenes(size, options["batch_size"], options["seed"], root, download).to(options["device"])
+        if name == "ours":
+            step = our_step(images)
+        else:
+            path = options["anchor_path"].resolve()
+            config, models = load_anchor(path)
+            step = anchor_step(config, models, anchor_flags(path), images)
+        sync = torch.cuda.synchronize if options["device"].startswith("cuda") else (lambda: None)
+        pipe.send(("ready", None))
+        while count := _request(pipe):
+            for _ in range(count):
+                sync()
+                start, paged = time.perf_counter(), minor_faults()
+                step()
+                sync()
+            pipe.send(("done", (1000 * (time.perf_counter() - start), minor_faults() - paged)))
+    except (Exception, SystemExit) as err:  # noqa: BLE001 -- reported to the parent, which stops
+        with contextlib.suppress(OSError):  # unless it has stopped already
+            pipe.send(("error", str(err) or type(err).__name__))
+
+
+def _request(pipe: Any) -> int:
+    """The next number of steps asked of a worker; 0 once the parent has gone."""
+    try:
+        return pipe.recv()
+    except EOFError:
+        return 0
+
+
+def summary(times: list[float], faults: list[int]) -> dict[str, float]:
+    """Median and quartiles of the step times (ms), and the minor page faults per step (mean)."""
     q = torch.tensor(times).quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
-    return {"median_ms": q[1], "q25_ms": q[0], "q75_ms": q[2], "steps": len(times)}
+    return {
+        "median_ms": q[1],
+        "q25_ms": q[0],
+        "q75_ms": q[2],
+        "steps": len(times),
+        "minor_faults_per_step": sum(faults) / len(faults),
+    }
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (pages mapped afresh, zero-filled by the kernel)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -332,35 +450,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "anchor_compare needs the anchor's code, which this repository does not ship: clone "
             "https://github.com/yonkshi/SPAIR_pytorch and pass its folder as --anchor-path DIR\n",
         )
-    config, models = load_anchor(args.anchor_path.resolve())
-    flags = anchor_flags(args.anchor_path.resolve())
+    load_anchor(args.anchor_path.resolve())  # fail early, here, on a checkout this script cannot run
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    # as training does (TrainConfig.keep_freed_memory, on by default); process-wide, so for both models
-    kept = keep_freed_memory() if TrainConfig.keep_freed_memory else False
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     results: dict[str, Any] = {}
     for size in args.sizes:
-        torch.manual_seed(args.seed)
-        images = scenes(size, args.batch_size, args.seed, args.data_root, not args.no_download).to(
-            args.device
-        )
-        steps = {"ours": our_step(images), "anchor": anchor_step(config, models, flags, images)}
-        for step in steps.values():
-            for _ in range(args.warmup):
-                step()
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(args.timed_steps):
-            for name, step in steps.items():  # alternating: both see the same load
-                sync()
-                start = time.perf_counter()
-                step()
-                sync()
-                times[name].append(1000 * (time.perf_counter() - start))
-        results[str(size)] = {name: summary(t) for name, t in times.items()}
+        with Programs(args, size) as programs:
+            for name in programs.names:
+                programs.steps(name, args.warmup)
+            times: dict[str, list[float]] = {name: [] for name in programs.names}
+            faults: dict[str, list[int]] = {name: [] for name in programs.names}
+            for _ in range(args.timed_steps):
+                for name in programs.names:  # alternating: both see the same load
+                    ms, paged = programs.steps(name, 1)
+                    times[name].append(ms)
+                    faults[name].append(paged)
+        results[str(size)] = {name: summary(times[name], faults[name]) for name in times}
         ours, anchor = results[str(size)]["ours"]["median_ms"], results[str(size)]["anchor"]["median_ms"]
         results[str(size)]["anchor_over_ours"] = anchor / ours
-        print(f"{size} px, batch {args.batch_size}: ours {ours:.1f} ms, anchor {anchor:.1f} ms", flush=True)
+        paged = {name: results[str(size)][name]["minor_faults_per_step"] for name in times}
+        print(
+            f"{size} px, batch {args.batch_size}: ours {ours:.1f} ms, anchor {anchor:.1f} ms "
+            f"(page faults a step: ours {paged['ours']:,.0f}, anchor {paged['anchor']:,.0f})",
+            flush=True,
+        )
     record = {
         "command": command_line(NAME, argv),
         "machine": machine(),
@@ -370,7 +483,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "budget": {"warmup_steps": args.warmup, "timed_steps": args.timed_steps},
         "digit_source": mnist_source(args.data_root, not args.no_download),
         "sizes": ANCHOR_SIZES,
-        "keep_freed_memory": kept,
+        "keep_freed_memory": TrainConfig.keep_freed_memory,
+        "processes": "one per program, alternating steps",
         "threads": torch.get_num_threads(),
         "anchor_revision": args.anchor_revision,
         "results": results,

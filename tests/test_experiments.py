@@ -1035,6 +1035,51 @@ def test_anchor_compare_without_the_anchor_says_where_to_get_it(script, tmp_path
         module.main(["--anchor-path", str(tmp_path), "--out", str(tmp_path)])
 
 
+FAKE_ANCHOR_MODELS = """
+import torch
+from torch import nn
+
+
+class SPAIR(nn.Module):
+    def __init__(self, image_shape):
+        super().__init__()
+        self.conv = nn.Conv2d(image_shape[0], 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).square().mean()
+"""
+
+
+def test_anchor_compare_times_each_program_in_its_own_process(script, tmp_path, digits):
+    """A checkout of the anchor's shape (a stand-in model here): both step in turn, each in a worker."""
+    anchor = tmp_path / "anchor"
+    (anchor / "spair").mkdir(parents=True)
+    (anchor / "spair" / "__init__.py").write_text("")
+    (anchor / "spair" / "config.py").write_text(
+        "BATCH_SIZE = INPUT_IMAGE_SHAPE = OBJECT_SHAPE = ANCHORBOX_SHAPE = N_ATTRIBUTES = N_CONTEXT_DIM = None\n"
+    )
+    (anchor / "spair" / "models.py").write_text(FAKE_ANCHOR_MODELS)
+    out = tmp_path / "out"
+    argv = ["--anchor-path", str(anchor), "--out", str(out), "--sizes", "24", "--batch-size", "2"]
+    record = script("anchor_compare").main(
+        [*argv, "--warmup", "1", "--timed-steps", "2", "--threads", "1", *digits]
+    )
+    result = record["results"]["24"]
+    for name in ("ours", "anchor"):
+        assert result[name]["steps"] == 2 and result[name]["median_ms"] > 0
+        assert result[name]["minor_faults_per_step"] >= 0
+    assert result["anchor_over_ours"] == result["anchor"]["median_ms"] / result["ours"]["median_ms"]
+    assert record["processes"].startswith("one per program") and (out / "anchor_compare.json").is_file()
+    broken = tmp_path / "broken"
+    (broken / "spair").mkdir(parents=True)
+    (broken / "spair" / "config.py").write_text("")
+    (broken / "spair" / "models.py").write_text(FAKE_ANCHOR_MODELS)
+    with pytest.raises(SystemExit, match="anchor: this anchor's spair/config.py has no BATCH_SIZE"):
+        script("anchor_compare").main(
+            ["--anchor-path", str(broken), "--out", str(out), "--sizes", "24", *digits]
+        )
+
+
 def _reproduce_card() -> dict:
     return {
         "name": "spair",
