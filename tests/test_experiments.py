@@ -1055,9 +1055,8 @@ def test_anchor_compare_times_each_program_in_its_own_process(script, tmp_path, 
     anchor = tmp_path / "anchor"
     (anchor / "spair").mkdir(parents=True)
     (anchor / "spair" / "__init__.py").write_text("")
-    (anchor / "spair" / "config.py").write_text(
-        "BATCH_SIZE = INPUT_IMAGE_SHAPE = OBJECT_SHAPE = ANCHORBOX_SHAPE = N_ATTRIBUTES = N_CONTEXT_DIM = None\n"
-    )
+    names = "BATCH_SIZE INPUT_IMAGE_SHAPE OBJECT_SHAPE ANCHORBOX_SHAPE N_ATTRIBUTES N_CONTEXT_DIM".split()
+    (anchor / "spair" / "config.py").write_text("".join(f"{name} = None\n" for name in names))
     (anchor / "spair" / "models.py").write_text(FAKE_ANCHOR_MODELS)
     out = tmp_path / "out"
     argv = ["--anchor-path", str(anchor), "--out", str(out), "--sizes", "24", "--batch-size", "2"]
