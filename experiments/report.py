@@ -1576,18 +1576,37 @@ def anchor_comparison(r: Records) -> str:
                 f"{f1(anchor['median_ms'])} ({f1(anchor['q25_ms'])}–{f1(anchor['q75_ms'])})",
                 f"{ratio:.2f}x",
                 "–" if target is None else f"{target:g}x: {met}",
+                " / ".join(_faults(res[name]) for name in ("ours", "anchor")),
             ]
         )
-    head = ["image", "ours, ms (quartiles)", "SPAIR_pytorch, ms (quartiles)", "anchor / ours", "target"]
+    head = [
+        "image",
+        "ours, ms (quartiles)",
+        "SPAIR_pytorch, ms (quartiles)",
+        "anchor / ours",
+        "target",
+        "page faults a step (ours / anchor)",
+    ]
     sizes = d.get("sizes") or {}
     note = (
         f"Batch {d.get('batch_size')}, {d.get('threads', '–')} threads, {d.get('device')}; sizes "
         + ", ".join(f"{k} {v}" for k, v in sizes.items())
         + f"; the anchor at revision `{d.get('anchor_revision') or '– (not recorded)'}`; "
-        f"`keep_freed_memory` {'on' if d.get('keep_freed_memory') else 'off'} (process-wide: both models); "
-        f"`{d['command']}` (package revision {(d.get('machine') or {}).get('revision') or '–'})."
+        f"`keep_freed_memory` {'on' if d.get('keep_freed_memory') else 'off'} "
+        + (
+            f"(in each process); processes: {d['processes']}; "
+            if d.get("processes")
+            else "(process-wide: both models); "
+        )
+        + f"`{d['command']}` (package revision {(d.get('machine') or {}).get('revision') or '–'})."
     )
     return table(head, rows) + "\n\n" + note
+
+
+def _faults(timing: dict) -> str:
+    """A side's minor page faults per step, or – for records from before they were counted."""
+    count = timing.get("minor_faults_per_step")
+    return "–" if count is None else f"{count:,.0f}"
 
 
 def _with_interval(scores: dict, key: str, intervals: dict | None = None) -> str:
@@ -2050,15 +2069,21 @@ SECTIONS: list[Section] = [
             "Complete training steps (loss, backward, Adam) of our SPAIR and of the public SPAIR_pytorch "
             "(the anchor, fetched by the user and never part of this repository), both set to the "
             "anchor's network sizes (28-px glimpses and objects, a 48-px anchor box, 50-d `z_what`, "
-            "12-px cells), on the same scattered-digit batch, alternating one step of each, written by "
-            "`experiments/anchor_compare.py`. The anchor runs its sequential `Spair` with its "
+            "12-px cells), on the same scattered-digit batch, alternating one step of each, each "
+            "program in a process of its own (in one process the memory the anchor frees each step was "
+            "handed back to the kernel and our next step paged it in again; the anchor's own page faults "
+            "come from its turnover of gigabytes a step, beyond the 1 GiB each process keeps), written by "
+            "`experiments/anchor_compare.py`. The anchor runs its "
+            "sequential `Spair` with its "
             "`train.py`'s default flags and its `RunManager` set up as its `train.py` does, its "
             "`assert`s dropped as under `python -O` (its layout checks mistake a 4x4 grid for a "
             "channel axis). Targets: 3x the anchor at 48×48 and 8x at 128×128. At these sizes most of "
             "our step draws each object: a 48-px box and its bilinear fringe need a 52×52 patch, "
             "filled by products with dense interpolation matrices from 28-px glimpses "
             "(`ops.paste_patches`) and composited, forward and backward (at our default sizes, 16-px "
-            "boxes from 14-px glimpses, the patches are 20×20)."
+            "boxes from 14-px glimpses, the patches are 20×20); the patches lie channel-major in memory "
+            "and their three compositing layers are written in place with a hand-written backward "
+            "(`ops.depth_weighted_layers`)."
         ),
         protocol="Timings; no model selection involved.",
         tables=[anchor_comparison],
