@@ -1477,13 +1477,16 @@ STEP_PROFILES = (
     ("before", "before issue 36, eager, 1 thread"),
     (
         "after-1-thread",
-        "now, eager, 1 thread as *before*, idle machine, timed in turns with `--against REV` (the count "
-        "can depend on the threads: a multi-threaded `cat` dispatches a view per input)",
+        "now, eager, 1 thread as *before*, idle machine; with `--against REV`, the step of the package "
+        "at git revision REV built too, its operations counted with the same threads and its step "
+        "timed in turns (the count can depend on the threads: a multi-threaded `cat` dispatches a view "
+        "per input, a multi-threaded sum its partial sums)",
     ),
     (
         "after-idle",
-        "now, eager (the default), 2 threads, idle machine; with `--against REV`, timed in turns with "
-        "the step of the package at git revision REV (an earlier state of issue 36). Training fixes "
+        "now, eager (the default), 2 threads, idle machine; with `--against REV` as *after-1-thread* "
+        "(REV `8166e6d` is the package before issue 36, built by this script as it was at `c2f5fef`, "
+        "`--against-script`; other revisions are earlier states of issue 36). Training fixes "
         "glibc's malloc thresholds (`train.keep_freed_memory`, default on; process-wide, so REV's step "
         "in turns runs with them too)",
     ),
@@ -1527,6 +1530,10 @@ def step_profiles(r: Records) -> str:
                 row.append("–")
                 continue
             ratio = f" ({base / m['aten_ops']:.1f}x fewer)" if base and label != "before" else ""
+            same = m.get("aten_ops_baseline")  # the same threads, the revision of --against
+            if same:
+                at = records[label]["against"]
+                ratio = f" ({same / m['aten_ops']:.2f}x fewer than {count(same)} at `{at}`)"
             eager = m.get("timing_eager", {}).get("median_ms")
             turns = f" (eager in turns: {f1(eager)} ms)" if eager is not None else ""
             baseline = m.get("timing_baseline", {}).get("median_ms")

@@ -22,9 +22,12 @@ profiled step also counts CUDA kernels and their summed time (GPU-busy time), an
 synchronise.
 
 With ``--against REV`` the step of the package as it was at git revision ``REV`` (copied out of git
-under another name, so both load in one process) is built too, and the two are timed in alternation
-(``timing`` now, ``timing_baseline`` then): this machine's speed drifts by a quarter between runs,
-so only steps timed in turns compare.
+under another name, so both load in one process) is built too, its operations counted with the same
+threads (``aten_ops_baseline``), and the two are timed in alternation (``timing`` now,
+``timing_baseline`` then): this machine's speed drifts by a quarter between runs, so only steps timed
+in turns compare. ``--against-script REV2`` builds that step with this script as it was at ``REV2``,
+for a package older than the script (issue 36's *before*: ``--against 8166e6d --against-script
+c2f5fef``).
 
 Writes ``benchmarks/step_profile/<label>.json``. Reproduce::
 
@@ -281,6 +284,8 @@ def measure(
     )
     for _ in range(args.warmup):
         other()
+    if profile_ops and baseline is not None:
+        result["aten_ops_baseline"] = profile_step(other, args.device)["aten_ops"]
     turns = [(timed(step, args.device), timed(other, args.device)) for _ in range(args.timed_steps)]
     result["timing"] = quartiles([ms for (ms, _), _ in turns], [f for (_, f), _ in turns])
     result["timing_baseline" if baseline is not None else "timing_eager"] = quartiles(
@@ -289,24 +294,22 @@ def measure(
     return result
 
 
-def load_baseline(rev: str) -> Any:
-    """This script as it was at git revision ``rev``, with the package of that revision, importable
-    next to today's: ``ppl_scenes`` renamed ``ppl_scenes_at_REV`` in a temporary directory."""
+def load_baseline(rev: str, script_rev: str | None = None) -> Any:
+    """This script as it was at git revision ``script_rev`` (default ``rev``), with the package of
+    ``rev``, importable next to today's: ``ppl_scenes`` renamed ``ppl_scenes_at_REV`` in a temporary
+    directory."""
     root = Path(__file__).resolve().parent.parent
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", rev], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.strip()
+
+    def git(*command: str) -> bytes:
+        return subprocess.run(["git", *command], cwd=root, capture_output=True, check=True).stdout
+
+    sha = git("rev-parse", "--short", rev).decode().strip()
     package = f"ppl_scenes_at_{sha}"
-    archive = subprocess.run(
-        ["git", "archive", sha, "ppl_scenes", f"experiments/{NAME}.py"],
-        cwd=root,
-        capture_output=True,
-        check=True,
-    ).stdout
     tmp = Path(tempfile.mkdtemp(prefix=f"{NAME}_{sha}_"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # its modules may import lazily until then
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp, filter="data")
+    for tree, path in ((sha, "ppl_scenes"), (script_rev or sha, f"experiments/{NAME}.py")):
+        with tarfile.open(fileobj=io.BytesIO(git("archive", tree, path))) as tar:
+            tar.extractall(tmp, filter="data")
     (tmp / "ppl_scenes").rename(tmp / package)
     (tmp / "experiments" / f"{NAME}.py").rename(tmp / f"{NAME}_at_{sha}.py")
     for path in [*(tmp / package).rglob("*.py"), tmp / f"{NAME}_at_{sha}.py"]:
@@ -348,7 +351,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--against",
         metavar="REV",
-        help="also build each step as it was at git revision REV and time the two in turns",
+        help="also build each step as it was at git revision REV, count its operations and time the two "
+        "in turns",
+    )
+    parser.add_argument(
+        "--against-script",
+        metavar="REV2",
+        help="build --against's step with this script as it was at REV2 (for a package older than it)",
     )
     parser.add_argument(
         "--shipped-detector",
@@ -371,14 +380,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if args.against and args.compile:
         parser.error("--against times the eager steps of two revisions; leave out --compile")
-    args.baseline = load_baseline(args.against) if args.against else None
+    if args.against_script and not args.against:
+        parser.error("--against-script goes with --against")
+    args.baseline = load_baseline(args.against, args.against_script) if args.against else None
     models = {}
     for name in args.models:
         models[name] = measure(name, args, batch_size=args.batch_size)
         r = models[name]
         eager = f" (eager, in turns: {r['timing_eager']['median_ms']:.1f})" if "timing_eager" in r else ""
         if "timing_baseline" in r:
-            eager = f" ({args.against}, in turns: {r['timing_baseline']['median_ms']:.1f})"
+            eager = (
+                f" ({args.against}: {r['aten_ops_baseline']} aten ops, in turns: "
+                f"{r['timing_baseline']['median_ms']:.1f})"
+            )
         print(
             f"{name}: {r['aten_ops']} aten ops, median {r['timing']['median_ms']:.1f} ms/step{eager}",
             flush=True,
@@ -391,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": args.device,
         "compile": args.compile,
         "against": args.against,
+        "against_script": args.against_script,
         "shipped_detector": args.shipped_detector,
         "keep_freed_memory": not args.adaptive_malloc,
         "seed": args.seed,

@@ -1005,10 +1005,22 @@ def test_step_profile_times_a_git_revision_in_turns(script, digits, tmp_path):
 
     args = ["--models", "spair", "--batch-size", "2", "--warmup", "1", "--timed-steps", "2", "--threads", "1"]
     record = script("step_profile").main(
-        [*args, "--label", "ab", "--out", str(tmp_path), "--against", "HEAD", *digits]
+        [
+            *args,
+            "--label",
+            "ab",
+            "--out",
+            str(tmp_path),
+            "--against",
+            "HEAD",
+            "--against-script",
+            "HEAD",
+            *digits,
+        ]
     )
     result = record["models"]["spair"]
     assert record["against"] == "HEAD" and result["timing_baseline"]["median_ms"] > 0
+    assert record["against_script"] == "HEAD" and result["aten_ops_baseline"] > 0
     assert result["timing"]["median_ms"] > 0 and "timing_eager" not in result
     loaded = [name for name in sys.modules if name.startswith("ppl_scenes_at_")]
     assert loaded and all(sys.modules[name].__file__ != sys.modules["ppl_scenes"].__file__ for name in loaded)

@@ -217,9 +217,14 @@ class Detections:
     present: Tensor
 
     @functools.cached_property
+    def cell_boxes(self) -> Tensor:
+        """``[B, A, 4]`` every cell's box, cxcywh pixels (computed once per detection)."""
+        return xyxy_to_cxcywh(self.boxes)
+
+    @functools.cached_property
     def object_boxes(self) -> Tensor:
-        """``[B, M, 4]`` the kept objects' boxes, cxcywh pixels (computed once per detection)."""
-        return xyxy_to_cxcywh(self.gather(self.boxes))
+        """``[B, M, 4]`` the kept objects' boxes, cxcywh pixels (rows of :attr:`cell_boxes`)."""
+        return self.gather(self.cell_boxes)
 
     @functools.cached_property
     def cell_weight(self) -> Tensor:
@@ -594,7 +599,7 @@ class SSDIR(SceneModel, Variational, DetectorStage, PresenceBoxes, RankedParse, 
         dev = x.device
         with plate("data", b, dim=-2, device=dev):
             with plate("cells", a, dim=-1, device=dev):
-                pyro.deterministic("z_where", xyxy_to_cxcywh(det.boxes), event_dim=1)
+                pyro.deterministic("z_where", det.cell_boxes, event_dim=1)
                 pyro.sample("z_pres", dist.Bernoulli(det.beta), obs=det.cell_weight)
                 with weighted(det.cell_weight):  # the mask as a 0/1 factor: every density is finite
                     with scaled(c.what_weight, x):

@@ -94,15 +94,16 @@ def _weighted_layers(drawn: Tensor, scale: Tensor) -> Tensor:
     """:func:`depth_weighted_layers` of ``drawn`` and ``scale = exp(depth)`` ``[B, N, 1, 1, 1]``,
     each layer written into its slice of the result."""
     c = drawn.shape[2] - 1
-    appearance, alpha = drawn[:, :, :c], drawn[:, :, c:]
+    appearance, alpha = drawn.split((c, 1), 2)
     b, n, _, h, w = drawn.shape
     if drawn.transpose(1, 2).is_contiguous():  # channel-major, as paste_patches lays patches out
         out = drawn.new_empty(b, c + 2, n, h, w).transpose(1, 2)
     else:
         out = drawn.new_empty(b, n, c + 2, h, w)
-    w = torch.mul(alpha, scale, out=out[:, :, c + 1 :])
-    w_alpha = torch.mul(w, alpha, out=out[:, :, c : c + 1])
-    torch.mul(w_alpha, appearance, out=out[:, :, :c])
+    color, w_alpha, weight = out.split((c, 1, 1), 2)
+    torch.mul(alpha, scale, out=weight)
+    torch.mul(weight, alpha, out=w_alpha)
+    torch.mul(w_alpha, appearance, out=color)
     return out
 
 
@@ -122,10 +123,11 @@ class _DepthWeightedLayers(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         drawn, scale, out = ctx.saved_tensors
         c = drawn.shape[2] - 1
-        appearance, alpha = drawn[:, :, :c], drawn[:, :, c:]
-        g_color, g_alpha, g_weight = grad[:, :, :c], grad[:, :, c : c + 1], grad[:, :, c + 1 :]
+        appearance, alpha = drawn.split((c, 1), 2)
+        g_color, g_alpha, g_weight = grad.split((c, 1, 1), 2)
         d_drawn = torch.empty_like(drawn)
-        torch.mul(out[:, :, c : c + 1], g_color, out=d_drawn[:, :, :c])
+        d_appearance, d_alpha = d_drawn.split((c, 1), 2)
+        torch.mul(out[:, :, c : c + 1], g_color, out=d_appearance)  # s a^2 g_o
         if c == 1:
             t = torch.addcmul(g_alpha, appearance, g_color)
         else:
@@ -133,7 +135,7 @@ class _DepthWeightedLayers(torch.autograd.Function):
         a_t = t.mul_(alpha)
         a_t_plus = a_t + g_weight  # a t + g_2
         d_scale = (alpha * a_t_plus).sum((3, 4), keepdim=True)
-        torch.add(a_t, a_t_plus, out=d_drawn[:, :, c:]).mul_(scale)
+        torch.add(a_t, a_t_plus, out=d_alpha).mul_(scale)
         return d_drawn, d_scale
 
 
