@@ -38,6 +38,8 @@ def depth_weights(alpha: Tensor, depth: Tensor) -> Tensor:
 
 def _depth_factors(depth: Tensor) -> Tensor:
     """``exp(depth)`` ``[B, N, 1, 1, 1]``, shifted by each image's (detached) maximum depth."""
+    if depth.shape[1] == 0:  # no objects: nothing to shift
+        return depth[:, :, None, None, None]
     return torch.exp(depth - depth.detach().amax(dim=1, keepdim=True))[:, :, None, None, None]
 
 

@@ -91,3 +91,13 @@ def test_channel_major_paste_has_the_same_values_and_gradients():
         torch.autograd.grad((major * weights).sum(), (boxes, glimpses)),
     ):
         torch.testing.assert_close(b, a)
+
+
+def test_no_objects_leave_the_background():
+    glimpses = torch.rand(2, 0, 2, 14, 14, requires_grad=True)
+    drawn, origins = paste_patches(glimpses, torch.rand(2, 0, 4) * 10, (20, 20))
+    depth = torch.zeros(2, 0, requires_grad=True)
+    canvas = composite_patches(drawn, origins, depth, 0.2, (16, 12))
+    assert torch.equal(canvas, torch.full((2, 1, 16, 12), 0.2))
+    full = paste(glimpses, torch.rand(2, 0, 4) * 10, (16, 12))
+    assert torch.equal(composite(full[:, :, :1], full[:, :, 1:], depth, 0.2), canvas)
