@@ -1,8 +1,8 @@
 """Your own images: find them, read them lazily, and train on random crops of them.
 
 Paths. A path is a folder (searched recursively), a glob pattern (``**`` allowed) or a single file.
-Images are PNG, JPEG, BMP, TIFF (8- or 16-bit) and WebP, decoded by Pillow (the first frame of a
-multi-frame file), and NumPy ``.npy`` / ``.npz`` arrays. Inside a folder, files with other extensions
+Images are PNG, JPEG, BMP, GIF, TIFF (8- or 16-bit) and WebP, decoded by Pillow (the first frame of a
+multi-frame file: an animated GIF or a TIFF stack), and NumPy ``.npy`` / ``.npz`` arrays. Inside a folder, files with other extensions
 (``notes.txt``, ``.DS_Store``) are ignored with one summary warning; a file named explicitly must be an
 image. Everything is sorted, so the same paths always give the same images in the same order.
 
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 #: Extensions decoded by Pillow (lower case).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 #: NumPy array files (see the module docstring for how they map to images).
 ARRAY_EXTENSIONS = (".npy", ".npz")
 _ALL_EXTENSIONS = IMAGE_EXTENSIONS + ARRAY_EXTENSIONS

@@ -373,3 +373,15 @@ def test_bad_parameters_and_channels(folder, tmp_path):
     np.save(tmp_path / "text.npy", np.array([["a"]]))
     with pytest.raises(UnreadableImageError, match="not an image"):
         find_images(tmp_path / "text.npy")
+
+
+def test_gif_reads_its_first_frame(tmp_path):
+    from PIL import Image
+
+    g = gray(20, 30)
+    frames = [Image.fromarray(g), Image.fromarray(255 - g)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    x = read_image(str(tmp_path / "a.gif"))
+    assert x.shape[-2:] == (20, 30)
+    assert torch.allclose(x.mean(0), torch.from_numpy(g / 255.0).float(), atol=1 / 255)
+    assert [e.name for e in find_images(str(tmp_path)).entries] == [str(tmp_path / "a.gif")]
