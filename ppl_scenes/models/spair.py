@@ -636,7 +636,7 @@ class SPAIR(SceneModel, PresenceBoxes, PriorSampling, RankedParse):
             z_where, grid_shape(image_size, c.cell_size), c.cell_size, c.anchor, c.center_bounds
         )
         patch = patch_size(c.anchor, tuple(appearance.shape[-2:]))
-        return paste_patches(torch.cat((appearance, alpha), 2), boxes, patch)
+        return paste_patches(torch.cat((appearance, alpha), 2), boxes, patch, canvas=tuple(image_size))
 
     def tight_boxes(self, lat: CellLatents, boxes: Tensor, image_size) -> Tensor:
         """Every cell's box shrunk to what its object draws (``config.tight_mode``); ``[B, N, 4]``.

@@ -30,7 +30,11 @@ def patch_size(max_box: tuple[float, float], glimpse_size: tuple[int, int]) -> t
 
 
 def paste_patches(
-    glimpses: Tensor, boxes_cxcywh: Tensor, patch: tuple[int, int], min_size: float = 1e-3
+    glimpses: Tensor,
+    boxes_cxcywh: Tensor,
+    patch: tuple[int, int],
+    min_size: float = 1e-3,
+    canvas: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`~ppl_scenes.ops.paste` onto a patch per box instead of the whole canvas.
 
@@ -39,6 +43,10 @@ def paste_patches(
         boxes_cxcywh: ``[B, N, 4]`` in the canvas' pixels, each at most as large as :func:`patch_size`
             allows.
         patch: ``(P_h, P_w)`` from :func:`patch_size`.
+        canvas: ``(H, W)``, where known: along an axis on which the patch would be at least as long
+            as the canvas, the patch is the canvas' extent at origin 0 instead (what lies on the
+            canvas is the same; the rest was never drawn), and a patch as large as the canvas is
+            summed onto it rather than scattered (:func:`fold_patches`).
 
     Returns:
         ``(patches [B, N, C, P_h, P_w], origins [B, N, 2])``: patch pixel ``(i, j)`` is canvas pixel
@@ -47,21 +55,27 @@ def paste_patches(
         (``paste(..., channel_major=True)``), as :func:`fold_patches` scatters them.
     """
     gh, gw = glimpses.shape[-2:]
-    to_origin, half = _origin_map(gh, gw, boxes_cxcywh.device, boxes_cxcywh.dtype)
-    # ``(x, y, 0, 0)``: the pixel before the first a glimpse reaches (half a glimpse pixel beyond an edge)
+    along = (False, False) if canvas is None else tuple(p >= c for p, c in zip(patch, canvas))
+    patch = tuple(c if whole else p for p, c, whole in zip(patch, canvas or patch, along))
+    to_origin, half = _origin_map(gh, gw, along, boxes_cxcywh.device, boxes_cxcywh.dtype)
+    # ``(x, y, 0, 0)``: the pixel before the first a glimpse reaches (half a glimpse pixel beyond an
+    # edge), 0 along an axis the patch spans whole
     origins = torch.floor(boxes_cxcywh.detach() @ to_origin - half)
     drawn = paste(glimpses, boxes_cxcywh - origins, patch, min_size, channel_major=True)
     return drawn, origins[..., :2].long()
 
 
 @cached_constant
-def _origin_map(gh: int, gw: int, device, dtype) -> tuple[Tensor, Tensor]:
+def _origin_map(gh: int, gw: int, whole: tuple[bool, bool], device, dtype) -> tuple[Tensor, Tensor]:
     """``(M [4, 4], half [4])``: ``box @ M - half = (x0 - w / 2g_w - 1/2, y0 - h / 2g_h - 1/2, 0, 0)``,
-    whose floor is a patch's origin."""
+    whose floor is a patch's origin; zero along the axes ``whole`` ``(rows, columns)``."""
     m = torch.zeros(4, 4, dtype=dtype, device=device)
-    m[0, 0] = m[1, 1] = 1.0
-    m[2, 0], m[3, 1] = -(0.5 + 0.5 / gw), -(0.5 + 0.5 / gh)
-    return m, torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=dtype, device=device)
+    half = torch.zeros(4, dtype=dtype, device=device)
+    if not whole[1]:
+        m[0, 0], m[2, 0], half[0] = 1.0, -(0.5 + 0.5 / gw), 0.5
+    if not whole[0]:
+        m[1, 1], m[3, 1], half[1] = 1.0, -(0.5 + 0.5 / gh), 0.5
+    return m, half
 
 
 def _patch_pixels(origins: Tensor, patch: tuple[int, int], canvas: tuple[int, int], channels: int) -> Tensor:
@@ -103,15 +117,22 @@ def fold_patches(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Te
 
     Args:
         values: ``[B, N, C, P_h, P_w]``; origins: ``[B, N, 2]`` integer ``(x, y)`` of each patch's
-            first pixel (:func:`paste_patches`); canvas: ``(H, W)``.
+            first pixel (:func:`paste_patches`); canvas: ``(H, W)``. Patches exactly as large as the
+            canvas lie at the origin (as :func:`paste_patches` draws them when given the canvas): they
+            are summed, their origins not read.
     """
+    if tuple(values.shape[-2:]) == tuple(canvas):
+        return values.sum(1)
     index, rows, empty = _scatter_onto(values, origins, canvas)
     return _on_canvas(empty.scatter_add(-1, index, rows), canvas)
 
 
 def patch_overlap(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Tensor:
     """Per canvas pixel, the sum minus the maximum of the objects' patches (GMAIR §2.3): zero where at
-    most one object draws, growing with every further one; ``[B, C, H, W]``, ``values`` non-negative."""
+    most one object draws, growing with every further one; ``[B, C, H, W]``, ``values`` non-negative
+    (patches as large as the canvas lie at the origin, as in :func:`fold_patches`)."""
+    if tuple(values.shape[-2:]) == tuple(canvas):
+        return values.sum(1) - values.amax(1)
     index, rows, empty = _scatter_onto(values, origins, canvas)
     excess = empty.scatter_add(-1, index, rows) - empty.scatter_reduce(
         -1, index, rows, reduce="amax", include_self=True

@@ -101,3 +101,28 @@ def test_no_objects_leave_the_background():
     assert torch.equal(canvas, torch.full((2, 1, 16, 12), 0.2))
     full = paste(glimpses, torch.rand(2, 0, 4) * 10, (16, 12))
     assert torch.equal(composite(full[:, :, :1], full[:, :, 1:], depth, 0.2), canvas)
+
+
+@pytest.mark.parametrize("canvas", [(36, 36), (36, 60), (60, 36), (52, 52)])
+def test_patches_no_larger_than_the_canvas(canvas):
+    """A canvas no longer than a patch along an axis: the patch spans it there, at origin 0 (summed,
+    not scattered, where it spans both axes), with the values and gradients of full canvases."""
+    cell, anchor, glimpse = (12, 12), (48.0, 48.0), 28
+    boxes, glimpses, depth = _objects(cell, anchor, glimpse, max(canvas))
+    full = paste(glimpses, boxes, canvas)
+    want = composite(full[:, :, :1], full[:, :, 1:], depth, 0.2)
+    patch = patch_size(anchor, (glimpse, glimpse))  # 52 x 52
+    drawn, origins = paste_patches(glimpses, boxes, patch, canvas=canvas)
+    assert drawn.shape[-2:] == tuple(min(p, c) for p, c in zip(patch, canvas))
+    for axis, (p, c) in enumerate(zip(patch, canvas)):  # origins are (x, y)
+        if p >= c:
+            assert not origins[..., 1 - axis].any()
+    got = composite_patches(drawn, origins, depth, 0.2, canvas)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    inputs = (boxes, glimpses, depth)
+    for a, b in zip(
+        torch.autograd.grad(want.square().sum(), inputs), torch.autograd.grad(got.square().sum(), inputs)
+    ):
+        torch.testing.assert_close(b, a, atol=1e-4 * a.abs().max().item(), rtol=1e-4)
+    overlap = patch_overlap(drawn.detach(), origins, canvas)
+    torch.testing.assert_close(overlap, full.detach().sum(1) - full.detach().amax(1), atol=1e-5, rtol=1e-5)
