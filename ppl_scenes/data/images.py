@@ -2,9 +2,10 @@
 
 Paths. A path is a folder (searched recursively), a glob pattern (``**`` allowed) or a single file.
 Images are PNG, JPEG, BMP, GIF, TIFF (8- or 16-bit) and WebP, decoded by Pillow (the first frame of a
-multi-frame file: an animated GIF or a TIFF stack), and NumPy ``.npy`` / ``.npz`` arrays. Inside a folder, files with other extensions
-(``notes.txt``, ``.DS_Store``) are ignored with one summary warning; a file named explicitly must be an
-image. Everything is sorted, so the same paths always give the same images in the same order.
+multi-frame file: an animated GIF or a TIFF stack), and NumPy ``.npy`` / ``.npz`` arrays. Inside a
+folder, files with other extensions (``notes.txt``, ``.DS_Store``) are ignored with one summary
+warning; a file named explicitly must be an image. Everything is sorted, so the same paths always give
+the same images in the same order.
 
 Arrays. A ``.npy`` file holds one image -- ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` -- or a stack of
 them -- ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``. A 3-D array whose last axis has at most 4
