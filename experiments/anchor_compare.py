@@ -360,10 +360,8 @@ class Programs:
     def close(self) -> None:
         """Stop the workers (each finishes its step first)."""
         for pipe in self._pipes.values():
-            try:
+            with contextlib.suppress(OSError):  # a worker that has gone already
                 pipe.send(0)
-            except OSError:
-                pass
         for worker in self._workers:
             worker.join(timeout=30)
             if worker.is_alive():

@@ -1450,26 +1450,26 @@ def lean_checks(r: Records) -> str:
     parts = []
     for path in paths:
         d = r(path)
-        if d.get("experiment") == "reproduce":  # the card's own command, another seed
-            d = {**d, "model": d["name"], "preset": r(f"benchmarks/pretrained/{d['name']}.json")["preset"]}
-            run = {"steps": d["steps"], "train_minutes": d["train_minutes"], "validation": d["validation"]}
-            seed = f", seed {d['seed']}"
+        reproduced = d.get("experiment") == "reproduce"  # the card's own command, another seed
+        model = d["name"] if reproduced else d["model"]
+        card = r(f"benchmarks/pretrained/{model}.json")
+        if reproduced:  # the record itself holds the run's steps, minutes and validation scores
+            run, preset, seed = d, card["preset"], f", seed {d['seed']}"
         else:
             run = next(v for v in d["variants"] if v["variant"] == d["chosen"])
-            seed = ""
-        card = r(f"benchmarks/pretrained/{d['model']}.json")
+            preset, seed = d["preset"], ""
         keys = [k for k in LEAN_KEYS if k in d["test"]]
         revision = (d.get("machine") or {}).get("revision") or "–"
         rows = []
         for label, splits, steps, minutes, val, test, intervals in (
-            (f"card `{d['model']}`", card.get("splits"), card.get("steps"), card.get("cpu_minutes"),
+            (f"card `{model}`", card.get("splits"), card.get("steps"), card.get("cpu_minutes"),
              card["validation"], card["test"], card.get("test_intervals") or {}),
             (f"lean step{seed}, revision `{revision}`", d["splits"], run["steps"], run["train_minutes"],
              run["validation"], d["test"], d["test_intervals"]),
         ):  # fmt: skip
             seeds = f"{splits['validation']['seed']} / {splits['test']['seed']}" if splits else "–"
             rows.append(
-                [label, f"`{d['preset']}`", seeds, count(steps), f1(minutes)]
+                [label, f"`{preset}`", seeds, count(steps), f1(minutes)]
                 + [f3(val.get(k)) for k in keys]
                 + [_with_interval(test, k, intervals) for k in keys]
             )
@@ -1479,7 +1479,7 @@ def lean_checks(r: Records) -> str:
             + [f"test {k}" for k in keys]
         )
         command = d.get("record_command") or d["command"]
-        parts.append(f"**`{d['model']}`** (`{path}`; `{command}`):\n\n" + table(head, rows))
+        parts.append(f"**`{model}`** (`{path}`; `{command}`):\n\n" + table(head, rows))
     if not parts:
         return "No records yet (`benchmarks/lean_check/*.json`)."
     return "\n\n".join(parts)

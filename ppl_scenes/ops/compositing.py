@@ -61,8 +61,14 @@ def composite(appearance: Tensor, alpha: Tensor, depth: Tensor, background: Tens
     Returns:
         ``[B, C, H, W]``.
     """
-    w = depth_weights(alpha, depth)
-    return blend((w * alpha * appearance).sum(1), (w * alpha).sum(1), w.sum(1), _as_tensor(background, alpha))
+    layers = _layer_products(appearance, alpha, _depth_factors(depth))
+    return blend(*(layer.sum(1) for layer in layers), _as_tensor(background, alpha))
+
+
+def _layer_products(appearance: Tensor, alpha: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(w alpha o, w alpha, w)`` with ``w = alpha scale``, by autograd's own products."""
+    w = alpha * scale
+    return w * alpha * appearance, w * alpha, w
 
 
 def depth_weighted_layers(drawn: Tensor, depth: Tensor) -> Tensor:
@@ -83,10 +89,7 @@ def depth_weighted_layers(drawn: Tensor, depth: Tensor) -> Tensor:
     """
     scale = _depth_factors(depth)
     if torch.compiler.is_compiling():  # one graph for the compiler to fuse
-        c = drawn.shape[2] - 1
-        appearance, alpha = drawn.split((c, 1), 2)
-        w = alpha * scale
-        return torch.cat((w * alpha * appearance, w * alpha, w), dim=2)
+        return torch.cat(_layer_products(*drawn.split((drawn.shape[2] - 1, 1), 2), scale), dim=2)
     if torch.is_grad_enabled() and (drawn.requires_grad or scale.requires_grad):
         return _DepthWeightedLayers.apply(drawn, scale)
     return _weighted_layers(drawn, scale)

@@ -112,6 +112,12 @@ def _scatter_onto(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> t
     return index, rows, values.new_zeros(b, c, (height + 2) * (width + 2))
 
 
+def _spans_canvas(values: Tensor, canvas: tuple[int, int]) -> bool:
+    """Whether patches ``[..., P_h, P_w]`` are exactly the canvas' size: then they lie at the origin
+    (:func:`paste_patches` given the canvas) and are summed onto it, not scattered."""
+    return tuple(values.shape[-2:]) == tuple(canvas)
+
+
 def fold_patches(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Tensor:
     """Sum patches onto an empty canvas: ``[B, C, H, W]``; what falls off the canvas is dropped.
 
@@ -121,7 +127,7 @@ def fold_patches(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> Te
             canvas lie at the origin (as :func:`paste_patches` draws them when given the canvas): they
             are summed, their origins not read.
     """
-    if tuple(values.shape[-2:]) == tuple(canvas):
+    if _spans_canvas(values, canvas):
         return values.sum(1)
     index, rows, empty = _scatter_onto(values, origins, canvas)
     return _on_canvas(empty.scatter_add(-1, index, rows), canvas)
@@ -131,7 +137,7 @@ def patch_overlap(values: Tensor, origins: Tensor, canvas: tuple[int, int]) -> T
     """Per canvas pixel, the sum minus the maximum of the objects' patches (GMAIR §2.3): zero where at
     most one object draws, growing with every further one; ``[B, C, H, W]``, ``values`` non-negative
     (patches as large as the canvas lie at the origin, as in :func:`fold_patches`)."""
-    if tuple(values.shape[-2:]) == tuple(canvas):
+    if _spans_canvas(values, canvas):
         return values.sum(1) - values.amax(1)
     index, rows, empty = _scatter_onto(values, origins, canvas)
     excess = empty.scatter_add(-1, index, rows) - empty.scatter_reduce(
