@@ -312,9 +312,9 @@ class Programs:
     """Each program's training step in a process of its own, stepped on demand from this one.
 
     In one process the two programs share glibc's heap: at 128 px the anchor frees gigabytes a step,
-    which the heap hands back to the kernel, and our next step maps its pages afresh (some 66,000
-    minor page faults a step instead of none). Apart, each keeps its own memory, as it would when
-    trained on its own; both processes fix glibc's thresholds as our training does
+    which the heap hands back to the kernel, and our next step maps its pages afresh (tens of
+    thousands of minor page faults a step instead of none, in a trial run). Apart, each keeps its own
+    memory, as it would when trained on its own; both processes fix glibc's thresholds as our training does
     (``TrainConfig.keep_freed_memory``), so the allocator setting is the same for both.
     """
 
